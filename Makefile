@@ -1,0 +1,45 @@
+# fastuda: every target installs what it needs into .venv first.
+#
+#   make demo    the main job on its default (see README)
+#   make test    the test suite (CPU + Triton-interpreter tiers; CUDA tier when a GPU is present)
+#   make bench   the kernel benchmarks (CPU-sized shapes without a GPU)
+#
+# Variables: PYTHON (interpreter that creates .venv), VENV, PYTEST_ARGS,
+# FASTUDA_SKIP_CUDA_BUILD (default: 1 when no NVIDIA GPU is visible).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.fastuda-installed
+PYTEST_ARGS ?=
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+FASTUDA_SKIP_CUDA_BUILD ?= $(if $(filter 1,$(HAS_GPU)),0,1)
+export FASTUDA_SKIP_CUDA_BUILD
+
+.PHONY: install demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# torch first (the CUDA build from PyPI; it also runs on CPU), then fastuda
+# itself, built against that torch (hence --no-build-isolation).
+$(STAMP): $(PY) setup.py $(wildcard csrc/*/*.cpp csrc/*/*.cu)
+	$(PY) -c "import torch, torchvision, timm, triton" 2>/dev/null || $(PIP) install torch torchvision timm triton
+	$(PIP) install --no-build-isolation -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m fastuda.demo
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m pytest bench $(PYTEST_ARGS)
+
+clean:
+	rm -rf build *.egg-info fastuda/_C*.so .pytest_cache .benchmarks

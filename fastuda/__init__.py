@@ -1,0 +1,3 @@
+"""fastuda: fast domain-adaptive semantic segmentation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,24 @@
+"""fastuda.ops: fused, torch.compile-friendly ops for domain-adaptive segmentation.
+
+Every op is registered with ``torch.library`` (namespace ``fastuda``), has a
+fake implementation for tracing, autograd where it has a backward, and a
+pure-PyTorch reference in ``fastuda.ops.reference``. CUDA tensors run the fused
+kernels; CPU tensors run the reference (see ``set_backend`` for the switch).
+"""
+
+from ._backend import BACKENDS, get_backend, set_backend, use_backend
+from ._checks import set_value_checks
+from .classmix import class_presence
+from .cross_entropy import weighted_cross_entropy
+from .pseudo_label import pseudo_label
+
+__all__ = [
+    "BACKENDS",
+    "class_presence",
+    "get_backend",
+    "pseudo_label",
+    "set_backend",
+    "set_value_checks",
+    "use_backend",
+    "weighted_cross_entropy",
+]

@@ -1,0 +1,102 @@
+"""Pure-PyTorch references of every fastuda op.
+
+They are the CPU path, the test oracle and the benchmark baseline, written for
+clarity over speed, and they follow the published DAFormer / HRDA / MIC code
+(mmseg/models/uda/dacs.py, mmseg/models/losses/cross_entropy_loss.py,
+mmseg/models/utils/dacs_transforms.py). Inputs are assumed validated by the
+public wrappers in fastuda.ops. Statistics are computed in float32 (float64
+for float64 inputs).
+"""
+
+import torch
+from torch import Tensor
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def pseudo_label(
+    logits: Tensor,  # (B, C, H, W)
+    threshold: float,
+    ignore_top: int,
+    ignore_bottom: int,
+    weight_mode: str,
+    valid_mask: Tensor | None,  # (B, H, W)
+) -> tuple[Tensor, Tensor]:
+    """DACS pseudo-labels: (label int64 (B, H, W), weight float32 (B, H, W)).
+
+    As published: softmax, then max gives (confidence, label); the weight is the
+    fraction of pixels with confidence >= threshold over the WHOLE batch
+    ("batch"), or per image ("image", the paper's formula), written to every
+    pixel, confident or not. Rows [0, ignore_top) and the last ignore_bottom
+    rows get 0 (DAFormer: 15 / 120), then the weight is multiplied by the valid
+    mask (HRDA / MIC).
+    """
+    B, _, H, W = logits.shape
+    prob = torch.softmax(logits.to(_acc_dtype(logits.dtype)), dim=1)  # (B, C, H, W)
+    conf, label = prob.max(dim=1)  # (B, H, W)
+    confident = (conf >= threshold).float()
+    if weight_mode == "batch":
+        frac = confident.sum() / confident.numel()
+        weight = frac.expand(B, H, W).clone()
+    else:
+        frac = confident.flatten(1).sum(1) / (H * W)  # (B,)
+        weight = frac[:, None, None].expand(B, H, W).clone()
+    weight[:, :ignore_top] = 0
+    weight[:, H - ignore_bottom :] = 0
+    if valid_mask is not None:
+        weight = weight * valid_mask.float()
+    return label, weight
+
+
+def _per_pixel_ce(logits: Tensor, target: Tensor, ignore_index: int) -> Tensor:
+    """-log softmax(logits)[target] per pixel (B, H, W); 0 where ignored; NaN
+    where the target is neither a class nor ignore_index."""
+    C = logits.shape[1]
+    log_prob = torch.log_softmax(logits.to(_acc_dtype(logits.dtype)), dim=1)  # (B, C, H, W)
+    valid = target != ignore_index
+    in_range = (target >= 0) & (target < C)
+    index = torch.where(in_range, target, 0).unsqueeze(1)  # (B, 1, H, W)
+    ce = -log_prob.gather(1, index).squeeze(1)  # (B, H, W)
+    ce = torch.where(valid, ce, 0.0)
+    return torch.where(valid & ~in_range, torch.nan, ce)
+
+
+def weighted_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int) -> Tensor:
+    """sum_p weight_p * CE_p / (B * H * W): the published `.mean()` over ALL pixels,
+    ignored ones counting in the denominator. A 0-d float32 (float64 for float64 logits)."""
+    ce = _per_pixel_ce(logits, target, ignore_index)
+    if weight is not None:
+        ce = ce * weight.to(ce.dtype)
+    return ce.sum() / ce.numel()
+
+
+def weighted_cross_entropy_backward(
+    grad_loss: Tensor, logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int
+) -> Tensor:
+    """d loss / d logits = g * w_p / (B * H * W) * (softmax - one_hot(target)), 0 where
+    ignored. Contiguous, in the logits' dtype."""
+    B, C, H, W = logits.shape
+    acc = _acc_dtype(logits.dtype)
+    valid = target != ignore_index
+    in_range = (target >= 0) & (target < C)
+    coef = grad_loss.to(acc) / (B * H * W) * torch.ones_like(target, dtype=acc)  # (B, H, W)
+    if weight is not None:
+        coef = coef * weight.to(acc)
+    coef = torch.where(valid, coef, 0.0)
+    coef = torch.where(valid & ~in_range, torch.nan, coef)
+    prob = torch.softmax(logits.to(acc), dim=1)  # (B, C, H, W)
+    one_hot = torch.zeros_like(prob).scatter_(1, torch.where(in_range, target, 0).unsqueeze(1), 1.0)
+    one_hot = one_hot * in_range.unsqueeze(1)
+    grad = (prob - one_hot) * coef.unsqueeze(1)
+    return grad.to(logits.dtype).contiguous()
+
+
+def class_presence(label: Tensor, num_classes: int, ignore_index: int) -> Tensor:
+    """Which classes occur in each image: bool (B, num_classes + 1); the last
+    column flags the ignore label. Labels are assumed in range."""
+    B = label.shape[0]
+    column = torch.where(label == ignore_index, num_classes, label).reshape(B, -1)  # (B, H*W)
+    present = torch.zeros(B, num_classes + 1, dtype=torch.bool, device=label.device)
+    return present.scatter_(1, column, True)

@@ -1,0 +1,242 @@
+"""Pixel-weighted cross-entropy over (B, C, H, W) logits (the DACS / DAFormer loss).
+
+loss = sum_p w_p * CE_p / (B * H * W): ignored pixels add 0 but count in the
+denominator (the published `.mean()` over all pixels).
+
+Fused: log-sum-exp, the target logit, the weight and the per-program partial
+sum in one read of the logits (forward); softmax minus one-hot times the
+weight in one read of the logits and one write of the gradient (backward).
+Neither stores a (B, C, H, W) probability tensor: the backward recomputes the
+softmax, which costs exps but no memory traffic, and these kernels are
+memory-bound.
+
+Trade-offs: the forward writes one partial sum per program and lets torch
+reduce them, so the loss is deterministic (no float atomics). A target outside
+[0, C) other than ignore_index never reads out of bounds; it turns the loss and
+that pixel's gradient into NaN, so bad labels are loud even where fastuda.ops
+skips its value check (under torch.compile).
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from ._pixels import online_softmax_chunk, pixel_config, pixel_offset, plane_is_contiguous
+
+
+@triton.jit
+def _load_pixels(ptr, b, p, p_mask, W, stride_b, stride_h, stride_w, other, PLANE_CONTIG: tl.constexpr):
+    """Loads one (B, H, W) value per pixel of image b."""
+    return tl.load(ptr + b * stride_b + pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG), mask=p_mask, other=other)
+
+
+@triton.jit
+def _cross_entropy_fwd_kernel(
+    logits_ptr,  # (B, C, H, W) fp16 / bf16 / fp32 / fp64, any strides
+    target_ptr,  # (B, H, W) int64, any strides
+    weight_ptr,  # (B, H, W) float, any strides (unused without HAS_WEIGHT)
+    partial_ptr,  # (B, num_programs_p) ACC: sum of w * CE over each program's pixels
+    C,
+    H,
+    W,
+    stride_b,
+    stride_c,
+    stride_h,
+    stride_w,
+    stride_tb,
+    stride_th,
+    stride_tw,
+    stride_wb,
+    stride_wh,
+    stride_ww,
+    ignore_index,
+    ACC: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    NUM_C_BLOCKS: tl.constexpr,
+    PLANE_CONTIG: tl.constexpr,
+    TARGET_CONTIG: tl.constexpr,
+    WEIGHT_CONTIG: tl.constexpr,
+):
+    pid_p = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
+    p_mask = p < H * W
+    base = logits_ptr + b * stride_b + pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG)
+    t = _load_pixels(target_ptr, b, p, p_mask, W, stride_tb, stride_th, stride_tw, ignore_index, TARGET_CONTIG)
+
+    m = tl.full([BLOCK_P], float("-inf"), ACC)
+    s = tl.zeros([BLOCK_P], ACC)
+    x_t = tl.zeros([BLOCK_P], ACC)  # the target's logit
+    for cb in range(NUM_C_BLOCKS):
+        c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+        c_mask = c < C
+        x = tl.load(
+            base[None, :] + c[:, None].to(tl.int64) * stride_c,
+            mask=c_mask[:, None] & p_mask[None, :],
+            other=0.0,
+        ).to(ACC)
+        x = tl.where(c_mask[:, None], x, float("-inf"))  # (BLOCK_C, BLOCK_P)
+        x_t += tl.sum(tl.where(c[:, None] == t[None, :], x, 0.0), axis=0)
+        m, s = online_softmax_chunk(x, m, s)
+
+    ce = m + tl.log(s) - x_t  # (BLOCK_P,) -log softmax at the target
+    if HAS_WEIGHT:
+        ce = ce * _load_pixels(weight_ptr, b, p, p_mask, W, stride_wb, stride_wh, stride_ww, 0.0, WEIGHT_CONTIG).to(ACC)
+    valid = (t != ignore_index) & p_mask
+    bad = valid & ((t < 0) | (t >= C))
+    ce = tl.where(valid, ce, 0.0)
+    ce = tl.where(bad, float("nan"), ce)
+    tl.store(partial_ptr + b * tl.num_programs(0) + pid_p, tl.sum(ce, axis=0))
+
+
+@triton.jit
+def _cross_entropy_bwd_kernel(
+    grad_loss_ptr,  # () ACC: upstream gradient of the scalar loss
+    logits_ptr,  # (B, C, H, W) any strides
+    target_ptr,  # (B, H, W) int64, any strides
+    weight_ptr,  # (B, H, W) float, any strides (unused without HAS_WEIGHT)
+    grad_ptr,  # (B, C, H, W) logits dtype, contiguous: d loss / d logits
+    C,
+    H,
+    W,
+    stride_b,
+    stride_c,
+    stride_h,
+    stride_w,
+    stride_tb,
+    stride_th,
+    stride_tw,
+    stride_wb,
+    stride_wh,
+    stride_ww,
+    ignore_index,
+    inv_pixels,  # 1 / (B * H * W): the mean over all pixels
+    ACC: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    NUM_C_BLOCKS: tl.constexpr,
+    PLANE_CONTIG: tl.constexpr,
+    TARGET_CONTIG: tl.constexpr,
+    WEIGHT_CONTIG: tl.constexpr,
+):
+    pid_p = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    HW = H * W
+    p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_mask = p < HW
+    base = logits_ptr + b * stride_b + pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG)
+    out = grad_ptr + b * C * HW + p
+    t = _load_pixels(target_ptr, b, p, p_mask, W, stride_tb, stride_th, stride_tw, ignore_index, TARGET_CONTIG)
+
+    # d loss / d x_c = g * w / N * (softmax_c - [c == t]); 0 for ignored pixels.
+    coef = tl.load(grad_loss_ptr).to(ACC) * inv_pixels + tl.zeros([BLOCK_P], ACC)
+    if HAS_WEIGHT:
+        coef = coef * _load_pixels(weight_ptr, b, p, p_mask, W, stride_wb, stride_wh, stride_ww, 0.0, WEIGHT_CONTIG).to(ACC)
+    valid = t != ignore_index
+    coef = tl.where(valid, coef, 0.0)
+    coef = tl.where(valid & ((t < 0) | (t >= C)), float("nan"), coef)
+
+    if NUM_C_BLOCKS == 1:
+        # The whole channel range fits one tile: read the logits once.
+        c = tl.arange(0, BLOCK_C)
+        c_mask = c < C
+        mask = c_mask[:, None] & p_mask[None, :]
+        x = tl.load(base[None, :] + c[:, None].to(tl.int64) * stride_c, mask=mask, other=0.0).to(ACC)
+        x = tl.where(c_mask[:, None], x, float("-inf"))
+        e = tl.exp(x - tl.max(x, axis=0)[None, :])
+        prob = e / tl.sum(e, axis=0)[None, :]
+        grad = (prob - (c[:, None] == t[None, :]).to(ACC)) * coef[None, :]
+        tl.store(out[None, :] + c[:, None].to(tl.int64) * HW, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+    else:
+        m = tl.full([BLOCK_P], float("-inf"), ACC)
+        s = tl.zeros([BLOCK_P], ACC)
+        for cb in range(NUM_C_BLOCKS):
+            c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+            c_mask = c < C
+            x = tl.load(
+                base[None, :] + c[:, None].to(tl.int64) * stride_c,
+                mask=c_mask[:, None] & p_mask[None, :],
+                other=0.0,
+            ).to(ACC)
+            m, s = online_softmax_chunk(tl.where(c_mask[:, None], x, float("-inf")), m, s)
+        lse = m + tl.log(s)
+        for cb in range(NUM_C_BLOCKS):
+            c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
+            mask = (c < C)[:, None] & p_mask[None, :]
+            x = tl.load(base[None, :] + c[:, None].to(tl.int64) * stride_c, mask=mask, other=0.0).to(ACC)
+            grad = (tl.exp(x - lse[None, :]) - (c[:, None] == t[None, :]).to(ACC)) * coef[None, :]
+            tl.store(out[None, :] + c[:, None].to(tl.int64) * HW, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+
+
+def _acc(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _pixel_args(logits, target, weight):
+    """Strides and contiguity flags shared by both kernels."""
+    has_weight = weight is not None
+    w = weight if has_weight else target  # dummy pointer, never read
+    args = (*logits.stride(), *target.stride(), *(w.stride() if has_weight else (0, 0, 0)))
+    flags = dict(
+        HAS_WEIGHT=has_weight,
+        PLANE_CONTIG=plane_is_contiguous(logits, 2, 3),
+        TARGET_CONTIG=plane_is_contiguous(target, 1, 2),
+        WEIGHT_CONTIG=has_weight and plane_is_contiguous(weight, 1, 2),
+    )
+    return w, args, flags
+
+
+def cross_entropy_fwd(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    *,
+    block_c: int | None = None,
+) -> torch.Tensor:
+    """Returns the 0-d loss (float32, float64 for float64 logits).
+    Inputs are assumed validated by fastuda.ops."""
+    B, C, H, W = logits.shape
+    acc_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    if B * H * W == 0:
+        return torch.full((), float("nan"), dtype=acc_dtype, device=logits.device)
+    block_c, block_p, num_c_blocks, num_warps = pixel_config(C, block_c)
+    grid = (triton.cdiv(H * W, block_p), B)
+    partial = torch.empty((B, grid[0]), dtype=acc_dtype, device=logits.device)
+    w, strides, flags = _pixel_args(logits, target, weight)
+    _cross_entropy_fwd_kernel[grid](
+        logits, target, w, partial, C, H, W, *strides, ignore_index,
+        ACC=_acc(logits.dtype), BLOCK_C=block_c, BLOCK_P=block_p, NUM_C_BLOCKS=num_c_blocks,
+        num_warps=num_warps, **flags,
+    )  # fmt: skip
+    return partial.sum() / (B * H * W)
+
+
+def cross_entropy_bwd(
+    grad_loss: torch.Tensor,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    *,
+    out: torch.Tensor | None = None,
+    block_c: int | None = None,
+) -> torch.Tensor:
+    """Returns d loss / d logits, contiguous, in the logits' dtype.
+    ``out`` lets a caller (the tests) pass a pre-filled contiguous tensor."""
+    B, C, H, W = logits.shape
+    grad = torch.empty((B, C, H, W), dtype=logits.dtype, device=logits.device) if out is None else out
+    if grad.numel() == 0:
+        return grad
+    block_c, block_p, num_c_blocks, num_warps = pixel_config(C, block_c)
+    grid = (triton.cdiv(H * W, block_p), B)
+    w, strides, flags = _pixel_args(logits, target, weight)
+    _cross_entropy_bwd_kernel[grid](
+        grad_loss, logits, target, w, grad, C, H, W, *strides, ignore_index, 1.0 / (B * H * W),
+        ACC=_acc(logits.dtype), BLOCK_C=block_c, BLOCK_P=block_p, NUM_C_BLOCKS=num_c_blocks,
+        num_warps=num_warps, **flags,
+    )  # fmt: skip
+    return grad
