@@ -21,7 +21,7 @@ export FASTUDA_SKIP_CUDA_BUILD
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
+	$(PIP) install --upgrade pip setuptools wheel ninja
 
 # torch first (the CUDA build from PyPI; it also runs on CPU), then fastuda
 # itself, built against that torch (hence --no-build-isolation).

@@ -1,0 +1,256 @@
+"""fastuda.ops.pseudo_label: reference vs the published DACS code, Triton vs reference,
+registration (opcheck), torch.compile, and input validation."""
+
+import numpy as np
+import pytest
+import torch
+
+import fastuda.ops as ops
+from fastuda.ops import reference
+
+from ._util import ODD_SHAPES, channels_last_view, make_logits
+
+THRESHOLD = 0.968
+
+
+def published_pseudo_label(logits, threshold, ignore_top, ignore_bottom):
+    """Transcribed from DAFormer's mmseg/models/uda/dacs.py (train step), host sync included."""
+    ema_softmax = torch.softmax(logits.detach().double(), dim=1)
+    pseudo_prob, pseudo_label = torch.max(ema_softmax, dim=1)
+    ps_large_p = pseudo_prob.ge(threshold).long() == 1
+    ps_size = np.size(pseudo_label.cpu().numpy())
+    pseudo_weight = torch.sum(ps_large_p).item() / ps_size
+    pseudo_weight = pseudo_weight * torch.ones(pseudo_prob.shape)
+    if ignore_top > 0:
+        pseudo_weight[:, :ignore_top, :] = 0
+    if ignore_bottom > 0:
+        pseudo_weight[:, -ignore_bottom:, :] = 0
+    return pseudo_label, pseudo_weight, pseudo_prob
+
+
+def borderline_slack(logits, threshold, per_image):
+    """How far the weight may move when float rounding flips pixels whose max
+    probability lies within 1e-5 of the threshold (fp64 softmax)."""
+    conf = torch.softmax(logits.double().cpu(), dim=1).amax(1)
+    near = ((conf - threshold).abs() < 1e-5).float()
+    B, H, W = conf.shape
+    return (near.flatten(1).sum(1) / (H * W)).max().item() if per_image else near.sum().item() / (B * H * W)
+
+
+def assert_pseudo_label_close(got, want, logits, threshold, per_image):
+    label, weight = got
+    want_label, want_weight = want
+    assert label.dtype == torch.int64 and weight.dtype == torch.float32
+    torch.testing.assert_close(label.cpu(), want_label.cpu(), rtol=0, atol=0)
+    atol = borderline_slack(logits, threshold, per_image) + 1e-6
+    torch.testing.assert_close(weight.cpu(), want_weight.cpu().float(), rtol=1e-5, atol=atol)
+
+
+# ----------------------------------------------------------------------------- tier 1: CPU
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES)
+def test_reference_matches_published(shape):
+    logits = make_logits(shape)
+    H = shape[2]
+    top, bottom = min(2, H), min(3, H)
+    label, weight = reference.pseudo_label(logits, THRESHOLD, top, bottom, "batch", None)
+    pub_label, pub_weight, _ = published_pseudo_label(logits, THRESHOLD, top, bottom)
+    assert_pseudo_label_close((label, weight), (pub_label, pub_weight), logits, THRESHOLD, False)
+    # The published weight is one value for the batch, on low-confidence pixels too.
+    kept = weight[:, top : H - bottom]
+    if kept.numel():
+        assert torch.all(kept == kept.flatten()[0])
+
+
+def test_reference_image_mode_is_per_image_fraction():
+    logits = make_logits((4, 19, 21, 31))
+    logits[0] *= 0.1  # a flat image: few confident pixels
+    _, weight = reference.pseudo_label(logits, THRESHOLD, 0, 0, "image", None)
+    conf = torch.softmax(logits.double(), 1).amax(1)
+    want = (conf >= THRESHOLD).double().flatten(1).mean(1)
+    torch.testing.assert_close(weight[:, 0, 0].double(), want, atol=1e-6, rtol=0)
+    assert weight[0, 0, 0] < weight[1, 0, 0]
+    assert torch.all(weight == weight[:, :1, :1])
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.uint8, torch.float32])
+def test_valid_mask_multiplies_weight(mask_dtype):
+    logits = make_logits((2, 19, 16, 24))
+    # HRDA's valid_pseudo_mask: a border of invalid pixels (30/240/30/30 at 2048x1024, scaled).
+    valid = torch.zeros(2, 16, 24)
+    valid[:, 1:12, 1:23] = 1
+    label, weight = ops.pseudo_label(logits, valid_mask=valid.to(mask_dtype))
+    _, plain = ops.pseudo_label(logits)
+    torch.testing.assert_close(weight, plain * valid)
+    # The count that sets the weight covers every pixel, masked or not (as published).
+    assert plain[0, 0, 0] == reference.pseudo_label(logits, THRESHOLD, 0, 0, "batch", None)[1][0, 0, 0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_logits_are_read_in_fp32(dtype):
+    logits = make_logits((2, 19, 9, 13), dtype)
+    got = ops.pseudo_label(logits, ignore_top=1)
+    want = published_pseudo_label(logits.float(), THRESHOLD, 1, 0)[:2]
+    assert_pseudo_label_close(got, want, logits.float(), THRESHOLD, False)
+
+
+@pytest.mark.parametrize(
+    "backend", ["auto", pytest.param("triton", marks=pytest.mark.interpreter), pytest.param("cuda", marks=pytest.mark.cuda)]
+)
+def test_threshold_one_and_ties(backend):
+    logits = torch.zeros(1, 4, 3, 5)  # all tied: argmax is the first index, conf 0.25
+    logits[0, 3, 0, 2] = logits[0, 1, 0, 2] = 1.0  # tied maxima not at index 0
+    logits[0, 2, 1, 1] = 50.0  # one certain pixel: conf rounds to exactly 1.0
+    if backend == "cuda":
+        logits, backend = logits.cuda(), "auto"
+    with ops.use_backend(backend):
+        label, weight = ops.pseudo_label(logits, threshold=1.0)
+    label, weight = label.cpu(), weight.cpu()
+    assert label[0, 0, 2] == 1
+    assert label[0, 0, 0] == 0 and label[0, 1, 1] == 2
+    torch.testing.assert_close(weight, torch.full_like(weight, 1 / 15))
+
+
+def test_does_not_track_gradients():
+    logits = make_logits((2, 5, 4, 6)).requires_grad_()
+    label, weight = ops.pseudo_label(logits)
+    assert not label.requires_grad and not weight.requires_grad
+
+
+def test_empty_batch():
+    label, weight = ops.pseudo_label(torch.randn(0, 19, 8, 8))
+    assert label.shape == (0, 8, 8) and weight.shape == (0, 8, 8)
+
+
+def test_opcheck():
+    logits = make_logits((2, 19, 7, 11))
+    valid = torch.rand(2, 7, 11) > 0.2
+    for args in [
+        (logits, 0.968, 1, 2, "batch", None),
+        (channels_last_view(logits), 0.5, 0, 3, "image", valid),
+        (logits.half(), 0.9, 0, 0, "batch", valid.float()),
+    ]:
+        torch.library.opcheck(torch.ops.fastuda.pseudo_label.default, args)
+
+
+def test_compile_fullgraph_dynamic_shapes():
+    def step(logits, valid):
+        return ops.pseudo_label(logits, 0.968, 2, 3, "batch", valid)
+
+    compiled = torch.compile(step, fullgraph=True, dynamic=True)
+    for shape in [(2, 19, 12, 20), (3, 19, 17, 9)]:
+        logits = make_logits(shape)
+        valid = torch.rand(shape[0], shape[2], shape[3]) > 0.1
+        got = compiled(logits, valid)
+        want = reference.pseudo_label(logits, 0.968, 2, 3, "batch", valid)
+        torch.testing.assert_close(got[0], want[0])
+        torch.testing.assert_close(got[1], want[1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(logits=torch.randn(19, 8, 8)), ValueError, r"logits must have shape \(B, C, H, W\)"),
+        (dict(logits=torch.randint(0, 5, (1, 19, 8, 8))), TypeError, "logits must have dtype"),
+        (dict(logits=[[1.0]]), TypeError, "logits must be a torch.Tensor"),
+        (dict(logits=torch.randn(1, 0, 8, 8)), ValueError, "at least one class"),
+        (dict(threshold=0.0), ValueError, r"threshold must be in \(0, 1\]"),
+        (dict(threshold=1.5), ValueError, r"threshold must be in \(0, 1\]"),
+        (dict(threshold="high"), TypeError, "threshold must be a float"),
+        (dict(ignore_top=9), ValueError, r"ignore_top must be in \[0, 8\]"),
+        (dict(ignore_bottom=-1), ValueError, r"ignore_bottom must be in \[0, 8\]"),
+        (dict(ignore_top=1.5), TypeError, "ignore_top must be an int"),
+        (dict(weight_mode="pixel"), ValueError, "weight_mode must be one of"),
+        (dict(valid_mask=torch.ones(2, 8, 9)), ValueError, r"valid_mask must have shape \(B, H, W\) = \(2, 8, 8\)"),
+        (dict(valid_mask=torch.ones(8, 8)), ValueError, r"valid_mask must have shape \(B, H, W\)"),
+        (dict(valid_mask=torch.ones(2, 8, 8, dtype=torch.int64)), TypeError, "valid_mask must have dtype"),
+        (dict(valid_mask=torch.ones(2, 8, 8, device="meta")), ValueError, "valid_mask must be on the same device"),
+    ],
+)
+def test_bad_inputs(kwargs, error, match):
+    args = dict(logits=torch.randn(2, 19, 8, 8))
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        ops.pseudo_label(**args)
+
+
+# ----------------------------------------------------------------------------- tier 2: interpreter
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("shape", ODD_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("weight_mode", ["batch", "image"])
+def test_triton_matches_reference(shape, dtype, weight_mode):
+    from fastuda.kernels.pseudo_label import pseudo_label_fwd
+
+    B, C, H, W = shape
+    logits = make_logits(shape, dtype)
+    top, bottom = H // 5, H // 4
+    valid = torch.rand(B, H, W) > 0.3
+    out = (torch.full((B, H, W), -7, dtype=torch.int64), torch.full((B, H, W), float("nan")))
+    got = pseudo_label_fwd(logits, THRESHOLD, top, bottom, weight_mode == "image", valid, out=out)
+    assert got[0] is out[0] and got[1] is out[1]
+    want = reference.pseudo_label(logits, THRESHOLD, top, bottom, weight_mode, valid)
+    assert_pseudo_label_close(got, want, logits.float(), THRESHOLD, weight_mode == "image")
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("layout", ["channels_last", "sliced"])
+def test_triton_strided_and_chunked(layout):
+    """Non-contiguous logits (strided pixel plane) and the multi-chunk online softmax (C > BLOCK_C)."""
+    from fastuda.kernels.pseudo_label import pseudo_label_fwd
+
+    base = make_logits((2, 37, 11, 30))
+    logits = channels_last_view(base) if layout == "channels_last" else base[:, :, :, ::3]
+    for block_c in (8, None):
+        got = pseudo_label_fwd(logits, 0.5, 1, 1, False, None, block_c=block_c)
+        want = reference.pseudo_label(logits, 0.5, 1, 1, "batch", None)
+        assert_pseudo_label_close(got, want, logits, 0.5, False)
+
+
+@pytest.mark.interpreter
+def test_triton_ties_across_channel_chunks():
+    from fastuda.kernels.pseudo_label import pseudo_label_fwd
+
+    logits = make_logits((1, 20, 2, 3), scale=0.1)
+    logits[0, 3, 0, 0] = logits[0, 12, 0, 0] = logits[0, 19, 0, 0] = 5.0  # chunks 0, 1 and 2 of 8
+    logits[0, 12, 1, 2] = logits[0, 19, 1, 2] = 5.0  # chunks 1 and 2
+    label, _ = pseudo_label_fwd(logits, 0.5, 0, 0, False, None, block_c=8)
+    assert label[0, 0, 0] == 3 and label[0, 1, 2] == 12
+
+
+@pytest.mark.interpreter
+def test_triton_backend_dispatch(triton_cpu):
+    logits = make_logits((2, 19, 9, 14))
+    got = ops.pseudo_label(logits, ignore_top=2, weight_mode="image")
+    want = reference.pseudo_label(logits, THRESHOLD, 2, 0, "image", None)
+    assert_pseudo_label_close(got, want, logits, THRESHOLD, True)
+    torch.library.opcheck(torch.ops.fastuda.pseudo_label.default, (logits, 0.9, 1, 1, "batch", None))
+
+
+# ----------------------------------------------------------------------------- tier 3: CUDA
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", [(2, 19, 512, 512), (2, 19, 1024, 1024), (3, 19, 37, 53), (1, 150, 64, 96)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("weight_mode", ["batch", "image"])
+def test_cuda_matches_reference(shape, dtype, weight_mode):
+    B, C, H, W = shape
+    logits = make_logits(shape, dtype, device="cuda")
+    valid = torch.rand(B, H, W, device="cuda") > 0.2
+    got = ops.pseudo_label(logits, THRESHOLD, 15 % H, 120 % H, weight_mode, valid)
+    want = reference.pseudo_label(logits, THRESHOLD, 15 % H, 120 % H, weight_mode, valid)
+    assert_pseudo_label_close(got, want, logits.float(), THRESHOLD, weight_mode == "image")
+
+
+@pytest.mark.cuda
+def test_cuda_compile_and_opcheck():
+    logits = make_logits((2, 19, 64, 80), torch.bfloat16, device="cuda")
+    compiled = torch.compile(lambda x: ops.pseudo_label(x, ignore_top=15), fullgraph=True, dynamic=True)
+    got = compiled(logits)
+    want = reference.pseudo_label(logits, THRESHOLD, 15, 0, "batch", None)
+    assert_pseudo_label_close(got, want, logits.float(), THRESHOLD, False)
+    torch.library.opcheck(torch.ops.fastuda.pseudo_label.default, (logits, 0.968, 15, 3, "batch", None))
