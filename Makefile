@@ -39,7 +39,9 @@ test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(PY) -m pytest bench $(PYTEST_ARGS)
+	mkdir -p .benchmarks
+	$(PY) -m pytest bench --benchmark-json=.benchmarks/bench.json $(PYTEST_ARGS)
+	$(PY) bench/report.py .benchmarks/bench.json
 
 clean:
 	rm -rf build *.egg-info fastuda/_C*.so .pytest_cache .benchmarks

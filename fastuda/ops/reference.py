@@ -86,10 +86,9 @@ def weighted_cross_entropy_backward(
         coef = coef * weight.to(acc)
     coef = torch.where(valid, coef, 0.0)
     coef = torch.where(valid & ~in_range, torch.nan, coef)
-    prob = torch.softmax(logits.to(acc), dim=1)  # (B, C, H, W)
-    one_hot = torch.zeros_like(prob).scatter_(1, torch.where(in_range, target, 0).unsqueeze(1), 1.0)
-    one_hot = one_hot * in_range.unsqueeze(1)
-    grad = (prob - one_hot) * coef.unsqueeze(1)
+    grad = torch.softmax(logits.to(acc), dim=1) * coef.unsqueeze(1)  # (B, C, H, W)
+    index = torch.where(in_range, target, 0).unsqueeze(1)  # (B, 1, H, W)
+    grad.scatter_add_(1, index, -(coef * in_range).unsqueeze(1))  # minus one-hot(target)
     return grad.to(logits.dtype).contiguous()
 
 
