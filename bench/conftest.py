@@ -69,6 +69,8 @@ def measure(benchmark, copy_bandwidth):
             sync()
 
         benchmark.pedantic(timed, rounds=rounds or (50 if CUDA else 5), warmup_rounds=2 if CUDA else 1)
+        if benchmark.disabled:  # --benchmark-disable: ran once, nothing timed
+            return
         seconds = benchmark.stats.stats.median
         extra = dict(info, device=torch.cuda.get_device_name() if CUDA else "cpu", bytes=nbytes)
         extra["GB/s"] = round(nbytes / seconds / 1e9, 1)
