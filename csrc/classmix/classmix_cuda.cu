@@ -6,8 +6,11 @@
 // [0, num_classes) other than ignore_index are skipped (never an out-of-bounds
 // write); fastuda.ops checks values before the launch when value checks are on.
 
-#include <ATen/cuda/CUDAContext.h>
+// c10's CUDA headers only: ATen/cuda/CUDAContext.h drags in cuBLAS / cuSPARSE
+// headers that a bare CUDA toolkit may not ship.
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 #include <torch/types.h>
 
@@ -66,7 +69,7 @@ at::Tensor class_presence_cuda(const at::Tensor& label, int64_t num_classes, int
   const int64_t per_block = static_cast<int64_t>(kThreads) * kPixelsPerThread;
   const dim3 grid(static_cast<unsigned>((pixels + per_block - 1) / per_block), static_cast<unsigned>(B));
   const size_t shared = (num_classes + 1) * sizeof(int);
-  class_presence_kernel<<<grid, kThreads, shared, at::cuda::getCurrentCUDAStream()>>>(
+  class_presence_kernel<<<grid, kThreads, shared, c10::cuda::getCurrentCUDAStream()>>>(
       lab.data_ptr<int64_t>(), out.data_ptr<bool>(), pixels, num_classes, ignore_index);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
