@@ -52,6 +52,21 @@ def pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG: tl.constexpr):
 
 
 @triton.jit
+def load_logit_chunk(base, cb, C, stride_c, p_mask, ACC: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Loads channels [cb * BLOCK_C, (cb + 1) * BLOCK_C) of BLOCK_P pixels as a
+    (BLOCK_C, BLOCK_P) tile in ACC; padded channels hold -inf (they vanish from
+    max, argmax and exp), padded pixels hold finite values. Returns (tile, c)."""
+    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
+    c_mask = c < C
+    x = tl.load(
+        base[None, :] + c[:, None].to(tl.int64) * stride_c,
+        mask=c_mask[:, None] & p_mask[None, :],
+        other=0.0,
+    ).to(ACC)
+    return tl.where(c_mask[:, None], x, float("-inf")), c
+
+
+@triton.jit
 def online_softmax_chunk(x, m, s):
     """One step of the streaming softmax over a (BLOCK_C, BLOCK_P) chunk:
     returns the new running max and the sum of exp(x - max) rescaled to it.

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._pixels import online_softmax_chunk, pixel_config, pixel_offset, plane_is_contiguous
+from ._pixels import load_logit_chunk, online_softmax_chunk, pixel_config, pixel_offset, plane_is_contiguous
 
 
 @triton.jit
@@ -70,14 +70,7 @@ def _cross_entropy_fwd_kernel(
     s = tl.zeros([BLOCK_P], ACC)
     x_t = tl.zeros([BLOCK_P], ACC)  # the target's logit
     for cb in range(NUM_C_BLOCKS):
-        c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-        c_mask = c < C
-        x = tl.load(
-            base[None, :] + c[:, None].to(tl.int64) * stride_c,
-            mask=c_mask[:, None] & p_mask[None, :],
-            other=0.0,
-        ).to(ACC)
-        x = tl.where(c_mask[:, None], x, float("-inf"))  # (BLOCK_C, BLOCK_P)
+        x, c = load_logit_chunk(base, cb, C, stride_c, p_mask, ACC, BLOCK_C)  # (BLOCK_C, BLOCK_P)
         x_t += tl.sum(tl.where(c[:, None] == t[None, :], x, 0.0), axis=0)
         m, s = online_softmax_chunk(x, m, s)
 
@@ -141,33 +134,24 @@ def _cross_entropy_bwd_kernel(
 
     if NUM_C_BLOCKS == 1:
         # The whole channel range fits one tile: read the logits once.
-        c = tl.arange(0, BLOCK_C)
-        c_mask = c < C
-        mask = c_mask[:, None] & p_mask[None, :]
-        x = tl.load(base[None, :] + c[:, None].to(tl.int64) * stride_c, mask=mask, other=0.0).to(ACC)
-        x = tl.where(c_mask[:, None], x, float("-inf"))
+        x, c = load_logit_chunk(base, 0, C, stride_c, p_mask, ACC, BLOCK_C)
         e = tl.exp(x - tl.max(x, axis=0)[None, :])
         prob = e / tl.sum(e, axis=0)[None, :]
         grad = (prob - (c[:, None] == t[None, :]).to(ACC)) * coef[None, :]
+        mask = (c < C)[:, None] & p_mask[None, :]
         tl.store(out[None, :] + c[:, None].to(tl.int64) * HW, grad.to(grad_ptr.dtype.element_ty), mask=mask)
     else:
+        # Two passes over the channels: log-sum-exp, then the gradient.
         m = tl.full([BLOCK_P], float("-inf"), ACC)
         s = tl.zeros([BLOCK_P], ACC)
         for cb in range(NUM_C_BLOCKS):
-            c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-            c_mask = c < C
-            x = tl.load(
-                base[None, :] + c[:, None].to(tl.int64) * stride_c,
-                mask=c_mask[:, None] & p_mask[None, :],
-                other=0.0,
-            ).to(ACC)
-            m, s = online_softmax_chunk(tl.where(c_mask[:, None], x, float("-inf")), m, s)
+            x, c = load_logit_chunk(base, cb, C, stride_c, p_mask, ACC, BLOCK_C)
+            m, s = online_softmax_chunk(x, m, s)
         lse = m + tl.log(s)
         for cb in range(NUM_C_BLOCKS):
-            c = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-            mask = (c < C)[:, None] & p_mask[None, :]
-            x = tl.load(base[None, :] + c[:, None].to(tl.int64) * stride_c, mask=mask, other=0.0).to(ACC)
+            x, c = load_logit_chunk(base, cb, C, stride_c, p_mask, ACC, BLOCK_C)
             grad = (tl.exp(x - lse[None, :]) - (c[:, None] == t[None, :]).to(ACC)) * coef[None, :]
+            mask = (c < C)[:, None] & p_mask[None, :]
             tl.store(out[None, :] + c[:, None].to(tl.int64) * HW, grad.to(grad_ptr.dtype.element_ty), mask=mask)
 
 

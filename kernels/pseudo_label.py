@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._pixels import online_softmax_chunk, pixel_config, pixel_offset, plane_is_contiguous
+from ._pixels import load_logit_chunk, online_softmax_chunk, pixel_config, pixel_offset, plane_is_contiguous
 
 
 @triton.jit
@@ -48,14 +48,7 @@ def _pseudo_label_fwd_kernel(
     s = tl.zeros([BLOCK_P], ACC)  # running sum of exp(x - m)
     label = tl.zeros([BLOCK_P], tl.int32)
     for cb in range(NUM_C_BLOCKS):
-        c = cb * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
-        c_mask = c < C
-        x = tl.load(
-            base[None, :] + c[:, None].to(tl.int64) * stride_c,
-            mask=c_mask[:, None] & p_mask[None, :],
-            other=0.0,
-        ).to(ACC)
-        x = tl.where(c_mask[:, None], x, float("-inf"))  # (BLOCK_C, BLOCK_P)
+        x, c = load_logit_chunk(base, cb, C, stride_c, p_mask, ACC, BLOCK_C)  # (BLOCK_C, BLOCK_P)
         # First index among equal maxima, like torch.argmax; a later chunk
         # wins only with a strictly larger value.
         chunk_max = tl.max(x, axis=0)
