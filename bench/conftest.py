@@ -32,9 +32,10 @@ def sync():
 
 @pytest.fixture(autouse=True)
 def _no_value_checks():
-    fastuda.ops.set_value_checks(False)
+    previous = fastuda.ops.get_value_checks()
+    fastuda.ops.set_value_checks("off")
     yield
-    fastuda.ops.set_value_checks(True)
+    fastuda.ops.set_value_checks(previous)
 
 
 @pytest.fixture(scope="session")

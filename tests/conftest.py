@@ -37,12 +37,12 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(autouse=True)
 def _restore_op_state():
-    """Each test starts on the default backend with value checks on."""
+    """Each test starts on the default backend and value-check mode, and leaves them so."""
+    previous = fastuda.ops.get_value_checks()
     fastuda.ops.set_backend("auto")
-    fastuda.ops.set_value_checks(True)
     yield
     fastuda.ops.set_backend("auto")
-    fastuda.ops.set_value_checks(True)
+    fastuda.ops.set_value_checks(previous)
 
 
 @pytest.fixture

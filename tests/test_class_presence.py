@@ -43,7 +43,7 @@ def test_empty_images():
 def test_cpu_kernel_raises_on_out_of_range_even_without_value_checks():
     label = torch.zeros(2, 5, 5, dtype=torch.int64)
     label[1, 2, 2] = 7
-    ops.set_value_checks(False)
+    ops.set_value_checks("off")
     with pytest.raises(ValueError, match=r"label must hold class indices in \[0, 5\).*found 7"):
         ops.class_presence(label, 5)
 

@@ -79,3 +79,21 @@ def test_reference_backend_matches_default_on_cpu():
     with ops.use_backend("reference"):
         want = ops.class_presence(label, 5)
     torch.testing.assert_close(ops.class_presence(label, 5), want)
+
+
+def test_value_check_modes():
+    target = torch.full((1, 3, 3), 7)
+    logits = torch.randn(1, 5, 3, 3)
+    assert ops.get_value_checks() == "cpu"
+    with pytest.raises(ValueError, match="target must hold class indices"):
+        ops.weighted_cross_entropy(logits, target)
+    ops.set_value_checks("off")
+    assert torch.isnan(ops.weighted_cross_entropy(logits, target))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        ops.set_value_checks(True)
+
+
+def test_debug_env_checks_every_device(tmp_path):
+    code = "import fastuda.ops as ops; print(ops.get_value_checks())"
+    assert run_python(code, tmp_path, FASTUDA_DEBUG="1").stdout.strip() == "always"
+    assert run_python(code, tmp_path).stdout.strip() == "cpu"

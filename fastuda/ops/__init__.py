@@ -7,7 +7,7 @@ kernels; CPU tensors run the reference (see ``set_backend`` for the switch).
 """
 
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
-from ._checks import set_value_checks
+from ._checks import get_value_checks, set_value_checks
 from .classmix import class_presence
 from .cross_entropy import weighted_cross_entropy
 from .pseudo_label import pseudo_label
@@ -16,6 +16,7 @@ __all__ = [
     "BACKENDS",
     "class_presence",
     "get_backend",
+    "get_value_checks",
     "pseudo_label",
     "set_backend",
     "set_value_checks",

@@ -1,10 +1,12 @@
 """Input validation shared by the ops: errors name the argument and what was expected.
 
 Shape, dtype and device checks cost nothing and always run. Checks that read
-tensor values (label ranges) need the values on the host, i.e. a device sync
-on CUDA; they run in eager mode while ``value_checks`` is on (default), and are
-skipped under torch.compile tracing. With them off, the kernels still never
-read out of bounds and turn bad values into NaN instead of silent garbage.
+tensor values (label ranges) need the values on the host, which on CUDA is a
+device sync. So by default they run on CPU tensors only (mode ``"cpu"``);
+``FASTUDA_DEBUG=1`` or ``set_value_checks("always")`` adds CUDA tensors, and
+``"off"`` drops them. They never run under torch.compile tracing. Without them
+the kernels still never read or write out of bounds: bad labels make a loss
+NaN, or count as "not chosen" in ClassMix.
 """
 
 import os
@@ -12,18 +14,28 @@ import os
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+VALUE_CHECK_MODES = ("cpu", "always", "off")
 
-_value_checks = os.environ.get("FASTUDA_VALUE_CHECKS", "1") != "0"
+_value_checks = "always" if os.environ.get("FASTUDA_DEBUG", "0") == "1" else "cpu"
 
 
-def set_value_checks(enabled: bool) -> None:
-    """Turns the value checks (label ranges; a device sync on CUDA) on or off."""
+def set_value_checks(mode: str) -> None:
+    """Where label-range checks run: "cpu" (default), "always" (CUDA too: one
+    device sync per call), or "off"."""
     global _value_checks
-    _value_checks = bool(enabled)
+    if mode not in VALUE_CHECK_MODES:
+        raise ValueError(f"mode must be one of {VALUE_CHECK_MODES}, got {mode!r}")
+    _value_checks = mode
 
 
-def value_checks_enabled() -> bool:
-    return _value_checks and not torch.compiler.is_compiling()
+def get_value_checks() -> str:
+    return _value_checks
+
+
+def value_checks_enabled(device: torch.device) -> bool:
+    if torch.compiler.is_compiling() or _value_checks == "off":
+        return False
+    return _value_checks == "always" or device.type == "cpu"
 
 
 def _names(dtypes) -> str:
@@ -69,7 +81,7 @@ def check_int(name: str, value, low: int | None = None, high: int | None = None)
 
 def check_labels(name: str, label: torch.Tensor, num_classes: int, ignore_index: int) -> None:
     """Every value of ``label`` must be in [0, num_classes) or equal ``ignore_index``."""
-    if not value_checks_enabled() or label.numel() == 0:
+    if not value_checks_enabled(label.device) or label.numel() == 0:
         return
     bad = ((label < 0) | (label >= num_classes)) & (label != ignore_index)
     if bool(bad.any()):
