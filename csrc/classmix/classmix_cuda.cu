@@ -2,21 +2,38 @@
 //
 // class_presence: each block marks the classes of its pixels in shared memory,
 // then writes only the flags it saw, so global traffic is one read of the
-// labels plus at most (num_classes + 1) byte stores per block. Labels outside
-// [0, num_classes) other than ignore_index are skipped (never an out-of-bounds
-// write); fastuda.ops checks values before the launch when value checks are on.
+// labels plus at most (num_classes + 1) byte stores per block.
+// classmix: one thread per pixel (grid-stride); the thread reads the source
+// label, looks its column up in the (B, num_classes + 1) table (tiny, cached),
+// writes mask / label / weight, then copies the pixel of the SELECTED image
+// for every channel, so each image value is read once from one of the two
+// images. Consecutive threads touch consecutive pixels: coalesced.
+//
+// Labels outside [0, num_classes) other than ignore_index never cause an
+// out-of-bounds access: class_presence skips them and classmix treats them as
+// not chosen. fastuda.ops checks values before the launch when
+// FASTUDA_DEBUG=1 (or set_value_checks("always")).
 
 // c10's CUDA headers only: ATen/cuda/CUDAContext.h drags in cuBLAS / cuSPARSE
 // headers that a bare CUDA toolkit may not ship.
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <ATen/Dispatch.h>
 #include <torch/library.h>
 #include <torch/types.h>
+
+#include <algorithm>
+#include <optional>
+#include <tuple>
 
 namespace fastuda {
 
 void check_class_presence_args(const at::Tensor& label, int64_t num_classes);
+void check_classmix_args(const at::Tensor& source_image, const at::Tensor& target_image,
+                         const at::Tensor& source_label, const at::Tensor& target_label, const at::Tensor& chosen,
+                         const std::optional<at::Tensor>& source_weight,
+                         const std::optional<at::Tensor>& target_weight);
 
 namespace {
 
@@ -75,9 +92,81 @@ at::Tensor class_presence_cuda(const at::Tensor& label, int64_t num_classes, int
   return out;
 }
 
+template <typename scalar_t>
+__global__ void classmix_kernel(const scalar_t* __restrict__ src_img,   // (B, C, H*W)
+                                const scalar_t* __restrict__ tgt_img,   // (B, C, H*W)
+                                const int64_t* __restrict__ src_lab,    // (B, H*W)
+                                const int64_t* __restrict__ tgt_lab,    // (B, H*W)
+                                const bool* __restrict__ chosen,        // (B, num_classes + 1)
+                                const float* __restrict__ src_w,        // (B, H*W) or null (ones)
+                                const float* __restrict__ tgt_w,        // (B, H*W) or null (ones)
+                                scalar_t* __restrict__ out_img,         // (B, C, H*W)
+                                int64_t* __restrict__ out_lab,          // (B, H*W)
+                                float* __restrict__ out_w,              // (B, H*W)
+                                bool* __restrict__ out_mask,            // (B, H*W)
+                                int64_t total, int64_t pixels, int64_t channels, int64_t num_classes,
+                                int64_t ignore_index) {
+  const int64_t columns = num_classes + 1;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = i / pixels;
+    const int64_t p = i - b * pixels;
+    const int64_t c = src_lab[i];
+    bool m = false;
+    if (c == ignore_index) {
+      m = chosen[b * columns + num_classes];
+    } else if (c >= 0 && c < num_classes) {
+      m = chosen[b * columns + c];
+    }
+    out_mask[i] = m;
+    out_lab[i] = m ? c : tgt_lab[i];
+    out_w[i] = m ? (src_w ? src_w[i] : 1.0f) : (tgt_w ? tgt_w[i] : 1.0f);
+    const scalar_t* from = m ? src_img : tgt_img;
+    for (int64_t k = 0; k < channels; ++k) {
+      const int64_t idx = (b * channels + k) * pixels + p;
+      out_img[idx] = from[idx];
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> classmix_cuda(
+    const at::Tensor& source_image, const at::Tensor& target_image, const at::Tensor& source_label,
+    const at::Tensor& target_label, const at::Tensor& chosen, const std::optional<at::Tensor>& source_weight,
+    const std::optional<at::Tensor>& target_weight, int64_t ignore_index) {
+  check_classmix_args(source_image, target_image, source_label, target_label, chosen, source_weight, target_weight);
+  const c10::cuda::CUDAGuard guard(source_image.device());
+  const int64_t B = source_image.size(0), channels = source_image.size(1);
+  const int64_t pixels = source_image.size(2) * source_image.size(3);
+  const at::Tensor src = source_image.contiguous(), tgt = target_image.contiguous();
+  const at::Tensor src_lab = source_label.contiguous(), tgt_lab = target_label.contiguous();
+  const at::Tensor table = chosen.contiguous();
+  const at::Tensor src_w = source_weight.has_value() ? source_weight->contiguous() : at::Tensor();
+  const at::Tensor tgt_w = target_weight.has_value() ? target_weight->contiguous() : at::Tensor();
+  auto image = at::empty_like(src, at::MemoryFormat::Contiguous);
+  auto label = at::empty_like(src_lab, at::MemoryFormat::Contiguous);
+  auto weight = at::empty(src_lab.sizes(), src_lab.options().dtype(at::kFloat));
+  auto mask = at::empty(src_lab.sizes(), src_lab.options().dtype(at::kBool));
+  const int64_t total = B * pixels;
+  if (total == 0) {
+    return {image, label, weight, mask};
+  }
+  const int threads = 256;
+  const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 65535LL * 8);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "classmix_cuda", [&] {
+    classmix_kernel<scalar_t><<<static_cast<unsigned>(blocks), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        src.data_ptr<scalar_t>(), tgt.data_ptr<scalar_t>(), src_lab.data_ptr<int64_t>(), tgt_lab.data_ptr<int64_t>(),
+        table.data_ptr<bool>(), src_w.defined() ? src_w.data_ptr<float>() : nullptr,
+        tgt_w.defined() ? tgt_w.data_ptr<float>() : nullptr, image.data_ptr<scalar_t>(), label.data_ptr<int64_t>(),
+        weight.data_ptr<float>(), mask.data_ptr<bool>(), total, pixels, channels, table.size(1) - 1, ignore_index);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {image, label, weight, mask};
+}
+
 }  // namespace
 }  // namespace fastuda
 
 TORCH_LIBRARY_IMPL(fastuda, CUDA, m) {
   m.impl("class_presence", &fastuda::class_presence_cuda);
+  m.impl("classmix", &fastuda::classmix_cuda);
 }

@@ -8,16 +8,18 @@ kernels; CPU tensors run the reference (see ``set_backend`` for the switch).
 
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
 from ._checks import get_value_checks, set_value_checks
-from .classmix import class_presence
+from .classmix import class_presence, classmix, sample_mix_classes
 from .cross_entropy import weighted_cross_entropy
 from .pseudo_label import pseudo_label
 
 __all__ = [
     "BACKENDS",
     "class_presence",
+    "classmix",
     "get_backend",
     "get_value_checks",
     "pseudo_label",
+    "sample_mix_classes",
     "set_backend",
     "set_value_checks",
     "use_backend",

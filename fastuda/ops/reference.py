@@ -99,3 +99,35 @@ def class_presence(label: Tensor, num_classes: int, ignore_index: int) -> Tensor
     column = torch.where(label == ignore_index, num_classes, label).reshape(B, -1)  # (B, H*W)
     present = torch.zeros(B, num_classes + 1, dtype=torch.bool, device=label.device)
     return present.scatter_(1, column, True)
+
+
+def classmix(
+    source_image: Tensor,  # (B, C, H, W)
+    target_image: Tensor,  # (B, C, H, W)
+    source_label: Tensor,  # (B, H, W) int64
+    target_label: Tensor,  # (B, H, W) int64
+    chosen: Tensor,  # (B, num_classes + 1) bool
+    source_weight: Tensor | None,  # (B, H, W) float32, None = ones
+    target_weight: Tensor | None,  # (B, H, W) float32, None = ones
+    ignore_index: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """ClassMix (DACS one_mix with a class mask): returns (image, label, weight, mask).
+
+    mask[b, p] = chosen[b, column of source_label[b, p]], the ignore label
+    mapping to the last column; labels outside the classes are not chosen.
+    Image, label and weight take the source where the mask is set, else the
+    target (the published m * src + (1 - m) * tgt with m in {0, 1}).
+    """
+    B, num_columns = chosen.shape
+    num_classes = num_columns - 1
+    in_range = (source_label >= 0) & (source_label < num_classes)
+    column = torch.where(source_label == ignore_index, num_classes, torch.where(in_range, source_label, 0))
+    mask = chosen.gather(1, column.reshape(B, -1)).reshape(source_label.shape)  # (B, H, W)
+    mask = mask & (in_range | (source_label == ignore_index))
+    image = torch.where(mask.unsqueeze(1), source_image, target_image)
+    label = torch.where(mask, source_label, target_label)
+    ones = torch.ones(source_label.shape, dtype=torch.float32, device=source_label.device)
+    src_w = ones if source_weight is None else source_weight
+    tgt_w = ones if target_weight is None else target_weight
+    weight = torch.where(mask, src_w, tgt_w)
+    return image, label, weight, mask
