@@ -31,3 +31,19 @@ def test_cuda_source_compiles(source, tmp_path):
            "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC", *includes]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-5000:]
+
+
+def test_jit_fallback_builds_the_extension(tmp_path):
+    """Without the prebuilt fastuda._C, fastuda compiles csrc/ with ninja on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from fastuda._ext import _jit_load; _jit_load();"
+        "label = torch.tensor([[[0, 2], [255, 2]]]);"
+        "print(torch.ops.fastuda.class_presence(label, 3, 255).tolist())"
+    )
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path), CUDA_VISIBLE_DEVICES="")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert result.stdout.strip().splitlines()[-1] == "[[True, False, True, True]]"
