@@ -1,0 +1,128 @@
+"""Decode heads: DAFormer's context-aware fusion, SegFormer's all-MLP head, DeepLabV2's ASPP.
+
+DAFormer: Hoyer et al., "DAFormer: Improving Network Architectures and Training
+Strategies for Domain-Adaptive Semantic Segmentation", CVPR 2022.
+SegFormer: Xie et al., "SegFormer: Simple and Efficient Design for Semantic
+Segmentation with Transformers", NeurIPS 2021.
+DeepLabV2: Chen et al., "DeepLab: Semantic Image Segmentation with Deep
+Convolutional Nets, Atrous Convolution, and Fully Connected CRFs", TPAMI 2018.
+
+Every head takes the encoder's list of feature maps (strides 4, 8, 16, 32) and
+returns logits at stride 4 (DeepLabV2: at its single input's stride). Module
+names match mmseg's (``embed_layers``, ``fuse_layer``, ``conv_seg``,
+``linear_c``, ``linear_fuse``, ``linear_pred``, ``aspp_modules``) so that the
+released checkpoints load with only the ``decode_head.`` prefix removed.
+"""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._blocks import ConvBNReLU, LinearEmbed, SeparableConvBNReLU, init_classifier, init_conv
+
+
+def _resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class SeparableASPP(nn.Module):
+    """ASPP without the image-pooling branch (DAFormer's fusion, ``pool=False``):
+    a 1x1 ConvBNReLU at dilation 1, depthwise-separable 3x3 at the others, the
+    branches concatenated, then a 3x3 ConvBNReLU ``bottleneck``."""
+
+    def __init__(self, in_channels: int, channels: int, dilations: Sequence[int] = (1, 6, 12, 18)):
+        super().__init__()
+        self.aspp_modules = nn.ModuleList(
+            ConvBNReLU(in_channels, channels, 1) if d == 1 else SeparableConvBNReLU(in_channels, channels, dilation=d)
+            for d in dilations
+        )
+        self.bottleneck = ConvBNReLU(len(dilations) * channels, channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bottleneck(torch.cat([branch(x) for branch in self.aspp_modules], dim=1))
+
+
+class DAFormerHead(nn.Module):
+    """Context-aware feature fusion decoder (DAFormer, Sec. 3.2 / Fig. 3).
+
+    Each level is embedded to ``embed_dim`` by a Linear layer (no norm, no
+    activation) and resized bilinearly to stride 4; the concatenation goes
+    through the separable ASPP fusion, Dropout2d(0.1) and a 1x1 classifier.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int] = (64, 128, 320, 512),
+        num_classes: int = 19,
+        *,
+        embed_dim: int = 256,  # embedding width per level (DAFormer: 256)
+        channels: int = 256,  # fusion width
+        dilations: Sequence[int] = (1, 6, 12, 18),  # ASPP rates of the fusion
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.embed_layers = nn.ModuleDict({str(i): LinearEmbed(c, embed_dim) for i, c in enumerate(in_channels)})
+        self.fuse_layer = SeparableASPP(embed_dim * len(in_channels), channels, dilations)
+        self.dropout = nn.Dropout2d(dropout)
+        self.conv_seg = nn.Conv2d(channels, num_classes, 1)
+        init_classifier(self.conv_seg)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        size = features[0].shape[2:]
+        embedded = [_resize_to(self.embed_layers[str(i)](f), size) for i, f in enumerate(features)]
+        x = self.fuse_layer(torch.cat(embedded, dim=1))  # (B, channels, H/4, W/4)
+        return self.conv_seg(self.dropout(x))
+
+
+class SegFormerHead(nn.Module):
+    """SegFormer's all-MLP decoder: Linear embedding of each level to ``embed_dim``,
+    resize to stride 4, concatenate, 1x1 ConvBNReLU fuse, Dropout2d, 1x1 classifier."""
+
+    def __init__(
+        self,
+        in_channels: Sequence[int] = (64, 128, 320, 512),
+        num_classes: int = 19,
+        *,
+        embed_dim: int = 768,  # SegFormer-B5: 768 (B0: 256)
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        self.linear_c = nn.ModuleDict({str(i): LinearEmbed(c, embed_dim) for i, c in enumerate(in_channels)})
+        self.linear_fuse = ConvBNReLU(embed_dim * len(in_channels), embed_dim, 1)
+        self.dropout = nn.Dropout2d(dropout)
+        self.linear_pred = nn.Conv2d(embed_dim, num_classes, 1)
+        init_classifier(self.linear_pred)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        size = features[0].shape[2:]
+        embedded = [_resize_to(self.linear_c[str(i)](f), size) for i, f in enumerate(features)]
+        return self.linear_pred(self.dropout(self.linear_fuse(torch.cat(embedded, dim=1))))
+
+
+class _ASPPBranch(nn.Module):
+    """One dilated 3x3 conv with bias (mmcv ConvModule without norm / act: key ``conv``)."""
+
+    def __init__(self, in_channels: int, num_classes: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, num_classes, 3, padding=dilation, dilation=dilation)
+        init_conv(self.conv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class DeepLabV2Head(nn.Module):
+    """DeepLabV2's ASPP classifier: the sum of dilated 3x3 convs (rates 6, 12, 18, 24)
+    straight to the classes, on the last feature map only."""
+
+    def __init__(self, in_channels: int = 2048, num_classes: int = 19, *, dilations: Sequence[int] = (6, 12, 18, 24)):
+        super().__init__()
+        self.aspp_modules = nn.ModuleList(_ASPPBranch(in_channels, num_classes, d) for d in dilations)
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        x = features[-1]
+        return torch.stack([branch(x) for branch in self.aspp_modules]).sum(0)
