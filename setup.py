@@ -19,7 +19,7 @@ against the torch that is already installed, so build isolation must be off.
 import glob
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -68,7 +68,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["fastuda", "fastuda.ops", "fastuda.kernels"],
+    packages=[*find_packages(include=["fastuda", "fastuda.*"]), "fastuda.kernels"],
     package_dir={"fastuda": "fastuda", "fastuda.kernels": "kernels"},
     ext_modules=_extensions(),
     cmdclass={"build_ext": _build_ext()},

@@ -29,14 +29,14 @@ def build_model(cfg: ModelConfig | None = None, **overrides) -> EncoderDecoder:
     else:
         raise ValueError(f"backbone must be one of {sorted(MIT_VARIANTS)} or a timm resnet name, got {cfg.backbone!r}")
     channels = backbone.out_channels
+    if cfg.decode_head != "deeplabv2" and len(channels) != 4:
+        raise ValueError(f"decode_head {cfg.decode_head!r} needs a 4-level encoder (MiT), got backbone {cfg.backbone!r}")
     if cfg.decode_head == "daformer":
         head = DAFormerHead(channels, cfg.num_classes, embed_dim=cfg.embed_dim or 256)
     elif cfg.decode_head == "segformer":
         head = SegFormerHead(channels, cfg.num_classes, embed_dim=cfg.embed_dim or (256 if cfg.backbone == "mit_b0" else 768))
     else:
         head = DeepLabV2Head(channels[-1], cfg.num_classes)
-    if cfg.decode_head != "deeplabv2" and len(channels) != 4:
-        raise ValueError(f"decode_head {cfg.decode_head!r} needs a 4-level encoder (MiT), got backbone {cfg.backbone!r}")
     model = EncoderDecoder(backbone, head)
     if cfg.pretrained:
         report = load_checkpoint(model, cfg.pretrained)
