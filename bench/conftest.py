@@ -55,6 +55,7 @@ def copy_bandwidth():
 @pytest.fixture
 def measure(benchmark, copy_bandwidth):
     def run(fn, nbytes, rounds=None, **info):
+        """Times ``fn``; ``nbytes`` (None or 0 for compute-bound work) gives GB/s."""
         fn()  # warm-up (and compile for reference+compile)
         sync()
         peak = None
@@ -73,17 +74,20 @@ def measure(benchmark, copy_bandwidth):
         if benchmark.disabled:  # --benchmark-disable: ran once, nothing timed
             return
         seconds = benchmark.stats.stats.median
-        extra = dict(info, device=torch.cuda.get_device_name() if CUDA else "cpu", bytes=nbytes)
-        extra["GB/s"] = round(nbytes / seconds / 1e9, 1)
+        extra = dict(info, device=torch.cuda.get_device_name() if CUDA else "cpu")
+        if nbytes:  # memory-bound ops: report bandwidth
+            extra["bytes"] = nbytes
+            extra["GB/s"] = round(nbytes / seconds / 1e9, 1)
         if CUDA:
             import triton.testing
 
             ms = triton.testing.do_bench(fn, warmup=25, rep=200)
             extra["event_ms"] = round(ms, 4)
-            extra["event_GB/s"] = round(nbytes / (ms * 1e-3) / 1e9, 1)
-            extra["copy_GB/s"] = round(copy_bandwidth, 1)
-            extra["frac_of_copy"] = round(extra["event_GB/s"] / copy_bandwidth, 3)
             extra["peak_extra_MiB"] = round(peak, 1)
+            if nbytes:
+                extra["event_GB/s"] = round(nbytes / (ms * 1e-3) / 1e9, 1)
+                extra["copy_GB/s"] = round(copy_bandwidth, 1)
+                extra["frac_of_copy"] = round(extra["event_GB/s"] / copy_bandwidth, 3)
         benchmark.extra_info.update(extra)
 
     return run

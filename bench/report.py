@@ -27,7 +27,7 @@ def render(data: dict) -> str:
         median_ms = bench["stats"]["median"] * 1e3
         lines.append(
             f"| {bench['group']} | {info.get('provider', '')} | {median_ms:.3f} | {info.get('event_ms', '-')} "
-            f"| {info.get('event_GB/s', info.get('GB/s'))} | {info.get('frac_of_copy', '-')} "
+            f"| {info.get('event_GB/s', info.get('GB/s', '-'))} | {info.get('frac_of_copy', '-')} "
             f"| {info.get('peak_extra_MiB', '-')} |"
         )
     return "\n".join(lines) + "\n"
