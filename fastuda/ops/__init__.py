@@ -11,6 +11,7 @@ from ._checks import set_value_checks
 from .classmix import class_presence
 from .cross_entropy import weighted_cross_entropy
 from .pseudo_label import pseudo_label
+from .attention import attention
 
 __all__ = [
     "BACKENDS",
@@ -21,4 +22,5 @@ __all__ = [
     "set_value_checks",
     "use_backend",
     "weighted_cross_entropy",
+    "attention",
 ]
