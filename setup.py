@@ -68,7 +68,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["fastuda", "fastuda.ops", "fastuda.kernels"],
+    packages=["fastuda", "fastuda.ops", "fastuda.kernels", "fastuda.nn", "fastuda.integrations"],
     package_dir={"fastuda": "fastuda", "fastuda.kernels": "kernels"},
     ext_modules=_extensions(),
     cmdclass={"build_ext": _build_ext()},
@@ -78,5 +78,5 @@ setup(
         "timm",
         "numpy",
     ],
-    extras_require={"dev": ["pytest", "pytest-benchmark", "ninja"]},
+    extras_require={"dev": ["pytest", "pytest-benchmark", "ninja", "transformers"], "hf": ["transformers"]},
 )
