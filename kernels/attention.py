@@ -33,7 +33,11 @@ queries, head dim D = 64, 32 for b0):
   rounded to the input dtype before their products, as flash attention does).
 * Block sizes come from a static table keyed on M, D and dtype (no @triton.autotune: it has had
   bugs under torch.compile). They are chosen from the register budget (the score tile and the dk/dv
-  accumulators at about 64 fp32 registers per thread each), not measured: tune them on a GPU.
+  accumulators at about 64 fp32 registers per thread each) and checked by compiling every entry
+  for sm_90 on a CPU machine (tests/_sm90_compile.py): no register spills, shared memory within
+  Hopper's limit, wgmma for 16-bit inputs. The MiT kernels (64 queries x 256 keys forward, 256
+  keys x 32 queries backward, 8 warps) use about 234 and 247 registers per thread: one program per
+  SM. Their speed has not been measured: tune the table on a GPU.
 """
 
 from typing import NamedTuple
@@ -42,8 +46,10 @@ import torch
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634  # log2(e): scores are kept in base 2 so the kernels use exp2
-LN2 = 0.6931471805599453
+# Scores are kept in base 2 so the kernels use exp2. constexpr: a @triton.jit function may only
+# read constexpr globals (the interpreter does not enforce this; the GPU compiler does).
+LOG2E = tl.constexpr(1.4426950408889634)  # log2(e)
+LN2 = tl.constexpr(0.6931471805599453)
 
 # Keys held in one tile by the single-pass forward and the fused-dq backward.
 MAX_SINGLE_PASS_M = 256
@@ -74,39 +80,49 @@ def fwd_config(M: int, D: int, dtype: torch.dtype, block_n: int | None = None, b
     online-softmax path with a small M by passing block_m < M)."""
     block_d = _pow2(D)
     if dtype in (torch.float16, torch.bfloat16):
-        # One tile of up to 256 keys at D <= 64; the score tile (BLOCK_N x BLOCK_M fp32) is kept at
-        # 64 registers per thread: 64 queries x 256 keys over 8 warps, or 128 x 128 over 8 warps.
+        # One tile of up to 256 keys at D <= 64 (128 at D = 128); the (BLOCK_N, BLOCK_M) fp32 score
+        # tile is kept near 64 registers per thread: 64 queries x 256 keys or 128 x 128 over 8 warps.
         single = _pow2(M) <= (MAX_SINGLE_PASS_M if block_d <= 64 else 128)
         bm = _pow2(M) if single else (128 if block_d <= 64 else 64)
         bn = 64 if bm >= 256 else 128
-        warps, stages = (8, 3) if bn * bm >= 128 * 64 else (4, 3)
+        warps = 8 if bn * bm >= 128 * 64 else 4
+        cfg = FwdConfig(bn, bm, warps, 3)
     else:
-        # fp32 / fp64 run IEEE dot products on FMA units: small tiles.
-        bm = _pow2(M) if _pow2(M) <= 64 else 64
-        bn, warps, stages = 32, 4, 2
-    bm = bm if block_m is None else block_m
-    bn = bn if block_n is None else block_n
-    return FwdConfig(bn, bm, warps, stages)
+        # fp32 / fp64: IEEE dot products run on FMA units, operands in registers: small tiles.
+        bm = _pow2(M) if _pow2(M) <= 32 else 32
+        cfg = FwdConfig(32, bm, 4, 2) if block_d <= 64 else FwdConfig(16, bm, 8, 2)
+    return cfg._replace(
+        block_n=cfg.block_n if block_n is None else block_n,
+        block_m=cfg.block_m if block_m is None else block_m,
+    )
 
 
 def bwd_config(M: int, D: int, dtype: torch.dtype, block_m: int | None = None, block_n: int | None = None) -> BwdConfig:
     """Static launch table for the backward (overrides as for ``fwd_config``)."""
     block_d = _pow2(D)
     if dtype in (torch.float16, torch.bfloat16):
-        # dk and dv accumulators (2 x BLOCK_M x BLOCK_D fp32) dominate the registers: 256 keys over
-        # 8 warps costs each thread what the Triton tutorial's 128 keys over 4 warps does.
-        fused = _pow2(M) <= (MAX_SINGLE_PASS_M if block_d <= 64 else 64)
-        bm = _pow2(M) if fused else (128 if block_d <= 64 else 64)
-        bn = 32 if bm >= 128 else 64
-        warps = 8 if bm >= 256 else 4
-        cfg = BwdConfig(bm, bn, warps, 3, 128, 32 if block_d <= 64 else 16)
+        # The dk and dv accumulators (2 x BLOCK_M x BLOCK_D fp32) dominate the registers: 256 keys
+        # over 8 warps cost each thread what the Triton tutorial's 128 keys over 4 warps do.
+        if block_d <= 64:
+            fused = _pow2(M) <= MAX_SINGLE_PASS_M
+            bm = _pow2(M) if fused else 128
+            cfg = BwdConfig(bm, 32 if bm >= 128 else 64, 8 if bm >= 128 else 4, 3, 128, 64)
+        else:
+            bm = _pow2(M) if _pow2(M) <= 64 else 64
+            cfg = BwdConfig(bm, 32, 8, 3, 64, 32)
+    elif block_d <= 64:
+        bm = _pow2(M) if _pow2(M) <= 32 else 32
+        cfg = BwdConfig(bm, 16, 4, 2, 32, 32)
     else:
-        bm = _pow2(M) if _pow2(M) <= 64 else 64
-        cfg = BwdConfig(bm, 32, 4, 2, 32, 32)
+        cfg = BwdConfig(16, 16, 8, 2, 16, 32)
     return cfg._replace(
         block_m=cfg.block_m if block_m is None else block_m,
         block_n=cfg.block_n if block_n is None else block_n,
     )
+
+
+def dq_num_warps(cfg: BwdConfig) -> int:
+    return 8 if cfg.dq_block_n * cfg.dq_block_m >= 128 * 64 else 4
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -447,7 +463,7 @@ def attention_fwd(
     cfg = fwd_config(M, D, q.dtype, block_n, block_m)
     grid = (triton.cdiv(N, cfg.block_n), B * H)
     _attention_fwd_kernel[grid](
-        q, k, v, out, lse, scale * LOG2E, H, N, M, D,
+        q, k, v, out, lse, scale * LOG2E.value, H, N, M, D,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         ACC=_acc(q.dtype), PRECISION="ieee", BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_D=_pow2(D),
         SINGLE_PASS=cfg.block_m >= M, EVEN_M=M % cfg.block_m == 0,
@@ -508,7 +524,7 @@ def attention_bwd(
     direct = splits == 1
     partial = dk if direct else torch.empty((2, splits, B * H, M, D), dtype=acc_torch, device=dev)
     _attention_bwd_kernel[(m_blocks, splits, B * H)](
-        q, k, v, out, grad_out, lse, delta, dq, dk, dv, partial, scale * LOG2E, scale, H, N, M, D, chunk_n,
+        q, k, v, out, grad_out, lse, delta, dq, dk, dv, partial, scale * LOG2E.value, scale, H, N, M, D, chunk_n,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(),
         *dq.stride(), *dk.stride(), *dv.stride(),
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
@@ -522,10 +538,10 @@ def attention_bwd(
         dv.copy_(summed[1])
     if not fused_dq:
         _attention_bwd_dq_kernel[(triton.cdiv(N, cfg.dq_block_n), B * H)](
-            q, k, v, grad_out, lse, delta, dq, scale * LOG2E, scale, H, N, M, D,
+            q, k, v, grad_out, lse, delta, dq, scale * LOG2E.value, scale, H, N, M, D,
             *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *dq.stride(),
             ACC=acc, PRECISION="ieee", BLOCK_N=cfg.dq_block_n, BLOCK_M=cfg.dq_block_m, BLOCK_D=block_d,
-            EVEN_M=M % cfg.dq_block_m == 0, num_warps=4 if cfg.dq_block_n * cfg.dq_block_m <= 4096 else 8,
+            EVEN_M=M % cfg.dq_block_m == 0, num_warps=dq_num_warps(cfg),
             num_stages=cfg.num_stages,
         )  # fmt: skip
     return dq, dk, dv
