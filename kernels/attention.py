@@ -21,7 +21,7 @@ queries, head dim D = 64, 32 for b0):
 * Backward, split over queries. The usual flash-attention backward gives each program a block of
   keys and loops over all queries; with 256 keys and B * H = 2 (stage 1 at batch 2) that is a
   handful of programs for 16384 queries. Here a program owns a block of keys AND a chunk of queries
-  (grid: key blocks x splits x B * H), accumulates its partial dk and dv in fp32, and writes them
+  (grid: key blocks x splits x B * H, flattened), accumulates its partial dk and dv in fp32, and writes them
   to a (2, splits, B * H, M, D) buffer that the launcher sums (deterministic: no float atomics).
   The split count fills the GPU once and no more, since each split costs 2 * M * D fp32 of traffic.
 * Backward, fused dq. When all keys fit one block, each query block meets every key inside one
@@ -129,6 +129,15 @@ def dq_num_warps(cfg: BwdConfig) -> int:
 
 
 @triton.jit
+def _split_pid(num_inner):
+    """(inner, outer) of a flat 1-D program id: the grid is flattened so that B * H is not capped
+    by CUDA's 65535 limit on grid axes 1 and 2; the inner index varies fastest, so consecutive
+    programs share one head's K and V in L2."""
+    pid = tl.program_id(0)
+    return pid % num_inner, pid // num_inner
+
+
+@triton.jit
 def _load_tile(base, rows, cols, stride_r, stride_c, row_mask, col_mask):
     """(len(rows), len(cols)) tile of a strided 2-D view; out-of-range entries read as 0."""
     ptrs = base + rows[:, None].to(tl.int64) * stride_r + cols[None, :].to(tl.int64) * stride_c
@@ -168,8 +177,7 @@ def _attention_fwd_kernel(
     SINGLE_PASS: tl.constexpr,
     EVEN_M: tl.constexpr,
 ):  # fmt: skip
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -237,8 +245,7 @@ def _attention_bwd_preprocess_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -271,6 +278,8 @@ def _attention_bwd_kernel(
     M,
     D,
     CHUNK_N,  # queries per split, a multiple of BLOCK_N
+    SPLITS,  # query chunks: the grid is key blocks x SPLITS x B * H, flattened
+    BH,  # B * H
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_km, stride_kd,
     stride_vb, stride_vh, stride_vm, stride_vd,
@@ -290,9 +299,9 @@ def _attention_bwd_kernel(
 ):  # fmt: skip
     """One program: BLOCK_M keys x one chunk of queries of one (b, h). Works in the transposed
     orientation (keys as rows) so the large key block is the M side of every product."""
-    pid_m = tl.program_id(0)
-    split = tl.program_id(1)
-    bh = tl.program_id(2)
+    pid_m, rest = _split_pid(tl.cdiv(M, BLOCK_M))
+    split = rest % SPLITS
+    bh = rest // SPLITS
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -341,9 +350,8 @@ def _attention_bwd_kernel(
         _store_tile(dk_ptr + b * stride_dkb + h * stride_dkh, dk, offs_m, offs_d, stride_dkm, stride_dkd, m_mask, d_mask)
         _store_tile(dv_ptr + b * stride_dvb + h * stride_dvh, dv, offs_m, offs_d, stride_dvm, stride_dvd, m_mask, d_mask)
     else:
-        BH = tl.num_programs(2)
         dk_base = partial_ptr + ((split * BH + bh).to(tl.int64) * M) * D
-        dv_base = partial_ptr + (((tl.num_programs(1) + split) * BH + bh).to(tl.int64) * M) * D
+        dv_base = partial_ptr + (((SPLITS + split) * BH + bh).to(tl.int64) * M) * D
         _store_tile(dk_base, dk, offs_m, offs_d, D, 1, m_mask, d_mask)
         _store_tile(dv_base, dv, offs_m, offs_d, D, 1, m_mask, d_mask)
 
@@ -376,8 +384,7 @@ def _attention_bwd_dq_kernel(
     EVEN_M: tl.constexpr,
 ):  # fmt: skip
     """dq for a block of queries, looping over the keys (used when they do not fit one block)."""
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
+    pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -461,7 +468,7 @@ def attention_fwd(
     if out.numel() == 0:
         return out, lse
     cfg = fwd_config(M, D, q.dtype, block_n, block_m)
-    grid = (triton.cdiv(N, cfg.block_n), B * H)
+    grid = (triton.cdiv(N, cfg.block_n) * B * H,)
     _attention_fwd_kernel[grid](
         q, k, v, out, lse, scale * LOG2E.value, H, N, M, D,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
@@ -516,15 +523,16 @@ def attention_bwd(
     delta = lse  # placeholder pointer, never read when fused
     if not fused_dq:
         delta = torch.empty((B, H, N), dtype=acc_torch, device=dev)
-        pre_block = 64
-        _attention_bwd_preprocess_kernel[(triton.cdiv(N, pre_block), B * H)](
+        pre_block = 32  # memory-bound; 64 x 128 fp32 rows spill at 4 warps
+        _attention_bwd_preprocess_kernel[(triton.cdiv(N, pre_block) * B * H,)](
             out, grad_out, delta, H, N, D, *out.stride(), *grad_out.stride(),
-            ACC=acc, BLOCK_N=pre_block, BLOCK_D=block_d,
+            ACC=acc, BLOCK_N=pre_block, BLOCK_D=block_d, num_warps=4 if block_d <= 64 else 8,
         )  # fmt: skip
     direct = splits == 1
     partial = dk if direct else torch.empty((2, splits, B * H, M, D), dtype=acc_torch, device=dev)
-    _attention_bwd_kernel[(m_blocks, splits, B * H)](
+    _attention_bwd_kernel[(m_blocks * splits * B * H,)](
         q, k, v, out, grad_out, lse, delta, dq, dk, dv, partial, scale * LOG2E.value, scale, H, N, M, D, chunk_n,
+        splits, B * H,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(),
         *dq.stride(), *dk.stride(), *dv.stride(),
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
@@ -537,7 +545,7 @@ def attention_bwd(
         dk.copy_(summed[0])
         dv.copy_(summed[1])
     if not fused_dq:
-        _attention_bwd_dq_kernel[(triton.cdiv(N, cfg.dq_block_n), B * H)](
+        _attention_bwd_dq_kernel[(triton.cdiv(N, cfg.dq_block_n) * B * H,)](
             q, k, v, grad_out, lse, delta, dq, scale * LOG2E.value, scale, H, N, M, D,
             *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *dq.stride(),
             ACC=acc, PRECISION="ieee", BLOCK_N=cfg.dq_block_n, BLOCK_M=cfg.dq_block_m, BLOCK_D=block_d,
