@@ -347,8 +347,10 @@ def _attention_bwd_kernel(
 
     dk = dk * scale
     if DIRECT_DKV:
-        _store_tile(dk_ptr + b * stride_dkb + h * stride_dkh, dk, offs_m, offs_d, stride_dkm, stride_dkd, m_mask, d_mask)
-        _store_tile(dv_ptr + b * stride_dvb + h * stride_dvh, dv, offs_m, offs_d, stride_dvm, stride_dvd, m_mask, d_mask)
+        dk_out = dk_ptr + b * stride_dkb + h * stride_dkh
+        dv_out = dv_ptr + b * stride_dvb + h * stride_dvh
+        _store_tile(dk_out, dk, offs_m, offs_d, stride_dkm, stride_dkd, m_mask, d_mask)
+        _store_tile(dv_out, dv, offs_m, offs_d, stride_dvm, stride_dvd, m_mask, d_mask)
     else:
         dk_base = partial_ptr + ((split * BH + bh).to(tl.int64) * M) * D
         dv_base = partial_ptr + (((SPLITS + split) * BH + bh).to(tl.int64) * M) * D
@@ -412,7 +414,8 @@ def _attention_bwd_dq_kernel(
         dp = tl.dot(do, v_t, input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k_t.dtype), tl.trans(k_t), dq, input_precision=PRECISION)  # (BLOCK_N, BLOCK_D)
-    _store_tile(dq_ptr + b * stride_dqb + h * stride_dqh, dq * scale, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
+    dq_out = dq_ptr + b * stride_dqb + h * stride_dqh
+    _store_tile(dq_out, dq * scale, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
 
 
 # ----------------------------------------------------------------------------- launchers

@@ -114,7 +114,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None = None) -> Te
             raise TypeError(f"{name} must have the same dtype as q ({q.dtype}), got {x.dtype}")
     B, H, N, D = q.shape
     if tuple(k.shape[:2]) != (B, H) or k.shape[3] != D:
-        raise ValueError(f"k must have shape (B, H, M, D) = ({B}, {H}, M, {D}) to match q {tuple(q.shape)}, got {tuple(k.shape)}")
+        raise ValueError(
+            f"k must have shape (B, H, M, D) = ({B}, {H}, M, {D}) to match q {tuple(q.shape)}, got {tuple(k.shape)}"
+        )
     if tuple(v.shape) != tuple(k.shape):
         raise ValueError(f"v must have the same shape as k {tuple(k.shape)}, got {tuple(v.shape)}")
     if N == 0 or k.shape[2] == 0:
