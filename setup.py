@@ -78,5 +78,5 @@ setup(
         "timm",
         "numpy",
     ],
-    extras_require={"dev": ["pytest", "pytest-benchmark", "ninja"]},
+    extras_require={"dev": ["pytest", "pytest-benchmark", "ninja", "transformers"], "hf": ["transformers"]},
 )

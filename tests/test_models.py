@@ -5,8 +5,7 @@ import torch
 
 import fastuda.ops as ops
 
-pytest.importorskip("fastuda.nn")  # TEMPORARY until the attention branch (fastuda.nn) is merged
-from fastuda.models import (  # noqa: E402
+from fastuda.models import (
     DAFormerHead,
     ModelConfig,
     build_model,
@@ -99,7 +98,7 @@ def test_mit_matches_published_layout_and_size(name):
     assert abs(count(encoder) / 1e6 - paper) < 0.15, count(encoder)
 
 
-@pytest.mark.parametrize("name", ["mit_b0", "mit_b1", "mit_b5"])
+@pytest.mark.parametrize("name", ["mit_b0", "mit_b1"])
 def test_mit_features_at_odd_sizes(name):
     encoder = mit(name)
     x = torch.randn(1, 3, 96, 160)
@@ -117,12 +116,12 @@ def test_mit_features_at_odd_sizes(name):
 def test_forward_backward_every_parameter_gets_a_gradient(backbone, head):
     torch.manual_seed(0)
     model = build_model(backbone=backbone, decode_head=head, num_classes=7)
-    x = torch.randn(2, 3, 64, 96)
-    logits = model(x)
+    H, W = (64, 96) if backbone in ("mit_b0", "mit_b1") else (32, 64)  # the big encoders at a smaller size
+    logits = model(torch.randn(2, 3, H, W))
     stride = 8 if head == "deeplabv2" else 4
-    assert logits.shape == (2, 7, 64 // stride, 96 // stride)
+    assert logits.shape == (2, 7, H // stride, W // stride)
     assert torch.isfinite(logits).all()
-    ops.weighted_cross_entropy(logits, torch.randint(0, 7, (2, 64 // stride, 96 // stride))).backward()
+    ops.weighted_cross_entropy(logits, torch.randint(0, 7, (2, H // stride, W // stride))).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, missing
 

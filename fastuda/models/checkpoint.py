@@ -100,7 +100,12 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, strict: bool = False, 
     """
     state, layout = to_model_keys(_read(path_or_state_dict), which)
     own = model.state_dict()
-    required = [k for k in own if layout != "ImageNet MiT" or k.startswith("backbone.")]
+    # BatchNorm's num_batches_tracked is absent from older files and unused in training.
+    required = [
+        k
+        for k in own
+        if (layout != "ImageNet MiT" or k.startswith("backbone.")) and not k.endswith("num_batches_tracked")
+    ]
     matched, mismatched = {}, []
     for key, value in state.items():
         if key in own:

@@ -11,6 +11,7 @@ from ._checks import get_value_checks, set_value_checks
 from .classmix import class_presence, classmix, sample_mix_classes
 from .cross_entropy import weighted_cross_entropy
 from .pseudo_label import pseudo_label
+from .attention import attention
 
 __all__ = [
     "BACKENDS",
@@ -24,4 +25,5 @@ __all__ = [
     "set_value_checks",
     "use_backend",
     "weighted_cross_entropy",
+    "attention",
 ]

@@ -131,3 +131,39 @@ def classmix(
     tgt_w = ones if target_weight is None else target_weight
     weight = torch.where(mask, src_w, tgt_w)
     return image, label, weight, mask
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """softmax(q k^T * scale) v, written out: q (B, H, N, D), k and v (B, H, M, D). The (B, H, N, M)
+    probabilities are materialised, as in the published MiT. Computed in float32 (float64 for
+    float64), returned in q's dtype."""
+    acc = _acc_dtype(q.dtype)
+    scores = torch.matmul(q.to(acc), k.to(acc).transpose(-1, -2)) * scale  # (B, H, N, M)
+    return torch.matmul(torch.softmax(scores, dim=-1), v.to(acc)).to(q.dtype)
+
+
+def attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """(out in q's dtype, lse (B, H, N) float32 / float64): the attention and the log-sum-exp of each
+    query's scaled scores, the only statistic the fused backward keeps."""
+    acc = _acc_dtype(q.dtype)
+    scores = torch.matmul(q.to(acc), k.to(acc).transpose(-1, -2)) * scale  # (B, H, N, M)
+    lse = torch.logsumexp(scores, dim=-1)  # (B, H, N)
+    out = torch.matmul(torch.exp(scores - lse.unsqueeze(-1)), v.to(acc))  # (B, H, N, D)
+    return out.to(q.dtype), lse
+
+
+def attention_backward(
+    grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(dq, dk, dv) from the saved lse, the formulas the fused kernel implements:
+    P = exp(scale q k^T - lse), dv = P^T dO, dS = P * (dO v^T - delta) with
+    delta = rowsum(dO * out), dq = scale dS k, dk = scale dS^T q."""
+    acc = _acc_dtype(q.dtype)
+    q32, k32, v32, g32 = q.to(acc), k.to(acc), v.to(acc), grad_out.to(acc)
+    p = torch.exp(torch.matmul(q32, k32.transpose(-1, -2)) * scale - lse.to(acc).unsqueeze(-1))  # (B, H, N, M)
+    delta = (g32 * out.to(acc)).sum(-1, keepdim=True)  # (B, H, N, 1)
+    ds = p * (torch.matmul(g32, v32.transpose(-1, -2)) - delta)  # (B, H, N, M)
+    dq = torch.matmul(ds, k32) * scale
+    dk = torch.matmul(ds.transpose(-1, -2), q32) * scale
+    dv = torch.matmul(p.transpose(-1, -2), g32)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)

@@ -1,0 +1,558 @@
+"""Scaled-dot-product attention without mask or dropout, forward and backward (MiT efficient
+self-attention).
+
+    out = softmax(q k^T * scale) v,   q (B, H, N, D), k and v (B, H, M, D), any N, M >= 1, D <= 128.
+
+Fused (forward): q k^T, the softmax and the product with v for a block of BLOCK_N queries in one
+program. Besides `out`, the only thing written is the log-sum-exp of each query's scores, (B, H, N)
+in fp32 (fp64 for fp64 inputs): nothing of size N x M ever reaches device memory.
+
+Fused (backward): with P = exp(scale q k^T - lse) recomputed from q, k and the lse,
+    dv = P^T dO,   dS = P * (dO v^T - delta),   delta = rowsum(dO * out),
+    dk = scale dS^T q,   dq = scale dS k.
+
+Trade-offs, shaped by MiT at a 512 crop (every stage has M = 256 keys, and N from 256 to 16384
+queries, head dim D = 64, 32 for b0):
+
+* Forward, single pass. When every key fits in one tile (M <= BLOCK_M; one head's K and V at
+  256 x 64 in 16 bits are 64 KiB), the program computes the whole row of scores at once and takes
+  the exact softmax: one max, one exp, one sum, no running-max rescaling of the accumulator. A
+  general online-softmax loop (running max, rescaled sum and accumulator) covers larger M.
+* Backward, split over queries. The usual flash-attention backward gives each program a block of
+  keys and loops over all queries; with 256 keys and B * H = 2 (stage 1 at batch 2) that is a
+  handful of programs for 16384 queries. Here a program owns a block of keys AND a chunk of queries
+  (grid: key blocks x splits x B * H, flattened), accumulates its partial dk and dv in fp32, and writes them
+  to a (2, splits, B * H, M, D) buffer that the launcher sums (deterministic: no float atomics).
+  The split count fills the GPU once and no more, since each split costs 2 * M * D fp32 of traffic.
+* Backward, fused dq. When all keys fit one block, each query block meets every key inside one
+  program, so dq is complete there and is written directly, and delta is computed on the fly from
+  out and dO: one kernel in all. Otherwise a preprocess kernel writes delta and a second kernel
+  recomputes P per query block for dq (the flash-attention 2 recipe).
+* fp32 inputs use IEEE fp32 dot products (not tf32), matching PyTorch's SDPA accuracy in fp32;
+  fp16 / bf16 are the fast path (16-bit tensor-core operands, fp32 accumulators, and P and dS
+  rounded to the input dtype before their products, as flash attention does).
+* Block sizes come from a static table keyed on M, D and dtype (no @triton.autotune: it has had
+  bugs under torch.compile). They are chosen from the register budget (the score tile and the dk/dv
+  accumulators at about 64 fp32 registers per thread each) and checked by compiling every entry
+  for sm_90 on a CPU machine (tests/_sm90_compile.py): no register spills, shared memory within
+  Hopper's limit, wgmma for 16-bit inputs. The MiT kernels (64 queries x 256 keys forward, 256
+  keys x 32 queries backward, 8 warps) use about 234 and 247 registers per thread: one program per
+  SM. Their speed has not been measured: tune the table on a GPU.
+"""
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+# Scores are kept in base 2 so the kernels use exp2. constexpr: a @triton.jit function may only
+# read constexpr globals (the interpreter does not enforce this; the GPU compiler does).
+LOG2E = tl.constexpr(1.4426950408889634)  # log2(e)
+LN2 = tl.constexpr(0.6931471805599453)
+
+# Keys held in one tile by the single-pass forward and the fused-dq backward.
+MAX_SINGLE_PASS_M = 256
+
+
+class FwdConfig(NamedTuple):
+    block_n: int  # queries per program
+    block_m: int  # keys per tile; block_m >= M means the single-pass softmax
+    num_warps: int
+    num_stages: int
+
+
+class BwdConfig(NamedTuple):
+    block_m: int  # keys per program; block_m >= M means the fused-dq single kernel
+    block_n: int  # queries per step of a program's loop
+    num_warps: int
+    num_stages: int
+    dq_block_n: int  # queries per program of the separate dq kernel
+    dq_block_m: int  # keys per step of its loop
+
+
+def _pow2(x: int, low: int = 16) -> int:
+    return max(low, triton.next_power_of_2(x))
+
+
+def fwd_config(M: int, D: int, dtype: torch.dtype, block_n: int | None = None, block_m: int | None = None) -> FwdConfig:
+    """Static launch table for the forward. ``block_n`` / ``block_m`` override it (tests reach the
+    online-softmax path with a small M by passing block_m < M)."""
+    block_d = _pow2(D)
+    if dtype in (torch.float16, torch.bfloat16):
+        # One tile of up to 256 keys at D <= 64 (128 at D = 128); the (BLOCK_N, BLOCK_M) fp32 score
+        # tile is kept near 64 registers per thread: 64 queries x 256 keys or 128 x 128 over 8 warps.
+        single = _pow2(M) <= (MAX_SINGLE_PASS_M if block_d <= 64 else 128)
+        bm = _pow2(M) if single else (128 if block_d <= 64 else 64)
+        bn = 64 if bm >= 256 else 128
+        warps = 8 if bn * bm >= 128 * 64 else 4
+        cfg = FwdConfig(bn, bm, warps, 3)
+    else:
+        # fp32 / fp64: IEEE dot products run on FMA units, operands in registers: small tiles.
+        bm = _pow2(M) if _pow2(M) <= 32 else 32
+        cfg = FwdConfig(32, bm, 4, 2) if block_d <= 64 else FwdConfig(16, bm, 8, 2)
+    return cfg._replace(
+        block_n=cfg.block_n if block_n is None else block_n,
+        block_m=cfg.block_m if block_m is None else block_m,
+    )
+
+
+def bwd_config(M: int, D: int, dtype: torch.dtype, block_m: int | None = None, block_n: int | None = None) -> BwdConfig:
+    """Static launch table for the backward (overrides as for ``fwd_config``)."""
+    block_d = _pow2(D)
+    if dtype in (torch.float16, torch.bfloat16):
+        # The dk and dv accumulators (2 x BLOCK_M x BLOCK_D fp32) dominate the registers: 256 keys
+        # over 8 warps cost each thread what the Triton tutorial's 128 keys over 4 warps do.
+        if block_d <= 64:
+            fused = _pow2(M) <= MAX_SINGLE_PASS_M
+            bm = _pow2(M) if fused else 128
+            cfg = BwdConfig(bm, 32 if bm >= 128 else 64, 8 if bm >= 128 else 4, 3, 128, 64)
+        else:
+            bm = _pow2(M) if _pow2(M) <= 64 else 64
+            cfg = BwdConfig(bm, 32, 8, 3, 64, 32)
+    elif block_d <= 64:
+        bm = _pow2(M) if _pow2(M) <= 32 else 32
+        cfg = BwdConfig(bm, 16, 4, 2, 32, 32)
+    else:
+        cfg = BwdConfig(16, 16, 8, 2, 16, 32)
+    return cfg._replace(
+        block_m=cfg.block_m if block_m is None else block_m,
+        block_n=cfg.block_n if block_n is None else block_n,
+    )
+
+
+def dq_num_warps(cfg: BwdConfig) -> int:
+    return 8 if cfg.dq_block_n * cfg.dq_block_m >= 128 * 64 else 4
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@triton.jit
+def _split_pid(num_inner):
+    """(inner, outer) of a flat 1-D program id: the grid is flattened so that B * H is not capped
+    by CUDA's 65535 limit on grid axes 1 and 2; the inner index varies fastest, so consecutive
+    programs share one head's K and V in L2."""
+    pid = tl.program_id(0)
+    return pid % num_inner, pid // num_inner
+
+
+@triton.jit
+def _load_tile(base, rows, cols, stride_r, stride_c, row_mask, col_mask):
+    """(len(rows), len(cols)) tile of a strided 2-D view; out-of-range entries read as 0."""
+    ptrs = base + rows[:, None].to(tl.int64) * stride_r + cols[None, :].to(tl.int64) * stride_c
+    return tl.load(ptrs, mask=row_mask[:, None] & col_mask[None, :], other=0.0)
+
+
+@triton.jit
+def _store_tile(base, value, rows, cols, stride_r, stride_c, row_mask, col_mask):
+    ptrs = base + rows[:, None].to(tl.int64) * stride_r + cols[None, :].to(tl.int64) * stride_c
+    tl.store(ptrs, value.to(base.dtype.element_ty), mask=row_mask[:, None] & col_mask[None, :])
+
+
+# ----------------------------------------------------------------------------- forward
+
+
+@triton.jit
+def _attention_fwd_kernel(
+    q_ptr,  # (B, H, N, D) any strides
+    k_ptr,  # (B, H, M, D) any strides
+    v_ptr,  # (B, H, M, D) any strides
+    out_ptr,  # (B, H, N, D) any strides (the launcher allocates (B, N, H, D) memory)
+    lse_ptr,  # (B, H, N) ACC, contiguous: natural-log log-sum-exp of scale * q k^T per query
+    qk_scale,  # scale * log2(e): scores in base 2
+    H,
+    N,
+    M,
+    D,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_km, stride_kd,
+    stride_vb, stride_vh, stride_vm, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    ACC: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    SINGLE_PASS: tl.constexpr,
+    EVEN_M: tl.constexpr,
+):  # fmt: skip
+    pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    n_mask = offs_n < N
+    d_mask = offs_d < D
+    k_base = k_ptr + b * stride_kb + h * stride_kh
+    v_base = v_ptr + b * stride_vb + h * stride_vh
+    # Padded head-dim columns read as 0, so they add nothing to q k^T.
+    q = _load_tile(q_ptr + b * stride_qb + h * stride_qh, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)
+
+    if SINGLE_PASS:
+        # All M keys in one tile: the exact softmax, no rescaling.
+        offs_m = tl.arange(0, BLOCK_M)
+        m_mask = offs_m < M
+        k_t = _load_tile(k_base, offs_d, offs_m, stride_kd, stride_km, d_mask, m_mask)  # (BLOCK_D, BLOCK_M)
+        s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M) base-2 scores
+        if not EVEN_M:
+            s = tl.where(m_mask[None, :], s, float("-inf"))
+        m_i = tl.max(s, axis=1)
+        p = tl.exp2(s - m_i[:, None])
+        l_i = tl.sum(p, axis=1)
+        v = _load_tile(v_base, offs_m, offs_d, stride_vm, stride_vd, m_mask, d_mask)  # (BLOCK_M, BLOCK_D)
+        acc = tl.dot(p.to(v.dtype), v, input_precision=PRECISION)  # (BLOCK_N, BLOCK_D)
+    else:
+        # Online softmax: running max m_i, sum l_i and accumulator, rescaled when the max grows.
+        m_i = tl.full([BLOCK_N], float("-inf"), ACC)
+        l_i = tl.zeros([BLOCK_N], ACC)
+        acc = tl.zeros([BLOCK_N, BLOCK_D], ACC)
+        for start_m in range(0, M, BLOCK_M):
+            offs_m = start_m + tl.arange(0, BLOCK_M)
+            m_mask = offs_m < M
+            k_t = _load_tile(k_base, offs_d, offs_m, stride_kd, stride_km, d_mask, m_mask)  # (BLOCK_D, BLOCK_M)
+            s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
+            if not EVEN_M:
+                s = tl.where(m_mask[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: every tile holds a real key
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            v = _load_tile(v_base, offs_m, offs_d, stride_vm, stride_vd, m_mask, d_mask)  # (BLOCK_M, BLOCK_D)
+            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+            m_i = m_new
+
+    out = acc / l_i[:, None]
+    _store_tile(out_ptr + b * stride_ob + h * stride_oh, out, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
+    lse = (m_i + tl.log2(l_i)) * LN2  # back to natural log
+    tl.store(lse_ptr + bh.to(tl.int64) * N + offs_n, lse, mask=n_mask)
+
+
+# ----------------------------------------------------------------------------- backward
+
+
+@triton.jit
+def _attention_bwd_preprocess_kernel(
+    out_ptr,  # (B, H, N, D) any strides
+    do_ptr,  # (B, H, N, D) any strides: d loss / d out
+    delta_ptr,  # (B, H, N) ACC, contiguous: rowsum(dO * out)
+    H,
+    N,
+    D,
+    stride_ob, stride_oh, stride_on, stride_od,
+    stride_gb, stride_gh, stride_gn, stride_gd,
+    ACC: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    n_mask = offs_n < N
+    d_mask = offs_d < D
+    o = _load_tile(out_ptr + b * stride_ob + h * stride_oh, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
+    do = _load_tile(do_ptr + b * stride_gb + h * stride_gh, offs_n, offs_d, stride_gn, stride_gd, n_mask, d_mask)
+    delta = tl.sum(o.to(ACC) * do.to(ACC), axis=1)
+    tl.store(delta_ptr + bh.to(tl.int64) * N + offs_n, delta, mask=n_mask)
+
+
+@triton.jit
+def _attention_bwd_kernel(
+    q_ptr,  # (B, H, N, D) any strides
+    k_ptr,  # (B, H, M, D) any strides
+    v_ptr,  # (B, H, M, D) any strides
+    out_ptr,  # (B, H, N, D) any strides (read only with FUSED_DQ, for delta)
+    do_ptr,  # (B, H, N, D) any strides: d loss / d out
+    lse_ptr,  # (B, H, N) ACC, contiguous: natural-log log-sum-exp from the forward
+    delta_ptr,  # (B, H, N) ACC, contiguous: rowsum(dO * out) (read only without FUSED_DQ)
+    dq_ptr,  # (B, H, N, D) any strides, q's dtype (written only with FUSED_DQ)
+    dk_ptr,  # (B, H, M, D) any strides, k's dtype (written only with DIRECT_DKV)
+    dv_ptr,  # (B, H, M, D) any strides, v's dtype (written only with DIRECT_DKV)
+    partial_ptr,  # (2, SPLITS, B * H, M, D) ACC, contiguous: per-split dk, dv (without DIRECT_DKV)
+    qk_scale,  # scale * log2(e)
+    scale,
+    H,
+    N,
+    M,
+    D,
+    CHUNK_N,  # queries per split, a multiple of BLOCK_N
+    SPLITS,  # query chunks: the grid is key blocks x SPLITS x B * H, flattened
+    BH,  # B * H
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_km, stride_kd,
+    stride_vb, stride_vh, stride_vm, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    stride_gb, stride_gh, stride_gn, stride_gd,
+    stride_dqb, stride_dqh, stride_dqn, stride_dqd,
+    stride_dkb, stride_dkh, stride_dkm, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+    ACC: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    FUSED_DQ: tl.constexpr,
+    DIRECT_DKV: tl.constexpr,
+    EVEN: tl.constexpr,
+):  # fmt: skip
+    """One program: BLOCK_M keys x one chunk of queries of one (b, h). Works in the transposed
+    orientation (keys as rows) so the large key block is the M side of every product."""
+    pid_m, rest = _split_pid(tl.cdiv(M, BLOCK_M))
+    split = rest % SPLITS
+    bh = rest // SPLITS
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_mask = offs_m < M
+    d_mask = offs_d < D
+    k = _load_tile(k_ptr + b * stride_kb + h * stride_kh, offs_m, offs_d, stride_km, stride_kd, m_mask, d_mask)
+    v = _load_tile(v_ptr + b * stride_vb + h * stride_vh, offs_m, offs_d, stride_vm, stride_vd, m_mask, d_mask)
+    q_base = q_ptr + b * stride_qb + h * stride_qh
+    o_base = out_ptr + b * stride_ob + h * stride_oh
+    do_base = do_ptr + b * stride_gb + h * stride_gh
+    dq_base = dq_ptr + b * stride_dqb + h * stride_dqh
+    row_base = bh.to(tl.int64) * N  # into lse and delta
+
+    dk = tl.zeros([BLOCK_M, BLOCK_D], ACC)
+    dv = tl.zeros([BLOCK_M, BLOCK_D], ACC)
+    n_start = split * CHUNK_N
+    n_end = tl.minimum(n_start + CHUNK_N, N)
+    for start_n in range(n_start, n_end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < N
+        q = _load_tile(q_base, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
+        do = _load_tile(do_base, offs_n, offs_d, stride_gn, stride_gd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
+        lse2 = tl.load(lse_ptr + row_base + offs_n, mask=n_mask, other=0.0) * LOG2E  # (BLOCK_N,)
+        if FUSED_DQ:
+            o = _load_tile(o_base, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
+            delta = tl.sum(o.to(ACC) * do.to(ACC), axis=1)
+        else:
+            delta = tl.load(delta_ptr + row_base + offs_n, mask=n_mask, other=0.0)
+
+        s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+        p_t = tl.exp2(s_t - lse2[None, :])  # P^T, exact probabilities (the lse is the full row's)
+        if not EVEN:
+            p_t = tl.where(m_mask[:, None] & n_mask[None, :], p_t, 0.0)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PRECISION)  # (BLOCK_M, BLOCK_D)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
+        ds_t = p_t * (dp_t - delta[None, :])  # dS^T
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)  # (BLOCK_M, BLOCK_D)
+        if FUSED_DQ:
+            # This program saw every key of these queries: dq is complete.
+            dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PRECISION) * scale  # (BLOCK_N, BLOCK_D)
+            _store_tile(dq_base, dq, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
+
+    dk = dk * scale
+    if DIRECT_DKV:
+        dk_out = dk_ptr + b * stride_dkb + h * stride_dkh
+        dv_out = dv_ptr + b * stride_dvb + h * stride_dvh
+        _store_tile(dk_out, dk, offs_m, offs_d, stride_dkm, stride_dkd, m_mask, d_mask)
+        _store_tile(dv_out, dv, offs_m, offs_d, stride_dvm, stride_dvd, m_mask, d_mask)
+    else:
+        dk_base = partial_ptr + ((split * BH + bh).to(tl.int64) * M) * D
+        dv_base = partial_ptr + (((SPLITS + split) * BH + bh).to(tl.int64) * M) * D
+        _store_tile(dk_base, dk, offs_m, offs_d, D, 1, m_mask, d_mask)
+        _store_tile(dv_base, dv, offs_m, offs_d, D, 1, m_mask, d_mask)
+
+
+@triton.jit
+def _attention_bwd_dq_kernel(
+    q_ptr,  # (B, H, N, D) any strides
+    k_ptr,  # (B, H, M, D) any strides
+    v_ptr,  # (B, H, M, D) any strides
+    do_ptr,  # (B, H, N, D) any strides
+    lse_ptr,  # (B, H, N) ACC, contiguous
+    delta_ptr,  # (B, H, N) ACC, contiguous
+    dq_ptr,  # (B, H, N, D) any strides, q's dtype
+    qk_scale,
+    scale,
+    H,
+    N,
+    M,
+    D,
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_km, stride_kd,
+    stride_vb, stride_vh, stride_vm, stride_vd,
+    stride_gb, stride_gh, stride_gn, stride_gd,
+    stride_dqb, stride_dqh, stride_dqn, stride_dqd,
+    ACC: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    EVEN_M: tl.constexpr,
+):  # fmt: skip
+    """dq for a block of queries, looping over the keys (used when they do not fit one block)."""
+    pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    n_mask = offs_n < N
+    d_mask = offs_d < D
+    k_base = k_ptr + b * stride_kb + h * stride_kh
+    v_base = v_ptr + b * stride_vb + h * stride_vh
+    q = _load_tile(q_ptr + b * stride_qb + h * stride_qh, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)
+    do = _load_tile(do_ptr + b * stride_gb + h * stride_gh, offs_n, offs_d, stride_gn, stride_gd, n_mask, d_mask)
+    row_base = bh.to(tl.int64) * N
+    lse2 = tl.load(lse_ptr + row_base + offs_n, mask=n_mask, other=0.0) * LOG2E
+    delta = tl.load(delta_ptr + row_base + offs_n, mask=n_mask, other=0.0)
+
+    dq = tl.zeros([BLOCK_N, BLOCK_D], ACC)
+    for start_m in range(0, M, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        m_mask = offs_m < M
+        k_t = _load_tile(k_base, offs_d, offs_m, stride_kd, stride_km, d_mask, m_mask)  # (BLOCK_D, BLOCK_M)
+        v_t = _load_tile(v_base, offs_d, offs_m, stride_vd, stride_vm, d_mask, m_mask)  # (BLOCK_D, BLOCK_M)
+        s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
+        p = tl.exp2(s - lse2[:, None])
+        if not EVEN_M:
+            p = tl.where(m_mask[None, :], p, 0.0)
+        dp = tl.dot(do, v_t, input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k_t.dtype), tl.trans(k_t), dq, input_precision=PRECISION)  # (BLOCK_N, BLOCK_D)
+    dq_out = dq_ptr + b * stride_dqb + h * stride_dqh
+    _store_tile(dq_out, dq * scale, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def _acc(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _acc_torch(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def empty_bnhd(B: int, H: int, N: int, D: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """A (B, H, N, D) tensor stored as (B, N, H, D): the layout the kernels write out, dq, dk and
+    dv in, so that ``x.transpose(1, 2).reshape(B, N, H * D)`` (MiT's next step) is free."""
+    return torch.empty((B, N, H, D), dtype=dtype, device=device).transpose(1, 2)
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4  # the interpreter: a few splits, so the partial-sum path runs in CPU tests
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def num_splits(N: int, block_n: int, programs_per_split: int, device: torch.device) -> int:
+    """Query splits of the backward: enough programs for one wave on the device, no more (each split
+    adds 2 * M * D fp32 of partial-sum traffic)."""
+    n_blocks = triton.cdiv(N, block_n)
+    return max(1, min(n_blocks, _sm_count(device) // max(programs_per_split, 1)))
+
+
+def attention_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    *,
+    out: torch.Tensor | None = None,
+    lse: torch.Tensor | None = None,
+    block_n: int | None = None,
+    block_m: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (out (B, H, N, D) in q's dtype, stored (B, N, H, D); lse (B, H, N) fp32, fp64 for
+    fp64 inputs). ``out`` / ``lse`` let a caller (the tests) pass pre-filled tensors.
+    Inputs are assumed validated by fastuda.ops."""
+    B, H, N, D = q.shape
+    M = k.shape[2]
+    if out is None:
+        out = empty_bnhd(B, H, N, D, q.dtype, q.device)
+    if lse is None:
+        lse = torch.empty((B, H, N), dtype=_acc_torch(q.dtype), device=q.device)
+    if out.numel() == 0:
+        return out, lse
+    cfg = fwd_config(M, D, q.dtype, block_n, block_m)
+    grid = (triton.cdiv(N, cfg.block_n) * B * H,)
+    _attention_fwd_kernel[grid](
+        q, k, v, out, lse, scale * LOG2E.value, H, N, M, D,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        ACC=_acc(q.dtype), PRECISION="ieee", BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_D=_pow2(D),
+        SINGLE_PASS=cfg.block_m >= M, EVEN_M=M % cfg.block_m == 0,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    return out, lse
+
+
+def attention_bwd(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    out: torch.Tensor,
+    lse: torch.Tensor,
+    scale: float,
+    *,
+    dq: torch.Tensor | None = None,
+    dk: torch.Tensor | None = None,
+    dv: torch.Tensor | None = None,
+    block_m: int | None = None,
+    block_n: int | None = None,
+    splits: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (dq, dk, dv) in the inputs' dtype, stored (B, N, H, D) / (B, M, H, D).
+
+    ``dq`` / ``dk`` / ``dv`` let a caller pass pre-filled tensors; ``block_m`` < M selects the
+    two-kernel path (separate dq kernel), ``splits`` the number of query chunks (default: one wave).
+    """
+    B, H, N, D = q.shape
+    M = k.shape[2]
+    dev = q.device
+    dq = empty_bnhd(B, H, N, D, q.dtype, dev) if dq is None else dq
+    dk = empty_bnhd(B, H, M, D, k.dtype, dev) if dk is None else dk
+    dv = empty_bnhd(B, H, M, D, v.dtype, dev) if dv is None else dv
+    if B * H == 0:
+        return dq, dk, dv
+    cfg = bwd_config(M, D, q.dtype, block_m, block_n)
+    block_d = _pow2(D)
+    acc, acc_torch = _acc(q.dtype), _acc_torch(q.dtype)
+    fused_dq = cfg.block_m >= M
+    m_blocks = triton.cdiv(M, cfg.block_m)
+    n_blocks = triton.cdiv(N, cfg.block_n)
+    if splits is None:
+        splits = num_splits(N, cfg.block_n, m_blocks * B * H, dev)
+    splits = max(1, min(splits, n_blocks))
+    chunk_n = triton.cdiv(n_blocks, splits) * cfg.block_n
+    splits = triton.cdiv(N, chunk_n)  # no empty split
+
+    delta = lse  # placeholder pointer, never read when fused
+    if not fused_dq:
+        delta = torch.empty((B, H, N), dtype=acc_torch, device=dev)
+        pre_block = 32  # memory-bound; 64 x 128 fp32 rows spill at 4 warps
+        _attention_bwd_preprocess_kernel[(triton.cdiv(N, pre_block) * B * H,)](
+            out, grad_out, delta, H, N, D, *out.stride(), *grad_out.stride(),
+            ACC=acc, BLOCK_N=pre_block, BLOCK_D=block_d, num_warps=4 if block_d <= 64 else 8,
+        )  # fmt: skip
+    direct = splits == 1
+    partial = dk if direct else torch.empty((2, splits, B * H, M, D), dtype=acc_torch, device=dev)
+    _attention_bwd_kernel[(m_blocks * splits * B * H,)](
+        q, k, v, out, grad_out, lse, delta, dq, dk, dv, partial, scale * LOG2E.value, scale, H, N, M, D, chunk_n,
+        splits, B * H,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(),
+        *dq.stride(), *dk.stride(), *dv.stride(),
+        ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
+        FUSED_DQ=fused_dq, DIRECT_DKV=direct, EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )  # fmt: skip
+    if not direct:
+        # (2, B * H, M, D): fixed-order sum over the splits (deterministic), then cast into place.
+        summed = partial.sum(1).view(2, B, H, M, D)
+        dk.copy_(summed[0])
+        dv.copy_(summed[1])
+    if not fused_dq:
+        _attention_bwd_dq_kernel[(triton.cdiv(N, cfg.dq_block_n) * B * H,)](
+            q, k, v, grad_out, lse, delta, dq, scale * LOG2E.value, scale, H, N, M, D,
+            *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *dq.stride(),
+            ACC=acc, PRECISION="ieee", BLOCK_N=cfg.dq_block_n, BLOCK_M=cfg.dq_block_m, BLOCK_D=block_d,
+            EVEN_M=M % cfg.dq_block_m == 0, num_warps=dq_num_warps(cfg),
+            num_stages=cfg.num_stages,
+        )  # fmt: skip
+    return dq, dk, dv

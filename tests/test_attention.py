@@ -1,0 +1,548 @@
+"""fastuda.ops.attention and fastuda.nn.EfficientSelfAttention: reference vs PyTorch SDPA, Triton vs
+reference (forward and backward, both softmax paths, both backward paths), gradcheck, opcheck,
+torch.compile, strided views, input validation, the MiT module against the published forward."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastuda.ops as ops
+from fastuda.nn import EfficientSelfAttention
+from fastuda.ops import reference
+
+# (B, H, N, M, D): odd query / key counts (MiT-B5 at a 512 crop has M = 256 and N from 256 to 16384),
+# a single key, every MiT head count and both MiT head dims.
+SHAPES = [(2, 1, 37, 5, 32), (1, 2, 300, 1, 64), (2, 5, 19, 23, 32), (1, 8, 16, 40, 64)]
+
+
+def shape_id(shape):
+    return "x".join(map(str, shape))
+
+
+def make_qkv(shape, dtype=torch.float32, device="cpu", layout="contiguous"):
+    """Fresh random q (B, H, N, D), k and v (B, H, M, D).
+
+    layout "kv_views": k and v are views of one (B, M, 2 * H * D) projection, q a view of
+    (B, N, H * D), as MiT builds them; "transposed": stored (B, H, D, L) and transposed back.
+    """
+    B, H, N, M, D = shape
+    if layout == "kv_views":
+        q = torch.randn(B, N, H * D, device=device).to(dtype).reshape(B, N, H, D).permute(0, 2, 1, 3)  # (B, H, N, D)
+        kv = torch.randn(B, M, 2 * H * D, device=device).to(dtype)
+        kv = kv.reshape(B, M, 2, H, D).permute(2, 0, 3, 1, 4)  # (2, B, H, M, D)
+        return q, kv[0], kv[1]
+    q, k, v = (torch.randn(B, H, L, D, device=device).to(dtype) for L in (N, M, M))
+    if layout == "transposed":
+        q, k, v = (x.transpose(2, 3).contiguous().transpose(2, 3) for x in (q, k, v))
+    return q, k, v
+
+
+def leaf(*xs):
+    return [x.detach().clone().requires_grad_() for x in xs]
+
+
+def run_with_grads(fn, q, k, v, grad_out):
+    """(out, dq, dk, dv) of fn(q, k, v) for the upstream gradient grad_out."""
+    q, k, v = leaf(q, k, v)
+    out = fn(q, k, v)
+    out.backward(grad_out)
+    return out.detach(), q.grad, k.grad, v.grad
+
+
+def sdpa(q, k, v, scale=None):
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+# ----------------------------------------------------------------------------- tier 1: CPU
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+def test_reference_matches_sdpa(shape):
+    q, k, v = make_qkv(shape, torch.float64)
+    scale = 0.3
+    grad_out = torch.randn(q.shape, dtype=torch.float64)
+    want = run_with_grads(lambda q, k, v: sdpa(q, k, v, scale), q, k, v, grad_out)
+    got = run_with_grads(lambda q, k, v: reference.attention(q, k, v, scale), q, k, v, grad_out)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    out, lse = reference.attention_forward(q, k, v, scale)
+    torch.testing.assert_close(out, want[0])
+    torch.testing.assert_close(lse, torch.logsumexp(q @ k.transpose(-1, -2) * scale, dim=-1))
+    explicit = reference.attention_backward(grad_out, q, k, v, out, lse, scale)
+    for g, w in zip(explicit, want[1:]):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 7, 3, 4), (2, 1, 5, 1, 3)], ids=shape_id)
+def test_gradcheck_float64(shape):
+    """Finite differences through the reference (autograd) and through the op (its own backward
+    formulas, reference.attention_backward on CPU)."""
+    q, k, v = leaf(*make_qkv(shape, torch.float64))
+    assert torch.autograd.gradcheck(lambda q, k, v: reference.attention(q, k, v, 0.7), (q, k, v))
+    assert torch.autograd.gradcheck(lambda q, k, v: ops.attention(q, k, v, 0.7), (q, k, v))
+
+
+@pytest.mark.parametrize("layout", ["kv_views", "transposed"])
+def test_op_matches_sdpa_on_strided_inputs(layout):
+    q, k, v = make_qkv((2, 2, 21, 6, 32), layout=layout)
+    assert not k.is_contiguous()
+    grad_out = torch.randn(q.shape).transpose(2, 3).contiguous().transpose(2, 3)  # strided too
+    want = run_with_grads(sdpa, q, k, v, grad_out)
+    got = run_with_grads(ops.attention, q, k, v, grad_out)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+
+
+def test_output_layout_and_saved_state():
+    """out is (B, H, N, D) stored as (B, N, H, D), so MiT's transpose + reshape is a view; the
+    backward keeps no N x M tensor."""
+    B, H, N, M, D = 2, 3, 11, 4, 16
+    q, k, v = leaf(*make_qkv((B, H, N, M, D)))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        out = ops.attention(q, k, v)
+    assert out.shape == (B, H, N, D) and out.transpose(1, 2).is_contiguous()
+    assert out.transpose(1, 2).reshape(B, N, H * D).data_ptr() == out.data_ptr()
+    assert all(s[-1] != M or len(s) != 4 or s[-2] != N for s in saved), saved
+    assert torch.Size((B, H, N)) in saved  # the log-sum-exp
+    out.sum().backward()
+    assert q.grad.shape == q.shape and k.grad.shape == k.shape and v.grad.shape == v.shape
+
+
+def test_default_scale_and_partial_grads():
+    q, k, v = make_qkv((1, 2, 9, 4, 32))
+    torch.testing.assert_close(ops.attention(q, k, v), sdpa(q, k, v))
+    k.requires_grad_()
+    ops.attention(q, k, v, scale=2.0).sum().backward()
+    assert k.grad is not None and q.grad is None and v.grad is None
+
+
+def test_low_precision_cpu_path():
+    """float16 / bfloat16 on CPU (reference path, fp32 math): output in the input dtype."""
+    q, k, v = make_qkv((2, 2, 13, 5, 32))
+    want = sdpa(q, k, v)
+    for dtype in (torch.float16, torch.bfloat16):
+        got = ops.attention(q.to(dtype), k.to(dtype), v.to(dtype))
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), want, atol=2e-2, rtol=2e-2)
+
+
+def test_empty_batch():
+    q, k, v = make_qkv((0, 2, 5, 3, 8))
+    assert ops.attention(q, k, v).shape == (0, 2, 5, 8)
+
+
+def test_opcheck():
+    for layout, dtype in [("contiguous", torch.float32), ("kv_views", torch.float32), ("transposed", torch.float16)]:
+        q, k, v = leaf(*make_qkv((2, 2, 9, 5, 16), dtype, layout=layout))
+        torch.library.opcheck(torch.ops.fastuda.attention.default, (q, k, v, 0.25))
+    q, k, v = make_qkv((2, 2, 9, 5, 16), layout="kv_views")
+    out, lse = torch.ops.fastuda.attention(q, k, v, 0.25)
+    grad_out = torch.randn(q.shape).transpose(2, 3).contiguous().transpose(2, 3)
+    torch.library.opcheck(torch.ops.fastuda.attention_backward.default, (grad_out, q, k, v, out, lse, 0.25))
+
+
+def test_compile_fullgraph_with_backward():
+    compiled = torch.compile(lambda q, k, v: ops.attention(q, k, v) * 2, fullgraph=True, dynamic=True)
+    for shape in [(2, 2, 19, 7, 32), (1, 2, 33, 4, 32)]:
+        q, k, v = make_qkv(shape, layout="kv_views")
+        grad_out = torch.randn(q.shape)
+        got = run_with_grads(compiled, q, k, v, grad_out)
+        want = run_with_grads(lambda q, k, v: sdpa(q, k, v) * 2, q, k, v, grad_out)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w)
+
+
+def _qkv(**override):
+    args = dict(q=torch.randn(2, 3, 7, 16), k=torch.randn(2, 3, 5, 16), v=torch.randn(2, 3, 5, 16))
+    args.update(override)
+    return args
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (_qkv(q=torch.randn(3, 7, 16)), ValueError, r"q must have shape \(B, H, N, D\) \(4 dims\)"),
+        (_qkv(q=[1.0]), TypeError, "q must be a torch.Tensor"),
+        (_qkv(k=torch.randn(2, 3, 5, 16).long()), TypeError, "k must have dtype in"),
+        (_qkv(v=torch.randn(2, 3, 5, 16).half()), TypeError, r"v must have the same dtype as q \(torch.float32\)"),
+        (_qkv(k=torch.randn(2, 3, 5, 8)), ValueError, r"k must have shape \(B, H, M, D\) = \(2, 3, M, 16\)"),
+        (_qkv(k=torch.randn(2, 2, 5, 16)), ValueError, "to match q"),
+        (_qkv(v=torch.randn(2, 3, 6, 16)), ValueError, r"v must have the same shape as k \(2, 3, 5, 16\)"),
+        (_qkv(q=torch.randn(2, 3, 0, 16)), ValueError, r"N, M >= 1"),
+        (_qkv(k=torch.randn(2, 3, 0, 16), v=torch.randn(2, 3, 0, 16)), ValueError, r"N, M >= 1"),
+        (_qkv(q=torch.randn(1, 1, 4, 160), k=torch.randn(1, 1, 4, 160), v=torch.randn(1, 1, 4, 160)), ValueError, r"D must be in \[1, 128\]"),
+        (_qkv(k=torch.randn(2, 3, 5, 16, device="meta")), ValueError, "k must be on the same device as q"),
+        (_qkv(scale="0.5"), TypeError, "scale must be a float or None"),
+        (_qkv(scale=True), TypeError, "scale must be a float or None"),
+        (_qkv(scale=float("inf")), ValueError, "scale must be finite"),
+    ],
+)
+def test_bad_inputs(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ops.attention(**kwargs)
+
+
+HOPPER_SHARED_MEMORY = 227 * 1024  # opt-in shared memory per block on H100 / H200
+
+
+def compile_for_sm90(which):
+    """Records of tests/_sm90_compile.py: every kernel the launchers pick for ``which`` cases,
+    compiled for sm_90 without a GPU."""
+    import triton
+
+    cuobjdump = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not cuobjdump.exists():
+        pytest.skip("this Triton has no bundled cuobjdump (needed to read register use)")
+    script = pathlib.Path(__file__).with_name("_sm90_compile.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, str(script), which], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def check_sm90_records(records):
+    assert records
+    for r in records:
+        where = f"{r['kernel']} {r['config']} warps={r['num_warps']}"
+        assert r["stack"] == 0, f"{where}: {r['stack']} bytes of register spills"
+        assert r["shared"] <= HOPPER_SHARED_MEMORY, f"{where}: {r['shared']} bytes of shared memory"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA tier compiles and runs the kernels for real")
+def test_kernels_compile_for_sm90_without_gpu():
+    """The MiT configs (bf16, D 64 and 32, M = 256; and the general path) compile for Hopper: no
+    spills, shared memory within the limit, products on warpgroup MMA. The interpreter cannot
+    check any of this."""
+    records = compile_for_sm90("mit")
+    check_sm90_records(records)
+    assert {r["kernel"] for r in records} >= {"_attention_fwd_kernel", "_attention_bwd_kernel", "_attention_bwd_dq_kernel"}
+    assert all(r["wgmma"] for r in records if r["kernel"] != "_attention_bwd_preprocess_kernel")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA tier compiles and runs the kernels for real")
+def test_kernels_compile_for_sm90_every_table_entry():
+    check_sm90_records(compile_for_sm90("all"))
+
+
+# ----------------------------------------------------------------------------- the MiT module
+
+
+def published_forward(m: EfficientSelfAttention, x, H, W):
+    """mmseg/models/backbones/mix_transformer.py ``Attention.forward`` (SegFormer, as DAFormer
+    uses it), transcribed: explicit softmax(q k^T * scale) with attn_drop, then v."""
+    B, N, C = x.shape
+    heads = m.num_heads
+    q = m.q(x).reshape(B, N, heads, C // heads).permute(0, 2, 1, 3)
+    if m.sr_ratio > 1:
+        x_ = x.permute(0, 2, 1).reshape(B, C, H, W)
+        x_ = m.sr(x_).reshape(B, C, -1).permute(0, 2, 1)
+        x_ = m.norm(x_)
+        kv = m.kv(x_).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
+    else:
+        kv = m.kv(x).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
+    k, v = kv[0], kv[1]
+    attn = (q @ k.transpose(-2, -1)) * m.scale
+    attn = m.attn_drop(attn.softmax(dim=-1))
+    out = (attn @ v).transpose(1, 2).reshape(B, N, C)
+    return m.proj_drop(m.proj(out))
+
+
+def module_grads(fn, module, x):
+    module.zero_grad()
+    x = x.detach().clone().requires_grad_()
+    out = fn(x)
+    out.backward(torch.ones_like(out) + torch.linspace(0, 1, out.numel()).view_as(out))
+    return out.detach(), x.grad, {n: p.grad.clone() for n, p in module.named_parameters()}
+
+
+def assert_module_matches_published(m, x, H, W, **tol):
+    got = module_grads(lambda x: m(x, H, W), m, x)
+    want = module_grads(lambda x: published_forward(m, x, H, W), m, x)
+    torch.testing.assert_close(got[0], want[0], **tol)
+    torch.testing.assert_close(got[1], want[1], **tol)
+    assert got[2].keys() == want[2].keys()
+    for name in want[2]:
+        torch.testing.assert_close(got[2][name], want[2][name], **tol, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("dim, heads, sr, H, W", [(64, 1, 8, 24, 16), (64, 2, 4, 12, 20), (40, 5, 2, 9, 7), (64, 8, 1, 5, 6)])
+def test_module_matches_published(dim, heads, sr, H, W):
+    """In float64, so any difference is semantics, not rounding."""
+    m = EfficientSelfAttention(dim, num_heads=heads, qkv_bias=True, sr_ratio=sr).double()
+    assert_module_matches_published(m, torch.randn(2, H * W, dim, dtype=torch.float64), H, W)
+    assert_module_matches_published(m.float(), torch.randn(2, H * W, dim), H, W, rtol=1e-4, atol=1e-4)
+
+
+def test_module_state_dict_keys_are_the_published_ones():
+    m = EfficientSelfAttention(64, num_heads=2, qkv_bias=True, sr_ratio=4)
+    published = ["q.weight", "q.bias", "kv.weight", "kv.bias", "proj.weight", "proj.bias",
+                 "sr.weight", "sr.bias", "norm.weight", "norm.bias"]  # fmt: skip
+    assert sorted(m.state_dict()) == sorted(published)
+    assert tuple(m.state_dict()["kv.weight"].shape) == (128, 64)
+    assert m.norm.eps == 1e-5
+    other = EfficientSelfAttention(64, num_heads=2, qkv_bias=True, sr_ratio=4)
+    other.load_state_dict(m.state_dict(), strict=True)
+    assert sorted(EfficientSelfAttention(32, num_heads=1).state_dict()) == ["kv.weight", "proj.bias", "proj.weight", "q.weight"]
+
+
+def test_module_options():
+    x = torch.randn(2, 6 * 5, 32, dtype=torch.float64)
+    m = EfficientSelfAttention(32, num_heads=2, qk_scale=0.1, sr_ratio=2).double()
+    assert m.scale == 0.1
+    assert_module_matches_published(m, x, 6, 5)
+    assert EfficientSelfAttention(32, num_heads=2, qk_scale=0.0).scale == 16**-0.5  # `qk_scale or`, as published
+    with pytest.raises(ValueError, match=r"dim \(30\) must be divisible by num_heads \(4\)"):
+        EfficientSelfAttention(30, num_heads=4)
+
+
+def test_module_attn_drop_takes_the_reference_path():
+    m = EfficientSelfAttention(32, num_heads=2, attn_drop=0.5, sr_ratio=2).train()
+    x = torch.randn(2, 36, 32)
+    torch.manual_seed(0)
+    got = m(x, 6, 6)
+    torch.manual_seed(0)
+    want = published_forward(m, x, 6, 6)
+    torch.testing.assert_close(got, want)
+    m.eval()  # dropout is the identity in eval: the fused path, same function
+    torch.testing.assert_close(m(x, 6, 6), published_forward(m, x, 6, 6))
+
+
+# ----------------------------------------------------------------------------- tier 2: interpreter
+
+
+def _poisoned(B, H, L, D, dtype):
+    from fastuda.kernels.attention import empty_bnhd
+
+    return empty_bnhd(B, H, L, D, dtype, "cpu").fill_(float("nan"))
+
+
+def _triton_fwd_bwd(q, k, v, grad_out, scale, block_m=None, splits=None):
+    """Both launchers with NaN-poisoned outputs (every element must be written)."""
+    from fastuda.kernels.attention import attention_bwd, attention_fwd
+
+    B, H, N, D = q.shape
+    M = k.shape[2]
+    lse = torch.full((B, H, N), float("nan"), dtype=torch.float64 if q.dtype == torch.float64 else torch.float32)
+    out, lse = attention_fwd(q, k, v, scale, out=_poisoned(B, H, N, D, q.dtype), lse=lse, block_m=block_m)
+    grads = attention_bwd(
+        grad_out, q, k, v, out, lse, scale, block_m=block_m, splits=splits,
+        dq=_poisoned(B, H, N, D, q.dtype), dk=_poisoned(B, H, M, D, q.dtype), dv=_poisoned(B, H, M, D, q.dtype),
+    )  # fmt: skip
+    return (out, lse, *grads)
+
+
+def _exact(q, k, v, grad_out, scale):
+    """float64 oracle: (out, lse, dq, dk, dv)."""
+    q, k, v, g = (x.double() for x in (q, k, v, grad_out))
+    out, dq, dk, dv = run_with_grads(lambda q, k, v: reference.attention(q, k, v, scale), q, k, v, g)
+    lse = torch.logsumexp(q @ k.transpose(-1, -2) * scale, dim=-1)
+    return out, lse, dq, dk, dv
+
+
+def _assert_within_torch_error(got, exact, torch_result, atol, names=("out", "lse", "dq", "dk", "dv")):
+    """|got - exact| <= 2 |torch - exact| + atol, elementwise maximum over each tensor: the
+    flash-attention test rule, with PyTorch's own error in the same dtype as the yardstick."""
+    for name, g, e, t in zip(names, got, exact, torch_result):
+        assert torch.isfinite(g).all(), f"{name}: non-finite (unwritten?) elements"
+        err = (g.double() - e).abs().max().item()
+        torch_err = (t.double() - e).abs().max().item()
+        assert err <= 2 * torch_err + atol, f"{name}: error {err:.3g} vs PyTorch's {torch_err:.3g} (+{atol})"
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
+@pytest.mark.parametrize("path", ["single_pass", "online"])
+def test_triton_matches_reference_float32(shape, path):
+    """Single-pass softmax + fused-dq backward (all keys in one tile) and the online softmax +
+    separate dq kernel (block_m = 16 < M), each with one and several query splits."""
+    from fastuda.kernels.attention import _pow2
+
+    M = shape[3]
+    if path == "online" and M <= 16:
+        pytest.skip("M fits one 16-key tile: there is no online path to take")
+    block_m = _pow2(M) if path == "single_pass" else 16
+    q, k, v = make_qkv(shape)
+    grad_out = torch.randn(q.shape)
+    scale = shape[-1] ** -0.5
+    want = _exact(q, k, v, grad_out, scale)
+    for splits in (1, 3):
+        got = _triton_fwd_bwd(q, k, v, grad_out, scale, block_m=block_m, splits=splits)
+        assert got[0].dtype == torch.float32 and got[1].dtype == torch.float32
+        for name, g, w in zip(("out", "lse", "dq", "dk", "dv"), got, want):
+            torch.testing.assert_close(g.double(), w, rtol=1e-5, atol=2e-5, msg=lambda m: f"{name} splits={splits}: {m}")
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("shape", [(2, 1, 37, 5, 32), (1, 2, 300, 1, 64), (1, 5, 33, 40, 64)], ids=shape_id)
+def test_triton_float16_within_torch_error(shape):
+    """float16 (the interpreter has no bfloat16 math): error vs a float64 oracle within 2x that of
+    PyTorch's eager float16 attention and its gradients."""
+    q, k, v = make_qkv(shape, torch.float16)
+    grad_out = torch.randn(q.shape).half()
+    scale = shape[-1] ** -0.5
+    exact = _exact(q, k, v, grad_out, scale)
+    eager = run_with_grads(lambda q, k, v: torch.softmax(q @ k.transpose(-1, -2) * scale, -1) @ v, q, k, v, grad_out)
+    eager_lse = torch.logsumexp((q @ k.transpose(-1, -2) * scale).float(), dim=-1)
+    for block_m in (None, 16):
+        got = _triton_fwd_bwd(q, k, v, grad_out, scale, block_m=block_m)
+        assert all(g.dtype == torch.float16 for g in got[:1] + got[2:])
+        _assert_within_torch_error(got, exact, (eager[0], eager_lse, *eager[1:]), atol=2e-3)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("D", [1, 8, 20, 48, 80, 128])
+def test_triton_any_head_dim(D):
+    """Head dims that are not 32 / 64 (padded to a power of two >= 16 inside the kernels)."""
+    shape = (1, 2, 19, 9, D)
+    q, k, v = make_qkv(shape)
+    grad_out = torch.randn(q.shape)
+    want = _exact(q, k, v, grad_out, D**-0.5)
+    for block_m in (None, 16):
+        got = _triton_fwd_bwd(q, k, v, grad_out, D**-0.5, block_m=block_m, splits=2)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g.double(), w, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("layout", ["kv_views", "transposed"])
+def test_triton_strided_inputs(layout, triton_cpu):
+    """Through the op (Triton backend): q, k, v as MiT builds them (views of the q and kv
+    projections) or transposed storage, and a strided upstream gradient."""
+    q, k, v = make_qkv((2, 2, 29, 7, 32), layout=layout)
+    grad_out = torch.randn(q.shape).transpose(2, 3).contiguous().transpose(2, 3)
+    got = run_with_grads(ops.attention, q, k, v, grad_out)
+    want = run_with_grads(sdpa, q, k, v, grad_out)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.interpreter
+def test_triton_gradcheck_float64(triton_cpu):
+    """Finite differences through the Triton forward and backward kernels (float64 accumulation),
+    both paths (all keys in one tile: single pass + fused dq; M > 32 keys: online + dq kernel).
+    Full Jacobians on tiny shapes, gradcheck's fast mode (random projections) on larger ones."""
+    from fastuda.kernels.attention import bwd_config, fwd_config
+
+    for shape, fast in [((1, 1, 3, 5, 2), False), ((1, 1, 2, 65, 1), False), ((1, 2, 5, 17, 4), True), ((1, 1, 5, 70, 8), True)]:
+        M, D = shape[3], shape[4]
+        single = fwd_config(M, D, torch.float64).block_m >= M
+        assert single == (bwd_config(M, D, torch.float64).block_m >= M) == (M <= 32)
+        q, k, v = leaf(*make_qkv(shape, torch.float64))
+        assert torch.autograd.gradcheck(lambda q, k, v: ops.attention(q, k, v, 0.6), (q, k, v), fast_mode=fast)
+
+
+@pytest.mark.interpreter
+def test_triton_opcheck_and_module(triton_cpu):
+    q, k, v = leaf(*make_qkv((2, 2, 9, 5, 16), layout="kv_views"))
+    torch.library.opcheck(torch.ops.fastuda.attention.default, (q, k, v, 0.25))
+    m = EfficientSelfAttention(32, num_heads=2, qkv_bias=True, sr_ratio=2)
+    assert_module_matches_published(m, torch.randn(2, 7 * 6, 32), 7, 6, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- tier 3: CUDA
+
+# MiT-B5 at a 512 crop, batch 2 (stages 1-4), plus odd and out-of-table shapes.
+CUDA_SHAPES = [
+    (2, 1, 16384, 256, 64),
+    (2, 2, 4096, 256, 64),
+    (2, 5, 1024, 256, 64),
+    (2, 8, 256, 256, 64),
+    (2, 1, 16384, 256, 32),
+    (3, 2, 37, 5, 64),
+    (1, 5, 300, 1, 32),
+    (2, 2, 1000, 700, 64),
+    (1, 3, 257, 129, 128),
+    (2, 2, 99, 33, 40),
+]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", CUDA_SHAPES, ids=shape_id)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_cuda_within_sdpa_error(shape, dtype):
+    """Error vs a float64 oracle within 2x PyTorch SDPA's own error in the same dtype (+ atol)."""
+    q, k, v = make_qkv(shape, dtype, device="cuda", layout="kv_views")
+    grad_out = torch.randn(q.shape, device="cuda").to(dtype)
+    scale = shape[-1] ** -0.5
+    exact = _exact(q, k, v, grad_out, scale)
+    torch_out = run_with_grads(sdpa, q, k, v, grad_out)
+    got = run_with_grads(ops.attention, q, k, v, grad_out)
+    assert all(g.dtype == dtype for g in got)
+    atol = 1e-5 if dtype == torch.float32 else 2e-3
+    _assert_within_torch_error(got, exact[:1] + exact[2:], torch_out, atol, names=("out", "dq", "dk", "dv"))
+    _, lse = torch.ops.fastuda.attention(q, k, v, scale)  # fp32 statistics whatever the dtype
+    assert lse.dtype == torch.float32
+    torch.testing.assert_close(lse.double(), exact[1], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("block_m, splits", [(None, 1), (None, 7), (64, None), (64, 1)])
+def test_cuda_kernel_paths(block_m, splits):
+    """Every kernel path on the GPU: single-pass / online forward, fused / separate dq, direct /
+    split dk dv; outputs poisoned first."""
+    from fastuda.kernels.attention import attention_bwd, attention_fwd, empty_bnhd
+
+    B, H, N, M, D = 2, 2, 1037, 256, 64
+    q, k, v = make_qkv((B, H, N, M, D), torch.bfloat16, device="cuda", layout="kv_views")
+    grad_out = torch.randn(q.shape, device="cuda", dtype=torch.bfloat16)
+    scale = D**-0.5
+    nan = lambda L: empty_bnhd(B, H, L, D, torch.bfloat16, "cuda").fill_(float("nan"))  # noqa: E731
+    out, lse = attention_fwd(q, k, v, scale, out=nan(N), block_m=block_m)
+    grads = attention_bwd(grad_out, q, k, v, out, lse, scale, dq=nan(N), dk=nan(M), dv=nan(M), block_m=block_m, splits=splits)
+    exact = _exact(q, k, v, grad_out, scale)
+    torch_out = run_with_grads(sdpa, q, k, v, grad_out)
+    _assert_within_torch_error((out, *grads), exact[:1] + exact[2:], torch_out, 2e-3, names=("out", "dq", "dk", "dv"))
+
+
+def _peak_extra_bytes(fn, *args):
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn(*args)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+@pytest.mark.cuda
+def test_cuda_memory_has_no_n_by_m_term():
+    """Stage 1 of MiT-B5 at batch 2, fwd + bwd: peak extra memory is out, lse, the gradients and
+    the backward's per-split dk / dv partial sums (at most 2 x SMs x M x D fp32, independent of N),
+    and well under the eager attention that materialises N x M matrices."""
+    B, H, N, M, D = 2, 1, 16384, 256, 64
+    q, k, v = make_qkv((B, H, N, M, D), torch.bfloat16, device="cuda", layout="kv_views")
+    q, kv = q.detach().requires_grad_(), k._base.detach().requires_grad_()  # kv: (B, M, 2 * H * D)
+    grad_out = torch.randn(q.shape, device="cuda", dtype=torch.bfloat16)
+
+    def fwd_bwd(attn):
+        q.grad = kv.grad = None
+        k, v = kv.view(B, M, 2, H, D).permute(2, 0, 3, 1, 4)  # (B, H, M, D) each
+        attn(q, k, v).backward(grad_out)
+
+    ours = _peak_extra_bytes(fwd_bwd, ops.attention)
+    eager = _peak_extra_bytes(fwd_bwd, lambda q, k, v: torch.softmax(q @ k.transpose(-1, -2) * D**-0.5, -1) @ v)
+    per_query = B * H * N * (3 * D * 2 + 4)  # out, dq, q.grad (bf16) and lse (fp32)
+    partials = 2 * torch.cuda.get_device_properties(0).multi_processor_count * M * D * 4 + 2 * B * H * M * D * 4
+    assert ours <= 2 * per_query + partials + 2**20, f"{ours / 2**20:.1f} MiB"
+    assert ours < 0.6 * eager, f"fastuda {ours / 2**20:.1f} MiB vs eager {eager / 2**20:.1f} MiB"
+
+
+@pytest.mark.cuda
+def test_cuda_compile_opcheck_and_module():
+    q, k, v = make_qkv((2, 5, 1024, 256, 64), torch.bfloat16, device="cuda", layout="kv_views")
+    grad_out = torch.randn(q.shape, device="cuda", dtype=torch.bfloat16)
+    compiled = torch.compile(lambda q, k, v: ops.attention(q, k, v), fullgraph=True)
+    got = run_with_grads(compiled, q, k, v, grad_out)
+    want = run_with_grads(ops.attention, q, k, v, grad_out)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)  # same kernels, deterministic
+    torch.library.opcheck(torch.ops.fastuda.attention.default, (*leaf(q, k, v), 0.125))
+    m = EfficientSelfAttention(64, num_heads=1, qkv_bias=True, sr_ratio=8).cuda()
+    assert_module_matches_published(m, torch.randn(2, 128 * 128, 64, device="cuda"), 128, 128, rtol=1e-4, atol=1e-4)

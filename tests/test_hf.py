@@ -1,0 +1,188 @@
+"""fastuda.integrations.hf.patch_segformer against an unpatched copy of a randomly initialised Hugging
+Face Segformer: logits (and hidden states), the gradient of every parameter, output_attentions,
+state-dict keys. Runs with the installed transformers (5.x: attention registry; 4.x: module swap)."""
+
+import copy
+
+import pytest
+import torch
+
+import fastuda.ops as ops
+
+transformers = pytest.importorskip("transformers")
+from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerModel  # noqa: E402
+
+from fastuda.integrations.hf import patch_segformer  # noqa: E402
+
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
+
+
+def tiny_config(**kwargs):
+    """Two stages (16 and 32 channels, 1 and 2 heads, sr 2 and 1), one block each: on a 64 x 64
+    image, stage 1 has 256 queries and 64 keys, stage 2 64 and 64. Dropouts off so that train mode
+    is deterministic."""
+    cfg = dict(
+        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], num_attention_heads=[1, 2],
+        patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2], decoder_hidden_size=32, num_labels=5,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.0, drop_path_rate=0.0,
+    )  # fmt: skip
+    cfg.update(kwargs)
+    return SegformerConfig(**cfg)
+
+
+def make_pair(model_cls, dtype=torch.float64, device="cpu"):
+    """(patched, reference): the same random weights; the reference keeps the library's default
+    attention."""
+    torch.manual_seed(0)
+    reference = model_cls(tiny_config()).to(device, dtype).train()
+    patched = copy.deepcopy(reference)
+    assert patch_segformer(patched) is patched
+    return patched, reference
+
+
+def outputs_and_grads(model, pixels):
+    model.zero_grad()
+    out = model(pixels)
+    y = out.logits if hasattr(out, "logits") else out.last_hidden_state
+    y.backward(torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y))
+    grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    return y.detach(), grads
+
+
+def assert_same_model_function(patched, reference, pixels, **tol):
+    y, grads = outputs_and_grads(patched, pixels)
+    want_y, want_grads = outputs_and_grads(reference, pixels)
+    torch.testing.assert_close(y, want_y, **tol)
+    assert grads.keys() == want_grads.keys()
+    for name, g in want_grads.items():
+        torch.testing.assert_close(grads[name], g, **tol, msg=lambda m: f"{name}: {m}")
+
+
+def attention_calls():
+    """(counter, mode): inside ``mode``, counter["n"] counts calls of fastuda's attention op."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counter = {"n": 0}
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            counter["n"] += func is torch.ops.fastuda.attention.default
+            return func(*args, **(kwargs or {}))
+
+    return counter, Count()
+
+
+# ----------------------------------------------------------------------------- tier 1: CPU
+
+
+@pytest.mark.parametrize("model_cls", [SegformerForSemanticSegmentation, SegformerModel])
+def test_patched_matches_unpatched_float64(model_cls):
+    """In float64 the two differ only by rounding, so every parameter's gradient is compared tightly."""
+    patched, reference = make_pair(model_cls)
+    assert_same_model_function(patched, reference, torch.randn(2, 3, 64, 64, dtype=torch.float64))
+
+
+def test_patched_matches_unpatched_float32_and_uses_the_op():
+    patched, reference = make_pair(SegformerForSemanticSegmentation, torch.float32)
+    assert_same_model_function(patched, reference, torch.randn(2, 3, 64, 64), rtol=1e-4, atol=1e-5)
+    counter, mode = attention_calls()
+    with mode:
+        patched(torch.randn(1, 3, 64, 64))
+    assert counter["n"] == 2  # one attention layer per stage
+
+
+def test_output_attentions_takes_the_eager_path():
+    patched, reference = make_pair(SegformerForSemanticSegmentation)
+    if TRANSFORMERS_MAJOR >= 5:
+        reference.set_attn_implementation("eager")  # the library's default (sdpa) returns no weights
+    pixels = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    got = patched(pixels, output_attentions=True)
+    want = reference(pixels, output_attentions=True)
+    assert len(got.attentions) == 2
+    assert got.attentions[0].shape == (2, 1, 256, 64) and got.attentions[1].shape == (2, 2, 64, 64)
+    for g, w in zip(got.attentions, want.attentions):
+        torch.testing.assert_close(g, w)
+    torch.testing.assert_close(got.logits, want.logits)
+    counter, mode = attention_calls()
+    with mode:
+        patched(pixels, output_attentions=True)
+    assert counter["n"] == 0
+
+
+def test_weights_and_state_dict_are_kept():
+    patched, reference = make_pair(SegformerForSemanticSegmentation)
+    assert list(patched.state_dict()) == list(reference.state_dict())
+    for (name, p), (_, r) in zip(patched.named_parameters(), reference.named_parameters()):
+        torch.testing.assert_close(p, r, rtol=0, atol=0, msg=name)
+    fresh = SegformerForSemanticSegmentation(tiny_config()).double()
+    patch_segformer(fresh).load_state_dict(reference.state_dict(), strict=True)
+    pixels = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    torch.testing.assert_close(fresh.eval()(pixels).logits, reference.eval()(pixels).logits)
+
+
+def test_patching_twice_and_bad_models():
+    patched, reference = make_pair(SegformerModel)
+    patch_segformer(patched)
+    pixels = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    torch.testing.assert_close(patched(pixels).last_hidden_state, reference(pixels).last_hidden_state)
+    with pytest.raises(TypeError, match="expects a transformers SegformerModel or SegformerForSemanticSegmentation"):
+        patch_segformer(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.skipif(TRANSFORMERS_MAJOR < 5, reason="transformers 5.x attention registry")
+def test_v5_uses_the_attention_registry():
+    patched, _ = make_pair(SegformerModel)
+    assert patched.config._attn_implementation == "fastuda"
+    assert "fastuda" in transformers.AttentionInterface._global_mapping
+
+
+@pytest.mark.skipif(TRANSFORMERS_MAJOR >= 5, reason="transformers 4.x SegformerEfficientSelfAttention")
+def test_v4_replaces_every_self_attention_module():
+    from transformers.models.segformer import modeling_segformer as seg
+
+    patched, reference = make_pair(SegformerModel)
+    originals = [n for n, m in reference.named_modules() if type(m) is seg.SegformerEfficientSelfAttention]
+    replaced = [n for n, m in patched.named_modules() if isinstance(m, seg.SegformerEfficientSelfAttention)]
+    assert originals == replaced and len(originals) == 2
+    assert all(type(patched.get_submodule(n)) is not seg.SegformerEfficientSelfAttention for n in replaced)
+
+
+# ----------------------------------------------------------------------------- tier 2: interpreter
+
+
+@pytest.mark.interpreter
+def test_patched_on_triton_kernels_matches_unpatched(triton_cpu):
+    """The Triton kernels (interpreter) inside the patched model, float32."""
+    patched, reference = make_pair(SegformerForSemanticSegmentation, torch.float32)
+    pixels = torch.randn(2, 3, 64, 64)
+    y, grads = outputs_and_grads(patched, pixels)
+    want_y, want_grads = outputs_and_grads(reference, pixels)  # the library's own attention
+    torch.testing.assert_close(y, want_y, rtol=1e-4, atol=1e-5)
+    for name, g in want_grads.items():
+        torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+# ----------------------------------------------------------------------------- tier 3: CUDA
+
+
+@pytest.mark.cuda
+def test_cuda_patched_matches_unpatched_float32():
+    patched, reference = make_pair(SegformerForSemanticSegmentation, torch.float32, "cuda")
+    assert_same_model_function(patched, reference, torch.randn(2, 3, 256, 256, device="cuda"), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.cuda
+def test_cuda_patched_bfloat16_within_library_error():
+    """bfloat16: the patched model's logits and parameter gradients are within 2x the unpatched
+    model's own bfloat16 error (both against a float64 copy), plus a small atol."""
+    patched, reference = make_pair(SegformerForSemanticSegmentation, torch.bfloat16, "cuda")
+    exact = copy.deepcopy(reference).double()
+    pixels = torch.randn(2, 3, 256, 256, device="cuda")
+    y, grads = outputs_and_grads(patched, pixels.bfloat16())
+    ref_y, ref_grads = outputs_and_grads(reference, pixels.bfloat16())
+    exact_y, exact_grads = outputs_and_grads(exact, pixels.double())
+    pairs = [("logits", y, ref_y, exact_y)] + [(n, grads[n], ref_grads[n], g) for n, g in exact_grads.items()]
+    for name, got, lib, want in pairs:
+        err = (got.double() - want).abs().max().item()
+        lib_err = (lib.double() - want).abs().max().item()
+        assert err <= 2 * lib_err + 1e-2 * want.abs().max().item(), f"{name}: {err:.3g} vs library {lib_err:.3g}"
