@@ -137,7 +137,11 @@ def normalize(image: Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Tensor:
     """uint8 or float (..., 3, H, W) in 0..255 -> float32 (x - mean) / std, per RGB channel."""
     mean_t = torch.tensor(mean, dtype=torch.float32, device=image.device).view(3, 1, 1)
     inv_std = (1.0 / torch.tensor(std, dtype=torch.float64)).to(device=image.device, dtype=torch.float32).view(3, 1, 1)
-    return (image.float() - mean_t) * inv_std  # mmcv multiplies by 1/std too
+    # One converting copy into a fresh contiguous (..., 3, H, W) buffer, then in place: a
+    # crop of a channels-last image keeps its strides under .float(), and broadcasting
+    # over those is several times slower.
+    out = torch.empty(image.shape, dtype=torch.float32, device=image.device).copy_(image)
+    return out.sub_(mean_t).mul_(inv_std)  # mmcv multiplies by 1/std too
 
 
 def pad_to(x: Tensor, size: tuple[int, int], value: float) -> Tensor:
