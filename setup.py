@@ -68,7 +68,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["fastuda", "fastuda.ops", "fastuda.kernels"],
+    packages=["fastuda", "fastuda.ops", "fastuda.kernels", "fastuda.data"],
     package_dir={"fastuda": "fastuda", "fastuda.kernels": "kernels"},
     ext_modules=_extensions(),
     cmdclass={"build_ext": _build_ext()},

@@ -264,3 +264,23 @@ def test_progress_without_tqdm(monkeypatch, capsys):
     monkeypatch.setitem(__import__("sys").modules, "tqdm", None)  # import tqdm -> ImportError
     assert parallel_map(abs, [-1, -2, 3], workers=1, desc="plain") == [1, 2, 3]
     assert "plain: 3/3" in capsys.readouterr().err
+
+
+def test_cli_runs_as_a_module_and_the_package_is_installed(tmp_path):
+    import ast
+    import pathlib
+    import subprocess
+    import sys
+
+    root = write_fake_cityscapes(tmp_path / "cs", {"train": 2}, seed=11)
+    result = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "fastuda.data.convert", "cityscapes", str(root), "--workers", "1"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "converted 2 labels" in result.stdout and (root / "samples_with_class.json").is_file()
+    setup = pathlib.Path(__file__).resolve().parents[1] / "setup.py"
+    packages = next(
+        node.value for node in ast.walk(ast.parse(setup.read_text())) if isinstance(node, ast.keyword) and node.arg == "packages"
+    )
+    assert "fastuda.data" in ast.literal_eval(packages)

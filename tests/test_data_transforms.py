@@ -194,6 +194,8 @@ def test_presets():
         preset_pipeline("segformer", "gta")
     with pytest.raises(ValueError, match="cat_max_ratio must be in"):
         Pipeline(cat_max_ratio=0.0)
+    with pytest.raises(ValueError, match="a crop needs the label resized"):
+        Pipeline(crop_size=(512, 512), resize_label=False)
 
 
 def test_test_pipeline_keeps_the_label_at_full_resolution():

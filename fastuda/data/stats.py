@@ -56,7 +56,7 @@ def class_counts(label: np.ndarray, num_classes: int) -> dict[int, int]:
 _dataset: SegmentationDataset | None = None  # set in each worker by _set_dataset
 
 
-def _set_dataset(dataset: SegmentationDataset) -> None:
+def _set_dataset(dataset: SegmentationDataset | None) -> None:
     global _dataset
     _dataset = dataset
 
@@ -77,9 +77,12 @@ def compute_class_stats(
     processes (default: the CPU count, at most 16).
     """
     workers = default_workers() if workers is None else workers
-    return parallel_map(
-        _count, range(len(dataset)), workers, f"class statistics {dataset.name}", progress, _set_dataset, (dataset,)
-    )
+    try:
+        return parallel_map(
+            _count, range(len(dataset)), workers, f"class statistics {dataset.name}", progress, _set_dataset, (dataset,)
+        )
+    finally:
+        _set_dataset(None)  # the serial path set it in this process
 
 
 def stats_json(stats: list[SampleStats]) -> dict[str, str]:

@@ -185,6 +185,8 @@ class Pipeline:
             raise ValueError(f"cat_max_ratio must be in (0, 1], got {self.cat_max_ratio}")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob}")
+        if self.crop_size is not None and not self.resize_label:
+            raise ValueError("a crop needs the label resized with the image (resize_label=True)")
 
     def __call__(self, image: Tensor, label: Tensor | None, generator: torch.Generator) -> dict[str, Tensor]:
         """image uint8 (3, H, W), label uint8 (H, W) train ids or None.
@@ -207,13 +209,12 @@ class Pipeline:
         mask = valid_pseudo_mask(size, self.pseudo_margins) if self.pseudo_margins is not None else None
 
         if self.crop_size is not None:
-            crop_label = label if self.resize_label else None
             y, x = random_crop_box(
-                *size, self.crop_size, generator, crop_label, self.cat_max_ratio, self.crop_tries, self.ignore_index
+                *size, self.crop_size, generator, label, self.cat_max_ratio, self.crop_tries, self.ignore_index
             )
             ch, cw = self.crop_size
             image = image[:, y : y + ch, x : x + cw]
-            if crop_label is not None:
+            if label is not None:
                 label = label[y : y + ch, x : x + cw]
             if mask is not None:
                 mask = mask[y : y + ch, x : x + cw]
@@ -230,7 +231,7 @@ class Pipeline:
             out["valid_mask"] = mask.contiguous()
         if self.crop_size is not None:  # Pad after Normalize: 0 is the mean colour
             out["image"] = pad_to(out["image"], self.crop_size, 0.0)
-            if "label" in out and self.resize_label:
+            if "label" in out:
                 out["label"] = pad_to(out["label"], self.crop_size, self.ignore_index)
             if mask is not None:
                 out["valid_mask"] = pad_to(out["valid_mask"], self.crop_size, False)
