@@ -32,7 +32,9 @@ GTA_SUBSETS = ("mIoU19",)
 SYNTHIA_SUBSETS = ("mIoU19", "mIoU16", "mIoU13")
 
 
-def confusion_matrix(pred: Tensor, label: Tensor, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX) -> Tensor:
+def confusion_matrix(
+    pred: Tensor, label: Tensor, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX
+) -> Tensor:
     """int64 (C, C) counts, rows = label, columns = prediction, on ``pred``'s device.
 
     ``pred`` and ``label``: integer tensors of the same shape (any batch

@@ -11,15 +11,16 @@ from PIL import Image
 
 from fastuda.data import (
     SampleStats,
+    _io,
     cityscapes,
     compute_class_stats,
     gta5,
+    labels,
     rcs_probabilities,
     read_class_stats,
     samples_with_class,
     synthia,
 )
-from fastuda.data import _io, labels
 from fastuda.data._fake import write_fake_cityscapes, write_fake_gta, write_fake_synthia
 from fastuda.data._parallel import parallel_map
 from fastuda.data.convert import convert, main
@@ -162,7 +163,9 @@ def test_convert_reports_every_bad_file_and_writes_no_statistics(tmp_path, capsy
         path.write_bytes(path.read_bytes()[:60])
     with pytest.raises(RuntimeError, match="2 of 4 files failed") as info:
         convert("gta", root, workers=2, progress=False)
-    assert str(root / "labels" / "00002.png") in str(info.value) and str(root / "labels" / "00004.png") in str(info.value)
+    assert str(root / "labels" / "00002.png") in str(info.value) and str(root / "labels" / "00004.png") in str(
+        info.value
+    )
     assert not (root / "sample_class_stats.json").exists()
     assert (root / "labels" / "00001_labelTrainIds.png").exists()  # the good files are done (atomically)
     assert main(["gta", str(root), "--quiet"]) == 1
@@ -208,7 +211,9 @@ def test_statistics_in_memory_equal_the_converted_ones(tmp_path):
     convert("gta", root, workers=1, progress=False)
     converted = read_class_stats(root, "gta")
     assert [s.counts for s in in_memory] == [s.counts for s in converted]
-    assert [s.counts for s in compute_class_stats(gta5(root), workers=1, progress=False)] == [s.counts for s in converted]
+    assert [s.counts for s in compute_class_stats(gta5(root), workers=1, progress=False)] == [
+        s.counts for s in converted
+    ]
     # both name the same samples of the dataset
     assert samples_with_class(in_memory, raw_ds, 0) == samples_with_class(converted, gta5(root), 0)
 
@@ -273,14 +278,16 @@ def test_cli_runs_as_a_module_and_the_package_is_installed(tmp_path):
     import sys
 
     root = write_fake_cityscapes(tmp_path / "cs", {"train": 2}, seed=11)
+    command = ["-m", "fastuda.data.convert", "cityscapes", str(root), "--workers", "1"]
     result = subprocess.run(
-        [sys.executable, "-W", "error::RuntimeWarning", "-m", "fastuda.data.convert", "cityscapes", str(root), "--workers", "1"],
-        cwd=tmp_path, capture_output=True, text=True,
-    )  # fmt: skip
+        [sys.executable, "-W", "error::RuntimeWarning", *command], cwd=tmp_path, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "converted 2 labels" in result.stdout and (root / "samples_with_class.json").is_file()
     setup = pathlib.Path(__file__).resolve().parents[1] / "setup.py"
     packages = next(
-        node.value for node in ast.walk(ast.parse(setup.read_text())) if isinstance(node, ast.keyword) and node.arg == "packages"
+        node.value
+        for node in ast.walk(ast.parse(setup.read_text()))
+        if isinstance(node, ast.keyword) and node.arg == "packages"
     )
     assert "fastuda.data" in ast.literal_eval(packages)

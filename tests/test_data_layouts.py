@@ -12,14 +12,16 @@ from fastuda.data import (
     cityscapes,
     folder_dataset,
     gta5,
+    labels,
     make_loader,
     synthia,
 )
-from fastuda.data import labels
 from fastuda.data._fake import write_fake_cityscapes, write_fake_gta, write_fake_synthia, write_png16
 
 # The mappings exactly as issue 7 and REFERENCE-NOTES list them.
-CITYSCAPES_MAPPING = "7:0 8:1 11:2 12:3 13:4 17:5 19:6 20:7 21:8 22:9 23:10 24:11 25:12 26:13 27:14 28:15 31:16 32:17 33:18"
+CITYSCAPES_MAPPING = (
+    "7:0 8:1 11:2 12:3 13:4 17:5 19:6 20:7 21:8 22:9 23:10 24:11 25:12 26:13 27:14 28:15 31:16 32:17 33:18"
+)
 SYNTHIA_MAPPING = "3:0 4:1 2:2 21:3 5:4 7:5 15:6 9:7 6:8 16:9 1:10 10:11 17:12 8:13 18:14 19:15 20:16 12:17 11:18"
 
 

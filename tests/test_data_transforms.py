@@ -85,7 +85,8 @@ def test_valid_pseudo_mask_is_the_resized_full_resolution_mask(size):
 
 
 def _mmseg_random_crop(label: np.ndarray, crop, draw, cat_max_ratio=0.75, ignore_index=255):
-    """mmseg 0.16 RandomCrop.__call__ / get_crop_bbox, transcribed; ``draw(high)`` replaces np.random.randint(0, high)."""
+    """mmseg 0.16 RandomCrop.__call__ / get_crop_bbox, transcribed;
+    ``draw(high)`` stands for np.random.randint(0, high)."""
 
     def get_crop_bbox():
         margin_h = max(label.shape[0] - crop[0], 0)
@@ -149,7 +150,9 @@ def test_crop_flip_pad_keep_image_label_and_mask_aligned():
     # padding: a small image in a larger crop gets 0 (the mean colour), 255 and "not valid"
     small = Pipeline(crop_size=(40, 50), pseudo_margins=(0, 0, 0, 0))
     out = small(image[:, :30, 700:720], label[:30, 700:720], torch.Generator().manual_seed(0))
-    assert out["image"].shape == (3, 40, 50) and (out["image"][:, 30:] == 0).all() and (out["image"][:, :, 20:] == 0).all()
+    assert (
+        out["image"].shape == (3, 40, 50) and (out["image"][:, 30:] == 0).all() and (out["image"][:, :, 20:] == 0).all()
+    )
     assert (out["label"][30:] == 255).all() and (out["label"][:, 20:] == 255).all()
     assert out["valid_mask"][:30, :20].all() and not out["valid_mask"][30:].any()
 

@@ -25,7 +25,9 @@ LAYOUT = (
 )
 
 
-def cityscapes(root, split: str = "train", pipeline: Pipeline | None = None, seed: int | None = None) -> SegmentationDataset:
+def cityscapes(
+    root, split: str = "train", pipeline: Pipeline | None = None, seed: int | None = None
+) -> SegmentationDataset:
     """The Cityscapes ``split`` ("train" or "val") at ``root``."""
     if split not in SPLITS:
         raise ValueError(f"Cityscapes split must be one of {SPLITS}, got {split!r}")

@@ -140,7 +140,9 @@ def convert(dataset: str, root, workers: int | None = None, progress: bool = Tru
                 continue
             if done and not in_stats:
                 continue
-            task = _Task(sample.image, sample.raw_label, sample.raw_format, sample.train_label, not done, split.num_classes)
+            task = _Task(
+                sample.image, sample.raw_label, sample.raw_format, sample.train_label, not done, split.num_classes
+            )
             tasks.append(task)
             stats_slots.append(len(stats) - 1 if in_stats else None)
 
@@ -191,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     if not report.written:
         print(f"statistics in {args.root} unchanged")
     if report.size_notes:
-        print(f"note: {len(report.size_notes)} images differ in size from their label (the pipeline resizes "
-              "the label with the image, as the published keep-ratio resize does), e.g.:")
+        print(
+            f"note: {len(report.size_notes)} images differ in size from their label (the pipeline resizes "
+            "the label with the image, as the published keep-ratio resize does), e.g.:"
+        )
         for note in report.size_notes[:5]:
             print(f"  {note}")
     return 0

@@ -88,7 +88,7 @@ class SegmentationDataset(Dataset):
         return len(self.samples)
 
     def __repr__(self) -> str:
-        return f"SegmentationDataset({self.name!r}, root={str(self.root)!r}, {len(self)} samples, pipeline={self.pipeline})"
+        return f"SegmentationDataset({self.name!r}, {str(self.root)!r}, {len(self)} samples, pipeline={self.pipeline})"
 
     def read(self, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Image uint8 (3, H, W) and label uint8 (H, W) train ids (None if unlabelled), as stored."""
@@ -222,7 +222,9 @@ def scan_pairs(
         return " or ".join(map(str, names))
 
     if missing := images.keys() - labels:
-        raise _unmatched(f"{dataset}: images without a label", list(missing), lambda k: f"{images[k]} (no {expected_label(k)})")
+        raise _unmatched(
+            f"{dataset}: images without a label", list(missing), lambda k: f"{images[k]} (no {expected_label(k)})"
+        )
     if orphans := labels - images.keys():
         raise _unmatched(
             f"{dataset}: labels without an image",

@@ -36,10 +36,14 @@ def folder_dataset(
     if not 1 <= len(classes) < IGNORE_INDEX:
         raise ValueError(f"classes must name between 1 and {IGNORE_INDEX - 1} classes, got {len(classes)}")
     if label_map is not None:
-        bad = {k: v for k, v in label_map.items() if not (0 <= k < 256 and (0 <= v < len(classes) or v == IGNORE_INDEX))}
+        bad = {
+            k: v for k, v in label_map.items() if not (0 <= k < 256 and (0 <= v < len(classes) or v == IGNORE_INDEX))
+        }
         if bad:
             raise ValueError(f"label_map must map 8-bit ids to class indices < {len(classes)} or 255, got {bad}")
-        fmt = LabelFormat("8-bit label ids (mapped by label_map)", 8, (0, 3), tuple(sorted(label_map.items())), len(classes))
+        fmt = LabelFormat(
+            "8-bit label ids (mapped by label_map)", 8, (0, 3), tuple(sorted(label_map.items())), len(classes)
+        )
     else:
         fmt = train_ids(len(classes))
     root = Path(root)

@@ -83,6 +83,9 @@ CITYSCAPES_LABEL_IDS = LabelFormat(
 # channel, the instance id the second. PIL reads only the high byte of 16-bit
 # RGB, which is why the published converter uses cv2 and fastuda uses torchvision.
 SYNTHIA_LABELS = LabelFormat(
-    "16-bit SYNTHIA labels (class id in the first channel)", 16, (0, 2, 6), tuple(sorted(SYNTHIA_ID_TO_TRAIN_ID.items()))
+    "16-bit SYNTHIA labels (class id in the first channel)",
+    16,
+    (0, 2, 6),
+    tuple(sorted(SYNTHIA_ID_TO_TRAIN_ID.items())),
 )
 TRAIN_IDS = train_ids()

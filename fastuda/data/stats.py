@@ -130,7 +130,7 @@ def read_class_stats(root, dataset: str = "<dataset>") -> list[SampleStats]:
             stats.append(SampleStats(str(file), {int(c): int(n) for c, n in entry.items()}))
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise ValueError(
-            f"{path}: expected a list of {{\"<class>\": <pixels>, ..., \"file\": <path>}} entries ({type(e).__name__}: {e})"
+            f'{path}: expected a list of {{"<class>": <pixels>, ..., "file": <path>}} entries ({type(e).__name__}: {e})'
         ) from e
     return stats
 

@@ -21,7 +21,9 @@ from .transforms import Pipeline
 LAYOUT = "RGB/*.png and GT/LABELS/*.png (16-bit, class id in the first channel)"
 
 
-def synthia(root, split: str = "train", pipeline: Pipeline | None = None, seed: int | None = None) -> SegmentationDataset:
+def synthia(
+    root, split: str = "train", pipeline: Pipeline | None = None, seed: int | None = None
+) -> SegmentationDataset:
     """The SYNTHIA RAND_CITYSCAPES dataset at ``root`` (all frames)."""
     if split != "train":
         raise ValueError(f"Synthia has a single split 'train' (all frames), got split={split!r}")
