@@ -257,3 +257,14 @@ def test_worker_errors_reach_the_main_process_with_the_path(tmp_path):
     loader = make_loader(gta5(root), batch_size=1, workers=1, shuffle=False, pin_memory=False)
     with pytest.raises(RuntimeError, match=f"{image}: the PNG is truncated"):
         list(loader)
+
+
+def test_make_loader_settings(fakes):
+    ds = gta5(fakes["gta"])
+    loader = make_loader(ds, batch_size=2, workers=2, seed=0)
+    assert loader.num_workers == 2 and loader.persistent_workers and loader.prefetch_factor == 2
+    assert loader.pin_memory == torch.cuda.is_available() and loader.drop_last and loader.batch_size == 2
+    serial = make_loader(ds, batch_size=1, workers=0, shuffle=False, drop_last=False)
+    assert not serial.persistent_workers and len(list(serial)) == 3
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        make_loader(ds, batch_size=0)
