@@ -9,6 +9,7 @@ from fastuda.config import ModelConfig
 
 from .checkpoint import LoadReport, load_checkpoint
 from .daformer_head import DAFormerHead, DeepLabV2Head, SegFormerHead
+from .hrda import HRDAHead, HRDASegmentor, random_detail_box, sliding_windows
 from .mit import VARIANTS as MIT_VARIANTS
 from .mit import MixVisionTransformer, mit, mit_b0, mit_b1, mit_b2, mit_b3, mit_b4, mit_b5
 from .segmentor import EncoderDecoder, TimmResNet
@@ -37,7 +38,13 @@ def build_model(cfg: ModelConfig | None = None, **overrides) -> EncoderDecoder:
         head = SegFormerHead(channels, cfg.num_classes, embed_dim=cfg.embed_dim or (256 if cfg.backbone == "mit_b0" else 768))
     else:
         head = DeepLabV2Head(channels[-1], cfg.num_classes)
-    model = EncoderDecoder(backbone, head)
+    if cfg.hrda:
+        if cfg.decode_head != "daformer" or cfg.backbone not in MIT_VARIANTS:
+            raise ValueError(f"hrda needs a MiT backbone and the daformer head, got {cfg.backbone!r} + {cfg.decode_head!r}")
+        model = HRDASegmentor(backbone, cfg.num_classes, detail_crop=cfg.hrda_detail_crop,
+                              fixed_attention=cfg.hrda_fixed_attention)  # fmt: skip
+    else:
+        model = EncoderDecoder(backbone, head)
     if cfg.pretrained:
         report = load_checkpoint(model, cfg.pretrained)
         if report.missing and any(k.startswith("backbone.") for k in report.missing):
@@ -46,7 +53,7 @@ def build_model(cfg: ModelConfig | None = None, **overrides) -> EncoderDecoder:
 
 
 __all__ = [
-    "DAFormerHead", "DeepLabV2Head", "EncoderDecoder", "LoadReport", "MixVisionTransformer", "ModelConfig",
+    "DAFormerHead", "DeepLabV2Head", "EncoderDecoder", "HRDAHead", "HRDASegmentor", "LoadReport", "MixVisionTransformer", "ModelConfig",
     "SegFormerHead", "TimmResNet", "build_model", "load_checkpoint", "mit", "mit_b0", "mit_b1", "mit_b2", "mit_b3",
-    "mit_b4", "mit_b5",
+    "mit_b4", "mit_b5", "random_detail_box", "sliding_windows",
 ]  # fmt: skip

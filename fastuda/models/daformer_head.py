@@ -63,10 +63,17 @@ class DAFormerHead(nn.Module):
         channels: int = 256,  # fusion width
         dilations: Sequence[int] = (1, 6, 12, 18),  # ASPP rates of the fusion
         dropout: float = 0.1,
+        fusion: str = "aspp",  # "aspp" (DAFormer) or "conv" (a 1x1 ConvBNReLU: HRDA's scale-attention head)
     ):
         super().__init__()
+        if fusion not in ("aspp", "conv"):
+            raise ValueError(f"fusion must be 'aspp' or 'conv', got {fusion!r}")
         self.embed_layers = nn.ModuleDict({str(i): LinearEmbed(c, embed_dim) for i, c in enumerate(in_channels)})
-        self.fuse_layer = SeparableASPP(embed_dim * len(in_channels), channels, dilations)
+        fused_channels = embed_dim * len(in_channels)
+        if fusion == "aspp":
+            self.fuse_layer = SeparableASPP(fused_channels, channels, dilations)
+        else:
+            self.fuse_layer = ConvBNReLU(fused_channels, channels, 1)
         self.dropout = nn.Dropout2d(dropout)
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
         init_classifier(self.conv_seg)

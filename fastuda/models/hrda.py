@@ -1,0 +1,238 @@
+"""HRDA: multi-resolution training with a learned scale attention.
+
+Hoyer et al., "HRDA: Context-Aware High-Resolution Domain-Adaptive Semantic
+Segmentation", ECCV 2022. Shared encoder and decoder for two scales: a
+low-resolution context crop (the input downscaled by ``lr_scale`` = 0.5) and a
+high-resolution detail crop (``detail_crop`` = 512 px of the full-resolution
+input, offsets divisible by 8). A light DAFormer-style head on the context
+features predicts a class-wise scale attention a = sigmoid(.); the prediction
+is fused as
+
+    y_F = up((1 - a') * y_c) + up(a') * pad(y_d)          (HRDA Eq. 3)
+
+with a' = a zeroed outside the detail box, computed by the fused
+``fastuda.ops.scale_fusion`` kernel (no upsampled intermediate is stored).
+Module names match the released HRDA checkpoints (``decode_head.head.*``,
+``decode_head.scale_attention.*``).
+"""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fastuda.ops as ops
+
+from .daformer_head import DAFormerHead
+from .segmentor import EncoderDecoder
+
+OUTPUT_STRIDE = 4  # the DAFormer head predicts at 1/4 of its input
+
+
+class HRDAHead(nn.Module):
+    """The shared segmentation head ``head`` and the scale-attention head
+    ``scale_attention`` (a DAFormer head with a 1x1 ConvBNReLU fusion, class-wise
+    by default), or a fixed attention value (the ablation)."""
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        num_classes: int,
+        *,
+        attention_classwise: bool = True,  # one attention map per class (HRDA default) or one for all
+        attention_embed_dim: int = 256,
+        fixed_attention: float | None = None,  # replaces the learned attention by a constant (ablation: 0.5)
+    ):
+        super().__init__()
+        self.head = DAFormerHead(in_channels, num_classes)
+        self.fixed_attention = fixed_attention
+        if fixed_attention is None:
+            self.scale_attention = DAFormerHead(in_channels, num_classes if attention_classwise else 1,
+                                                embed_dim=attention_embed_dim, channels=attention_embed_dim,
+                                                fusion="conv")  # fmt: skip
+        else:
+            if not 0.0 <= fixed_attention <= 1.0:
+                raise ValueError(f"fixed_attention must be in [0, 1], got {fixed_attention}")
+            self.scale_attention = None
+
+    def attention(self, features: Sequence[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        """a in [0, 1] at the context output resolution: (B, C or 1, h, w)."""
+        if self.scale_attention is None:
+            return like.new_full((like.shape[0], 1, *like.shape[2:]), self.fixed_attention)
+        return torch.sigmoid(self.scale_attention(features))
+
+
+def random_detail_box(height: int, width: int, crop: int, divisible: int, generator: torch.Generator | None = None):
+    """(y0, y1, x0, x1) of a ``crop`` x ``crop`` box inside (height, width) with
+    offsets divisible by ``divisible``, drawn as HRDA's get_crop_bbox does:
+    offset = randint(0, (margin + 1) // divisible) * divisible. The draw uses a
+    CPU generator, so there is no device sync."""
+    if crop > height or crop > width:
+        raise ValueError(f"detail crop {crop} does not fit the input {height}x{width}")
+
+    def offset(margin: int) -> int:
+        choices = max((margin + 1) // divisible, 1)
+        return int(torch.randint(0, choices, (), generator=generator)) * divisible
+
+    y, x = offset(height - crop), offset(width - crop)
+    return y, y + crop, x, x + crop
+
+
+def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """mmseg's slide grid: windows of ``crop`` (clipped to the image) every ``stride``,
+    the last one flush with the border; (y0, y1, x0, x1) each."""
+    crop_h, crop_w = min(crop, height), min(crop, width)
+    rows = max(height - crop_h + stride - 1, 0) // stride + 1
+    cols = max(width - crop_w + stride - 1, 0) // stride + 1
+    boxes = []
+    for r in range(rows):
+        for c in range(cols):
+            y1, x1 = min(r * stride + crop_h, height), min(c * stride + crop_w, width)
+            boxes.append((y1 - crop_h, y1, x1 - crop_w, x1))
+    return boxes
+
+
+class HRDASegmentor(EncoderDecoder):
+    """MiT + DAFormer head at two scales with scale attention.
+
+    Three modes:
+    * ``forward_train(img)``: one random detail box per call, shared across the
+      batch; returns (fused logits (B, C, H/4, W/4), detail logits (B, C, d/4, d/4), box).
+    * ``forward_pseudo(img)``: the teacher's pseudo-label logits: the detail
+      branch slides over the whole input (crop ``detail_crop``, stride half of it:
+      9 crops of a 1024 input, in ONE batched call), overlaps averaged, fused
+      with the full attention; returned at the input size.
+    * ``slide_inference(img)``: test time: ``forward_pseudo`` on ``test_window``
+      windows every ``test_stride`` (batched), averaged, for any image size.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int = 19,
+        *,
+        lr_scale: float = 0.5,  # context scale s_c (the input is downscaled by 2)
+        detail_crop: int = 512,  # detail crop size in full-resolution pixels
+        crop_divisible: int = 8,  # detail offsets divisible by 8: box/8 lands on the context output grid
+        detail_loss_weight: float = 0.1,  # lambda_d in (1 - lambda_d) CE(fused) + lambda_d CE(detail)
+        test_window: int = 1024,  # slide inference window (HRDA: 1024, stride 512 on 2048x1024)
+        test_stride: int = 512,
+        attention_classwise: bool = True,
+        fixed_attention: float | None = None,
+    ):
+        head = HRDAHead(backbone.out_channels, num_classes, attention_classwise=attention_classwise,
+                        fixed_attention=fixed_attention)  # fmt: skip
+        super().__init__(backbone, head)
+        if lr_scale != 0.5:
+            raise ValueError(f"lr_scale must be 0.5 (the fused kernel upsamples by 2), got {lr_scale}")
+        if detail_crop % crop_divisible or crop_divisible % (2 * OUTPUT_STRIDE):
+            raise ValueError(
+                f"detail_crop ({detail_crop}) must be divisible by crop_divisible ({crop_divisible}), "
+                f"itself divisible by {2 * OUTPUT_STRIDE}"
+            )
+        self.lr_scale = lr_scale
+        self.detail_crop = detail_crop
+        self.crop_divisible = crop_divisible
+        self.detail_loss_weight = detail_loss_weight
+        self.test_window = test_window
+        self.test_stride = test_stride
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _context(self, img: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(img, scale_factor=self.lr_scale, mode="bilinear", align_corners=False)
+
+    def _encode_pair(self, context: torch.Tensor, detail: torch.Tensor):
+        """Encoder features of both inputs. MiT normalises per token (LayerNorm),
+        so when the two inputs have the same size one batched call gives the same
+        features as two calls, with fewer, larger kernels."""
+        if context.shape == detail.shape:
+            feats = self.backbone(torch.cat([context, detail]))
+            B = context.shape[0]
+            return [f[:B] for f in feats], [f[B:] for f in feats]
+        return self.backbone(context), self.backbone(detail)
+
+    def _check_input(self, img: torch.Tensor) -> None:
+        if img.dim() != 4:
+            raise ValueError(f"img must have shape (B, 3, H, W), got {tuple(img.shape)}")
+        H, W = img.shape[2:]
+        if H % 32 or W % 32:
+            raise ValueError(f"img height and width must be multiples of 32 for HRDA, got {H}x{W}")
+
+    # -- training ------------------------------------------------------------------------------
+
+    def forward_train(self, img: torch.Tensor, generator: torch.Generator | None = None, box=None):
+        """Returns (fused (B, C, H/4, W/4), detail (B, C, crop/4, crop/4), box in input pixels)."""
+        self._check_input(img)
+        H, W = img.shape[2:]
+        if box is None:
+            box = random_detail_box(H, W, self.detail_crop, self.crop_divisible, generator)
+        y0, y1, x0, x1 = box
+        context_feats, detail_feats = self._encode_pair(self._context(img), img[:, :, y0:y1, x0:x1])
+        context = self.decode_head.head(context_feats)  # (B, C, H/8, W/8)
+        detail = self.decode_head.head(detail_feats)  # (B, C, crop/4, crop/4)
+        attention = self.decode_head.attention(context_feats, context)
+        out_box = tuple(v // OUTPUT_STRIDE for v in box)  # the box on the fused (stride-4) grid
+        fused = ops.scale_fusion(context, attention, detail, crop_box=out_box, scale=2)
+        return fused, detail, box
+
+    def loss(self, fused, detail, box, label, weight=None) -> torch.Tensor:
+        """(1 - lambda_d) CE(fused, label) + lambda_d CE(detail, label in the box), logits
+        resized bilinearly to the label size, pixel-weighted mean over all pixels."""
+        y0, y1, x0, x1 = box
+        fused = F.interpolate(fused, size=label.shape[1:], mode="bilinear", align_corners=False)
+        loss = (1 - self.detail_loss_weight) * ops.weighted_cross_entropy(fused, label, weight)
+        if self.detail_loss_weight > 0:
+            crop_label = label[:, y0:y1, x0:x1]
+            crop_weight = None if weight is None else weight[:, y0:y1, x0:x1]
+            detail = F.interpolate(detail, size=crop_label.shape[1:], mode="bilinear", align_corners=False)
+            loss = loss + self.detail_loss_weight * ops.weighted_cross_entropy(detail, crop_label, crop_weight)
+        return loss
+
+    # -- pseudo-labels and inference -------------------------------------------------------------
+
+    def forward_pseudo(self, img: torch.Tensor) -> torch.Tensor:
+        """Logits at the input size: the context at lr_scale plus the detail branch slid over
+        the whole input (overlaps averaged) and fused with the unmasked attention."""
+        self._check_input(img)
+        B, _, H, W = img.shape
+        boxes = sliding_windows(H, W, self.detail_crop, self.detail_crop // 2)
+        crops = torch.cat([img[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in boxes])  # (len(boxes) * B, 3, d, d)
+        context_feats = self.backbone(self._context(img))
+        context = self.decode_head.head(context_feats)  # (B, C, H/8, W/8)
+        detail_logits = self.decode_head.head(self.backbone(crops))  # one call for every crop
+        s = OUTPUT_STRIDE
+        detail = context.new_zeros((B, context.shape[1], H // s, W // s))
+        count = context.new_zeros((1, 1, H // s, W // s))
+        for i, (y0, y1, x0, x1) in enumerate(boxes):
+            detail[:, :, y0 // s : y1 // s, x0 // s : x1 // s] += detail_logits[i * B : (i + 1) * B]
+            count[:, :, y0 // s : y1 // s, x0 // s : x1 // s] += 1
+        detail = detail / count
+        attention = self.decode_head.attention(context_feats, context)
+        fused = ops.scale_fusion(context, attention, detail, crop_box=None, scale=2)
+        return F.interpolate(fused, size=(H, W), mode="bilinear", align_corners=False)
+
+    def slide_inference(self, img: torch.Tensor) -> torch.Tensor:
+        """Test-time logits at the input size for any H, W: windows of ``test_window``
+        every ``test_stride``, batched into one ``forward_pseudo`` call, averaged. The
+        input is padded to a multiple of 32 first (the padding is cut off again)."""
+        if img.dim() != 4:
+            raise ValueError(f"img must have shape (B, 3, H, W), got {tuple(img.shape)}")
+        B, _, H, W = img.shape
+        pad_h, pad_w = -H % 32, -W % 32
+        padded = F.pad(img, (0, pad_w, 0, pad_h))
+        Hp, Wp = padded.shape[2:]
+        boxes = sliding_windows(Hp, Wp, self.test_window, self.test_stride)
+        windows = torch.cat([padded[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in boxes])
+        window_logits = self.forward_pseudo(windows)  # (len(boxes) * B, C, h, w)
+        logits = img.new_zeros((B, window_logits.shape[1], Hp, Wp))
+        count = img.new_zeros((1, 1, Hp, Wp))
+        for i, (y0, y1, x0, x1) in enumerate(boxes):
+            logits[:, :, y0:y1, x0:x1] += window_logits[i * B : (i + 1) * B]
+            count[:, :, y0:y1, x0:x1] += 1
+        return (logits / count)[:, :, :H, :W]
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        """Inference logits at the input size (``slide_inference``)."""
+        return self.slide_inference(img)
