@@ -18,8 +18,9 @@ HEADS = ("daformer", "segformer", "deeplabv2")
 
 
 def build_model(cfg: ModelConfig | None = None, **overrides) -> EncoderDecoder:
-    """Builds the segmentor of ``cfg`` (fields may be overridden by keyword); its
-    ``forward(img)`` returns logits at stride 4 (stride 8 for DeepLabV2)."""
+    """Builds the segmentor of ``cfg`` (fields may be overridden by keyword). An
+    ``EncoderDecoder``'s ``forward(img)`` returns logits at stride 4 (stride 8 for
+    DeepLabV2); with ``hrda=True`` an ``HRDASegmentor`` (see its modes)."""
     cfg = ModelConfig(**{**vars(cfg or ModelConfig()), **overrides})
     if cfg.decode_head not in HEADS:
         raise ValueError(f"decode_head must be one of {HEADS}, got {cfg.decode_head!r}")
@@ -32,19 +33,18 @@ def build_model(cfg: ModelConfig | None = None, **overrides) -> EncoderDecoder:
     channels = backbone.out_channels
     if cfg.decode_head != "deeplabv2" and len(channels) != 4:
         raise ValueError(f"decode_head {cfg.decode_head!r} needs a 4-level encoder (MiT), got backbone {cfg.backbone!r}")
-    if cfg.decode_head == "daformer":
-        head = DAFormerHead(channels, cfg.num_classes, embed_dim=cfg.embed_dim or 256)
-    elif cfg.decode_head == "segformer":
-        head = SegFormerHead(channels, cfg.num_classes, embed_dim=cfg.embed_dim or (256 if cfg.backbone == "mit_b0" else 768))
-    else:
-        head = DeepLabV2Head(channels[-1], cfg.num_classes)
     if cfg.hrda:
         if cfg.decode_head != "daformer" or cfg.backbone not in MIT_VARIANTS:
             raise ValueError(f"hrda needs a MiT backbone and the daformer head, got {cfg.backbone!r} + {cfg.decode_head!r}")
         model = HRDASegmentor(backbone, cfg.num_classes, detail_crop=cfg.hrda_detail_crop,
                               fixed_attention=cfg.hrda_fixed_attention)  # fmt: skip
+    elif cfg.decode_head == "daformer":
+        model = EncoderDecoder(backbone, DAFormerHead(channels, cfg.num_classes, embed_dim=cfg.embed_dim or 256))
+    elif cfg.decode_head == "segformer":
+        embed_dim = cfg.embed_dim or (256 if cfg.backbone == "mit_b0" else 768)
+        model = EncoderDecoder(backbone, SegFormerHead(channels, cfg.num_classes, embed_dim=embed_dim))
     else:
-        model = EncoderDecoder(backbone, head)
+        model = EncoderDecoder(backbone, DeepLabV2Head(channels[-1], cfg.num_classes))
     if cfg.pretrained:
         report = load_checkpoint(model, cfg.pretrained)
         if report.missing and any(k.startswith("backbone.") for k in report.missing):
