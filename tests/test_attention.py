@@ -331,7 +331,7 @@ def _triton_fwd_bwd(q, k, v, grad_out, scale, block_m=None, splits=None):
     B, H, N, D = q.shape
     M = k.shape[2]
     lse = torch.full((B, H, N), float("nan"), dtype=torch.float64 if q.dtype == torch.float64 else torch.float32)
-    out, lse = attention_fwd(q, k, v, scale, out=_poisoned(B, H, N, D, q.dtype), lse=lse, block_m=block_m)
+    out, lse = attention_fwd(q, k, v, scale, out=_poisoned(B, H, N, D, q.dtype), lse=lse, block_m=block_m, splits=splits)
     grads = attention_bwd(
         grad_out, q, k, v, out, lse, scale, block_m=block_m, splits=splits,
         dq=_poisoned(B, H, N, D, q.dtype), dk=_poisoned(B, H, M, D, q.dtype), dv=_poisoned(B, H, M, D, q.dtype),
@@ -362,7 +362,7 @@ def _assert_within_torch_error(got, exact, torch_result, atol, names=("out", "ls
 @pytest.mark.parametrize("path", ["single_pass", "online"])
 def test_triton_matches_reference_float32(shape, path):
     """Single-pass softmax + fused-dq backward (all keys in one tile) and the online softmax +
-    separate dq kernel (block_m = 16 < M), each with one and several query splits."""
+    separate dq kernel (block_m = 16 < M), each with one and several query chunks per (b, h)."""
     from fastuda.kernels.attention import _pow2
 
     M = shape[3]
@@ -495,7 +495,7 @@ def test_cuda_kernel_paths(block_m, splits):
     grad_out = torch.randn(q.shape, device="cuda", dtype=torch.bfloat16)
     scale = D**-0.5
     nan = lambda L: empty_bnhd(B, H, L, D, torch.bfloat16, "cuda").fill_(float("nan"))  # noqa: E731
-    out, lse = attention_fwd(q, k, v, scale, out=nan(N), block_m=block_m)
+    out, lse = attention_fwd(q, k, v, scale, out=nan(N), block_m=block_m, splits=splits)
     grads = attention_bwd(grad_out, q, k, v, out, lse, scale, dq=nan(N), dk=nan(M), dv=nan(M), block_m=block_m, splits=splits)
     exact = _exact(q, k, v, grad_out, scale)
     torch_out = run_with_grads(sdpa, q, k, v, grad_out)
