@@ -15,15 +15,21 @@ Trade-offs, shaped by MiT at a 512 crop (every stage has M = 256 keys, and N fro
 queries, head dim D = 64, 32 for b0):
 
 * Forward, single pass. When every key fits in one tile (M <= BLOCK_M; one head's K and V at
-  256 x 64 in 16 bits are 64 KiB), the program computes the whole row of scores at once and takes
-  the exact softmax: one max, one exp, one sum, no running-max rescaling of the accumulator. A
-  general online-softmax loop (running max, rescaled sum and accumulator) covers larger M.
+  256 x 64 in 16 bits are 64 KiB), a program loads its head's K and V once, then walks a chunk of
+  query blocks; for each it computes the whole row of scores at once and takes the exact softmax
+  (one max, one exp, one sum, no running-max rescaling of the accumulator). The chunk loop lets
+  the next q load overlap the current products, and the number of chunks fills the GPU once, so K
+  and V are read about once per SM instead of once per block of queries. A general online-softmax
+  loop over key tiles (running max, rescaled sum and accumulator), one query block per program,
+  covers larger M.
 * Backward, split over queries. The usual flash-attention backward gives each program a block of
   keys and loops over all queries; with 256 keys and B * H = 2 (stage 1 at batch 2) that is a
   handful of programs for 16384 queries. Here a program owns a block of keys AND a chunk of queries
-  (grid: key blocks x splits x B * H, flattened), accumulates its partial dk and dv in fp32, and writes them
-  to a (2, splits, B * H, M, D) buffer that the launcher sums (deterministic: no float atomics).
-  The split count fills the GPU once and no more, since each split costs 2 * M * D fp32 of traffic.
+  (grid: key blocks x splits x B * H, flattened), accumulates its partial dk and dv in fp32, and
+  writes them to a (2, splits, B * H, M, D) buffer that the launcher sums (deterministic: no float
+  atomics). The split count fills the GPU once and no more: each split costs 2 * M * D fp32 of
+  memory and traffic (at most 2 x SMs x M x D fp32 in all, about 17 MB for MiT on an H200,
+  independent of N).
 * Backward, fused dq. When all keys fit one block, each query block meets every key inside one
   program, so dq is complete there and is written directly, and delta is computed on the fly from
   out and dO: one kernel in all. Otherwise a preprocess kernel writes delta and a second kernel
@@ -36,7 +42,7 @@ queries, head dim D = 64, 32 for b0):
   accumulators at about 64 fp32 registers per thread each) and checked by compiling every entry
   for sm_90 on a CPU machine (tests/_sm90_compile.py): no register spills, shared memory within
   Hopper's limit, wgmma for 16-bit inputs. The MiT kernels (64 queries x 256 keys forward, 256
-  keys x 32 queries backward, 8 warps) use about 234 and 247 registers per thread: one program per
+  keys x 32 queries backward, 8 warps) use about 235 and 245 registers per thread: one program per
   SM. Their speed has not been measured: tune the table on a GPU.
 """
 
@@ -154,6 +160,13 @@ def _store_tile(base, value, rows, cols, stride_r, stride_c, row_mask, col_mask)
 
 
 @triton.jit
+def _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask):
+    """Normalises the accumulator and writes out and the natural-log lse of a block of queries."""
+    _store_tile(out_base, acc / l_i[:, None], offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
+    tl.store(lse_row + offs_n, (m_i + tl.log2(l_i)) * LN2, mask=n_mask)
+
+
+@triton.jit
 def _attention_fwd_kernel(
     q_ptr,  # (B, H, N, D) any strides
     k_ptr,  # (B, H, M, D) any strides
@@ -165,6 +178,8 @@ def _attention_fwd_kernel(
     N,
     M,
     D,
+    CHUNK_N,  # SINGLE_PASS: queries per program, a multiple of BLOCK_N
+    SPLITS,  # SINGLE_PASS: programs per (b, h); the grid is SPLITS x B * H, flattened
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_km, stride_kd,
     stride_vb, stride_vh, stride_vm, stride_vd,
@@ -177,33 +192,49 @@ def _attention_fwd_kernel(
     SINGLE_PASS: tl.constexpr,
     EVEN_M: tl.constexpr,
 ):  # fmt: skip
-    pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    n_mask = offs_n < N
     d_mask = offs_d < D
-    k_base = k_ptr + b * stride_kb + h * stride_kh
-    v_base = v_ptr + b * stride_vb + h * stride_vh
-    # Padded head-dim columns read as 0, so they add nothing to q k^T.
-    q = _load_tile(q_ptr + b * stride_qb + h * stride_qh, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)
 
     if SINGLE_PASS:
-        # All M keys in one tile: the exact softmax, no rescaling.
+        # All M keys in one tile. The program loads its head's K and V once and walks a chunk of
+        # query blocks (the next block's q load overlaps this block's products): per block, the
+        # exact softmax, one max, one exp, one sum, no rescaling.
+        split, bh = _split_pid(SPLITS)
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        q_base = q_ptr + b * stride_qb + h * stride_qh
+        out_base = out_ptr + b * stride_ob + h * stride_oh
+        lse_row = lse_ptr + bh.to(tl.int64) * N
         offs_m = tl.arange(0, BLOCK_M)
         m_mask = offs_m < M
-        k_t = _load_tile(k_base, offs_d, offs_m, stride_kd, stride_km, d_mask, m_mask)  # (BLOCK_D, BLOCK_M)
-        s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M) base-2 scores
-        if not EVEN_M:
-            s = tl.where(m_mask[None, :], s, float("-inf"))
-        m_i = tl.max(s, axis=1)
-        p = tl.exp2(s - m_i[:, None])
-        l_i = tl.sum(p, axis=1)
-        v = _load_tile(v_base, offs_m, offs_d, stride_vm, stride_vd, m_mask, d_mask)  # (BLOCK_M, BLOCK_D)
-        acc = tl.dot(p.to(v.dtype), v, input_precision=PRECISION)  # (BLOCK_N, BLOCK_D)
+        k_t = _load_tile(k_ptr + b * stride_kb + h * stride_kh, offs_d, offs_m, stride_kd, stride_km, d_mask, m_mask)
+        v = _load_tile(v_ptr + b * stride_vb + h * stride_vh, offs_m, offs_d, stride_vm, stride_vd, m_mask, d_mask)
+        n_start = split * CHUNK_N
+        n_end = tl.minimum(n_start + CHUNK_N, N)
+        for start_n in range(n_start, n_end, BLOCK_N):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            n_mask = offs_n < N
+            # Padded head-dim columns read as 0, so they add nothing to q k^T.
+            q = _load_tile(q_base, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
+            s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M) base-2 scores
+            if not EVEN_M:
+                s = tl.where(m_mask[None, :], s, float("-inf"))
+            m_i = tl.max(s, axis=1)
+            p = tl.exp2(s - m_i[:, None])
+            l_i = tl.sum(p, axis=1)
+            acc = tl.dot(p.to(v.dtype), v, input_precision=PRECISION)  # (BLOCK_N, BLOCK_D)
+            _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
     else:
-        # Online softmax: running max m_i, sum l_i and accumulator, rescaled when the max grows.
+        # Online softmax over key tiles for one block of queries: running max m_i, sum l_i and
+        # accumulator, rescaled when the max grows.
+        pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        k_base = k_ptr + b * stride_kb + h * stride_kh
+        v_base = v_ptr + b * stride_vb + h * stride_vh
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < N
+        q = _load_tile(q_ptr + b * stride_qb + h * stride_qh, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)
         m_i = tl.full([BLOCK_N], float("-inf"), ACC)
         l_i = tl.zeros([BLOCK_N], ACC)
         acc = tl.zeros([BLOCK_N, BLOCK_D], ACC)
@@ -221,11 +252,9 @@ def _attention_fwd_kernel(
             v = _load_tile(v_base, offs_m, offs_d, stride_vm, stride_vd, m_mask, d_mask)  # (BLOCK_M, BLOCK_D)
             acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
             m_i = m_new
-
-    out = acc / l_i[:, None]
-    _store_tile(out_ptr + b * stride_ob + h * stride_oh, out, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
-    lse = (m_i + tl.log2(l_i)) * LN2  # back to natural log
-    tl.store(lse_ptr + bh.to(tl.int64) * N + offs_n, lse, mask=n_mask)
+        out_base = out_ptr + b * stride_ob + h * stride_oh
+        lse_row = lse_ptr + bh.to(tl.int64) * N
+        _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
 
 
 # ----------------------------------------------------------------------------- backward
@@ -442,8 +471,9 @@ def _sm_count(device: torch.device) -> int:
 
 
 def num_splits(N: int, block_n: int, programs_per_split: int, device: torch.device) -> int:
-    """Query splits of the backward: enough programs for one wave on the device, no more (each split
-    adds 2 * M * D fp32 of partial-sum traffic)."""
+    """Query chunks per (b, h): enough programs for one wave on the device, no more. In the
+    backward each chunk adds 2 * M * D fp32 of partial-sum traffic; in the single-pass forward each
+    program loads its head's K and V once, so fewer, longer programs read less."""
     n_blocks = triton.cdiv(N, block_n)
     return max(1, min(n_blocks, _sm_count(device) // max(programs_per_split, 1)))
 
@@ -458,10 +488,12 @@ def attention_fwd(
     lse: torch.Tensor | None = None,
     block_n: int | None = None,
     block_m: int | None = None,
+    splits: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (out (B, H, N, D) in q's dtype, stored (B, N, H, D); lse (B, H, N) fp32, fp64 for
-    fp64 inputs). ``out`` / ``lse`` let a caller (the tests) pass pre-filled tensors.
-    Inputs are assumed validated by fastuda.ops."""
+    fp64 inputs). ``out`` / ``lse`` let a caller (the tests) pass pre-filled tensors; ``block_m`` < M
+    selects the online softmax; ``splits`` is the number of programs per (b, h) of the single-pass
+    path (default: one wave). Inputs are assumed validated by fastuda.ops."""
     B, H, N, D = q.shape
     M = k.shape[2]
     if out is None:
@@ -471,12 +503,21 @@ def attention_fwd(
     if out.numel() == 0:
         return out, lse
     cfg = fwd_config(M, D, q.dtype, block_n, block_m)
-    grid = (triton.cdiv(N, cfg.block_n) * B * H,)
+    single = cfg.block_m >= M
+    n_blocks = triton.cdiv(N, cfg.block_n)
+    if single:
+        splits = max(1, min(splits or num_splits(N, cfg.block_n, B * H, q.device), n_blocks))
+        chunk_n = triton.cdiv(n_blocks, splits) * cfg.block_n
+        splits = triton.cdiv(N, chunk_n)  # no empty program
+        grid = (splits * B * H,)
+    else:
+        chunk_n, splits = cfg.block_n, n_blocks
+        grid = (n_blocks * B * H,)
     _attention_fwd_kernel[grid](
-        q, k, v, out, lse, scale * LOG2E.value, H, N, M, D,
+        q, k, v, out, lse, scale * LOG2E.value, H, N, M, D, chunk_n, splits,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         ACC=_acc(q.dtype), PRECISION="ieee", BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_D=_pow2(D),
-        SINGLE_PASS=cfg.block_m >= M, EVEN_M=M % cfg.block_m == 0,
+        SINGLE_PASS=single, EVEN_M=M % cfg.block_m == 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return out, lse

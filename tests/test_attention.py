@@ -278,7 +278,7 @@ def test_module_matches_published(dim, heads, sr, H, W):
     """In float64, so any difference is semantics, not rounding."""
     m = EfficientSelfAttention(dim, num_heads=heads, qkv_bias=True, sr_ratio=sr).double()
     assert_module_matches_published(m, torch.randn(2, H * W, dim, dtype=torch.float64), H, W)
-    assert_module_matches_published(m.float(), torch.randn(2, H * W, dim), H, W, rtol=1e-4, atol=1e-4)
+    assert_module_matches_published(m.float(), torch.randn(2, H * W, dim), H, W, rtol=1e-3, atol=1e-3)
 
 
 def test_module_state_dict_keys_are_the_published_ones():
@@ -331,7 +331,7 @@ def _triton_fwd_bwd(q, k, v, grad_out, scale, block_m=None, splits=None):
     B, H, N, D = q.shape
     M = k.shape[2]
     lse = torch.full((B, H, N), float("nan"), dtype=torch.float64 if q.dtype == torch.float64 else torch.float32)
-    out, lse = attention_fwd(q, k, v, scale, out=_poisoned(B, H, N, D, q.dtype), lse=lse, block_m=block_m)
+    out, lse = attention_fwd(q, k, v, scale, out=_poisoned(B, H, N, D, q.dtype), lse=lse, block_m=block_m, splits=splits)
     grads = attention_bwd(
         grad_out, q, k, v, out, lse, scale, block_m=block_m, splits=splits,
         dq=_poisoned(B, H, N, D, q.dtype), dk=_poisoned(B, H, M, D, q.dtype), dv=_poisoned(B, H, M, D, q.dtype),
@@ -362,7 +362,7 @@ def _assert_within_torch_error(got, exact, torch_result, atol, names=("out", "ls
 @pytest.mark.parametrize("path", ["single_pass", "online"])
 def test_triton_matches_reference_float32(shape, path):
     """Single-pass softmax + fused-dq backward (all keys in one tile) and the online softmax +
-    separate dq kernel (block_m = 16 < M), each with one and several query splits."""
+    separate dq kernel (block_m = 16 < M), each with one and several query chunks per (b, h)."""
     from fastuda.kernels.attention import _pow2
 
     M = shape[3]
@@ -444,7 +444,7 @@ def test_triton_opcheck_and_module(triton_cpu):
     q, k, v = leaf(*make_qkv((2, 2, 9, 5, 16), layout="kv_views"))
     torch.library.opcheck(torch.ops.fastuda.attention.default, (q, k, v, 0.25))
     m = EfficientSelfAttention(32, num_heads=2, qkv_bias=True, sr_ratio=2)
-    assert_module_matches_published(m, torch.randn(2, 7 * 6, 32), 7, 6, rtol=1e-4, atol=1e-4)
+    assert_module_matches_published(m, torch.randn(2, 7 * 6, 32), 7, 6, rtol=1e-3, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- tier 3: CUDA
@@ -495,7 +495,7 @@ def test_cuda_kernel_paths(block_m, splits):
     grad_out = torch.randn(q.shape, device="cuda", dtype=torch.bfloat16)
     scale = D**-0.5
     nan = lambda L: empty_bnhd(B, H, L, D, torch.bfloat16, "cuda").fill_(float("nan"))  # noqa: E731
-    out, lse = attention_fwd(q, k, v, scale, out=nan(N), block_m=block_m)
+    out, lse = attention_fwd(q, k, v, scale, out=nan(N), block_m=block_m, splits=splits)
     grads = attention_bwd(grad_out, q, k, v, out, lse, scale, dq=nan(N), dk=nan(M), dv=nan(M), block_m=block_m, splits=splits)
     exact = _exact(q, k, v, grad_out, scale)
     torch_out = run_with_grads(sdpa, q, k, v, grad_out)
@@ -545,4 +545,4 @@ def test_cuda_compile_opcheck_and_module():
         torch.testing.assert_close(g, w, rtol=0, atol=0)  # same kernels, deterministic
     torch.library.opcheck(torch.ops.fastuda.attention.default, (*leaf(q, k, v), 0.125))
     m = EfficientSelfAttention(64, num_heads=1, qkv_bias=True, sr_ratio=8).cuda()
-    assert_module_matches_published(m, torch.randn(2, 128 * 128, 64, device="cuda"), 128, 128, rtol=1e-4, atol=1e-4)
+    assert_module_matches_published(m, torch.randn(2, 128 * 128, 64, device="cuda"), 128, 128, rtol=1e-3, atol=1e-3)
