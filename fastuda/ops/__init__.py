@@ -11,6 +11,7 @@ from ._checks import get_value_checks, set_value_checks
 from .classmix import class_presence, classmix, sample_mix_classes
 from .cross_entropy import weighted_cross_entropy
 from .pseudo_label import pseudo_label
+from .scale_fusion import scale_fusion
 
 __all__ = [
     "BACKENDS",
@@ -20,6 +21,7 @@ __all__ = [
     "get_value_checks",
     "pseudo_label",
     "sample_mix_classes",
+    "scale_fusion",
     "set_backend",
     "set_value_checks",
     "use_backend",
