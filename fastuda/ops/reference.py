@@ -197,7 +197,7 @@ def scale_fusion(
     hr_inserted = hr[:, :, src_rows][:, :, :, src_cols]  # (B, C, H, W)
     hr_inserted = torch.where(hr_rows[:, None] & hr_cols[None, :], hr_inserted, 0.0)
     fused = _upsample((1 - att) * lr, scale) + _upsample(att, scale) * hr_inserted
-    return fused.to(lr_logits.dtype)
+    return fused.to(lr_logits.dtype).contiguous()
 
 
 def scale_fusion_backward(
