@@ -41,10 +41,13 @@ Trade-offs:
 * S is a compile-time constant and the window loops are unrolled, so the
   supported scales are 1..MAX_SCALE (HRDA uses 2).
 * One-channel (not class-wise) attention is broadcast over C with a zero
-  channel stride. Its gradient is the sum over C, done in-kernel: each program
-  walks a group of CHANNELS_PER_PROGRAM channels and adds them up in
-  registers; with more than one group the per-group sums (B, G, h, w) in fp32
-  are added by torch (G = ceil(C / 4): 5 LR-sized planes for C = 19).
+  channel stride. Its gradient is the sum over C. The kernel can add a group
+  of CHANNELS_PER_PROGRAM channels in registers; the per-group fp32 planes
+  (B, G, h, w) are then added by torch. By default G = C (see
+  BROADCAST_CHANNELS_PER_PROGRAM): an fp32 workspace of LR size (B, C, h, w),
+  1/S^2 of the output, written and read once: about +25% over the backward's
+  own traffic in fp32 at HRDA's shape, against a register-bound channel loop.
+  HRDA's default attention is class-wise, which needs neither.
 * The box is read from device memory (a 4-element int64 tensor), so a box
   that changes every step neither syncs the host nor recompiles. Coordinates
   are clamped to the output so that a bad box (unvalidated under torch.compile
@@ -60,11 +63,19 @@ import triton.language as tl
 # Largest supported upsampling factor: the backward unrolls (2S)^2 gathers.
 MAX_SCALE = 4
 
+# Static launch configs, checked by compiling for sm_90 (ptxas register counts, no
+# spills): forward 55-63 registers; backward 64 registers at scale 2 (so 8 CTAs of
+# 4 warps fit an SM), 106 at 3, 168 at 4 (the (2S)^2 window is unrolled).
 FWD_BLOCK = (16, 64)  # output pixels per program (rows, columns)
-BWD_BLOCK = {1: (8, 32), 2: (8, 32), 3: (4, 16), 4: (4, 16)}  # LR pixels per program, by scale
+FWD_NUM_WARPS = 8
+BWD_BLOCK = {1: (4, 32), 2: (4, 32), 3: (4, 16), 4: (4, 16)}  # LR pixels per program, by scale
+BWD_NUM_WARPS = 4
 ZERO_BLOCK = (16, 64)  # hr pixels per program of the d_hr zero fill
-BROADCAST_CHANNELS_PER_PROGRAM = 4
-NUM_WARPS = 4
+# Channels per program for a one-channel attention. A loop over channels sums d
+# attention in registers, but it raised the backward from 64 to 143 registers
+# (LLVM hoists the 16 gathers' offsets and masks out of the loop), so by default
+# each program takes one channel and torch adds the per-channel fp32 planes.
+BROADCAST_CHANNELS_PER_PROGRAM = 1
 
 
 @triton.jit
@@ -296,17 +307,7 @@ def _scale_fusion_bwd_kernel(
         ox0, ox1, owx0, owx1 = _taps(OX, w, S, ACC)
 
         att_b = att_ptr + b * stride_ab
-        a_lr = tl.zeros([BLOCK_I, BLOCK_J], ACC)  # a' at the tile (broadcast: shared by all channels)
-        up_att = tl.zeros([BLOCK_OY, BLOCK_OX], ACC)  # up(a') on the owned block
-        datt_sum = tl.zeros([BLOCK_I, BLOCK_J], ACC)  # broadcast: sum over this group's channels
-        if BROADCAST_ATT:
-            a_lr = _load2d(att_b, i, j, stride_ah, stride_aw, lr_mask & in_att_box).to(ACC)
-            if hits_box:
-                up_att = _up_masked_attention(
-                    att_b, oy0, oy1, owy0, owy1, ox0, ox1, owx0, owx1,
-                    ay0, ay1, ax0, ax1, stride_ah, stride_aw, blk_mask, ACC,
-                )  # fmt: skip
-
+        datt_sum = tl.zeros([BLOCK_I, BLOCK_J], ACC)  # one-channel attention: sum over this group's channels
         for c in range(c_begin, c_end):
             g_base = grad_ptr + b * stride_gb + c * stride_gc
             hr_base = hr_ptr + b * stride_hb + c * stride_hc
@@ -334,8 +335,9 @@ def _scale_fusion_bwd_kernel(
                 ut_gp += wyk[:, None] * row_gp
 
             lr = tl.load(lr_ptr + b * stride_lb + c * stride_lc + (i.to(tl.int64) * stride_lh)[:, None] + (j * stride_lw)[None, :], mask=lr_mask, other=0.0).to(ACC)  # fmt: skip
-            if not BROADCAST_ATT:
-                a_lr = _load2d(att_b + c * stride_ac, i, j, stride_ah, stride_aw, lr_mask & in_att_box).to(ACC)
+            # A one-channel attention (stride_ac = 0) is re-read per channel: cache
+            # hits, and fewer registers live across the channel loop than keeping it.
+            a_lr = _load2d(att_b + c * stride_ac, i, j, stride_ah, stride_aw, lr_mask & in_att_box).to(ACC)
             plane = b * C + c
             tl.store(dlr_ptr + plane * h * w + lr_offs, ((1.0 - a_lr) * ut_g).to(dlr_ptr.dtype.element_ty), mask=lr_mask)
             d_att = tl.where(in_att_box, ut_gp - lr * ut_g, 0.0)  # d a' masked by the box: d attention
@@ -346,11 +348,10 @@ def _scale_fusion_bwd_kernel(
                 tl.store(datt, d_att.to(datt_ptr.dtype.element_ty), mask=lr_mask)
 
             if hits_box:
-                if not BROADCAST_ATT:
-                    up_att = _up_masked_attention(
-                        att_b + c * stride_ac, oy0, oy1, owy0, owy1, ox0, ox1, owx0, owx1,
-                        ay0, ay1, ax0, ax1, stride_ah, stride_aw, blk_mask, ACC,
-                    )  # fmt: skip
+                up_att = _up_masked_attention(
+                    att_b + c * stride_ac, oy0, oy1, owy0, owy1, ox0, ox1, owx0, owx1,
+                    ay0, ay1, ax0, ax1, stride_ah, stride_aw, blk_mask, ACC,
+                )  # fmt: skip
                 g_blk = _load2d(g_base, OY, OX, stride_gh, stride_gw, hr_blk_mask).to(ACC)
                 dhr = dhr_ptr + plane * hd * wd + ((OY - oy).to(tl.int64) * wd)[:, None] + (OX - ox)[None, :]
                 tl.store(dhr, (g_blk * up_att).to(dhr_ptr.dtype.element_ty), mask=hr_blk_mask)
@@ -413,7 +414,7 @@ def scale_fusion_fwd(
         h, w, hr_logits.shape[2], hr_logits.shape[3],
         *lr_logits.stride(), *_attention_strides(attention), *hr_logits.stride(), num_tiles_x,
         ACC=_acc(lr_logits.dtype), S=scale, HAS_BOX=has_box, BLOCK_Y=block_y, BLOCK_X=block_x,
-        num_warps=NUM_WARPS,
+        num_warps=FWD_NUM_WARPS,
     )  # fmt: skip
     return out
 
@@ -477,7 +478,7 @@ def scale_fusion_bwd(
         ACC=_acc(dtype), S=scale, HAS_BOX=has_box, BROADCAST_ATT=broadcast, CHANNELS_PER_PROGRAM=cpg,
         BLOCK_I=block_i, BLOCK_J=block_j,
         BLOCK_OY=triton.next_power_of_2(scale * block_i), BLOCK_OX=triton.next_power_of_2(scale * block_j),
-        BLOCK_U=zero_u, BLOCK_V=zero_v, num_warps=NUM_WARPS,
+        BLOCK_U=zero_u, BLOCK_V=zero_v, num_warps=BWD_NUM_WARPS,
     )  # fmt: skip
     if datt_planes is not d_att:
         d_att.copy_(datt_planes.sum(dim=1, keepdim=True))
