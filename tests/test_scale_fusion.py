@@ -482,8 +482,82 @@ def test_cuda_opcheck_and_box_checks():
     box = torch.tensor([8, 24, 16, 40], device="cuda")
     torch.library.opcheck(torch.ops.fastuda.scale_fusion.default, (lr.requires_grad_(), att.requires_grad_(), hr.requires_grad_(), box, 2))
     bad = torch.tensor([9, 25, 16, 40], device="cuda")
-    # Default value checks ("cpu") do not read a CUDA box (no sync): a bad one is clamped.
-    assert torch.isfinite(ops.scale_fusion(lr, att, hr, bad)).all()
+    # Default value checks ("cpu") do not read a CUDA box (no sync): a bad one is
+    # clamped, like the reference does, and never reads or writes out of bounds.
+    for box in [(9, 25, 16, 40), (-6, 40, 30, 70), (24, 40, -30, 10), (0, 32, 0, 48)]:
+        box_t = torch.tensor(box, device="cuda")
+        grad = torch.randn(2, 19, 32, 48, device="cuda")
+        got, got_grads = grads_of(lambda *x: ops.scale_fusion(*x, box_t), (lr, att, hr), grad)
+        want, want_grads = grads_of(lambda *x: reference.scale_fusion(*x, box_t, 2), (lr, att, hr), grad)
+        torch.testing.assert_close(got, want)
+        for g, wg in zip(got_grads, want_grads):
+            torch.testing.assert_close(g, wg)
+    torch.cuda.synchronize()
     ops.set_value_checks("always")
     with pytest.raises(ValueError, match="divisible by scale=2"):
         ops.scale_fusion(lr, att, hr, bad)
+
+
+# ----------------------------------------------------------------------------- Triton codegen without a GPU
+
+
+def compile_kernels_for_sm90(has_box, classwise):
+    """Compiles both kernels to a cubin for sm_90 (no GPU needed), with the launchers'
+    static configs and the specialisations a launch gets (ints equal to 1 become
+    constants). Needs TRITON_INTERPRET unset: see the test below."""
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fastuda.kernels import scale_fusion as K
+
+    def compile_for_sm90(fn, args, meta, num_warps):
+        ptr = {torch.float32: "*fp32", torch.int64: "*i64"}
+        signature, constants = {}, {}
+        for name in fn.arg_names:
+            value = meta.get(name, args.get(name))
+            if name in meta or value == 1:
+                signature[name], constants[name] = "constexpr", value
+            else:
+                signature[name] = ptr[value] if isinstance(value, torch.dtype) else "i32"
+        source = ASTSource(fn, signature, constants)
+        return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
+
+    B, C, h, w, S = 2, 19, 128, 96, 2
+    hd, wd = (128, 96) if has_box else (S * h, S * w)
+    box = torch.int64 if has_box else torch.float32
+    CA = C if classwise else 1
+    f32 = torch.float32
+    strides = lambda n, a, b, c: dict(zip([f"stride_{n}b", f"stride_{n}c", f"stride_{n}h", f"stride_{n}w"], (a, b, c, 1)))  # noqa: E731
+    common = dict(lr_ptr=f32, att_ptr=f32, hr_ptr=f32, box_ptr=box, h=h, w=w, hd=hd, wd=wd, C=C,
+                  **strides("l", C * h * w, h * w, w), **strides("a", CA * h * w, h * w if classwise else 0, w),
+                  **strides("h", C * hd * wd, hd * wd, wd), **strides("g", C * S * S * h * w, S * S * h * w, S * w))  # fmt: skip
+    by, bx = K.FWD_BLOCK
+    fwd = dict(common, out_ptr=f32, num_tiles_x=triton.cdiv(S * w, bx))
+    compile_for_sm90(K._scale_fusion_fwd_kernel, fwd, dict(ACC=tl.float32, S=S, HAS_BOX=has_box, BLOCK_Y=by, BLOCK_X=bx), K.FWD_NUM_WARPS)
+    bi, bj = K.BWD_BLOCK[S]
+    bwd = dict(common, grad_ptr=f32, dlr_ptr=f32, datt_ptr=f32, dhr_ptr=f32, num_att_planes=C,
+               num_tiles_j=triton.cdiv(w, bj), num_lr_tiles=triton.cdiv(h, bi) * triton.cdiv(w, bj),
+               num_zero_tiles_v=triton.cdiv(wd, K.ZERO_BLOCK[1]))  # fmt: skip
+    meta = dict(ACC=tl.float32, S=S, HAS_BOX=has_box, BROADCAST_ATT=not classwise, CHANNELS_PER_PROGRAM=1, BLOCK_I=bi, BLOCK_J=bj,
+                BLOCK_OY=S * bi, BLOCK_OX=S * bj, BLOCK_U=K.ZERO_BLOCK[0], BLOCK_V=K.ZERO_BLOCK[1])  # fmt: skip
+    compile_for_sm90(K._scale_fusion_bwd_kernel, bwd, meta, K.BWD_NUM_WARPS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("has_box, classwise", [(True, True), (False, True), (True, False)])
+def test_kernels_compile_for_sm90(has_box, classwise):
+    """The interpreter accepts code that Triton's compiler may not. Compiling needs the
+    kernels as JIT functions, so it runs in a child process without TRITON_INTERPRET."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = f"from tests.test_scale_fusion import compile_kernels_for_sm90 as f; f({has_box}, {classwise})"
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+    if "cannot import name 'ASTSource'" in result.stderr or "No module named 'triton.backends" in result.stderr:
+        pytest.skip("this Triton has no ASTSource / GPUTarget")
+    assert result.returncode == 0, result.stderr[-3000:]
