@@ -18,7 +18,7 @@ ever stored.
 Fused (backward): d_lr, d_attention and d_hr in ONE kernel. The transpose of
 bilinear upsampling is a scatter; we compute it as a GATHER per LR pixel
 instead, so there are no atomics and the result is deterministic: LR pixel i
-receives from exactly the 2S output rows s*i - (S+1)//2 + [0, 2S) (and the
+receives from exactly the 2S output rows S*i - (S+1)//2 + [0, 2S) (and the
 same for columns), and the weight of each is recomputed from the forward tap
 formula, which also gives PyTorch's clamped borders for free. Per program: an
 LR tile; per channel, sum_k w_k g and sum_k w_k g * pad(hr) over the
@@ -31,7 +31,7 @@ LR tile; per channel, sum_k w_k g and sum_k w_k g * pad(hr) over the
 The d_hr part reuses the grad block the gather just pulled through L1. Output
 pixel Y is owned by LR row Y // S, so every in-box pixel is written once; when
 a box is given, extra programs zero the parts of d_hr that no in-range output
-pixel covers (never, for a validated box: they exit after one masked store).
+pixel covers (nothing, for a validated box: their stores are fully masked).
 
 Trade-offs:
 * Gathers read each grad element (2S)^2 / S^2 = 4 times, from L1; DRAM sees
@@ -46,7 +46,8 @@ Trade-offs:
   (B, G, h, w) are then added by torch. By default G = C (see
   BROADCAST_CHANNELS_PER_PROGRAM): an fp32 workspace of LR size (B, C, h, w),
   1/S^2 of the output, written and read once: about +25% over the backward's
-  own traffic in fp32 at HRDA's shape, against a register-bound channel loop.
+  own traffic in fp32 at HRDA's shape (+50% in bf16), against a
+  register-bound channel loop.
   HRDA's default attention is class-wise, which needs neither.
 * The box is read from device memory (a 4-element int64 tensor), so a box
   that changes every step neither syncs the host nor recompiles. Coordinates
@@ -65,7 +66,7 @@ MAX_SCALE = 4
 
 # Static launch configs, checked by compiling for sm_90 (ptxas register counts, no
 # spills): forward 55-63 registers; backward 64 registers at scale 2 (so 8 CTAs of
-# 4 warps fit an SM), 106 at 3, 168 at 4 (the (2S)^2 window is unrolled).
+# 4 warps fit an SM), about 105 at 3 and 170-215 at 4 (the (2S)^2 window is unrolled).
 FWD_BLOCK = (16, 64)  # output pixels per program (rows, columns)
 FWD_NUM_WARPS = 8
 BWD_BLOCK = {1: (4, 32), 2: (4, 32), 3: (4, 16), 4: (4, 16)}  # LR pixels per program, by scale
@@ -236,7 +237,7 @@ def _scale_fusion_bwd_kernel(
     hr_ptr,  # (B, C, hd, wd) any strides
     box_ptr,  # (4,) int64 (y0, y1, x0, x1), output coordinates (unused without HAS_BOX)
     dlr_ptr,  # (B, C, h, w) contiguous: d loss / d lr
-    datt_ptr,  # (B, NUM_ATT_PLANES, h, w) contiguous: d attention (class-wise), or per-group sums over C
+    datt_ptr,  # (B, num_att_planes, h, w) contiguous: d attention (class-wise), or per-group sums over C
     dhr_ptr,  # (B, C, hd, wd) contiguous: d loss / d hr
     C,
     h,
@@ -334,7 +335,7 @@ def _scale_fusion_bwd_kernel(
                 ut_g += wyk[:, None] * row_g
                 ut_gp += wyk[:, None] * row_gp
 
-            lr = tl.load(lr_ptr + b * stride_lb + c * stride_lc + (i.to(tl.int64) * stride_lh)[:, None] + (j * stride_lw)[None, :], mask=lr_mask, other=0.0).to(ACC)  # fmt: skip
+            lr = _load2d(lr_ptr + b * stride_lb + c * stride_lc, i, j, stride_lh, stride_lw, lr_mask).to(ACC)
             # A one-channel attention (stride_ac = 0) is re-read per channel: cache
             # hits, and fewer registers live across the channel loop than keeping it.
             a_lr = _load2d(att_b + c * stride_ac, i, j, stride_ah, stride_aw, lr_mask & in_att_box).to(ACC)

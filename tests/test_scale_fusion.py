@@ -409,8 +409,8 @@ def test_triton_gradcheck_float64(triton_cpu):
 
 @pytest.mark.interpreter
 def test_triton_backend_dispatch_and_opcheck(triton_cpu):
-    shape, scale, box, classwise = CASES[0]
-    lr, att, hr = make_case((1, 3, 4, 6), scale, (2, 6, 4, 10), False, dtype=torch.float32)
+    """The op through the "triton" backend on CPU tensors: autograd, tuple box, opcheck."""
+    lr, att, hr = make_case((1, 3, 4, 6), 2, (2, 6, 4, 10), False, dtype=torch.float32)
     grad = torch.randn(1, 3, 8, 12)
     got, got_grads = grads_of(lambda *x: ops.scale_fusion(*x, (2, 6, 4, 10)), (lr, att, hr), grad)
     want, want_grads = grads_of(lambda *x: oracle_fusion(*x, (2, 6, 4, 10), 2), (lr, att, hr), grad.double())
@@ -524,7 +524,7 @@ def compile_kernels_for_sm90(has_box, classwise):
         source = ASTSource(fn, signature, constants)
         return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps))
 
-    B, C, h, w, S = 2, 19, 128, 96, 2
+    C, h, w, S = 19, 128, 96, 2
     hd, wd = (128, 96) if has_box else (S * h, S * w)
     box = torch.int64 if has_box else torch.float32
     CA = C if classwise else 1
