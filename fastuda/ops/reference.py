@@ -167,3 +167,121 @@ def attention_backward(
     dk = torch.matmul(ds.transpose(-1, -2), q32) * scale
     dv = torch.matmul(p.transpose(-1, -2), g32)
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+def _box_regions(crop_box: Tensor | None, H: int, W: int, hd: int, wd: int, scale: int, device):
+    """Masks and indices of the HRDA detail box, from tensor ops only (no host
+    sync, so a box that changes every step traces once under torch.compile).
+
+    Returns (att_rows (h,), att_cols (w,)): the box / scale on the LR grid, where
+    the attention is kept; (hr_rows (H,), hr_cols (W,)): the output pixels that
+    hold hr; (src_rows (H,), src_cols (W,)): the hr row / column each output
+    pixel reads there; (y0, x0): the box origin. Coordinates are clamped to the output like the kernel
+    does, so that an unvalidated box never indexes out of range; at a valid box
+    this is HRDA's ``att * mask`` and ``hr_seg_inserted[:, :, y0:y1, x0:x1] = hr``.
+    """
+    h, w = H // scale, W // scale
+    Y = torch.arange(H, device=device)
+    X = torch.arange(W, device=device)
+    if crop_box is None:
+        ones_h, ones_w = torch.ones(h, dtype=torch.bool, device=device), torch.ones(w, dtype=torch.bool, device=device)
+        return (ones_h, ones_w), (Y >= 0, X >= 0), (Y, X), (0, 0)
+    y0, y1, x0, x1 = crop_box.to(device=device, dtype=torch.int64).unbind()
+    cy0, cy1, cx0, cx1 = y0.clamp(0, H), y1.clamp(0, H), x0.clamp(0, W), x1.clamp(0, W)
+    i = torch.arange(h, device=device)
+    j = torch.arange(w, device=device)
+    att_rows = (i >= cy0 // scale) & (i < cy1 // scale)
+    att_cols = (j >= cx0 // scale) & (j < cx1 // scale)
+    hr_rows = (Y >= cy0) & (Y < cy1) & (Y < y0 + hd)
+    hr_cols = (X >= cx0) & (X < cx1) & (X < x0 + wd)
+    src_rows = (Y - y0).clamp(0, max(hd - 1, 0))
+    src_cols = (X - x0).clamp(0, max(wd - 1, 0))
+    return (att_rows, att_cols), (hr_rows, hr_cols), (src_rows, src_cols), (y0, x0)
+
+
+def _upsample(x: Tensor, scale: int) -> Tensor:
+    """HRDA's ``resize(x, scale_factor=scale)``: bilinear, align_corners=False."""
+    return torch.nn.functional.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+
+
+def scale_fusion(
+    lr_logits: Tensor,  # (B, C, h, w)
+    attention: Tensor,  # (B, C, h, w) or (B, 1, h, w), in [0, 1]
+    hr_logits: Tensor,  # (B, C, hd, wd)
+    crop_box: Tensor | None,  # (4,) int (y0, y1, x0, x1) in output coordinates
+    scale: int,
+) -> Tensor:
+    """HRDA scale-attention fusion (mmseg/models/decode_heads/hrda_head.py, ``forward``):
+
+        a'    = attention * mask,  mask = 1 inside crop_box / scale (LR grid)
+        fused = up((1 - a') * lr) + up(a') * pad(hr)
+
+    up = bilinear x scale with align_corners=False; pad(hr) holds hr at the box
+    (output coordinates) and zeros elsewhere, so up(a'), which is taken over the
+    whole output as published, only matters inside the box. No box: hr covers
+    the output and a' = attention. Returns (B, C, scale*h, scale*w) in the
+    inputs' dtype, computed in float32 (float64 for float64 inputs).
+    """
+    acc = _acc_dtype(lr_logits.dtype)
+    lr, att, hr = lr_logits.to(acc), attention.to(acc), hr_logits.to(acc)
+    B, C, h, w = lr.shape
+    H, W = scale * h, scale * w
+    (att_rows, att_cols), (hr_rows, hr_cols), (src_rows, src_cols), _ = _box_regions(
+        crop_box, H, W, hr.shape[2], hr.shape[3], scale, lr.device
+    )
+    att = att * (att_rows[:, None] & att_cols[None, :])  # a'
+    hr_inserted = hr[:, :, src_rows][:, :, :, src_cols]  # (B, C, H, W)
+    hr_inserted = torch.where(hr_rows[:, None] & hr_cols[None, :], hr_inserted, 0.0)
+    fused = _upsample((1 - att) * lr, scale) + _upsample(att, scale) * hr_inserted
+    return fused.to(lr_logits.dtype).contiguous()
+
+
+def scale_fusion_backward(
+    grad: Tensor,  # (B, C, H, W)
+    lr_logits: Tensor,
+    attention: Tensor,
+    hr_logits: Tensor,
+    crop_box: Tensor | None,
+    scale: int,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(d lr, d attention, d hr) of ``scale_fusion``, contiguous, in the inputs' dtype.
+
+    With up^T the adjoint of the bilinear upsampling (PyTorch's own,
+    ``aten.upsample_bilinear2d_backward``) and g the incoming gradient:
+    d lr = (1 - a') up^T(g); d a' = up^T(g * pad(hr)) - lr * up^T(g), times the
+    box mask, summed over C for a one-channel attention; d hr = (g * up(a'))
+    read back at the box (0 where the box leaves the output).
+    """
+    acc = _acc_dtype(lr_logits.dtype)
+    g, lr, att, hr = grad.to(acc), lr_logits.to(acc), attention.to(acc), hr_logits.to(acc)
+    B, C, h, w = lr.shape
+    H, W = scale * h, scale * w
+    hd, wd = hr.shape[2:]
+    (att_rows, att_cols), (hr_rows, hr_cols), (src_rows, src_cols), (y0, x0) = _box_regions(
+        crop_box, H, W, hd, wd, scale, lr.device
+    )
+    mask = att_rows[:, None] & att_cols[None, :]  # (h, w)
+    att = att * mask
+    inside = hr_rows[:, None] & hr_cols[None, :]  # (H, W)
+    hr_inserted = torch.where(inside, hr[:, :, src_rows][:, :, :, src_cols], 0.0)
+
+    def up_t(x: Tensor) -> Tensor:  # (B, k, H, W) -> (B, k, h, w)
+        return torch.ops.aten.upsample_bilinear2d_backward(
+            x, [H, W], [B, x.shape[1], h, w], False, float(scale), float(scale)
+        )
+
+    ut_g = up_t(g)
+    d_lr = (1 - att) * ut_g
+    d_att = (up_t(g * hr_inserted) - lr * ut_g) * mask
+    if attention.shape[1] == 1:
+        d_att = d_att.sum(dim=1, keepdim=True)
+    # d hr: hr[u, v] is read by output pixel (y0 + u, x0 + v) when that pixel
+    # holds hr, so d hr is g * up(a') read back there, and 0 where it does not.
+    d_inserted = g * _upsample(att, scale)  # (B, C, H, W)
+    Yu = y0 + torch.arange(hd, device=lr.device)
+    Xv = x0 + torch.arange(wd, device=lr.device)
+    Yc, Xc = Yu.clamp(0, H - 1), Xv.clamp(0, W - 1)
+    covered = ((Yu == Yc) & hr_rows[Yc])[:, None] & ((Xv == Xc) & hr_cols[Xc])[None, :]  # (hd, wd)
+    d_hr = torch.where(covered, d_inserted[:, :, Yc][:, :, :, Xc], 0.0)
+    dtype = lr_logits.dtype
+    return d_lr.to(dtype).contiguous(), d_att.to(dtype).contiguous(), d_hr.to(dtype).contiguous()

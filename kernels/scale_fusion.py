@@ -1,0 +1,486 @@
+"""HRDA scale-attention fusion of low- and high-resolution logits, forward and backward.
+
+    a'    = attention, zeroed outside crop_box / S           (LR grid, h x w)
+    fused = up((1 - a') * lr) + up(a') * pad(hr)             (output grid, S*h x S*w)
+
+up is bilinear x S with align_corners=False (F.interpolate(scale_factor=S));
+pad places hr at the box (output coordinates) and zeros elsewhere; with no box
+hr covers the whole output.
+
+Fused (forward): the two upsamplings, the mask, the product and the sum, in
+one pass. Each program owns a 2D tile of output pixels of one (b, c) plane.
+Bilinear taps are separable, so the source rows/columns and weights are
+computed once per tile row and column (1D), and each output pixel gathers 4 lr
+and 4 attention taps (cache hits: an LR pixel feeds (2S)^2 output pixels) and
+reads hr only inside the box. Neither up((1 - a') lr), up(a') nor pad(hr) is
+ever stored.
+
+Fused (backward): d_lr, d_attention and d_hr in ONE kernel. The transpose of
+bilinear upsampling is a scatter; we compute it as a GATHER per LR pixel
+instead, so there are no atomics and the result is deterministic: LR pixel i
+receives from exactly the 2S output rows S*i - (S+1)//2 + [0, 2S) (and the
+same for columns), and the weight of each is recomputed from the forward tap
+formula, which also gives PyTorch's clamped borders for free. Per program: an
+LR tile; per channel, sum_k w_k g and sum_k w_k g * pad(hr) over the
+(2S x 2S) window give
+
+    d_lr  = (1 - a') * up^T(g)
+    d_a'  = up^T(g * pad(hr)) - lr * up^T(g),   d_attention = d_a' inside box / S, else 0
+    d_hr  = g * up(a')                          (on the output block the tile owns)
+
+The d_hr part reuses the grad block the gather just pulled through L1. Output
+pixel Y is owned by LR row Y // S, so every in-box pixel is written once; when
+a box is given, extra programs zero the parts of d_hr that no in-range output
+pixel covers (nothing, for a validated box: their stores are fully masked).
+
+Trade-offs:
+* Gathers read each grad element (2S)^2 / S^2 = 4 times, from L1; DRAM sees
+  it about once. The alternative (a per-phase stencil on LR tiles with
+  interleaved stores) cuts load instructions but not bytes; this kernel is
+  written for memory bandwidth first.
+* S is a compile-time constant and the window loops are unrolled, so the
+  supported scales are 1..MAX_SCALE (HRDA uses 2).
+* One-channel (not class-wise) attention is broadcast over C with a zero
+  channel stride. Its gradient is the sum over C. The kernel can add a group
+  of CHANNELS_PER_PROGRAM channels in registers; the per-group fp32 planes
+  (B, G, h, w) are then added by torch. By default G = C (see
+  BROADCAST_CHANNELS_PER_PROGRAM): an fp32 workspace of LR size (B, C, h, w),
+  1/S^2 of the output, written and read once: about +25% over the backward's
+  own traffic in fp32 at HRDA's shape (+50% in bf16), against a
+  register-bound channel loop.
+  HRDA's default attention is class-wise, which needs neither.
+* The box is read from device memory (a 4-element int64 tensor), so a box
+  that changes every step neither syncs the host nor recompiles. Coordinates
+  are clamped to the output so that a bad box (unvalidated under torch.compile
+  or on CUDA) never reads or writes out of bounds.
+* Static launch configs (no autotune: see kernels/_pixels.py). fp32
+  accumulation, fp64 for fp64 inputs (gradcheck through the interpreter).
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+# Largest supported upsampling factor: the backward unrolls (2S)^2 gathers.
+MAX_SCALE = 4
+
+# Static launch configs, checked by compiling for sm_90 (ptxas register counts, no
+# spills): forward 55-63 registers; backward 64 registers at scale 2 (so 8 CTAs of
+# 4 warps fit an SM), about 105 at 3 and 170-215 at 4 (the (2S)^2 window is unrolled).
+FWD_BLOCK = (16, 64)  # output pixels per program (rows, columns)
+FWD_NUM_WARPS = 8
+BWD_BLOCK = {1: (4, 32), 2: (4, 32), 3: (4, 16), 4: (4, 16)}  # LR pixels per program, by scale
+BWD_NUM_WARPS = 4
+ZERO_BLOCK = (16, 64)  # hr pixels per program of the d_hr zero fill
+# Channels per program for a one-channel attention. A loop over channels sums d
+# attention in registers, but it raised the backward from 64 to 143 registers
+# (LLVM hoists the 16 gathers' offsets and masks out of the loop), so by default
+# each program takes one channel and torch adds the per-channel fp32 planes.
+BROADCAST_CHANNELS_PER_PROGRAM = 1
+
+
+@triton.jit
+def _taps(dst, n_src, S: tl.constexpr, ACC: tl.constexpr):
+    """Bilinear taps (align_corners=False) of destination indices ``dst`` (1D, >= 0).
+
+    The source coordinate (dst + 0.5) / S - 0.5 is clamped at 0, as PyTorch
+    does; 2S times it is an integer, so the weights are exact for S = 2, 4.
+    Returns (i0, i1, w0, w1): source indices in [0, n_src) and their weights.
+    """
+    num = tl.maximum(2 * dst + 1 - S, 0)  # 2S * source coordinate, >= 0
+    i0 = num // (2 * S)
+    w1 = (num - i0 * (2 * S)).to(ACC) / (2 * S)
+    i1 = tl.minimum(i0 + 1, n_src - 1)  # the last row/column repeats at the border
+    return i0, i1, 1.0 - w1, w1
+
+
+@triton.jit
+def _adjoint_weight(dst, src, n_src, S: tl.constexpr, ACC: tl.constexpr):
+    """Weight of destination index ``dst`` on source index ``src`` in the forward
+    interpolation (0 when src is not one of dst's taps): one row of up^T."""
+    i0, i1, w0, w1 = _taps(dst, n_src, S, ACC)
+    return tl.where(i0 == src, w0, 0.0) + tl.where(i1 == src, w1, 0.0)
+
+
+@triton.jit
+def _box(box_ptr, H, W, hd, wd, S: tl.constexpr, HAS_BOX: tl.constexpr):
+    """The box, read from memory and clamped. Returns
+
+    ay0, ay1, ax0, ax1: the attention box on the LR grid (box / S);
+    ey0, ey1, ex0, ex1: the output region where pad(hr) holds hr: inside the
+        box, inside the output, and inside hr's own extent;
+    oy, ox: the box origin; output pixel (Y, X) reads hr[Y - oy, X - ox].
+    Without a box, hr covers the whole output.
+    """
+    if HAS_BOX:
+        y0 = tl.load(box_ptr)
+        y1 = tl.load(box_ptr + 1)
+        x0 = tl.load(box_ptr + 2)
+        x1 = tl.load(box_ptr + 3)
+    else:
+        y0 = H * 0
+        y1 = H
+        x0 = W * 0
+        x1 = W
+    cy0 = tl.minimum(tl.maximum(y0, 0), H)
+    cy1 = tl.minimum(tl.maximum(y1, 0), H)
+    cx0 = tl.minimum(tl.maximum(x0, 0), W)
+    cx1 = tl.minimum(tl.maximum(x1, 0), W)
+    ey1 = tl.minimum(cy1, y0 + hd)
+    ex1 = tl.minimum(cx1, x0 + wd)
+    return cy0 // S, cy1 // S, cx0 // S, cx1 // S, cy0, ey1, cx0, ex1, y0, x0
+
+
+@triton.jit
+def _load2d(base, rows, cols, stride_h, stride_w, mask):
+    """(len(rows), len(cols)) gather of a plane at base."""
+    return tl.load(base + (rows.to(tl.int64) * stride_h)[:, None] + (cols.to(tl.int64) * stride_w)[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def _up_masked_attention(
+    att_base, y0, y1, wy0, wy1, x0, x1, wx0, wx1, ay0, ay1, ax0, ax1, stride_ah, stride_aw, mask, ACC: tl.constexpr
+):
+    """up(a') on an output tile from its taps, a' = attention zeroed outside the LR box."""
+    ry0 = (y0 >= ay0) & (y0 < ay1)
+    ry1 = (y1 >= ay0) & (y1 < ay1)
+    rx0 = (x0 >= ax0) & (x0 < ax1)
+    rx1 = (x1 >= ax0) & (x1 < ax1)
+    a00 = _load2d(att_base, y0, x0, stride_ah, stride_aw, mask & ry0[:, None] & rx0[None, :]).to(ACC)
+    a01 = _load2d(att_base, y0, x1, stride_ah, stride_aw, mask & ry0[:, None] & rx1[None, :]).to(ACC)
+    a10 = _load2d(att_base, y1, x0, stride_ah, stride_aw, mask & ry1[:, None] & rx0[None, :]).to(ACC)
+    a11 = _load2d(att_base, y1, x1, stride_ah, stride_aw, mask & ry1[:, None] & rx1[None, :]).to(ACC)
+    return wy0[:, None] * (wx0[None, :] * a00 + wx1[None, :] * a01) + wy1[:, None] * (
+        wx0[None, :] * a10 + wx1[None, :] * a11
+    )
+
+
+@triton.jit
+def _scale_fusion_fwd_kernel(
+    lr_ptr,  # (B, C, h, w) any strides: context (low-resolution) logits
+    att_ptr,  # (B, C, h, w) or (B, 1, h, w) any strides: scale attention in [0, 1] (stride_ac = 0 broadcasts)
+    hr_ptr,  # (B, C, hd, wd) any strides: detail logits, at the box (the whole output without HAS_BOX)
+    box_ptr,  # (4,) int64 (y0, y1, x0, x1), output coordinates (unused without HAS_BOX)
+    out_ptr,  # (B, C, S*h, S*w) contiguous: fused logits
+    h,
+    w,
+    hd,
+    wd,
+    stride_lb,
+    stride_lc,
+    stride_lh,
+    stride_lw,
+    stride_ab,
+    stride_ac,
+    stride_ah,
+    stride_aw,
+    stride_hb,
+    stride_hc,
+    stride_hh,
+    stride_hw,
+    num_tiles_x,
+    ACC: tl.constexpr,  # float32, or float64 for float64 inputs
+    S: tl.constexpr,  # upsampling factor
+    HAS_BOX: tl.constexpr,
+    BLOCK_Y: tl.constexpr,
+    BLOCK_X: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    c = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    C = tl.num_programs(1)
+    H = S * h
+    W = S * w
+    Y = (pid // num_tiles_x) * BLOCK_Y + tl.arange(0, BLOCK_Y)  # (BLOCK_Y,) output rows
+    X = (pid % num_tiles_x) * BLOCK_X + tl.arange(0, BLOCK_X)  # (BLOCK_X,) output columns
+    mask = (Y < H)[:, None] & (X < W)[None, :]
+    ay0, ay1, ax0, ax1, ey0, ey1, ex0, ex1, oy, ox = _box(box_ptr, H, W, hd, wd, S, HAS_BOX)
+
+    y0, y1, wy0, wy1 = _taps(Y, h, S, ACC)
+    x0, x1, wx0, wx1 = _taps(X, w, S, ACC)
+    lr_base = lr_ptr + b * stride_lb + c * stride_lc
+    att_base = att_ptr + b * stride_ab + c * stride_ac
+    # a' = attention inside the LR box, per tap row / column.
+    ry0 = (y0 >= ay0) & (y0 < ay1)
+    ry1 = (y1 >= ay0) & (y1 < ay1)
+    rx0 = (x0 >= ax0) & (x0 < ax1)
+    rx1 = (x1 >= ax0) & (x1 < ax1)
+    l00 = _load2d(lr_base, y0, x0, stride_lh, stride_lw, mask).to(ACC)
+    l01 = _load2d(lr_base, y0, x1, stride_lh, stride_lw, mask).to(ACC)
+    l10 = _load2d(lr_base, y1, x0, stride_lh, stride_lw, mask).to(ACC)
+    l11 = _load2d(lr_base, y1, x1, stride_lh, stride_lw, mask).to(ACC)
+    a00 = _load2d(att_base, y0, x0, stride_ah, stride_aw, mask & ry0[:, None] & rx0[None, :]).to(ACC)
+    a01 = _load2d(att_base, y0, x1, stride_ah, stride_aw, mask & ry0[:, None] & rx1[None, :]).to(ACC)
+    a10 = _load2d(att_base, y1, x0, stride_ah, stride_aw, mask & ry1[:, None] & rx0[None, :]).to(ACC)
+    a11 = _load2d(att_base, y1, x1, stride_ah, stride_aw, mask & ry1[:, None] & rx1[None, :]).to(ACC)
+    wy0 = wy0[:, None]
+    wy1 = wy1[:, None]
+    wx0 = wx0[None, :]
+    wx1 = wx1[None, :]
+    up_att = wy0 * (wx0 * a00 + wx1 * a01) + wy1 * (wx0 * a10 + wx1 * a11)
+    up_lr = wy0 * (wx0 * ((1.0 - a00) * l00) + wx1 * ((1.0 - a01) * l01)) + wy1 * (
+        wx0 * ((1.0 - a10) * l10) + wx1 * ((1.0 - a11) * l11)
+    )
+
+    hr_mask = mask & ((Y >= ey0) & (Y < ey1))[:, None] & ((X >= ex0) & (X < ex1))[None, :]
+    hr = _load2d(hr_ptr + b * stride_hb + c * stride_hc, Y - oy, X - ox, stride_hh, stride_hw, hr_mask).to(ACC)
+    fused = up_lr + up_att * hr
+    out = out_ptr + (b * C + c) * H * W + (Y.to(tl.int64) * W)[:, None] + X[None, :]
+    tl.store(out, fused.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _scale_fusion_bwd_kernel(
+    grad_ptr,  # (B, C, S*h, S*w) any strides: d loss / d fused
+    lr_ptr,  # (B, C, h, w) any strides
+    att_ptr,  # (B, C or 1, h, w) any strides (stride_ac = 0 broadcasts)
+    hr_ptr,  # (B, C, hd, wd) any strides
+    box_ptr,  # (4,) int64 (y0, y1, x0, x1), output coordinates (unused without HAS_BOX)
+    dlr_ptr,  # (B, C, h, w) contiguous: d loss / d lr
+    datt_ptr,  # (B, num_att_planes, h, w) contiguous: d attention (class-wise), or per-group sums over C
+    dhr_ptr,  # (B, C, hd, wd) contiguous: d loss / d hr
+    C,
+    h,
+    w,
+    hd,
+    wd,
+    stride_gb,
+    stride_gc,
+    stride_gh,
+    stride_gw,
+    stride_lb,
+    stride_lc,
+    stride_lh,
+    stride_lw,
+    stride_ab,
+    stride_ac,
+    stride_ah,
+    stride_aw,
+    stride_hb,
+    stride_hc,
+    stride_hh,
+    stride_hw,
+    num_att_planes,  # C (class-wise) or the number of channel groups (broadcast)
+    num_tiles_j,
+    num_lr_tiles,
+    num_zero_tiles_v,
+    ACC: tl.constexpr,
+    S: tl.constexpr,
+    HAS_BOX: tl.constexpr,
+    BROADCAST_ATT: tl.constexpr,  # one attention channel for all C
+    CHANNELS_PER_PROGRAM: tl.constexpr,
+    BLOCK_I: tl.constexpr,  # LR rows per program
+    BLOCK_J: tl.constexpr,  # LR columns per program
+    BLOCK_OY: tl.constexpr,  # next_power_of_2(S * BLOCK_I): output rows the tile owns
+    BLOCK_OX: tl.constexpr,  # next_power_of_2(S * BLOCK_J)
+    BLOCK_U: tl.constexpr,  # hr rows per zero-fill program
+    BLOCK_V: tl.constexpr,  # hr columns per zero-fill program
+):
+    pid = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    group = tl.program_id(2)
+    c_begin = group * CHANNELS_PER_PROGRAM
+    c_end = tl.minimum(c_begin + CHANNELS_PER_PROGRAM, C)
+    H = S * h
+    W = S * w
+    ay0, ay1, ax0, ax1, ey0, ey1, ex0, ex1, oy, ox = _box(box_ptr, H, W, hd, wd, S, HAS_BOX)
+
+    if pid < num_lr_tiles:
+        ti = pid // num_tiles_j
+        tj = pid % num_tiles_j
+        i = ti * BLOCK_I + tl.arange(0, BLOCK_I)  # (BLOCK_I,) LR rows
+        j = tj * BLOCK_J + tl.arange(0, BLOCK_J)  # (BLOCK_J,) LR columns
+        lr_mask = (i < h)[:, None] & (j < w)[None, :]
+        in_att_box = ((i >= ay0) & (i < ay1))[:, None] & ((j >= ax0) & (j < ax1))[None, :]
+        lr_offs = (i.to(tl.int64) * w)[:, None] + j[None, :]  # contiguous (h, w) planes
+
+        # The output block this tile owns (for d_hr), its taps, and whether it meets the box.
+        OY = S * ti * BLOCK_I + tl.arange(0, BLOCK_OY)
+        OX = S * tj * BLOCK_J + tl.arange(0, BLOCK_OX)
+        oy_ok = (OY < S * (ti * BLOCK_I + BLOCK_I)) & (OY < H)
+        ox_ok = (OX < S * (tj * BLOCK_J + BLOCK_J)) & (OX < W)
+        blk_mask = oy_ok[:, None] & ox_ok[None, :]
+        hr_blk_mask = blk_mask & ((OY >= ey0) & (OY < ey1))[:, None] & ((OX >= ex0) & (OX < ex1))[None, :]
+        blk_y_lo = S * ti * BLOCK_I
+        blk_x_lo = S * tj * BLOCK_J
+        hits_box = (blk_y_lo < ey1) & (blk_y_lo + S * BLOCK_I > ey0) & (blk_x_lo < ex1) & (blk_x_lo + S * BLOCK_J > ex0)
+        oy0, oy1, owy0, owy1 = _taps(OY, h, S, ACC)
+        ox0, ox1, owx0, owx1 = _taps(OX, w, S, ACC)
+
+        att_b = att_ptr + b * stride_ab
+        datt_sum = tl.zeros([BLOCK_I, BLOCK_J], ACC)  # one-channel attention: sum over this group's channels
+        for c in range(c_begin, c_end):
+            g_base = grad_ptr + b * stride_gb + c * stride_gc
+            hr_base = hr_ptr + b * stride_hb + c * stride_hc
+            # up^T(g) and up^T(g * pad(hr)) by a gather over the (2S x 2S) output window.
+            ut_g = tl.zeros([BLOCK_I, BLOCK_J], ACC)
+            ut_gp = tl.zeros([BLOCK_I, BLOCK_J], ACC)
+            for ky in tl.static_range(2 * S):
+                Yk = S * i - (S + 1) // 2 + ky  # (BLOCK_I,)
+                yk_ok = (Yk >= 0) & (Yk < H) & (i < h)
+                yk_hr = (Yk >= ey0) & (Yk < ey1)
+                wyk = _adjoint_weight(Yk, i, h, S, ACC)
+                row_g = tl.zeros([BLOCK_I, BLOCK_J], ACC)
+                row_gp = tl.zeros([BLOCK_I, BLOCK_J], ACC)
+                for kx in tl.static_range(2 * S):
+                    Xk = S * j - (S + 1) // 2 + kx  # (BLOCK_J,)
+                    xk_ok = (Xk >= 0) & (Xk < W) & (j < w)
+                    xk_hr = (Xk >= ex0) & (Xk < ex1)
+                    wxk = _adjoint_weight(Xk, j, w, S, ACC)
+                    m = yk_ok[:, None] & xk_ok[None, :]
+                    g = _load2d(g_base, Yk, Xk, stride_gh, stride_gw, m).to(ACC)
+                    p = _load2d(hr_base, Yk - oy, Xk - ox, stride_hh, stride_hw, m & yk_hr[:, None] & xk_hr[None, :])
+                    row_g += wxk[None, :] * g
+                    row_gp += wxk[None, :] * (g * p.to(ACC))
+                ut_g += wyk[:, None] * row_g
+                ut_gp += wyk[:, None] * row_gp
+
+            lr = _load2d(lr_ptr + b * stride_lb + c * stride_lc, i, j, stride_lh, stride_lw, lr_mask).to(ACC)
+            # A one-channel attention (stride_ac = 0) is re-read per channel: cache
+            # hits, and fewer registers live across the channel loop than keeping it.
+            a_lr = _load2d(att_b + c * stride_ac, i, j, stride_ah, stride_aw, lr_mask & in_att_box).to(ACC)
+            plane = b * C + c
+            tl.store(dlr_ptr + plane * h * w + lr_offs, ((1.0 - a_lr) * ut_g).to(dlr_ptr.dtype.element_ty), mask=lr_mask)
+            d_att = tl.where(in_att_box, ut_gp - lr * ut_g, 0.0)  # d a' masked by the box: d attention
+            if BROADCAST_ATT:
+                datt_sum += d_att
+            else:
+                datt = datt_ptr + (b * num_att_planes + c) * h * w + lr_offs
+                tl.store(datt, d_att.to(datt_ptr.dtype.element_ty), mask=lr_mask)
+
+            if hits_box:
+                up_att = _up_masked_attention(
+                    att_b + c * stride_ac, oy0, oy1, owy0, owy1, ox0, ox1, owx0, owx1,
+                    ay0, ay1, ax0, ax1, stride_ah, stride_aw, blk_mask, ACC,
+                )  # fmt: skip
+                g_blk = _load2d(g_base, OY, OX, stride_gh, stride_gw, hr_blk_mask).to(ACC)
+                dhr = dhr_ptr + plane * hd * wd + ((OY - oy).to(tl.int64) * wd)[:, None] + (OX - ox)[None, :]
+                tl.store(dhr, (g_blk * up_att).to(dhr_ptr.dtype.element_ty), mask=hr_blk_mask)
+
+        if BROADCAST_ATT:
+            datt = datt_ptr + (b * num_att_planes + group) * h * w + lr_offs
+            tl.store(datt, datt_sum.to(datt_ptr.dtype.element_ty), mask=lr_mask)
+    else:
+        # d_hr where no in-range output pixel reads hr (only for a box that does
+        # not match hr or leaves the output): zero, so every element is written.
+        t = pid - num_lr_tiles
+        u = (t // num_zero_tiles_v) * BLOCK_U + tl.arange(0, BLOCK_U)
+        v = (t % num_zero_tiles_v) * BLOCK_V + tl.arange(0, BLOCK_V)
+        covered = ((oy + u >= ey0) & (oy + u < ey1))[:, None] & ((ox + v >= ex0) & (ox + v < ex1))[None, :]
+        mask = (u < hd)[:, None] & (v < wd)[None, :] & ~covered
+        offs = (u.to(tl.int64) * wd)[:, None] + v[None, :]
+        for c in range(c_begin, c_end):
+            tl.store(dhr_ptr + (b * C + c) * hd * wd + offs, tl.zeros([BLOCK_U, BLOCK_V], dhr_ptr.dtype.element_ty), mask=mask)
+
+
+def _acc(dtype: torch.dtype):
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _attention_strides(attention: torch.Tensor) -> tuple[int, int, int, int]:
+    """Strides of the attention; a one-channel attention gets channel stride 0 (broadcast over C)."""
+    sb, sc, sh, sw = attention.stride()
+    return sb, (0 if attention.shape[1] == 1 else sc), sh, sw
+
+
+def scale_fusion_fwd(
+    lr_logits: torch.Tensor,
+    attention: torch.Tensor,
+    hr_logits: torch.Tensor,
+    crop_box: torch.Tensor | None,
+    scale: int,
+    *,
+    out: torch.Tensor | None = None,
+    block: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Returns the fused (B, C, scale*h, scale*w) logits, contiguous, in the inputs' dtype.
+
+    ``crop_box``: (4,) int64 on the inputs' device, or None (hr covers the output).
+    Inputs are assumed validated by fastuda.ops. ``out`` lets a caller (the
+    tests) pass a pre-filled contiguous tensor; ``block`` overrides the
+    (rows, columns) output tile.
+    """
+    B, C, h, w = lr_logits.shape
+    H, W = scale * h, scale * w
+    if out is None:
+        out = torch.empty((B, C, H, W), dtype=lr_logits.dtype, device=lr_logits.device)
+    if out.numel() == 0:
+        return out
+    block_y, block_x = block or FWD_BLOCK
+    num_tiles_x = triton.cdiv(W, block_x)
+    grid = (triton.cdiv(H, block_y) * num_tiles_x, C, B)
+    has_box = crop_box is not None
+    _scale_fusion_fwd_kernel[grid](
+        lr_logits, attention, hr_logits, crop_box if has_box else lr_logits, out,
+        h, w, hr_logits.shape[2], hr_logits.shape[3],
+        *lr_logits.stride(), *_attention_strides(attention), *hr_logits.stride(), num_tiles_x,
+        ACC=_acc(lr_logits.dtype), S=scale, HAS_BOX=has_box, BLOCK_Y=block_y, BLOCK_X=block_x,
+        num_warps=FWD_NUM_WARPS,
+    )  # fmt: skip
+    return out
+
+
+def scale_fusion_bwd(
+    grad: torch.Tensor,
+    lr_logits: torch.Tensor,
+    attention: torch.Tensor,
+    hr_logits: torch.Tensor,
+    crop_box: torch.Tensor | None,
+    scale: int,
+    *,
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    block: tuple[int, int] | None = None,
+    channels_per_program: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (d lr_logits, d attention, d hr_logits), contiguous, in the inputs' dtype.
+
+    A one-channel attention gets the sum over C of its per-channel gradient.
+    ``out`` lets a caller pass three pre-filled contiguous tensors; ``block``
+    overrides the (rows, columns) LR tile and ``channels_per_program`` the
+    channel group of the one-channel-attention sum (tests use both to reach the
+    multi-tile and multi-group paths on small shapes).
+    """
+    B, C, h, w = lr_logits.shape
+    hd, wd = hr_logits.shape[2:]
+    CA = attention.shape[1]
+    dev, dtype = lr_logits.device, lr_logits.dtype
+    if out is None:
+        out = (
+            torch.empty((B, C, h, w), dtype=dtype, device=dev),
+            torch.empty((B, CA, h, w), dtype=dtype, device=dev),
+            torch.empty((B, C, hd, wd), dtype=dtype, device=dev),
+        )
+    d_lr, d_att, d_hr = out
+    if B * C == 0:
+        return d_lr, d_att.zero_(), d_hr
+    broadcast = CA == 1 and C > 1
+    if broadcast:
+        cpg = channels_per_program or BROADCAST_CHANNELS_PER_PROGRAM
+        groups = triton.cdiv(C, cpg)
+        # One group writes d attention itself; several write fp32 partial sums.
+        datt_planes = d_att if groups == 1 else torch.empty((B, groups, h, w), dtype=torch.float64 if dtype == torch.float64 else torch.float32, device=dev)
+        num_att_planes = groups
+    else:
+        cpg, groups, datt_planes, num_att_planes = 1, C, d_att, C
+    block_i, block_j = block or BWD_BLOCK[scale]
+    num_tiles_j = triton.cdiv(w, block_j)
+    num_lr_tiles = triton.cdiv(h, block_i) * num_tiles_j
+    has_box = crop_box is not None
+    zero_u, zero_v = ZERO_BLOCK
+    num_zero_tiles_v = triton.cdiv(wd, zero_v)
+    num_zero_tiles = triton.cdiv(hd, zero_u) * num_zero_tiles_v if has_box else 0
+    grid = (num_lr_tiles + num_zero_tiles, B, groups)
+    _scale_fusion_bwd_kernel[grid](
+        grad, lr_logits, attention, hr_logits, crop_box if has_box else lr_logits,
+        d_lr, datt_planes, d_hr,
+        C, h, w, hd, wd,
+        *grad.stride(), *lr_logits.stride(), *_attention_strides(attention), *hr_logits.stride(),
+        num_att_planes, num_tiles_j, num_lr_tiles, num_zero_tiles_v,
+        ACC=_acc(dtype), S=scale, HAS_BOX=has_box, BROADCAST_ATT=broadcast, CHANNELS_PER_PROGRAM=cpg,
+        BLOCK_I=block_i, BLOCK_J=block_j,
+        BLOCK_OY=triton.next_power_of_2(scale * block_i), BLOCK_OX=triton.next_power_of_2(scale * block_j),
+        BLOCK_U=zero_u, BLOCK_V=zero_v, num_warps=BWD_NUM_WARPS,
+    )  # fmt: skip
+    if datt_planes is not d_att:
+        d_att.copy_(datt_planes.sum(dim=1, keepdim=True))
+    return d_lr, d_att, d_hr
