@@ -19,8 +19,8 @@ def render(data: dict) -> str:
         f"torch {env.get('torch', '?')}, triton {env.get('triton', '?')}, "
         f"commit {commit.get('id', '?')[:10]}{' (dirty)' if commit.get('dirty') else ''}",
         "",
-        "| benchmark | provider | median ms (host) | event ms | GB/s (event) | of copy BW | peak extra MiB |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| benchmark | provider | median ms (host) | event ms | GB/s (event) | of copy BW | TFLOP/s | peak extra MiB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for bench in sorted(data["benchmarks"], key=lambda b: (b["group"] or "", b["extra_info"].get("provider", ""))):
         info = bench["extra_info"]
@@ -28,6 +28,7 @@ def render(data: dict) -> str:
         lines.append(
             f"| {bench['group']} | {info.get('provider', '')} | {median_ms:.3f} | {info.get('event_ms', '-')} "
             f"| {info.get('event_GB/s', info.get('GB/s', '-'))} | {info.get('frac_of_copy', '-')} "
+            f"| {info.get('TFLOP/s', '-')} "
             f"| {info.get('peak_extra_MiB', '-')} |"
         )
     return "\n".join(lines) + "\n"
