@@ -176,9 +176,10 @@ def _box_regions(crop_box: Tensor | None, H: int, W: int, hd: int, wd: int, scal
     Returns (att_rows (h,), att_cols (w,)): the box / scale on the LR grid, where
     the attention is kept; (hr_rows (H,), hr_cols (W,)): the output pixels that
     hold hr; (src_rows (H,), src_cols (W,)): the hr row / column each output
-    pixel reads there; (y0, x0): the box origin. Coordinates are clamped to the output like the kernel
-    does, so that an unvalidated box never indexes out of range; at a valid box
-    this is HRDA's ``att * mask`` and ``hr_seg_inserted[:, :, y0:y1, x0:x1] = hr``.
+    pixel reads there; (y0, x0): the box origin. Coordinates are clamped to the
+    output like the kernel does, so that an unvalidated box never indexes out
+    of range; at a valid box this is HRDA's ``att * mask`` and
+    ``hr_seg_inserted[:, :, y0:y1, x0:x1] = hr``.
     """
     h, w = H // scale, W // scale
     Y = torch.arange(H, device=device)
