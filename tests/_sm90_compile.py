@@ -62,6 +62,24 @@ CASES = {
 }
 
 
+def _loss_kernels() -> None:
+    """pseudo_label and weighted cross-entropy at the DAFormer / HRDA shapes, every input dtype,
+    one and several channel chunks, contiguous and channels-last logits."""
+    from fastuda.kernels.cross_entropy import cross_entropy_bwd, cross_entropy_fwd
+    from fastuda.kernels.pseudo_label import pseudo_label_fwd
+
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for C, layout in ((19, "contiguous"), (150, "contiguous"), (19, "channels_last")):
+            logits = torch.randn(2, C, 64, 96).to(dtype)
+            if layout == "channels_last":
+                logits = logits.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+            target = torch.randint(0, C, (2, 64, 96))
+            weight = torch.rand(2, 64, 96)
+            pseudo_label_fwd(logits, 0.968, 15, 120 % 64, False, torch.rand(2, 64, 96) > 0.5)
+            cross_entropy_fwd(logits, target, weight, 255)
+            cross_entropy_bwd(torch.ones(()), logits, target, None, 255)
+
+
 def main(which: str) -> None:
     driver.set_active(_Sm90Driver())
     from fastuda.kernels import attention as A
@@ -75,7 +93,9 @@ def main(which: str) -> None:
         return run
 
     JITFunction.__getitem__ = compile_only
-    for B, H, N, M, D, dtype, block_m in CASES[which]:
+    if which == "loss":
+        _loss_kernels()
+    for B, H, N, M, D, dtype, block_m in CASES.get(which, []):
         q = torch.randn(B, N, H * D).to(dtype).view(B, N, H, D).transpose(1, 2)  # (B, H, N, D)
         kv = torch.randn(B, M, 2 * H * D).to(dtype).view(B, M, 2, H, D).permute(2, 0, 3, 1, 4)  # (2, B, H, M, D)
         out, lse = A.attention_fwd(q, kv[0], kv[1], D**-0.5, block_m=block_m)
@@ -92,7 +112,7 @@ def main(which: str) -> None:
             ttgir = kernel.asm["ttgir"]
             config = {k: v for k, v in kwargs.items() if k.isupper() and k not in ("ACC", "PRECISION")}
             record = dict(
-                kernel=name, config=config, acc=str(kwargs["ACC"]), num_warps=kwargs.get("num_warps", 4),
+                kernel=name, config=config, acc=str(kwargs.get("ACC")), num_warps=kwargs.get("num_warps", 4),
                 registers=regs, stack=stack, shared=kernel.metadata.shared,
                 wgmma="warp_group_dot" in ttgir or "versionMajor = 3" in ttgir,
             )  # fmt: skip
