@@ -106,7 +106,8 @@ def _loader(dataset, cfg: TrainConfig, seed: int, start_iter: int, identity: boo
     sampler = IterationSampler(len(dataset), seed, start_iter * cfg.data.batch_size, identity)
     workers = cfg.data.workers
     return DataLoader(dataset, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=workers > 0)  # fmt: skip
+                      pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=workers > 0,
+                      generator=torch.Generator().manual_seed(seed))  # its own seed stream: the global RNG stays untouched
 
 
 def build_loaders(cfg: TrainConfig, start_iter: int):
