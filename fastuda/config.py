@@ -168,7 +168,7 @@ def source_only_gta2cs() -> TrainConfig:
 
 def demo() -> TrainConfig:
     """DAFormer-style UDA on the synthetic two-domain scenes, sized for a CPU in minutes."""
-    cfg = TrainConfig(name="demo", seed=0, max_iters=500, eval_interval=0, checkpoint_interval=0, log_interval=25)
+    cfg = TrainConfig(name="demo", seed=0, max_iters=400, eval_interval=0, checkpoint_interval=0, log_interval=25)
     # mit_demo: MiT-shaped (16, 32, 64, 128) channels, one block per stage, DAFormer head of width 32
     cfg.model = ModelConfig(backbone="mit_demo", decode_head="daformer", num_classes=6, drop_path_rate=0.0, embed_dim=32)
     cfg.data = DataConfig(source="synthetic", source_root="", target="synthetic", target_root="", recipe="daformer",

@@ -58,17 +58,19 @@ def test_cli_unknown_key_suggests(capsys):
     assert "uda.pseudo_threshold" in capsys.readouterr().err
 
 
+_SAME_PATH = pytest.mark.slow  # on synthetic data these repeat another preset's code path
 PATHS = [
     ("daformer_gta2cs", []),
-    ("daformer_synthia2cs", []),
+    pytest.param("daformer_synthia2cs", [], marks=_SAME_PATH),
     ("source_only_gta2cs", []),
     ("demo", []),
-    ("demo_source_only", []),
+    pytest.param("demo_source_only", [], marks=_SAME_PATH),
     ("daformer_gta2cs", ["uda.mic_lambda=1.0"]),  # MIC on DAFormer
 ]
 
 
-@pytest.mark.parametrize("name,extra", PATHS, ids=[f"{n}{'+mic' if e else ''}" for n, e in PATHS])
+@pytest.mark.parametrize("name,extra", PATHS, ids=["daformer_gta2cs", "daformer_synthia2cs", "source_only_gta2cs", "demo",
+                                                   "demo_source_only", "daformer_gta2cs+mic"])
 def test_preset_code_path_three_iterations(name, extra, tmp_path):
     cfg = tiny(name, *extra)
     result = train.train(cfg, tmp_path, progress=False)
@@ -148,3 +150,29 @@ def test_cli_two_iterations_on_fake_released_datasets(tmp_path, capsys):
 
     assert evaluate.main([str(out / "latest.pt")]) == 0
     assert "mIoU" in capsys.readouterr().out
+
+
+def test_synthetic_domains_share_layouts_not_looks():
+    from fastuda.data.synthetic import NUM_CLASSES, SyntheticScenes, make_scene
+
+    src, tgt = SyntheticScenes("source", 16, 32), SyntheticScenes("target", 16, 32)
+    assert src.images.shape == (16, 3, 32, 32) and int(src.labels.max()) < NUM_CLASSES
+    a, _ = make_scene("source", 3, 32)
+    b, _ = make_scene("source", 3, 32)
+    assert torch.equal(a, b)  # a pure function of (seed, domain, index)
+    share = lambda d: torch.bincount(d.labels.flatten(), minlength=NUM_CLASSES).double() / d.labels.numel()  # noqa: E731
+    assert (share(src) - share(tgt)).abs().max() < 0.1  # same layout statistics
+    for c in range(NUM_CLASSES):  # different appearance
+        mean_s = src.images.permute(0, 2, 3, 1)[src.labels == c].mean(0)
+        mean_t = tgt.images.permute(0, 2, 3, 1)[tgt.labels == c].mean(0)
+        assert (mean_s - mean_t).abs().max() > 0.1
+
+
+def test_demo_runner_tiny(tmp_path, capsys):
+    from fastuda import train_demo
+
+    args = ["--iters", "2", "--out", str(tmp_path), "data.synthetic_size=32", "data.synthetic_samples=4",
+            "data.batch_size=2", "log_interval=1"]  # fmt: skip
+    assert train_demo.main(args) == 0
+    out = capsys.readouterr().out
+    assert "source-only" in out and "UDA" in out and (tmp_path / "demo.png").is_file()
