@@ -17,7 +17,7 @@ from .conftest import CUDA, DEVICE
 
 CASES = {
     "daformer_gta2cs": ["data.crop_size=(512,512)"] if CUDA else ["data.crop_size=(64,64)"],
-    "hrda_gta2cs": ["data.crop_size=(1024,1024)"] if CUDA else ["data.crop_size=(128,128)", "hrda.hr_crop_size=(64,64)"],
+    "hrda_gta2cs": ["data.crop_size=(1024,1024)"] if CUDA else ["data.crop_size=(128,128)", "hrda.hr_crop_size=64"],
 }
 TINY = [] if CUDA else ["model.backbone=mit_demo", "model.num_classes=19", "uda.pseudo_ignore_top=2",
                         "uda.pseudo_ignore_bottom=8"]  # fmt: skip

@@ -74,11 +74,10 @@ class HRDAConfig:
     """Multi-resolution training (HRDA). Used when ``enabled``; needs fastuda.models.hrda."""
 
     enabled: bool = False  # context + detail crops with learned scale attention
-    hr_crop_size: tuple[int, int] = (512, 512)  # detail crop from the full-resolution crop
+    hr_crop_size: int = 512  # side of the (square) detail crop taken from the full-resolution crop
     lr_scale: float = 0.5  # the context crop is the training crop resized by this factor
     hr_loss_weight: float = 0.1  # lambda_d: weight of the detail crop's own loss
     crop_coord_divisible: int = 8  # detail crop offsets are multiples of this
-    slide_stride: tuple[int, int] = (256, 256)  # teacher pseudo-labels: detail windows' stride
 
 
 @dataclasses.dataclass

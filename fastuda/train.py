@@ -155,14 +155,13 @@ def build_segmentor(cfg: TrainConfig, pretrained: bool = True):
         model = build_model(model_cfg)
     if cfg.hrda.enabled:
         try:
-            from fastuda.models import hrda
+            from fastuda.models.hrda import HRDASegmentor
         except ImportError as e:
             raise RuntimeError("hrda.enabled needs fastuda.models.hrda, which this installation lacks") from e
         h = cfg.hrda
-        model = hrda.HRDASegmentor(model.backbone, model.decode_head, num_classes=cfg.model.num_classes,
-                                   hr_crop_size=tuple(h.hr_crop_size), lr_scale=h.lr_scale,
-                                   hr_loss_weight=h.hr_loss_weight, crop_coord_divisible=h.crop_coord_divisible,
-                                   slide_stride=tuple(h.slide_stride))  # fmt: skip
+        # the (pretrained) encoder of the plain model, shared by both scales; fresh HRDA heads
+        model = HRDASegmentor(model.backbone, cfg.model.num_classes, lr_scale=h.lr_scale, detail_crop=h.hr_crop_size,
+                              crop_divisible=h.crop_coord_divisible, detail_loss_weight=h.hr_loss_weight)  # fmt: skip
     return model
 
 

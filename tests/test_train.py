@@ -30,7 +30,7 @@ def test_presets_carry_published_numbers():
     assert d.model.backbone == "mit_b5" and d.data.recipe == "daformer"
     h = config.preset("hrda_gta2cs")
     assert (h.seed, h.hrda.enabled, h.rcs.min_crop_ratio, h.uda.pseudo_ignore_bottom, h.data.recipe) == (1, True, 2.0, 0, "hrda")
-    assert h.hrda.hr_loss_weight == 0.1 and h.hrda.hr_crop_size == (512, 512)
+    assert h.hrda.hr_loss_weight == 0.1 and h.hrda.hr_crop_size == 512
     m = config.preset("mic_hrda_gta2cs")
     assert (m.seed, m.uda.mic_lambda, m.uda.mic_mask_ratio, m.uda.mic_block_size) == (2, 1.0, 0.7, 64)
     assert config.preset("daformer_synthia2cs").data.source == "synthia"
@@ -91,7 +91,7 @@ def test_preset_code_path_three_iterations(name, extra, tmp_path):
 @pytest.mark.parametrize("name", ["hrda_gta2cs", "mic_hrda_gta2cs"])
 def test_hrda_code_path_three_iterations(name, tmp_path):
     pytest.importorskip("fastuda.models.hrda")
-    cfg = tiny(name, "data.synthetic_size=64", "hrda.hr_crop_size=(32,32)", "hrda.slide_stride=(16,16)")
+    cfg = tiny(name, "data.synthetic_size=64", "hrda.hr_crop_size=32", "uda.mic_block_size=16")
     assert train.train(cfg, tmp_path, progress=False)["iteration"] == 3
 
 
