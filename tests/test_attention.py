@@ -278,7 +278,7 @@ def test_module_matches_published(dim, heads, sr, H, W):
     """In float64, so any difference is semantics, not rounding."""
     m = EfficientSelfAttention(dim, num_heads=heads, qkv_bias=True, sr_ratio=sr).double()
     assert_module_matches_published(m, torch.randn(2, H * W, dim, dtype=torch.float64), H, W)
-    assert_module_matches_published(m.float(), torch.randn(2, H * W, dim), H, W, rtol=1e-4, atol=1e-4)
+    assert_module_matches_published(m.float(), torch.randn(2, H * W, dim), H, W, rtol=1e-3, atol=1e-3)
 
 
 def test_module_state_dict_keys_are_the_published_ones():
@@ -444,7 +444,7 @@ def test_triton_opcheck_and_module(triton_cpu):
     q, k, v = leaf(*make_qkv((2, 2, 9, 5, 16), layout="kv_views"))
     torch.library.opcheck(torch.ops.fastuda.attention.default, (q, k, v, 0.25))
     m = EfficientSelfAttention(32, num_heads=2, qkv_bias=True, sr_ratio=2)
-    assert_module_matches_published(m, torch.randn(2, 7 * 6, 32), 7, 6, rtol=1e-4, atol=1e-4)
+    assert_module_matches_published(m, torch.randn(2, 7 * 6, 32), 7, 6, rtol=1e-3, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- tier 3: CUDA
@@ -545,4 +545,4 @@ def test_cuda_compile_opcheck_and_module():
         torch.testing.assert_close(g, w, rtol=0, atol=0)  # same kernels, deterministic
     torch.library.opcheck(torch.ops.fastuda.attention.default, (*leaf(q, k, v), 0.125))
     m = EfficientSelfAttention(64, num_heads=1, qkv_bias=True, sr_ratio=8).cuda()
-    assert_module_matches_published(m, torch.randn(2, 128 * 128, 64, device="cuda"), 128, 128, rtol=1e-4, atol=1e-4)
+    assert_module_matches_published(m, torch.randn(2, 128 * 128, 64, device="cuda"), 128, 128, rtol=1e-3, atol=1e-3)
