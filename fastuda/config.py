@@ -3,16 +3,8 @@
 import dataclasses
 
 
-@dataclasses.dataclass
-class ModelConfig:
-    """The segmentation network (DAFormer: MiT-B5 + DAFormer head)."""
-
-    backbone: str = "mit_b5"  # encoder: mit_b0 .. mit_b5, or resnet101 (DeepLabV2's dilated ResNet)
-    decode_head: str = "daformer"  # daformer (context-aware fusion) | segformer (all-MLP) | deeplabv2 (ASPP)
-    num_classes: int = 19  # K, the Cityscapes train ids
-    drop_path_rate: float = 0.1  # stochastic depth of the last MiT block (linear from 0)
-    embed_dim: int | None = None  # head embedding width; None: DAFormer 256, SegFormer 768 (256 for b0)
-    pretrained: str | None = None  # ImageNet encoder weights, e.g. pretrained/mit_b5.pth
+# Training configs first, the model's (ModelConfig) at the end of the file; the
+# references to it are lazy.
 
 
 @dataclasses.dataclass
@@ -99,7 +91,7 @@ class TrainConfig:
     """One training run: ``python -m fastuda.train PRESET [key=value ...]``."""
 
     name: str = "daformer_gta2cs"
-    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    model: "ModelConfig" = dataclasses.field(default_factory=lambda: ModelConfig())
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     uda: UDAConfig = dataclasses.field(default_factory=UDAConfig)
     rcs: RCSConfig = dataclasses.field(default_factory=RCSConfig)
@@ -315,3 +307,15 @@ def load_config(preset_or_file: str, overrides: list[str] = ()) -> "TrainConfig"
     else:
         cfg = from_dict(json.loads(Path(preset_or_file).read_text()))
     return apply_overrides(cfg, list(overrides))
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The segmentation network (DAFormer: MiT-B5 + DAFormer head)."""
+
+    backbone: str = "mit_b5"  # encoder: mit_b0 .. mit_b5, or resnet101 (DeepLabV2's dilated ResNet)
+    decode_head: str = "daformer"  # daformer (context-aware fusion) | segformer (all-MLP) | deeplabv2 (ASPP)
+    num_classes: int = 19  # K, the Cityscapes train ids
+    drop_path_rate: float = 0.1  # stochastic depth of the last MiT block (linear from 0)
+    embed_dim: int | None = None  # head embedding width; None: DAFormer 256, SegFormer 768 (256 for b0)
+    pretrained: str | None = None  # ImageNet encoder weights, e.g. pretrained/mit_b5.pth
