@@ -176,3 +176,17 @@ def test_demo_runner_tiny(tmp_path, capsys):
     assert train_demo.main(args) == 0
     out = capsys.readouterr().out
     assert "source-only" in out and "UDA" in out and (tmp_path / "demo.png").is_file()
+
+
+def test_slide_inference_averages_windows():
+    from fastuda.evaluate import slide_inference
+
+    class Pixelwise(torch.nn.Module):  # logits at stride 4 that depend on each pixel only
+        def forward(self, x):
+            return torch.nn.functional.avg_pool2d(x, 4)
+
+    model, x = Pixelwise(), torch.randn(1, 3, 48, 80)
+    whole = torch.nn.functional.interpolate(model(x), size=(48, 80), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(slide_inference(model, x, 3, (48, 80), (48, 80)), whole)
+    slid = slide_inference(model, x, 3, (48, 48), (16, 16))  # 3 overlapping windows
+    torch.testing.assert_close(slid[..., 4:44, 20:28], whole[..., 4:44, 20:28], rtol=1e-4, atol=1e-4)
