@@ -93,6 +93,8 @@ def test_hrda_code_path_three_iterations(name, tmp_path):
     pytest.importorskip("fastuda.models.hrda")
     cfg = tiny(name, "data.synthetic_size=64", "hrda.hr_crop_size=32", "uda.mic_block_size=16")
     assert train.train(cfg, tmp_path, progress=False)["iteration"] == 3
+    last = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines() if '"loss"' in line][-1]
+    assert "loss_fd" in last and "loss_mix" in last and ("loss_mic" in last) == (cfg.uda.mic_lambda > 0)
 
 
 def test_resume_equals_straight_run(tmp_path):

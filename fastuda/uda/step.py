@@ -37,11 +37,20 @@ def _resize(logits: Tensor, size) -> Tensor:
 
 def segmentation_loss(model: nn.Module, image: Tensor, label: Tensor, weight: Tensor | None,
                       generator: torch.Generator) -> tuple[Tensor, list[Tensor] | None]:  # fmt: skip
-    """(loss, encoder features or None): CE of the logits resized to the label,
-    times the pixel weight, mean over all pixels (HRDA: its fused + detail loss)."""
+    """(loss, encoder features): CE of the logits resized to the label, times the
+    pixel weight, mean over all pixels (HRDA: its fused + detail loss, and the
+    context features)."""
     if hasattr(model, "forward_train"):
-        outputs = model.forward_train(image, generator)
-        return model.loss(*outputs, label, weight), None
+        # HRDA encodes the context crop first; its features are the ones FD uses (published:
+        # the low-resolution features). A hook keeps them without a second encoder pass.
+        calls = []
+        hook = model.backbone.register_forward_hook(lambda module, args, out: calls.append(out))
+        try:
+            outputs = model.forward_train(image, generator)
+        finally:
+            hook.remove()
+        context_feats = [f[: image.shape[0]] for f in calls[0]]
+        return model.loss(*outputs, label, weight), context_feats
     feats = model.extract_features(image)
     logits = _resize(model.decode_head(feats), label.shape[-2:])
     return ops.weighted_cross_entropy(logits, label, weight), feats
@@ -94,7 +103,10 @@ def uda_step(
         src_loss, src_feats = segmentation_loss(student, src_img, src_lbl, None, generator)
         loss = src_loss
         if u.fd_lambda > 0 and imnet_encoder is not None and src_feats is not None:
-            fd = feature_distance_loss(src_feats, imnet_encoder, src_img, src_lbl, u.fd_lambda, u.fd_classes,
+            # the ImageNet encoder sees what the student's features came from (HRDA: the context at 0.5)
+            fd_img = src_img if not hasattr(student, "lr_scale") else F.interpolate(
+                src_img, scale_factor=student.lr_scale, mode="bilinear", align_corners=False)
+            fd = feature_distance_loss(src_feats, imnet_encoder, fd_img, src_lbl, u.fd_lambda, u.fd_classes,
                                        u.fd_min_ratio, cfg.model.num_classes)  # fmt: skip
             logs["loss_fd"] = fd.detach()
             loss = loss + fd
