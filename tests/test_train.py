@@ -192,3 +192,15 @@ def test_slide_inference_averages_windows():
     torch.testing.assert_close(slide_inference(model, x, 3, (48, 80), (48, 80)), whole)
     slid = slide_inference(model, x, 3, (48, 48), (16, 16))  # 3 overlapping windows
     torch.testing.assert_close(slid[..., 4:44, 20:28], whole[..., 4:44, 20:28], rtol=1e-4, atol=1e-4)
+
+
+def test_cli_resume(tmp_path, capsys):
+    args = ["demo", "data.synthetic_size=32", "data.synthetic_samples=4", "data.batch_size=2", "max_iters=2",
+            "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert train.main(args + ["--stop-at", "1"]) == 0
+    assert torch.load(tmp_path / "latest.pt", weights_only=False)["iteration"] == 1
+    assert train.main(args + ["--resume"]) == 0
+    assert torch.load(tmp_path / "latest.pt", weights_only=False)["iteration"] == 2
+    with pytest.raises(SystemExit):
+        train.main(args + ["--resume", str(tmp_path / "missing.pt")])
+    assert "not found" in capsys.readouterr().err

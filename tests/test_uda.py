@@ -306,3 +306,28 @@ def test_param_groups_head_lr_and_norm_decay():
     assert by_param[id(names["backbone.norm4.weight"])]["lr"] == pytest.approx(6e-5)
     assert by_param[id(names["backbone.block1.0.attn.q.weight"])]["weight_decay"] == 0.01
     assert sum(len(g["params"]) for g in groups) == len(names)
+
+
+def test_rcs_recrops_until_the_class_is_in_the_crop():
+    class Crops(_Labels):
+        """Item i's crop holds class 1 only on every third read (a stand-in for random crops)."""
+
+        def __init__(self, labels):
+            super().__init__(labels)
+            self.reads = 0
+
+        def __getitem__(self, i):
+            self.reads += 1
+            label = self.labels[i].clone()
+            if self.reads % 3:
+                label[label == 1] = 0
+            return {"image": torch.zeros(3, 10, 10), "label": label, "index": i}
+
+    labels = [torch.zeros(10, 10, dtype=torch.long) for _ in range(2)]
+    labels[1][:2] = 1
+    data = Crops(labels)
+    rcs = RareClassSampling(data, 2, min_pixels=10, min_crop_ratio=0.5, seed=0)
+    k = next(k for k in range(100) if rcs.draw(k)[0] == 1)
+    data.reads = 0
+    sample = rcs[k]
+    assert data.reads == 3 and int((sample["label"] == 1).sum()) == 20  # > 10 * 0.5 on the third try
