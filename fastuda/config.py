@@ -161,7 +161,8 @@ def demo() -> TrainConfig:
     """DAFormer-style UDA on the synthetic two-domain scenes, sized for a CPU in minutes."""
     cfg = TrainConfig(name="demo", seed=0, max_iters=400, eval_interval=0, checkpoint_interval=0, log_interval=25)
     # mit_demo: MiT-shaped (16, 32, 64, 128) channels, one block per stage, DAFormer head of width 32
-    cfg.model = ModelConfig(backbone="mit_demo", decode_head="daformer", num_classes=6, drop_path_rate=0.0, embed_dim=32)
+    cfg.model = ModelConfig(backbone="mit_demo", decode_head="daformer", num_classes=6, drop_path_rate=0.0,
+                            embed_dim=32)  # fmt: skip
     cfg.data = DataConfig(source="synthetic", source_root="", target="synthetic", target_root="", recipe="daformer",
                           crop_size=(64, 64), batch_size=4, workers=0, num_classes=6, synthetic_size=64)  # fmt: skip
     cfg.uda.alpha = 0.99  # a short run: the teacher must follow the student within tens of iterations

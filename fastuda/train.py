@@ -107,7 +107,7 @@ def _loader(dataset, cfg: TrainConfig, seed: int, start_iter: int, identity: boo
     workers = cfg.data.workers
     return DataLoader(dataset, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=workers > 0,
-                      generator=torch.Generator().manual_seed(seed))  # its own seed stream: the global RNG stays untouched
+                      generator=torch.Generator().manual_seed(seed))  # own stream: the global RNG stays untouched
 
 
 def build_loaders(cfg: TrainConfig, start_iter: int):
@@ -136,7 +136,8 @@ def _demo_model(cfg):
     backbone = MixVisionTransformer(embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8), depths=(1, 1, 1, 1),
                                     drop_path_rate=cfg.drop_path_rate)  # fmt: skip
     width = cfg.embed_dim or 32
-    return EncoderDecoder(backbone, DAFormerHead(backbone.out_channels, cfg.num_classes, embed_dim=width, channels=width))
+    head = DAFormerHead(backbone.out_channels, cfg.num_classes, embed_dim=width, channels=width)
+    return EncoderDecoder(backbone, head)
 
 
 def build_segmentor(cfg: TrainConfig, pretrained: bool = True):
@@ -366,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", nargs="?", const="", default=None,
                         help="continue from a checkpoint (default: OUT/latest.pt)")  # fmt: skip
     parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
-    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None, help="autocast (default: bf16 on GPU, off on CPU)")
+    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None,
+                        help="autocast (default: bf16 on GPU, off on CPU)")
     parser.add_argument("--stop-at", type=int, default=None, help="stop after this iteration (resumable)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)

@@ -21,7 +21,8 @@ from fastuda.config import load_config
 from fastuda.evaluate import predict
 
 # class colours for the grid (sky, road, building, vegetation, car, pole)
-_COLOURS = np.array([[70, 130, 180], [128, 64, 128], [70, 70, 70], [107, 142, 35], [0, 0, 142], [220, 220, 0]], np.uint8)
+_COLOURS = np.array([[70, 130, 180], [128, 64, 128], [70, 70, 70], [107, 142, 35], [0, 0, 142], [220, 220, 0]],
+                    np.uint8)  # fmt: skip
 
 
 def _to_rgb(image: torch.Tensor) -> np.ndarray:
@@ -73,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntarget-domain mIoU on {len(val)} synthetic 'target' val scenes (per-class tables above):")
     print("| run                        | target mIoU | time   |")
     print("|----------------------------|-------------|--------|")
-    print(f"| source-only                |    {100 * results['demo_source_only']:6.2f}   | {times['demo_source_only']:5.0f} s |")
-    print(f"| UDA (DAFormer-style, DACS) |    {100 * results['demo']:6.2f}   | {times['demo']:5.0f} s |")
+    for label, name in (("source-only", "demo_source_only"), ("UDA (DAFormer-style, DACS)", "demo")):
+        print(f"| {label:<26} |    {100 * results[name]:6.2f}   | {times[name]:5.0f} s |")
     gain = 100 * (results["demo"] - results["demo_source_only"])
     print(f"UDA - source-only: {gain:+.2f} mIoU points")
     save_grid(out / "demo.png", val, models)

@@ -38,7 +38,8 @@ def dataset_class_stats(dataset, num_classes: int) -> tuple[list[SampleStats], d
         if (Path(dataset.root) / "sample_class_stats.json").is_file():
             return read_class_stats(dataset.root, dataset.name), None
         return compute_class_stats(dataset, workers=0, progress=False), None
-    stats = [SampleStats(str(i), class_counts(np.asarray(dataset.read_label(i)), num_classes)) for i in range(len(dataset))]
+    counts = (class_counts(np.asarray(dataset.read_label(i)), num_classes) for i in range(len(dataset)))
+    stats = [SampleStats(str(i), c) for i, c in enumerate(counts)]
     return stats, {s.file: i for i, s in enumerate(stats)}
 
 
