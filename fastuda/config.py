@@ -112,7 +112,9 @@ class TrainConfig:
 
 
 def daformer_gta2cs() -> TrainConfig:
-    return TrainConfig(name="daformer_gta2cs", model=ModelConfig(pretrained="pretrained/mit_b5.pth"))
+    cfg = TrainConfig(name="daformer_gta2cs", model=ModelConfig(pretrained="pretrained/mit_b5.pth"))
+    cfg.data.crop_size = (512, 512)
+    return cfg
 
 
 def daformer_synthia2cs() -> TrainConfig:
@@ -126,6 +128,7 @@ def hrda_gta2cs() -> TrainConfig:
     cfg = daformer_gta2cs()
     cfg.name, cfg.seed = "hrda_gta2cs", 1
     cfg.data.recipe = "hrda"
+    cfg.data.crop_size = (1024, 1024)
     cfg.hrda.enabled = True
     # HRDA multiplies the pseudo-weight by the valid mask (30/240/30/30 at full res.) instead of row margins
     cfg.uda.pseudo_ignore_top = cfg.uda.pseudo_ignore_bottom = 0

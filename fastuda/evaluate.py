@@ -1,6 +1,6 @@
 """Evaluation: whole-image or slide inference, then per-class IoU and mIoU.
 
-    python -m fastuda.evaluate CKPT [--split val] [--device cuda] [key=value ...]
+    python -m fastuda.evaluate CKPT [--split val] [--device cuda] [--crop H W [--stride H W]] [key=value ...]
 
 Published test settings: DAFormer infers on the whole 1024x512 image and
 resizes the logits to the label (2048x1024); HRDA slides 1024x1024 windows
@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default=None, help="target split (default: the config's data.eval_split)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--teacher", action="store_true", help="evaluate the EMA teacher instead of the student")
+    parser.add_argument("--crop", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="slide windows of this size (default: HRDA 1024 x 1024, DAFormer the whole image)")
+    parser.add_argument("--stride", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="slide stride (default: half the window)")  # fmt: skip
     args = parser.parse_args(argv)
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     from fastuda.config import apply_overrides, from_dict
@@ -126,10 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     model.to(args.device)
     dataset, class_names = train.build_eval_dataset(cfg)
     crop, stride = test_settings(cfg)
+    if args.crop:
+        crop = tuple(args.crop)
+        stride = tuple(args.stride) if args.stride else (max(crop[0] // 2, 1), max(crop[1] // 2, 1))
     cm = evaluate(model, dataset, cfg.model.num_classes, args.device, crop, stride, cfg.data.eval_samples)
     table, result = report(cm, class_names, cfg.data.source)
     print(table)
-    print(f"mIoU {100 * result['mIoU']:.2f} ({key}, {len(dataset)} images, iteration {state['iteration']})")
+    how = f"slide {crop[0]}x{crop[1]} stride {stride[0]}x{stride[1]}" if crop else "whole image"
+    print(f"mIoU {100 * result['mIoU']:.2f} ({key}, {how}, {len(dataset)} images, iteration {state['iteration']})")
     return 0
 
 

@@ -28,10 +28,10 @@ def test_presets_carry_published_numbers():
     assert (d.uda.pseudo_ignore_top, d.uda.pseudo_ignore_bottom) == (15, 120)
     assert (d.uda.fd_lambda, d.uda.fd_min_ratio, d.rcs.min_crop_ratio, d.rcs.temperature) == (0.005, 0.75, 0.5, 0.01)
     assert (d.optim.lr, d.optim.head_lr_mult, d.optim.weight_decay, d.optim.warmup_iters) == (6e-5, 10.0, 0.01, 1500)
-    assert d.model.backbone == "mit_b5" and d.data.recipe == "daformer"
+    assert d.model.backbone == "mit_b5" and d.data.recipe == "daformer" and d.data.crop_size == (512, 512)
     h = config.preset("hrda_gta2cs")
     assert (h.seed, h.hrda.enabled, h.rcs.min_crop_ratio, h.uda.pseudo_ignore_bottom) == (1, True, 2.0, 0)
-    assert h.data.recipe == "hrda" and h.max_iters == 40000
+    assert h.data.recipe == "hrda" and h.max_iters == 40000 and h.data.crop_size == (1024, 1024)
     assert h.hrda.hr_loss_weight == 0.1 and h.hrda.hr_crop_size == 512
     m = config.preset("mic_hrda_gta2cs")
     assert (m.seed, m.uda.mic_lambda, m.uda.mic_mask_ratio, m.uda.mic_block_size) == (2, 1.0, 0.7, 64)
@@ -156,7 +156,9 @@ def test_cli_two_iterations_on_fake_released_datasets(tmp_path, capsys):
     from fastuda import evaluate
 
     assert evaluate.main([str(out / "latest.pt")]) == 0
-    assert "mIoU" in capsys.readouterr().out
+    assert "whole image" in capsys.readouterr().out
+    assert evaluate.main([str(out / "latest.pt"), "--crop", "64", "64"]) == 0
+    assert "slide 64x64 stride 32x32" in capsys.readouterr().out
 
 
 def test_synthetic_domains_share_layouts_not_looks():
