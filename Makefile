@@ -32,8 +32,9 @@ $(STAMP): $(PY) setup.py $(wildcard csrc/*/*.cpp csrc/*/*.cu)
 
 install: $(STAMP)
 
+# source-only vs DAFormer-style UDA on synthetic two-domain scenes (CPU, minutes)
 demo: $(STAMP)
-	$(PY) -m fastuda.demo
+	$(PY) -m fastuda.train_demo --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)

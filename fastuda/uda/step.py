@@ -1,0 +1,156 @@
+"""``uda_step``: one DAFormer / HRDA / MIC training iteration, top to bottom.
+
+    zero_grad -> uda_step (EMA update, losses, one backward per term) -> optimizer.step -> scheduler.step
+
+Each loss term runs its own backward, as the published DACS ``forward_train``
+does, so only one forward graph is alive at a time (the source loss and FD
+share the source graph and go back together). No host syncs and no I/O: the
+returned logs are detached device tensors; the caller decides when to read them.
+
+The segmentor is used through a small interface, so HRDA plugs in unchanged:
+a plain ``EncoderDecoder`` (``extract_features`` + ``decode_head``), or a
+segmentor with ``forward_train(img, generator) -> outputs``,
+``loss(*outputs, label, weight) -> scalar`` and ``forward_pseudo(img) ->
+logits at input size`` (``fastuda.models.hrda.HRDASegmentor``).
+"""
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import fastuda.ops as ops
+from fastuda.config import TrainConfig
+
+from .augment import strong_augment
+from .ema import ema_update, teacher_mode
+from .fd import feature_distance_loss
+from .mic import mask_image
+
+
+def _resize(logits: Tensor, size) -> Tensor:
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def segmentation_loss(model: nn.Module, image: Tensor, label: Tensor, weight: Tensor | None,
+                      generator: torch.Generator) -> tuple[Tensor, list[Tensor] | None]:  # fmt: skip
+    """(loss, encoder features): CE of the logits resized to the label, times the
+    pixel weight, mean over all pixels (HRDA: its fused + detail loss, and the
+    context features)."""
+    if hasattr(model, "forward_train"):
+        # HRDA encodes the context crop first; its features are the ones FD uses (published:
+        # the low-resolution features). A hook keeps them without a second encoder pass.
+        calls = []
+        hook = model.backbone.register_forward_hook(lambda module, args, out: calls.append(out))
+        try:
+            outputs = model.forward_train(image, generator)
+        finally:
+            hook.remove()
+        context_feats = [f[: image.shape[0]] for f in calls[0]]
+        return model.loss(*outputs, label, weight), context_feats
+    feats = model.extract_features(image)
+    logits = _resize(model.decode_head(feats), label.shape[-2:])
+    return ops.weighted_cross_entropy(logits, label, weight), feats
+
+
+@torch.no_grad()
+def teacher_logits(teacher: nn.Module, image: Tensor) -> Tensor:
+    """Teacher logits at the input size (HRDA: sliding detail windows fused with the context)."""
+    if hasattr(teacher, "forward_pseudo"):
+        return teacher.forward_pseudo(image)
+    return _resize(teacher(image), image.shape[-2:])
+
+
+def _backward(loss: Tensor, scaler) -> None:
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+
+
+def uda_step(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    batch: dict,
+    cfg: TrainConfig,
+    iteration: int,
+    generator: torch.Generator,
+    imnet_encoder: nn.Module | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    scaler=None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One iteration's losses and gradients (the optimiser step is the caller's).
+
+    ``batch``: {"source": {"image", "label"}, "target": {"image"[, "valid_mask"]}}
+    on the training device. ``generator``: a torch.Generator on that device
+    for ClassMix, augmentation, MIC masks and HRDA crops. Returns the total
+    loss and a dict of detached logs.
+    """
+    u = cfg.uda
+    device = batch["source"]["image"].device
+    amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+           else contextlib.nullcontext())  # fmt: skip
+    src_img, src_lbl = batch["source"]["image"], batch["source"]["label"]
+    logs: dict[str, Tensor] = {}
+
+    # 0. EMA teacher: alpha_t = min(1 - 1/(t+1), alpha), before this iteration's student step
+    adapt = u.mode == "dacs"
+    if adapt:
+        ema_update(teacher, student, iteration, u.alpha)
+
+    # 1. source loss (+ ImageNet feature distance on thing classes, same graph)
+    with amp:
+        src_loss, src_feats = segmentation_loss(student, src_img, src_lbl, None, generator)
+        loss = src_loss
+        if u.fd_lambda > 0 and imnet_encoder is not None and src_feats is not None:
+            # the ImageNet encoder sees what the student's features came from (HRDA: the context at 0.5)
+            fd_img = src_img if not hasattr(student, "lr_scale") else F.interpolate(
+                src_img, scale_factor=student.lr_scale, mode="bilinear", align_corners=False)
+            fd = feature_distance_loss(src_feats, imnet_encoder, fd_img, src_lbl, u.fd_lambda, u.fd_classes,
+                                       u.fd_min_ratio, cfg.model.num_classes)  # fmt: skip
+            logs["loss_fd"] = fd.detach()
+            loss = loss + fd
+    _backward(loss, scaler)
+    logs["loss_src"] = src_loss.detach()
+    total = loss.detach()
+    if not adapt:
+        logs["loss"] = total
+        return total, logs
+
+    # 2. teacher pseudo-labels on the unmixed target (tau, q: one confidence weight per batch)
+    tgt_img = batch["target"]["image"]
+    teacher_mode(teacher)
+    with amp:
+        t_logits = teacher_logits(teacher, tgt_img)
+    pseudo_lbl, pseudo_w = ops.pseudo_label(
+        t_logits, u.pseudo_threshold, u.pseudo_ignore_top, u.pseudo_ignore_bottom, u.pseudo_weight_mode,
+        batch["target"].get("valid_mask"),
+    )  # fmt: skip
+    logs["pseudo_weight"] = pseudo_w.mean()
+
+    # 3. ClassMix (half the source classes pasted onto the target), then strong augmentation
+    presence = ops.class_presence(src_lbl, cfg.model.num_classes)
+    chosen = ops.sample_mix_classes(presence, generator, u.mix_batch_pool, u.mix_include_ignore)
+    mix_img, mix_lbl, mix_w, _ = ops.classmix(src_img, tgt_img, src_lbl, pseudo_lbl, chosen, None, pseudo_w)
+    mix_img = strong_augment(mix_img, generator, u.jitter_prob, u.jitter_strength, u.blur_prob)
+
+    # 4. mixed loss, weighted by the pseudo-weight (1 on source pixels)
+    with amp:
+        mix_loss, _ = segmentation_loss(student, mix_img, mix_lbl, mix_w, generator)
+    _backward(mix_loss, scaler)
+    logs["loss_mix"] = mix_loss.detach()
+    total = total + logs["loss_mix"]
+
+    # 5. MIC: the masked, strongly augmented target must predict the teacher's labels
+    if u.mic_lambda > 0:
+        masked = strong_augment(tgt_img, generator, u.jitter_prob, u.jitter_strength, u.blur_prob)
+        masked = mask_image(masked, u.mic_block_size, u.mic_mask_ratio, generator)
+        with amp:
+            mic_loss, _ = segmentation_loss(student, masked, pseudo_lbl, pseudo_w, generator)
+            mic_loss = u.mic_lambda * mic_loss
+        _backward(mic_loss, scaler)
+        logs["loss_mic"] = mic_loss.detach()
+        total = total + logs["loss_mic"]
+
+    logs["loss"] = total
+    return total, logs
