@@ -12,8 +12,10 @@ that names the close matches. Outputs in ``--out`` (default ``runs/<name>``):
 student, teacher, ImageNet encoder, optimiser, scheduler, RNG states,
 iteration and config.
 
-Resume is exact: data are drawn by iteration (a shuffled order per epoch from
-the seed, RCS draws seeded by their index), and every random stream is saved.
+Resume: data are drawn by iteration (a shuffled order per epoch from the seed,
+RCS draws seeded by their index) and every random stream of the loop is saved,
+so with in-memory data a resumed run equals the straight one bit for bit. The
+crop / flip streams of file datasets' pipelines restart on resume.
 """
 
 import argparse

@@ -45,8 +45,10 @@ def segmentation_loss(model: nn.Module, image: Tensor, label: Tensor, weight: Te
         # the low-resolution features). A hook keeps them without a second encoder pass.
         calls = []
         hook = model.backbone.register_forward_hook(lambda module, args, out: calls.append(out))
+        # HRDA draws its detail box on the host (no sync): a CPU generator, else the global CPU RNG
+        box_generator = generator if generator is not None and generator.device.type == "cpu" else None
         try:
-            outputs = model.forward_train(image, generator)
+            outputs = model.forward_train(image, box_generator)
         finally:
             hook.remove()
         context_feats = [f[: image.shape[0]] for f in calls[0]]
