@@ -25,7 +25,7 @@ $(PY):
 
 # torch first (the CUDA build from PyPI; it also runs on CPU), then fastuda
 # itself, built against that torch (hence --no-build-isolation).
-$(STAMP): $(PY) setup.py $(wildcard csrc/*/*.cpp csrc/*/*.cu)
+$(STAMP): $(PY) setup.py $(wildcard csrc/*/*.cpp csrc/*/*.cu csrc/*/*.h)
 	$(PY) -c "import torch, torchvision, timm, triton" 2>/dev/null || $(PIP) install torch torchvision timm triton
 	$(PIP) install --no-build-isolation -e ".[dev]"
 	touch $(STAMP)

@@ -21,6 +21,8 @@
 #include <torch/library.h>
 #include <torch/types.h>
 
+#include "classmix.h"
+
 #include <algorithm>
 #include <atomic>
 #include <optional>
@@ -44,6 +46,8 @@ void check_class_presence_args(const at::Tensor& label, int64_t num_classes) {
   TORCH_CHECK_TYPE(label.scalar_type() == at::kLong, "label must have dtype int64, got ", label.scalar_type());
   TORCH_CHECK_VALUE(num_classes >= 1, "num_classes must be >= 1, got ", num_classes);
 }
+
+namespace {
 
 void check_classmix_args(const at::Tensor& source_image, const at::Tensor& target_image,
                          const at::Tensor& source_label, const at::Tensor& target_label, const at::Tensor& chosen,
@@ -81,6 +85,32 @@ void check_classmix_args(const at::Tensor& source_image, const at::Tensor& targe
                     "target_image and chosen must be on ", source_image.device());
 }
 
+}  // namespace
+
+ClassmixBuffers prepare_classmix(const at::Tensor& source_image, const at::Tensor& target_image,
+                                 const at::Tensor& source_label, const at::Tensor& target_label,
+                                 const at::Tensor& chosen, const std::optional<at::Tensor>& source_weight,
+                                 const std::optional<at::Tensor>& target_weight) {
+  check_classmix_args(source_image, target_image, source_label, target_label, chosen, source_weight, target_weight);
+  ClassmixBuffers buf;
+  buf.src = source_image.contiguous();
+  buf.tgt = target_image.contiguous();
+  buf.src_lab = source_label.contiguous();
+  buf.tgt_lab = target_label.contiguous();
+  buf.table = chosen.contiguous();
+  buf.src_w = source_weight.has_value() ? source_weight->contiguous() : at::Tensor();
+  buf.tgt_w = target_weight.has_value() ? target_weight->contiguous() : at::Tensor();
+  buf.image = at::empty_like(buf.src, at::MemoryFormat::Contiguous);
+  buf.label = at::empty_like(buf.src_lab, at::MemoryFormat::Contiguous);
+  buf.weight = at::empty(buf.src_lab.sizes(), buf.src_lab.options().dtype(at::kFloat));
+  buf.mask = at::empty(buf.src_lab.sizes(), buf.src_lab.options().dtype(at::kBool));
+  buf.batch = source_image.size(0);
+  buf.channels = source_image.size(1);
+  buf.pixels = source_image.size(2) * source_image.size(3);
+  buf.num_classes = chosen.size(1) - 1;
+  return buf;
+}
+
 namespace {
 
 constexpr int64_t kPixelsPerTask = 4096;
@@ -89,21 +119,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> classmix_cpu(
     const at::Tensor& source_image, const at::Tensor& target_image, const at::Tensor& source_label,
     const at::Tensor& target_label, const at::Tensor& chosen, const std::optional<at::Tensor>& source_weight,
     const std::optional<at::Tensor>& target_weight, int64_t ignore_index) {
-  check_classmix_args(source_image, target_image, source_label, target_label, chosen, source_weight, target_weight);
-  const int64_t B = source_image.size(0), channels = source_image.size(1);
-  const int64_t pixels = source_image.size(2) * source_image.size(3);
-  const int64_t columns = chosen.size(1), num_classes = columns - 1;
-  const at::Tensor src = source_image.contiguous(), tgt = target_image.contiguous();
-  const at::Tensor src_lab = source_label.contiguous(), tgt_lab = target_label.contiguous();
-  const at::Tensor table = chosen.contiguous();
-  const at::Tensor src_w = source_weight.has_value() ? source_weight->contiguous() : at::Tensor();
-  const at::Tensor tgt_w = target_weight.has_value() ? target_weight->contiguous() : at::Tensor();
-  auto image = at::empty_like(src, at::MemoryFormat::Contiguous);
-  auto label = at::empty_like(src_lab, at::MemoryFormat::Contiguous);
-  auto weight = at::empty(src_lab.sizes(), src_lab.options().dtype(at::kFloat));
-  auto mask = at::empty(src_lab.sizes(), src_lab.options().dtype(at::kBool));
+  const ClassmixBuffers buf =
+      prepare_classmix(source_image, target_image, source_label, target_label, chosen, source_weight, target_weight);
+  const int64_t B = buf.batch, channels = buf.channels, pixels = buf.pixels, num_classes = buf.num_classes;
+  const int64_t columns = num_classes + 1;
+  const at::Tensor &src = buf.src, &tgt = buf.tgt, &src_lab = buf.src_lab, &tgt_lab = buf.tgt_lab;
+  const at::Tensor &table = buf.table, &src_w = buf.src_w, &tgt_w = buf.tgt_w;
+  const at::Tensor &image = buf.image, &label = buf.label, &weight = buf.weight, &mask = buf.mask;
   if (B * pixels == 0) {
-    return {image, label, weight, mask};
+    return buf.outputs();
   }
   const int64_t* sl = src_lab.data_ptr<int64_t>();
   const int64_t* tl = tgt_lab.data_ptr<int64_t>();
@@ -154,7 +178,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> classmix_cpu(
   });
   TORCH_CHECK_VALUE(!bad, "source_label must hold class indices in [0, ", num_classes, ") or ignore_index=",
                     ignore_index, ", found ", bad_value.load());
-  return {image, label, weight, mask};
+  return buf.outputs();
 }
 
 at::Tensor class_presence_cpu(const at::Tensor& label, int64_t num_classes, int64_t ignore_index) {

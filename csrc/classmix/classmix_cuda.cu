@@ -27,13 +27,10 @@
 #include <optional>
 #include <tuple>
 
+#include "classmix.h"
+
 namespace fastuda {
 
-void check_class_presence_args(const at::Tensor& label, int64_t num_classes);
-void check_classmix_args(const at::Tensor& source_image, const at::Tensor& target_image,
-                         const at::Tensor& source_label, const at::Tensor& target_label, const at::Tensor& chosen,
-                         const std::optional<at::Tensor>& source_weight,
-                         const std::optional<at::Tensor>& target_weight);
 
 namespace {
 
@@ -133,34 +130,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> classmix_cuda(
     const at::Tensor& source_image, const at::Tensor& target_image, const at::Tensor& source_label,
     const at::Tensor& target_label, const at::Tensor& chosen, const std::optional<at::Tensor>& source_weight,
     const std::optional<at::Tensor>& target_weight, int64_t ignore_index) {
-  check_classmix_args(source_image, target_image, source_label, target_label, chosen, source_weight, target_weight);
   const c10::cuda::CUDAGuard guard(source_image.device());
-  const int64_t B = source_image.size(0), channels = source_image.size(1);
-  const int64_t pixels = source_image.size(2) * source_image.size(3);
-  const at::Tensor src = source_image.contiguous(), tgt = target_image.contiguous();
-  const at::Tensor src_lab = source_label.contiguous(), tgt_lab = target_label.contiguous();
-  const at::Tensor table = chosen.contiguous();
-  const at::Tensor src_w = source_weight.has_value() ? source_weight->contiguous() : at::Tensor();
-  const at::Tensor tgt_w = target_weight.has_value() ? target_weight->contiguous() : at::Tensor();
-  auto image = at::empty_like(src, at::MemoryFormat::Contiguous);
-  auto label = at::empty_like(src_lab, at::MemoryFormat::Contiguous);
-  auto weight = at::empty(src_lab.sizes(), src_lab.options().dtype(at::kFloat));
-  auto mask = at::empty(src_lab.sizes(), src_lab.options().dtype(at::kBool));
-  const int64_t total = B * pixels;
+  const ClassmixBuffers buf =
+      prepare_classmix(source_image, target_image, source_label, target_label, chosen, source_weight, target_weight);
+  const int64_t total = buf.batch * buf.pixels;
   if (total == 0) {
-    return {image, label, weight, mask};
+    return buf.outputs();
   }
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 65535LL * 8);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "classmix_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, buf.src.scalar_type(), "classmix_cuda", [&] {
     classmix_kernel<scalar_t><<<static_cast<unsigned>(blocks), threads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        src.data_ptr<scalar_t>(), tgt.data_ptr<scalar_t>(), src_lab.data_ptr<int64_t>(), tgt_lab.data_ptr<int64_t>(),
-        table.data_ptr<bool>(), src_w.defined() ? src_w.data_ptr<float>() : nullptr,
-        tgt_w.defined() ? tgt_w.data_ptr<float>() : nullptr, image.data_ptr<scalar_t>(), label.data_ptr<int64_t>(),
-        weight.data_ptr<float>(), mask.data_ptr<bool>(), total, pixels, channels, table.size(1) - 1, ignore_index);
+        buf.src.data_ptr<scalar_t>(), buf.tgt.data_ptr<scalar_t>(), buf.src_lab.data_ptr<int64_t>(),
+        buf.tgt_lab.data_ptr<int64_t>(), buf.table.data_ptr<bool>(),
+        buf.src_w.defined() ? buf.src_w.data_ptr<float>() : nullptr,
+        buf.tgt_w.defined() ? buf.tgt_w.data_ptr<float>() : nullptr, buf.image.data_ptr<scalar_t>(),
+        buf.label.data_ptr<int64_t>(), buf.weight.data_ptr<float>(), buf.mask.data_ptr<bool>(), total, buf.pixels,
+        buf.channels, buf.num_classes, ignore_index);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {image, label, weight, mask};
+  return buf.outputs();
 }
 
 }  // namespace
