@@ -8,38 +8,24 @@ with stride 512 (``slide`` mode). Evaluation uses the student (DAFormer #23).
 """
 
 import argparse
-import math
 import sys
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastuda.metrics import SYNTHIA_SUBSETS, GTA_SUBSETS, confusion_matrix, format_table, mean_iou, scores
+from fastuda.metrics import GTA_SUBSETS, SYNTHIA_SUBSETS, confusion_matrix, format_table, mean_iou, scores
+from fastuda.models.hrda import paste_average, sliding_windows
 
 
 @torch.no_grad()
-def slide_inference(model: nn.Module, image: Tensor, num_classes: int, crop: tuple[int, int],
-                    stride: tuple[int, int]) -> Tensor:  # fmt: skip
+def slide_inference(model: nn.Module, image: Tensor, crop: tuple[int, int], stride: tuple[int, int]) -> Tensor:
     """Logits (B, K, H, W) averaged over crop windows (mmseg ``slide_inference``), all
     windows of an image in one batched call."""
     B, _, H, W = image.shape
-    ch, cw = min(crop[0], H), min(crop[1], W)
-    rows = max(math.ceil((H - ch) / stride[0]), 0) + 1
-    cols = max(math.ceil((W - cw) / stride[1]), 0) + 1
-    boxes = []
-    for r in range(rows):
-        for c in range(cols):
-            y0, x0 = min(r * stride[0], H - ch), min(c * stride[1], W - cw)
-            boxes.append((y0, x0))
-    windows = torch.cat([image[:, :, y : y + ch, x : x + cw] for y, x in boxes])  # (n*B, 3, ch, cw)
-    out = _forward_full(model, windows)
-    logits = image.new_zeros((B, num_classes, H, W), dtype=torch.float32)
-    count = image.new_zeros((1, 1, H, W), dtype=torch.float32)
-    for i, (y, x) in enumerate(boxes):
-        logits[:, :, y : y + ch, x : x + cw] += out[i * B : (i + 1) * B].float()
-        count[:, :, y : y + ch, x : x + cw] += 1
-    return logits / count
+    boxes = sliding_windows(H, W, tuple(crop), tuple(stride))
+    windows = torch.cat([image[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in boxes])  # (n*B, 3, ch, cw)
+    return paste_average(_forward_full(model, windows).float(), boxes, B, (H, W))
 
 
 def _forward_full(model: nn.Module, image: Tensor) -> Tensor:
@@ -53,7 +39,7 @@ def _forward_full(model: nn.Module, image: Tensor) -> Tensor:
 def predict(model: nn.Module, image: Tensor, num_classes: int, out_size=None, crop=None, stride=None) -> Tensor:
     """Predicted classes (B, H, W) at ``out_size`` (default: the image's)."""
     if crop is not None:
-        logits = slide_inference(model, image, num_classes, crop, stride or crop)
+        logits = slide_inference(model, image, crop, stride or crop)
     else:
         logits = _forward_full(model, image)
     if out_size is not None and tuple(logits.shape[-2:]) != tuple(out_size):

@@ -2,12 +2,6 @@
 reference (forward and backward, both softmax paths, both backward paths), gradcheck, opcheck,
 torch.compile, strided views, input validation, the MiT module against the published forward."""
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +9,8 @@ import torch.nn.functional as F
 import fastuda.ops as ops
 from fastuda.nn import EfficientSelfAttention
 from fastuda.ops import reference
+
+from ._util import check_sm90_records, compile_for_sm90
 
 # (B, H, N, M, D): odd query / key counts (MiT-B5 at a 512 crop has M = 256 and N from 256 to 16384),
 # a single key, every MiT head count and both MiT head dims.
@@ -187,32 +183,6 @@ def _qkv(**override):
 def test_bad_inputs(kwargs, error, match):
     with pytest.raises(error, match=match):
         ops.attention(**kwargs)
-
-
-HOPPER_SHARED_MEMORY = 227 * 1024  # opt-in shared memory per block on H100 / H200
-
-
-def compile_for_sm90(which):
-    """Records of tests/_sm90_compile.py: every kernel the launchers pick for ``which`` cases,
-    compiled for sm_90 without a GPU."""
-    import triton
-
-    cuobjdump = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    if not cuobjdump.exists():
-        pytest.skip("this Triton has no bundled cuobjdump (needed to read register use)")
-    script = pathlib.Path(__file__).with_name("_sm90_compile.py")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, str(script), which], capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return [json.loads(line) for line in result.stdout.splitlines()]
-
-
-def check_sm90_records(records):
-    assert records
-    for r in records:
-        where = f"{r['kernel']} {r['config']} warps={r['num_warps']}"
-        assert r["stack"] == 0, f"{where}: {r['stack']} bytes of register spills"
-        assert r["shared"] <= HOPPER_SHARED_MEMORY, f"{where}: {r['shared']} bytes of shared memory"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA tier compiles and runs the kernels for real")

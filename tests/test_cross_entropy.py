@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import fastuda.ops as ops
 from fastuda.ops import reference
 
-from ._util import ODD_SHAPES, channels_last_view, make_logits, make_target
+from ._util import ODD_SHAPES, channels_last_view, check_sm90_records, compile_for_sm90, make_logits, make_target
 
 
 def published_loss(logits, target, weight, ignore_index=255):
@@ -245,8 +245,6 @@ def test_loss_kernels_compile_for_sm90_without_gpu():
     """pseudo_label and cross-entropy kernels (fp32 / fp16 / bf16, one and several channel
     chunks, strided logits) compile for Hopper with no register spills; the interpreter cannot
     check this."""
-    from .test_attention import check_sm90_records, compile_for_sm90
-
     records = compile_for_sm90("loss")
     check_sm90_records(records)
     assert {r["kernel"] for r in records} == {

@@ -26,7 +26,11 @@ CASES = [
     ((2, 4, 6, 5), 4, (0, 24, 4, 12), False),
     ((1, 2, 3, 4), 4, None, False),
 ]
-CASE_IDS = [f"{'x'.join(map(str, s))}-s{k}-{'box' if b else 'nobox'}-{'cw' if cw else 'a1'}" for s, k, b, cw in CASES]
+def case_ids(cases):
+    return [f"{'x'.join(map(str, s))}-s{k}-{'box' if b else 'nobox'}-{'cw' if cw else 'a1'}" for s, k, b, cw in cases]
+
+
+CASE_IDS = case_ids(CASES)
 
 
 def make_case(shape, scale, box, classwise, dtype=torch.float64, device="cpu", generator=None):
@@ -352,7 +356,7 @@ INTERP_CASES = [
     ((1, 2, 5, 7), 3, (3, 9, 6, 21), True),
     ((1, 2, 3, 4), 4, (4, 12, 0, 8), False),
 ]
-INTERP_IDS = [f"{'x'.join(map(str, s))}-s{k}-{'box' if b else 'nobox'}-{'cw' if cw else 'a1'}" for s, k, b, cw in INTERP_CASES]
+INTERP_IDS = case_ids(INTERP_CASES)
 
 
 @pytest.mark.interpreter

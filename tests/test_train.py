@@ -198,8 +198,8 @@ def test_slide_inference_averages_windows():
 
     model, x = Pixelwise(), torch.randn(1, 3, 48, 80)
     whole = torch.nn.functional.interpolate(model(x), size=(48, 80), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(slide_inference(model, x, 3, (48, 80), (48, 80)), whole)
-    slid = slide_inference(model, x, 3, (48, 48), (16, 16))  # 3 overlapping windows
+    torch.testing.assert_close(slide_inference(model, x, (48, 80), (48, 80)), whole)
+    slid = slide_inference(model, x, (48, 48), (16, 16))  # 3 overlapping windows
     torch.testing.assert_close(slid[..., 4:44, 20:28], whole[..., 4:44, 20:28], rtol=1e-4, atol=1e-4)
 
 

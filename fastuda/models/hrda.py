@@ -79,18 +79,34 @@ def random_detail_box(height: int, width: int, crop: int, divisible: int, genera
     return y, y + crop, x, x + crop
 
 
-def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
-    """mmseg's slide grid: windows of ``crop`` (clipped to the image) every ``stride``,
-    the last one flush with the border; (y0, y1, x0, x1) each."""
-    crop_h, crop_w = min(crop, height), min(crop, width)
-    rows = max(height - crop_h + stride - 1, 0) // stride + 1
-    cols = max(width - crop_w + stride - 1, 0) // stride + 1
+def sliding_windows(height: int, width: int, crop, stride) -> list[tuple[int, int, int, int]]:
+    """mmseg's slide grid: windows of ``crop`` (an int or (h, w), clipped to the image) every
+    ``stride`` (int or (h, w)), the last one flush with the border; (y0, y1, x0, x1) each."""
+    crop_h, crop_w = (crop, crop) if isinstance(crop, int) else crop
+    stride_h, stride_w = (stride, stride) if isinstance(stride, int) else stride
+    crop_h, crop_w = min(crop_h, height), min(crop_w, width)
+    rows = max(height - crop_h + stride_h - 1, 0) // stride_h + 1
+    cols = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
     boxes = []
     for r in range(rows):
         for c in range(cols):
-            y1, x1 = min(r * stride + crop_h, height), min(c * stride + crop_w, width)
+            y1, x1 = min(r * stride_h + crop_h, height), min(c * stride_w + crop_w, width)
             boxes.append((y1 - crop_h, y1, x1 - crop_w, x1))
     return boxes
+
+
+def paste_average(parts: torch.Tensor, boxes, batch: int, size: tuple[int, int], stride: int = 1) -> torch.Tensor:
+    """Averages per-window maps into one canvas: ``parts`` (len(boxes) * batch, C, h, w) holds
+    window i's map for every image at rows [i * batch, (i + 1) * batch); each box (y0, y1, x0, x1)
+    is in input pixels and maps to box / stride on the (batch, C, *size) canvas. Every canvas
+    pixel must be covered by some box."""
+    canvas = parts.new_zeros((batch, parts.shape[1], *size))
+    count = parts.new_zeros((1, 1, *size))
+    for i, (y0, y1, x0, x1) in enumerate(boxes):
+        rows, cols = slice(y0 // stride, y1 // stride), slice(x0 // stride, x1 // stride)
+        canvas[:, :, rows, cols] += parts[i * batch : (i + 1) * batch]
+        count[:, :, rows, cols] += 1
+    return canvas / count
 
 
 class HRDASegmentor(EncoderDecoder):
@@ -202,13 +218,8 @@ class HRDASegmentor(EncoderDecoder):
         context_feats = self.backbone(self._context(img))
         context = self.decode_head.head(context_feats)  # (B, C, H/8, W/8)
         detail_logits = self.decode_head.head(self.backbone(crops))  # one call for every crop
-        s = OUTPUT_STRIDE
-        detail = context.new_zeros((B, context.shape[1], H // s, W // s))
-        count = context.new_zeros((1, 1, H // s, W // s))
-        for i, (y0, y1, x0, x1) in enumerate(boxes):
-            detail[:, :, y0 // s : y1 // s, x0 // s : x1 // s] += detail_logits[i * B : (i + 1) * B]
-            count[:, :, y0 // s : y1 // s, x0 // s : x1 // s] += 1
-        detail = detail / count
+        size = (H // OUTPUT_STRIDE, W // OUTPUT_STRIDE)
+        detail = paste_average(detail_logits, boxes, B, size, OUTPUT_STRIDE)  # overlaps averaged
         attention = self.decode_head.attention(context_feats, context)
         fused = ops.scale_fusion(context, attention, detail, crop_box=None, scale=2)
         return F.interpolate(fused, size=(H, W), mode="bilinear", align_corners=False)
@@ -226,12 +237,7 @@ class HRDASegmentor(EncoderDecoder):
         boxes = sliding_windows(Hp, Wp, self.test_window, self.test_stride)
         windows = torch.cat([padded[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in boxes])
         window_logits = self.forward_pseudo(windows)  # (len(boxes) * B, C, h, w)
-        logits = img.new_zeros((B, window_logits.shape[1], Hp, Wp))
-        count = img.new_zeros((1, 1, Hp, Wp))
-        for i, (y0, y1, x0, x1) in enumerate(boxes):
-            logits[:, :, y0:y1, x0:x1] += window_logits[i * B : (i + 1) * B]
-            count[:, :, y0:y1, x0:x1] += 1
-        return (logits / count)[:, :, :H, :W]
+        return paste_average(window_logits, boxes, B, (Hp, Wp))[:, :, :H, :W]
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         """Inference logits at the input size (``slide_inference``)."""
