@@ -1,6 +1,8 @@
 """fastuda.ops.weighted_cross_entropy: reference vs the published mmseg loss, Triton vs
 reference (forward and backward), gradcheck, opcheck, torch.compile, input validation."""
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -207,6 +209,21 @@ def test_triton_backend_dispatch_and_bad_labels(triton_cpu):
     bad, bad_grad = grads_of(ops.weighted_cross_entropy, logits, target, weight)
     assert torch.isnan(bad) and torch.isnan(bad_grad[0, :, 1, 1]).all()
     assert torch.isfinite(bad_grad[1]).all()
+
+
+@pytest.mark.interpreter
+def test_triton_launches_run_under_the_device_guard(triton_cpu, monkeypatch):
+    import fastuda.kernels.cross_entropy as K
+    op = importlib.import_module("fastuda.ops.cross_entropy")
+
+    from .test_pseudo_label import record_launch_guard
+
+    events = record_launch_guard(monkeypatch, op, K, "cross_entropy_fwd", "cross_entropy_bwd")
+    logits, target, weight = make_case((1, 5, 3, 4))
+    grads_of(ops.weighted_cross_entropy, logits, target, weight)
+    fwd, bwd = events[:3], events[3:]
+    assert fwd == [("enter", "cpu"), "cross_entropy_fwd", ("exit", "cpu")]
+    assert bwd == [("enter", "cpu"), "cross_entropy_bwd", ("exit", "cpu")]
 
 
 # ----------------------------------------------------------------------------- tier 3: CUDA

@@ -1,6 +1,8 @@
 """fastuda.ops.pseudo_label: reference vs the published DACS code, Triton vs reference,
 registration (opcheck), torch.compile, and input validation."""
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -175,6 +177,41 @@ def test_bad_inputs(kwargs, error, match):
         ops.pseudo_label(**args)
 
 
+def test_device_guard_targets_the_tensors_device():
+    """Triton launches on the current device; the guard makes that the tensors' device."""
+    from fastuda.ops._backend import device_guard
+
+    guard = device_guard(torch.device("cuda", 1))  # constructing it does not touch CUDA
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+    with device_guard(torch.device("cpu")):
+        pass
+
+
+def record_launch_guard(monkeypatch, op_module, kernel_module, *launchers):
+    """Patches ``op_module``'s device guard and ``kernel_module``'s launchers to log their order."""
+    import contextlib
+
+    events = []
+
+    @contextlib.contextmanager
+    def guard(device):
+        events.append(("enter", device.type))
+        yield
+        events.append(("exit", device.type))
+
+    def logged(name, real):
+        def launch(*args, **kwargs):
+            events.append(name)
+            return real(*args, **kwargs)
+
+        return launch
+
+    monkeypatch.setattr(op_module, "device_guard", guard)
+    for name in launchers:
+        monkeypatch.setattr(kernel_module, name, logged(name, getattr(kernel_module, name)))
+    return events
+
+
 # ----------------------------------------------------------------------------- tier 2: interpreter
 
 
@@ -229,6 +266,16 @@ def test_triton_backend_dispatch(triton_cpu):
     want = reference.pseudo_label(logits, THRESHOLD, 2, 0, "image", None)
     assert_pseudo_label_close(got, want, logits, THRESHOLD, True)
     torch.library.opcheck(torch.ops.fastuda.pseudo_label.default, (logits, 0.9, 1, 1, "batch", None))
+
+
+@pytest.mark.interpreter
+def test_triton_launch_runs_under_the_device_guard(triton_cpu, monkeypatch):
+    import fastuda.kernels.pseudo_label as K
+    op = importlib.import_module("fastuda.ops.pseudo_label")
+
+    events = record_launch_guard(monkeypatch, op, K, "pseudo_label_fwd")
+    ops.pseudo_label(make_logits((1, 5, 3, 4)))
+    assert events == [("enter", "cpu"), "pseudo_label_fwd", ("exit", "cpu")]
 
 
 # ----------------------------------------------------------------------------- tier 3: CUDA

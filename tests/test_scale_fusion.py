@@ -2,6 +2,7 @@
 bilinear-matrix oracle, Triton vs reference (forward and backward), gradcheck, opcheck,
 torch.compile (a changing box must not recompile), input validation."""
 
+import importlib
 import math
 
 import pytest
@@ -423,6 +424,22 @@ def test_triton_backend_dispatch_and_opcheck(triton_cpu):
         torch.testing.assert_close(g, wg.float(), rtol=1e-5, atol=1e-5)
     args = (lr.requires_grad_(), att.requires_grad_(), hr.requires_grad_(), torch.tensor([2, 6, 4, 10]), 2)
     torch.library.opcheck(torch.ops.fastuda.scale_fusion.default, args)
+
+
+@pytest.mark.interpreter
+def test_triton_launches_run_under_the_device_guard(triton_cpu, monkeypatch):
+    import fastuda.kernels.scale_fusion as K
+    op = importlib.import_module("fastuda.ops.scale_fusion")
+
+    from .test_pseudo_label import record_launch_guard
+
+    events = record_launch_guard(monkeypatch, op, K, "scale_fusion_fwd", "scale_fusion_bwd")
+    lr = torch.randn(1, 2, 3, 4, requires_grad=True)
+    att = torch.rand(1, 2, 3, 4, requires_grad=True)
+    hr = torch.randn(1, 2, 6, 8, requires_grad=True)
+    ops.scale_fusion(lr, att, hr, None, 2).sum().backward()
+    assert events[:3] == [("enter", "cpu"), "scale_fusion_fwd", ("exit", "cpu")]
+    assert events[3:] == [("enter", "cpu"), "scale_fusion_bwd", ("exit", "cpu")]
 
 
 # ----------------------------------------------------------------------------- tier 3: CUDA
