@@ -272,6 +272,14 @@ def _span(t: torch.Tensor) -> tuple[int, int]:
     return t.data_ptr(), t.data_ptr() + extent * t.element_size()
 
 
+def _tensor_args(launch):
+    """(name, tensor) of a launch's tensor arguments; a host tensor descriptor counts as its base."""
+    for name, value in launch.args.items():
+        value = getattr(value, "base", value)
+        if isinstance(value, torch.Tensor):
+            yield name, value
+
+
 def _union_bytes(spans) -> int:
     total, end = 0, -1
     for a, b in sorted(spans):
@@ -323,7 +331,9 @@ def _layouts(ttgir: str) -> dict:
         m = _LAYOUT_DEF.match(line)
         if m:
             name, kind, body = m.groups()
+            registers = re.search(r"register = \[(.*?)\], lane", body)
             out["#" + name] = dict(
+                registers=None if registers is None else len(re.findall(r"\[[-0-9, ]*\]", registers.group(1))),
                 kind=kind, spt=_ints(body, "sizePerThread"), tpw=_ints(body, "threadsPerWarp"),
                 wpc=_ints(body, "warpsPerCTA"), instr=_ints(body, "instrShape"),
                 version=int(re.search(r"versionMajor = (\d+)", body).group(1)) if "versionMajor" in body else None,
@@ -359,6 +369,8 @@ def _issued(shape, lay, sliced, threads):
             tile = spt[d] * tpw[d] * wpc[d]
             per_thread *= math.ceil(shape[i] / tile) * spt[d]
         return threads * per_thread
+    if lay["kind"] == "linear" and sliced is None and lay["registers"] is not None:
+        return threads * 2 ** lay["registers"]  # a linear layout maps exactly this shape
     if lay["kind"] == "nvidia_mma":
         rows, cols, per_warp_tile = _mma_tile(lay)
         cover = [rows * lay["wpc"][0], cols * lay["wpc"][1]]
@@ -453,11 +465,15 @@ def _load_bytes(ttgir, layouts, threads):
     layout is not modelled)."""
     total = 0
     for line, trips in _walk(ttgir):
-        if " = tt.load " not in line:
+        if re.search(r"= (?:ttng\.async_tma_copy_global_to_local|tt\.descriptor_load|tt\.descriptor_gather) ", line):
+            return None  # TMA: not modelled
+        if not re.search(r"= (?:tt\.load|ttg\.async_copy_global_to_local) ", line):
             continue
         m = re.search(r": tensor<([0-9x]+)x!tt\.ptr<(\w+)>, (#[^>]*>?)>", line)
         if m is None:  # a scalar load
-            total += 8
+            total += 8 * (trips or 0)
+            if trips is None:
+                return None
             continue
         shape = [int(x) for x in m.group(1).split("x")]
         lay, sliced = _layout_of(m.group(3), layouts)
@@ -479,7 +495,7 @@ def _ptx_loads(ptx: str) -> Counter:
 
 def _used_pointer_args(ttgir: str) -> set:
     sig = re.search(r"tt\.func public @\w+\((.*?)\) attributes", ttgir, re.S)
-    names = re.findall(r"%(\w+): !tt\.ptr", sig.group(1)) if sig else []
+    names = re.findall(r"%(\w+): !tt\.(?:ptr|tensordesc)", sig.group(1)) if sig else []
     body = ttgir[sig.end():] if sig else ttgir
     return {n for n in names if re.search(rf"%{n}\b", body)}
 
@@ -540,8 +556,6 @@ def _analyse_launch(launch: Launch, exps_needed, k_pad):
         else:
             looped = [e for e in exps if e[2] is None]
             exp_ratio, exp_mode = sum(e[0] for e in looped) / max(e[1] for e in looped), "per iteration"
-    used = _used_pointer_args(ttgir)
-    unique = _union_bytes([_span(t) for n, t in launch.args.items() if isinstance(t, torch.Tensor) and n in used])
     req = _load_bytes(ttgir, layouts, threads)
     loads = _ptx_loads(ptx)
     return dict(
@@ -552,7 +566,7 @@ def _analyse_launch(launch: Launch, exps_needed, k_pad):
         exp_ratio=None if exp_ratio is None else round(exp_ratio, 3), exp_mode=exp_mode,
         ptx_ex2=ptx.count("ex2.approx"), load_widths={str(k): v for k, v in sorted(loads.items())},
         bar_sync=len(re.findall(r"\bbar\.sync\b|\bbarrier\.sync\b", ptx)),
-        touched_bytes=unique, load_bytes=None if req is None else programs * req,
+        load_bytes=None if req is None else programs * req,
     )  # fmt: skip
 
 
@@ -588,9 +602,8 @@ def audit(ops=None) -> dict:
                 row = compiled_cache.get(key) or _analyse_launch(launch, needed_fn(case) if needed_fn else None, k_pad)
                 compiled_cache[key] = row
                 # touched bytes depend on the tensors, not only on the compiled kernel
-                touched = _union_bytes(
-                    [_span(t) for n, t in launch.args.items() if isinstance(t, torch.Tensor) and n in _used_pointer_args(launch.compiled.asm["ttgir"])]
-                )
+                used = _used_pointer_args(launch.compiled.asm["ttgir"])
+                touched = _union_bytes([_span(t) for n, t in _tensor_args(launch) if n in used])
                 row = dict(row, op=op, case=label, touched_bytes=touched)
                 moved += touched
                 launches_out.append(row)
