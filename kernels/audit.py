@@ -1,6 +1,7 @@
 """Static kernel audit: what every Triton launch would cost on an H200, without a GPU.
 
-    python -m fastuda.kernels.audit            # the table
+    python -m fastuda.kernels.audit            # the tables: every launch, every op case
+    python -m fastuda.kernels.audit --summary  # one row per op, dtype and config (worst shape)
     python -m fastuda.kernels.audit --json     # one JSON object: launches, ops, failures
     python -m fastuda.kernels.audit --ops pseudo_label,cross_entropy_bwd
 
@@ -682,9 +683,56 @@ def report(result: dict) -> str:
     return "\n".join(out)
 
 
+def summary(result: dict) -> str:
+    """One row per (op, dtype, kernel, config), worst case over the shapes (the README's table)."""
+    groups = {}
+    for r in result["launches"]:
+        dtype = r["case"].split()[-1]
+        key = (r["op"], dtype, r["kernel"], r["config"])
+        groups.setdefault(key, []).append(r)
+    traffic = {}
+    for o in result["ops"]:
+        key = (o["op"], o["case"].split()[-1])
+        traffic[key] = max(traffic.get(key, 0.0), o["traffic_ratio"] or 0.0)
+    rows = []
+    for (op, dtype, kernel, config), rs in groups.items():
+        dots = [max(d["ratio"] or float("inf") for d in ds) for ds in zip(*(r["dots"] for r in rs))]
+        instrs = [d["instr"] for d in rs[0]["dots"]]
+        exps = [r["exp_ratio"] for r in rs if r["exp_ratio"] is not None]
+        rows.append(dict(
+            op=op, dtype=dtype, kernel=kernel.strip("_").replace("_kernel", ""), config=config, shapes=len(rs),
+            warps=rs[0]["num_warps"], regs=max(r["registers"] for r in rs), spill=max(r["spill_bytes"] for r in rs),
+            smem=max(r["shared_bytes"] for r in rs), ctas=min(r["ctas_per_sm"] for r in rs),
+            dots=" ".join(f"{i}:{d:.2f}" for i, d in zip(instrs, dots)) or "-",
+            exp=(_r(max(exps)) + ("/it" if rs[0]["exp_mode"] == "per iteration" else "")) if exps else "-",
+            loads=" ".join(f"{k}:{v}" for k, v in rs[0]["load_widths"].items()), bar=rs[0]["bar_sync"],
+            traffic=_r(traffic.get((op, dtype))),
+        ))  # fmt: skip
+    cols = [
+        ("op", lambda r: r["op"]),
+        ("dtype", lambda r: r["dtype"]),
+        ("kernel", lambda r: r["kernel"]),
+        ("constexprs", lambda r: r["config"]),
+        ("shapes", lambda r: r["shapes"]),
+        ("warps", lambda r: r["warps"]),
+        ("regs", lambda r: r["regs"]),
+        ("spill", lambda r: r["spill"]),
+        ("smem KiB", lambda r: round(r["smem"] / 1024, 1)),
+        ("CTA/SM", lambda r: r["ctas"]),
+        ("dot: work", lambda r: r["dots"]),
+        ("exp work", lambda r: r["exp"]),
+        ("ld bytes:count", lambda r: r["loads"]),
+        ("bar.sync", lambda r: r["bar"]),
+        ("op traffic", lambda r: r["traffic"]),
+    ]
+    fails = result["failures"]
+    return _table(rows, cols) + f"\n\n{len(fails)} failure(s) against the {LIMIT} limit"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastuda.kernels.audit", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+    parser.add_argument("--summary", action="store_true", help="one row per op, dtype and kernel config (worst shape)")
     parser.add_argument("--ops", default=None, help=f"comma-separated subset of {','.join(OPS)}")
     args = parser.parse_args(argv)
     ops = None
@@ -694,7 +742,7 @@ def main(argv=None) -> int:
         if unknown:
             parser.error(f"--ops: unknown op(s) {unknown}; expected some of {list(OPS)}")
     result = audit(ops)
-    print(json.dumps(result) if args.json else report(result))
+    print(json.dumps(result) if args.json else summary(result) if args.summary else report(result))
     return 1 if result["failures"] else 0
 
 
