@@ -225,9 +225,19 @@ class Launch:
     compiled: object
 
 
+@dataclasses.dataclass
+class _H200Properties:
+    multi_processor_count: int
+    name: str = "NVIDIA H200 (audit stand-in)"
+    major: int = 9
+    minor: int = 0
+    total_memory: int = 141 * 2**30
+
+
 class _CompileOnly:
     """Within the block: kernel[grid](...) compiles for sm_90 and records a Launch instead of
-    running; functions named *sm_count* in kernels/ modules return ``sms``."""
+    running; functions named *sm_count* in kernels/ modules and torch.cuda.get_device_properties
+    report ``sms`` SMs."""
 
     def __init__(self, sms, launches=None):
         self.sms, self.launches = sms, launches if launches is not None else []
@@ -242,17 +252,20 @@ class _CompileOnly:
 
         def compile_only(fn, grid):
             def run(*args, **kwargs):
-                grid_t = grid(kwargs) if callable(grid) else grid
-                grid_t = tuple(grid_t) + (1,) * (3 - len(grid_t))
-                compiled = fn.run(*args, grid=grid_t, warmup=True, **kwargs)
                 named = dict(zip(fn.arg_names, args))
                 named.update({k: v for k, v in kwargs.items() if k in fn.arg_names})
+                grid_t = grid(dict(named, **kwargs)) if callable(grid) else grid
+                grid_t = tuple(grid_t) + (1,) * (3 - len(grid_t))
+                compiled = fn.run(*args, grid=grid_t, warmup=True, **kwargs)
                 cx = {p.name: named[p.name] for p in fn.params if p.is_constexpr and p.name in named}
                 launches.append(Launch(fn.fn.__name__, grid_t, named, cx, kwargs.get("num_warps", 4), compiled))
 
             return run
 
         JITFunction.__getitem__ = compile_only
+        # A launcher that asks CUDA for the SM count gets an H200's.
+        self._saved.append((torch.cuda, "get_device_properties", torch.cuda.get_device_properties))
+        torch.cuda.get_device_properties = lambda *a, **k: _H200Properties(self.sms)
         for mod in [m for name, m in sys.modules.items() if name.startswith(__package__ + ".") and m is not None]:
             for attr in dir(mod):
                 if "sm_count" in attr and callable(getattr(mod, attr)):
