@@ -57,7 +57,10 @@ import sys
 import tempfile
 from collections import Counter
 
-os.environ.pop("TRITON_INTERPRET", None)  # compile for real; must precede importing triton
+if __name__ == "__main__":
+    # Compile for real: Triton reads this when it is imported. Only when run as a program: a test
+    # session under the interpreter imports this module for its parsers.
+    os.environ.pop("TRITON_INTERPRET", None)
 
 import torch  # noqa: E402
 import triton  # noqa: E402
@@ -748,6 +751,8 @@ def main(argv=None) -> int:
     parser.add_argument("--summary", action="store_true", help="one row per op, dtype and kernel config (worst shape)")
     parser.add_argument("--ops", default=None, help=f"comma-separated subset of {','.join(OPS)}")
     args = parser.parse_args(argv)
+    if triton.knobs.runtime.interpret:
+        parser.error("TRITON_INTERPRET is set: the audit compiles for sm_90 and needs Triton's compiler")
     ops = None
     if args.ops:
         ops = args.ops.split(",")
