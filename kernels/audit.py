@@ -677,7 +677,7 @@ def report(result: dict) -> str:
         ("programs", lambda r: r["programs"]),
         ("CTA/SM", lambda r: r["ctas_per_sm"]),
         ("waves (last)", lambda r: f"{r['waves']} ({r['last_wave_fill']:.0%})"),
-        ("dots", lambda r: " ".join(f"{d['instr']}:{d['ratio'] if d['ratio'] is None else round(d['ratio'], 2)}" for d in r["dots"]) or "-"),
+        ("dots", lambda r: " ".join(f"{d['instr']}:{_r(d['ratio'])}" for d in r["dots"]) or "-"),
         ("exp ratio", lambda r: _r(r["exp_ratio"]) + ("/it" if r["exp_mode"] == "per iteration" else "")),
         ("ld bytes:count", lambda r: " ".join(f"{k}:{v}" for k, v in r["load_widths"].items())),
         ("bar.sync", lambda r: r["bar_sync"]),
