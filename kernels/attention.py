@@ -46,6 +46,7 @@ queries, head dim D = 64, 32 for b0):
   SM. Their speed has not been measured: tune the table on a GPU.
 """
 
+import os
 from typing import NamedTuple
 
 import torch
@@ -62,10 +63,14 @@ MAX_SINGLE_PASS_M = 256
 
 
 class FwdConfig(NamedTuple):
-    block_n: int  # queries per program
-    block_m: int  # keys per tile; block_m >= M means the single-pass softmax
+    block_n: int  # queries per block
+    block_m: int  # keys per tile
     num_warps: int
     num_stages: int
+    key_tiles: int = 1  # up to this many key tiles are held for the whole program (K and V loaded
+    # once per head, persistent grid); more keys take the online softmax streaming K and V
+    ctas_per_sm: int = 1  # programs per SM of the persistent grid (registers and shared memory
+    # allow this many; tests/_sm90_compile.py checks it for every table entry)
 
 
 class BwdConfig(NamedTuple):
@@ -86,13 +91,19 @@ def fwd_config(M: int, D: int, dtype: torch.dtype, block_n: int | None = None, b
     online-softmax path with a small M by passing block_m < M)."""
     block_d = _pow2(D)
     if dtype in (torch.float16, torch.bfloat16):
-        # One tile of up to 256 keys at D <= 64 (128 at D = 128); the (BLOCK_N, BLOCK_M) fp32 score
-        # tile is kept near 64 registers per thread: 64 queries x 256 keys or 128 x 128 over 8 warps.
-        single = _pow2(M) <= (MAX_SINGLE_PASS_M if block_d <= 64 else 128)
-        bm = _pow2(M) if single else (128 if block_d <= 64 else 64)
-        bn = 64 if bm >= 256 else 128
-        warps = 8 if bn * bm >= 128 * 64 else 4
-        cfg = FwdConfig(bn, bm, warps, 3)
+        tile = 128 if block_d <= 64 else 64
+        if M <= tile or (M <= MAX_SINGLE_PASS_M and block_d <= 64 and M % tile == 0):
+            # One warpgroup (4 warps) per 64 query rows, wgmma's m64 tile, so every score is
+            # computed once (64 rows over 8 warps makes Triton put all 8 warps on the rows of these
+            # chained dots, warpsPerCTA = [8, 1]: two warpgroups computing the same tile). Keys in
+            # tiles of 128 (two for MiT's 256): a 64 x 128 fp32 score tile is 64 registers per
+            # thread, about 220 in all, so two programs share an SM. A masked second tile (M not
+            # a multiple of 128) would spill, so those M stream instead. num_stages=1: prefetching
+            # the next q block spills too; the SM's second program hides the load.
+            cfg = FwdConfig(64, min(_pow2(M), tile), 4, 1, key_tiles=2, ctas_per_sm=2)
+        else:
+            # Online softmax, K and V streamed: 128 rows over 8 warps, one warpgroup per 64 rows.
+            cfg = FwdConfig(128, tile, 8, 3)
     else:
         # fp32 / fp64: IEEE dot products run on FMA units, operands in registers: small tiles.
         bm = _pow2(M) if _pow2(M) <= 32 else 32
@@ -146,13 +157,32 @@ def _split_pid(num_inner):
 @triton.jit
 def _load_tile(base, rows, cols, stride_r, stride_c, row_mask, col_mask):
     """(len(rows), len(cols)) tile of a strided 2-D view; out-of-range entries read as 0."""
-    ptrs = base + rows[:, None].to(tl.int64) * stride_r + cols[None, :].to(tl.int64) * stride_c
+    ptrs = base + rows[:, None] * stride_r + cols[None, :] * stride_c
     return tl.load(ptrs, mask=row_mask[:, None] & col_mask[None, :], other=0.0)
+
+
+# Not inlined: inlined into the forward's persistent loop over heads, the compiler hoists these
+# tiles' address arithmetic out of that loop and keeps it in registers through the inner loop,
+# where it spills. (noinline functions take scalar arguments only.)
+@triton.jit(noinline=True)
+def _load_keys(base, start, stride_m, stride_d, M, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Rows [start, start + BLOCK_M) of one head's (M, D) keys or values: (BLOCK_M, BLOCK_D)."""
+    offs_m = start + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    return _load_tile(base, offs_m, offs_d, stride_m, stride_d, offs_m < M, offs_d < D)
+
+
+@triton.jit(noinline=True)
+def _load_keys_t(base, start, stride_m, stride_d, M, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The same tile transposed: (BLOCK_D, BLOCK_M)."""
+    offs_m = start + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    return _load_tile(base, offs_d, offs_m, stride_d, stride_m, offs_d < D, offs_m < M)
 
 
 @triton.jit
 def _store_tile(base, value, rows, cols, stride_r, stride_c, row_mask, col_mask):
-    ptrs = base + rows[:, None].to(tl.int64) * stride_r + cols[None, :].to(tl.int64) * stride_c
+    ptrs = base + rows[:, None] * stride_r + cols[None, :] * stride_c
     tl.store(ptrs, value.to(base.dtype.element_ty), mask=row_mask[:, None] & col_mask[None, :])
 
 
@@ -167,6 +197,32 @@ def _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, 
 
 
 @triton.jit
+def _first_tile(q, k_t, v, qk_scale, key_mask, MASKED: tl.constexpr, PRECISION: tl.constexpr):
+    """Softmax statistics and P V of the first key tile: (m_i, l_i, acc), base-2 scores."""
+    s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
+    if MASKED:
+        s = tl.where(key_mask[None, :], s, float("-inf"))
+    m_i = tl.max(s, axis=1)  # finite: every tile holds a real key
+    p = tl.exp2(s - m_i[:, None])
+    acc = tl.dot(p.to(v.dtype), v, input_precision=PRECISION)  # (BLOCK_N, BLOCK_D)
+    return m_i, tl.sum(p, axis=1), acc
+
+
+@triton.jit
+def _next_tile(q, k_t, v, m_i, l_i, acc, qk_scale, key_mask, MASKED: tl.constexpr, PRECISION: tl.constexpr):
+    """Online-softmax update by one more key tile: the sum and accumulator are rescaled by
+    exp2(old max - new max) (one exp per row, against BLOCK_M per row for the scores)."""
+    s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale
+    if MASKED:
+        s = tl.where(key_mask[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+    return m_new, l_i * alpha + tl.sum(p, axis=1), acc
+
+
+@triton.jit
 def _attention_fwd_kernel(
     q_ptr,  # (B, H, N, D) any strides
     k_ptr,  # (B, H, M, D) any strides
@@ -178,8 +234,8 @@ def _attention_fwd_kernel(
     N,
     M,
     D,
-    CHUNK_N,  # SINGLE_PASS: queries per program, a multiple of BLOCK_N
-    SPLITS,  # SINGLE_PASS: programs per (b, h); the grid is SPLITS x B * H, flattened
+    TOTAL,  # RESIDENT: query blocks in all, B * H * cdiv(N, BLOCK_N)
+    PROGRAMS,  # RESIDENT: the grid, 1 <= PROGRAMS <= TOTAL
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_km, stride_kd,
     stride_vb, stride_vh, stride_vm, stride_vd,
@@ -189,44 +245,53 @@ def _attention_fwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_D: tl.constexpr,
-    SINGLE_PASS: tl.constexpr,
-    EVEN_M: tl.constexpr,
+    RESIDENT: tl.constexpr,  # 0: online softmax streaming K and V; 1 or 2: that many key tiles held
+    EVEN_M: tl.constexpr,  # M % BLOCK_M == 0: the last key tile needs no mask
 ):  # fmt: skip
     offs_d = tl.arange(0, BLOCK_D)
     d_mask = offs_d < D
+    offs_m = tl.arange(0, BLOCK_M)
 
-    if SINGLE_PASS:
-        # All M keys in one tile. The program loads its head's K and V once and walks a chunk of
-        # query blocks (the next block's q load overlaps this block's products): per block, the
-        # exact softmax, one max, one exp, one sum, no rescaling.
-        split, bh = _split_pid(SPLITS)
-        b = (bh // H).to(tl.int64)
-        h = (bh % H).to(tl.int64)
-        q_base = q_ptr + b * stride_qb + h * stride_qh
-        out_base = out_ptr + b * stride_ob + h * stride_oh
-        lse_row = lse_ptr + bh.to(tl.int64) * N
-        offs_m = tl.arange(0, BLOCK_M)
-        m_mask = offs_m < M
-        k_t = _load_tile(k_ptr + b * stride_kb + h * stride_kh, offs_d, offs_m, stride_kd, stride_km, d_mask, m_mask)
-        v = _load_tile(v_ptr + b * stride_vb + h * stride_vh, offs_m, offs_d, stride_vm, stride_vd, m_mask, d_mask)
-        n_start = split * CHUNK_N
-        n_end = tl.minimum(n_start + CHUNK_N, N)
-        for start_n in range(n_start, n_end, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            n_mask = offs_n < N
-            # Padded head-dim columns read as 0, so they add nothing to q k^T.
-            q = _load_tile(q_base, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
-            s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M) base-2 scores
-            if not EVEN_M:
-                s = tl.where(m_mask[None, :], s, float("-inf"))
-            m_i = tl.max(s, axis=1)
-            p = tl.exp2(s - m_i[:, None])
-            l_i = tl.sum(p, axis=1)
-            acc = tl.dot(p.to(v.dtype), v, input_precision=PRECISION)  # (BLOCK_N, BLOCK_D)
-            _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
+    if RESIDENT > 0:
+        # Every key in one or two tiles, loaded once per head. The grid is persistent: program p
+        # walks the contiguous range [p * TOTAL / PROGRAMS, (p + 1) * TOTAL / PROGRAMS) of the
+        # flattened (b * H + h, query block) index space, so every program gets the same number of
+        # blocks to within one whatever B, H and N are, and loads K and V once per head its range
+        # touches (usually one) instead of once per block. Per block: one tile is the exact
+        # softmax; two tiles (MiT's 256 keys) take one online rescale, so each thread holds a
+        # 64 x 128 score tile (64 registers) instead of 64 x 256.
+        pid = tl.program_id(0).to(tl.int64)
+        first = (pid * TOTAL // PROGRAMS).to(tl.int32)
+        last = ((pid + 1) * TOTAL // PROGRAMS).to(tl.int32)
+        n_blocks = tl.cdiv(N, BLOCK_N)
+        mask0 = offs_m < M
+        mask1 = offs_m + BLOCK_M < M
+        for bh in range(first // n_blocks, (last - 1) // n_blocks + 1):
+            bh64 = tl.cast(bh, tl.int64)  # a plain int under the interpreter
+            b = bh64 // H
+            h = bh64 % H
+            q_base = q_ptr + b * stride_qb + h * stride_qh
+            out_base = out_ptr + b * stride_ob + h * stride_oh
+            lse_row = lse_ptr + bh64 * N
+            k_base = k_ptr + b * stride_kb + h * stride_kh
+            v_base = v_ptr + b * stride_vb + h * stride_vh
+            k0 = _load_keys_t(k_base, 0, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D)  # (BLOCK_D, BLOCK_M)
+            v0 = _load_keys(v_base, 0, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D)  # (BLOCK_M, BLOCK_D)
+            if RESIDENT == 2:
+                k1 = _load_keys_t(k_base, BLOCK_M, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D)
+                v1 = _load_keys(v_base, BLOCK_M, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D)
+            head_first = bh * n_blocks
+            for blk in range(tl.maximum(first, head_first) - head_first, tl.minimum(last, head_first + n_blocks) - head_first):
+                offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+                n_mask = offs_n < N
+                # Padded head-dim columns read as 0, so they add nothing to q k^T.
+                q = _load_tile(q_base, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
+                m_i, l_i, acc = _first_tile(q, k0, v0, qk_scale, mask0, RESIDENT == 1 and not EVEN_M, PRECISION)
+                if RESIDENT == 2:
+                    m_i, l_i, acc = _next_tile(q, k1, v1, m_i, l_i, acc, qk_scale, mask1, not EVEN_M, PRECISION)
+                _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
     else:
-        # Online softmax over key tiles for one block of queries: running max m_i, sum l_i and
-        # accumulator, rescaled when the max grows.
+        # Online softmax over key tiles streamed from memory, one block of queries per program.
         pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))
         b = (bh // H).to(tl.int64)
         h = (bh % H).to(tl.int64)
@@ -235,23 +300,15 @@ def _attention_fwd_kernel(
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         n_mask = offs_n < N
         q = _load_tile(q_ptr + b * stride_qb + h * stride_qh, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)
-        m_i = tl.full([BLOCK_N], float("-inf"), ACC)
-        l_i = tl.zeros([BLOCK_N], ACC)
-        acc = tl.zeros([BLOCK_N, BLOCK_D], ACC)
-        for start_m in range(0, M, BLOCK_M):
-            offs_m = start_m + tl.arange(0, BLOCK_M)
-            m_mask = offs_m < M
-            k_t = _load_tile(k_base, offs_d, offs_m, stride_kd, stride_km, d_mask, m_mask)  # (BLOCK_D, BLOCK_M)
-            s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
-            if not EVEN_M:
-                s = tl.where(m_mask[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: every tile holds a real key
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, axis=1)
-            v = _load_tile(v_base, offs_m, offs_d, stride_vm, stride_vd, m_mask, d_mask)  # (BLOCK_M, BLOCK_D)
-            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
-            m_i = m_new
+        k_t = _load_tile(k_base, offs_d, offs_m, stride_kd, stride_km, d_mask, offs_m < M)
+        v = _load_tile(v_base, offs_m, offs_d, stride_vm, stride_vd, offs_m < M, d_mask)
+        # The launcher takes this path only when M > BLOCK_M: the first tile is full.
+        m_i, l_i, acc = _first_tile(q, k_t, v, qk_scale, offs_m < M, False, PRECISION)
+        for start_m in range(BLOCK_M, M, BLOCK_M):
+            keys = start_m + offs_m
+            k_t = _load_tile(k_base, offs_d, keys, stride_kd, stride_km, d_mask, keys < M)  # (BLOCK_D, BLOCK_M)
+            v = _load_tile(v_base, keys, offs_d, stride_vm, stride_vd, keys < M, d_mask)  # (BLOCK_M, BLOCK_D)
+            m_i, l_i, acc = _next_tile(q, k_t, v, m_i, l_i, acc, qk_scale, keys < M, not EVEN_M, PRECISION)
         out_base = out_ptr + b * stride_ob + h * stride_oh
         lse_row = lse_ptr + bh.to(tl.int64) * N
         _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
@@ -464,10 +521,17 @@ def empty_bnhd(B: int, H: int, N: int, D: int, dtype: torch.dtype, device) -> to
     return torch.empty((B, N, H, D), dtype=dtype, device=device).transpose(1, 2)
 
 
+# SMs of an H100 SXM / H200: the target of the offline sm_90 compile (tests/_sm90_compile.py,
+# kernels/audit.py), which calls the launchers on CPU tensors without the interpreter.
+HOPPER_SMS = 132
+
+
 def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4  # the interpreter: a few splits, so the partial-sum path runs in CPU tests
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return 4  # the interpreter: a few programs, so the tests cross head and split boundaries
+    return HOPPER_SMS
 
 
 def num_splits(N: int, block_n: int, programs_per_split: int, device: torch.device) -> int:
@@ -492,8 +556,8 @@ def attention_fwd(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (out (B, H, N, D) in q's dtype, stored (B, N, H, D); lse (B, H, N) fp32, fp64 for
     fp64 inputs). ``out`` / ``lse`` let a caller (the tests) pass pre-filled tensors; ``block_m`` < M
-    selects the online softmax; ``splits`` is the number of programs per (b, h) of the single-pass
-    path (default: one wave). Inputs are assumed validated by fastuda.ops."""
+    selects the online softmax; ``splits`` sets the single-pass grid to ``splits * B * H`` programs
+    (default: one wave, ``ctas_per_sm`` per SM). Inputs are assumed validated by fastuda.ops."""
     B, H, N, D = q.shape
     M = k.shape[2]
     if out is None:
@@ -503,21 +567,22 @@ def attention_fwd(
     if out.numel() == 0:
         return out, lse
     cfg = fwd_config(M, D, q.dtype, block_n, block_m)
-    single = cfg.block_m >= M
-    n_blocks = triton.cdiv(N, cfg.block_n)
-    if single:
-        splits = max(1, min(splits or num_splits(N, cfg.block_n, B * H, q.device), n_blocks))
-        chunk_n = triton.cdiv(n_blocks, splits) * cfg.block_n
-        splits = triton.cdiv(N, chunk_n)  # no empty program
-        grid = (splits * B * H,)
+    key_tiles = triton.cdiv(M, cfg.block_m)
+    resident = key_tiles if key_tiles <= cfg.key_tiles else 0
+    total = B * H * triton.cdiv(N, cfg.block_n)
+    if resident:
+        # Persistent: one wave of programs (fewer when there are fewer blocks), each taking an
+        # equal share of the blocks.
+        programs = splits * B * H if splits else _sm_count(q.device) * cfg.ctas_per_sm
+        programs = max(1, min(programs, total))
     else:
-        chunk_n, splits = cfg.block_n, n_blocks
-        grid = (n_blocks * B * H,)
+        programs = total
+    grid = (programs,)
     _attention_fwd_kernel[grid](
-        q, k, v, out, lse, scale * LOG2E.value, H, N, M, D, chunk_n, splits,
+        q, k, v, out, lse, scale * LOG2E.value, H, N, M, D, total, programs,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         ACC=_acc(q.dtype), PRECISION="ieee", BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_D=_pow2(D),
-        SINGLE_PASS=single, EVEN_M=M % cfg.block_m == 0,
+        RESIDENT=resident, EVEN_M=M % cfg.block_m == 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return out, lse
