@@ -107,7 +107,7 @@ def fwd_config(M: int, D: int, dtype: torch.dtype, block_n: int | None = None, b
     else:
         # fp32 / fp64: IEEE dot products run on FMA units, operands in registers: small tiles.
         bm = _pow2(M) if _pow2(M) <= 32 else 32
-        cfg = FwdConfig(32, bm, 4, 2) if block_d <= 64 else FwdConfig(16, bm, 8, 2)
+        cfg = FwdConfig(32, bm, 4, 2, key_tiles=2) if block_d <= 64 else FwdConfig(16, bm, 8, 2)
     return cfg._replace(
         block_n=cfg.block_n if block_n is None else block_n,
         block_m=cfg.block_m if block_m is None else block_m,
@@ -123,7 +123,10 @@ def bwd_config(M: int, D: int, dtype: torch.dtype, block_m: int | None = None, b
         if block_d <= 64:
             fused = _pow2(M) <= MAX_SINGLE_PASS_M
             bm = _pow2(M) if fused else 128
-            cfg = BwdConfig(bm, 32 if bm >= 128 else 64, 8 if bm >= 128 else 4, 3, 128, 64)
+            # 32 queries per step at D = 64 (more spills); dq then goes transposed (DQ_T) so that
+            # its wgmma has 64 rows. At D = 32 neither orientation has 64 rows unless 64 queries.
+            bn = 64 if bm < 128 or block_d <= 32 else 32
+            cfg = BwdConfig(bm, bn, 8 if bm >= 128 else 4, 1, 128, 64)
         else:
             bm = _pow2(M) if _pow2(M) <= 64 else 64
             cfg = BwdConfig(bm, 32, 8, 3, 64, 32)
@@ -233,7 +236,7 @@ def _attention_fwd_kernel(
     H,
     N,
     M,
-    D,
+    D: tl.constexpr,  # constexpr: a head-dim mask that is all true (D == BLOCK_D) folds away
     TOTAL,  # RESIDENT: query blocks in all, B * H * cdiv(N, BLOCK_N)
     PROGRAMS,  # RESIDENT: the grid, 1 <= PROGRAMS <= TOTAL
     stride_qb, stride_qh, stride_qn, stride_qd,
@@ -324,7 +327,7 @@ def _attention_bwd_preprocess_kernel(
     delta_ptr,  # (B, H, N) ACC, contiguous: rowsum(dO * out)
     H,
     N,
-    D,
+    D: tl.constexpr,  # constexpr: a head-dim mask that is all true (D == BLOCK_D) folds away
     stride_ob, stride_oh, stride_on, stride_od,
     stride_gb, stride_gh, stride_gn, stride_gd,
     ACC: tl.constexpr,
@@ -344,6 +347,37 @@ def _attention_bwd_preprocess_kernel(
     tl.store(delta_ptr + bh.to(tl.int64) * N + offs_n, delta, mask=n_mask)
 
 
+@triton.jit(noinline=True)
+def _sum_partials(
+    partial_ptr, dk_ptr, dv_ptr, key_block, SPLITS, H, M,
+    stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+    D: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """dk and dv of one key block (key_block = (b * H + h) * cdiv(M, BLOCK_M) + key tile): the
+    sum of its SPLITS fp32 partials in split order, cast and stored. Not inlined, so that its
+    registers do not add to the main loop's."""
+    m_blocks = tl.cdiv(M, BLOCK_M)
+    bh = key_block // m_blocks
+    offs_m = (key_block % m_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    tile = tl.arange(0, BLOCK_M)[:, None] * BLOCK_D + offs_d[None, :]
+    # Program (bh, split, key tile) wrote slot (bh * SPLITS + split) * m_blocks + key tile.
+    first = partial_ptr + (bh.to(tl.int64) * SPLITS * m_blocks + key_block % m_blocks) * (2 * BLOCK_M * BLOCK_D)
+    dk = tl.zeros([BLOCK_M, BLOCK_D], ACC)
+    dv = tl.zeros([BLOCK_M, BLOCK_D], ACC)
+    for i in range(0, SPLITS):
+        # From L2 (.cg): other SMs wrote these, and L1 is not coherent.
+        slot = first + i * m_blocks * (2 * BLOCK_M * BLOCK_D)
+        dk += tl.load(slot + tile, cache_modifier=".cg")
+        dv += tl.load(slot + BLOCK_M * BLOCK_D + tile, cache_modifier=".cg")
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    m_mask = offs_m < M
+    d_mask = offs_d < D
+    _store_tile(dk_ptr + b * stride_dkb + h * stride_dkh, dk, offs_m, offs_d, stride_dkm, stride_dkd, m_mask, d_mask)
+    _store_tile(dv_ptr + b * stride_dvb + h * stride_dvh, dv, offs_m, offs_d, stride_dvm, stride_dvd, m_mask, d_mask)
+
+
 @triton.jit
 def _attention_bwd_kernel(
     q_ptr,  # (B, H, N, D) any strides
@@ -355,14 +389,15 @@ def _attention_bwd_kernel(
     delta_ptr,  # (B, H, N) ACC, contiguous: rowsum(dO * out) (read only without FUSED_DQ)
     dq_ptr,  # (B, H, N, D) any strides, q's dtype (written only with FUSED_DQ)
     dk_ptr,  # (B, H, M, D) any strides, k's dtype (written only with DIRECT_DKV)
-    dv_ptr,  # (B, H, M, D) any strides, v's dtype (written only with DIRECT_DKV)
-    partial_ptr,  # (2, SPLITS, B * H, M, D) ACC, contiguous: per-split dk, dv (without DIRECT_DKV)
+    dv_ptr,  # (B, H, M, D) any strides, v's dtype
+    partial_ptr,  # (programs, 2, BLOCK_M, BLOCK_D) ACC: each program's dk, dv (SPLITS > 1 only)
+    count_ptr,  # (B * H * cdiv(M, BLOCK_M),) int32, zeroed: splits done per key block (SPLITS > 1)
     qk_scale,  # scale * log2(e)
     scale,
     H,
     N,
     M,
-    D,
+    D: tl.constexpr,  # constexpr: a head-dim mask that is all true (D == BLOCK_D) folds away
     CHUNK_N,  # queries per split, a multiple of BLOCK_N
     SPLITS,  # query chunks: the grid is key blocks x SPLITS x B * H, flattened
     BH,  # B * H
@@ -380,8 +415,9 @@ def _attention_bwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     FUSED_DQ: tl.constexpr,
-    DIRECT_DKV: tl.constexpr,
-    EVEN: tl.constexpr,
+    DQ_T: tl.constexpr,  # FUSED_DQ: compute dq^T = k^T dS^T (BLOCK_D rows) instead of dS k (BLOCK_N rows)
+    DIRECT_DKV: tl.constexpr,  # SPLITS == 1: dk and dv written directly, no partials
+    EVEN: tl.constexpr,  # M % BLOCK_M == 0, N % BLOCK_N == 0 and D == BLOCK_D: no masks
 ):  # fmt: skip
     """One program: BLOCK_M keys x one chunk of queries of one (b, h). Works in the transposed
     orientation (keys as rows) so the large key block is the M side of every product."""
@@ -392,8 +428,14 @@ def _attention_bwd_kernel(
     h = (bh % H).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    m_mask = offs_m < M
-    d_mask = offs_d < D
+    if EVEN:
+        # Constant masks fold away: otherwise the (BLOCK_M, BLOCK_D) mask of the k and v loads,
+        # reused by the dk and dv stores, stays in registers through the loop and spills.
+        m_mask = tl.full([BLOCK_M], 1, tl.int1)
+        d_mask = tl.full([BLOCK_D], 1, tl.int1)
+    else:
+        m_mask = offs_m < M
+        d_mask = offs_d < D
     k = _load_tile(k_ptr + b * stride_kb + h * stride_kh, offs_m, offs_d, stride_km, stride_kd, m_mask, d_mask)
     v = _load_tile(v_ptr + b * stride_vb + h * stride_vh, offs_m, offs_d, stride_vm, stride_vd, m_mask, d_mask)
     q_base = q_ptr + b * stride_qb + h * stride_qh
@@ -408,7 +450,7 @@ def _attention_bwd_kernel(
     n_end = tl.minimum(n_start + CHUNK_N, N)
     for start_n in range(n_start, n_end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < N
+        n_mask = tl.full([BLOCK_N], 1, tl.int1) if EVEN else offs_n < N
         q = _load_tile(q_base, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
         do = _load_tile(do_base, offs_n, offs_d, stride_gn, stride_gd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
         lse2 = tl.load(lse_ptr + row_base + offs_n, mask=n_mask, other=0.0) * LOG2E  # (BLOCK_N,)
@@ -427,9 +469,15 @@ def _attention_bwd_kernel(
         ds_t = p_t * (dp_t - delta[None, :])  # dS^T
         dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)  # (BLOCK_M, BLOCK_D)
         if FUSED_DQ:
-            # This program saw every key of these queries: dq is complete.
-            dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PRECISION) * scale  # (BLOCK_N, BLOCK_D)
-            _store_tile(dq_base, dq, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
+            # This program saw every key of these queries: dq is complete. wgmma needs 64 rows
+            # per warpgroup: with BLOCK_N < 64 queries the product is taken transposed, with the
+            # head dim as its rows, and stored transposed.
+            if DQ_T:
+                dq_t = tl.dot(tl.trans(k), ds_t.to(k.dtype), input_precision=PRECISION) * scale  # (BLOCK_D, BLOCK_N)
+                _store_tile(dq_base, dq_t, offs_d, offs_n, stride_dqd, stride_dqn, d_mask, n_mask)
+            else:
+                dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PRECISION) * scale  # (BLOCK_N, BLOCK_D)
+                _store_tile(dq_base, dq, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
 
     dk = dk * scale
     if DIRECT_DKV:
@@ -438,10 +486,29 @@ def _attention_bwd_kernel(
         _store_tile(dk_out, dk, offs_m, offs_d, stride_dkm, stride_dkd, m_mask, d_mask)
         _store_tile(dv_out, dv, offs_m, offs_d, stride_dvm, stride_dvd, m_mask, d_mask)
     else:
-        dk_base = partial_ptr + ((split * BH + bh).to(tl.int64) * M) * D
-        dv_base = partial_ptr + (((SPLITS + split) * BH + bh).to(tl.int64) * M) * D
-        _store_tile(dk_base, dk, offs_m, offs_d, D, 1, m_mask, d_mask)
-        _store_tile(dv_base, dv, offs_m, offs_d, D, 1, m_mask, d_mask)
+        # Deterministic reduction over the splits in the kernel: every split writes its fp32
+        # partials, then counts itself done; the last one to arrive (whichever it is) sums all
+        # SPLITS partials in split order, so the result does not depend on arrival order. The
+        # partials are whole tiles indexed by program id, and everything below is recomputed
+        # from the program id: values kept from before the loop would spill across it.
+        pid = tl.program_id(0)
+        tile = tl.arange(0, BLOCK_M)[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
+        slot = partial_ptr + pid.to(tl.int64) * (2 * BLOCK_M * BLOCK_D)
+        tl.store(slot + tile, dk)
+        tl.store(slot + BLOCK_M * BLOCK_D + tile, dv)
+        # Every thread's stores precede the release of the count (the barrier, then the atomic's
+        # release semantics at GPU scope); the acquire orders the last program's loads after
+        # every other split's release.
+        tl.debug_barrier()
+        m_blocks = tl.cdiv(M, BLOCK_M)
+        key_block = pid // (SPLITS * m_blocks) * m_blocks + pid % m_blocks  # bh * m_blocks + pid_m
+        done = tl.atomic_add(count_ptr + key_block, 1, sem="acq_rel", scope="gpu")
+        if done == SPLITS - 1:
+            _sum_partials(
+                partial_ptr, dk_ptr, dv_ptr, key_block, SPLITS, H, M,
+                stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+                D, ACC, BLOCK_M, BLOCK_D,
+            )  # fmt: skip
 
 
 @triton.jit
@@ -458,7 +525,7 @@ def _attention_bwd_dq_kernel(
     H,
     N,
     M,
-    D,
+    D: tl.constexpr,  # constexpr: a head-dim mask that is all true (D == BLOCK_D) folds away
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_km, stride_kd,
     stride_vb, stride_vh, stride_vm, stride_vd,
@@ -534,12 +601,22 @@ def _sm_count(device: torch.device) -> int:
     return HOPPER_SMS
 
 
-def num_splits(N: int, block_n: int, programs_per_split: int, device: torch.device) -> int:
-    """Query chunks per (b, h): enough programs for one wave on the device, no more. In the
-    backward each chunk adds 2 * M * D fp32 of partial-sum traffic; in the single-pass forward each
-    program loads its head's K and V once, so fewer, longer programs read less."""
-    n_blocks = triton.cdiv(N, block_n)
-    return max(1, min(n_blocks, _sm_count(device) // max(programs_per_split, 1)))
+# The backward's fp32 partial sums (2 x M x D per split and head) may add at most this share to
+# the bytes it must move (q, out, dO, lse read and dq written; k, v read and dk, dv written).
+PARTIAL_BUDGET = 0.05
+
+
+def num_splits(B: int, H: int, N: int, M: int, D: int, dtype: torch.dtype, block_n: int, m_blocks: int, device) -> int:
+    """Query chunks per (b, h, key block) of the backward: as many as fill one wave, but no more
+    than keep the partial sums within PARTIAL_BUDGET of the essential traffic. Splitting N is the
+    only parallelism when B * H is small, and each split costs 2 * M * D fp32 written and read
+    back, against 4 * (N + M) * D elements of essential traffic per head: at MiT's M = 256 the
+    budget allows 3 splits at N = 16384 and none below N of about 10000."""
+    elem = torch.finfo(dtype).bits // 8
+    essential = 4 * (N + M) * D * elem + N * 4  # per (b, h)
+    budget = int(PARTIAL_BUDGET * essential // (2 * M * D * 4))
+    fill = _sm_count(device) // (B * H * m_blocks)
+    return max(1, min(triton.cdiv(N, block_n), fill, budget))
 
 
 def attention_fwd(
@@ -624,7 +701,7 @@ def attention_bwd(
     m_blocks = triton.cdiv(M, cfg.block_m)
     n_blocks = triton.cdiv(N, cfg.block_n)
     if splits is None:
-        splits = num_splits(N, cfg.block_n, m_blocks * B * H, dev)
+        splits = num_splits(B, H, N, M, D, q.dtype, cfg.block_n, m_blocks, dev)
     splits = max(1, min(splits, n_blocks))
     chunk_n = triton.cdiv(n_blocks, splits) * cfg.block_n
     splits = triton.cdiv(N, chunk_n)  # no empty split
@@ -638,21 +715,20 @@ def attention_bwd(
             ACC=acc, BLOCK_N=pre_block, BLOCK_D=block_d, num_warps=4 if block_d <= 64 else 8,
         )  # fmt: skip
     direct = splits == 1
-    partial = dk if direct else torch.empty((2, splits, B * H, M, D), dtype=acc_torch, device=dev)
+    partial = count = dk  # placeholder pointers, never read when direct
+    if not direct:
+        partial = torch.empty((m_blocks * splits * B * H, 2, cfg.block_m, block_d), dtype=acc_torch, device=dev)
+        count = torch.zeros((B * H * m_blocks,), dtype=torch.int32, device=dev)
     _attention_bwd_kernel[(m_blocks * splits * B * H,)](
-        q, k, v, out, grad_out, lse, delta, dq, dk, dv, partial, scale * LOG2E.value, scale, H, N, M, D, chunk_n,
-        splits, B * H,
+        q, k, v, out, grad_out, lse, delta, dq, dk, dv, partial, count, scale * LOG2E.value, scale, H, N, M, D,
+        chunk_n, splits, B * H,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(),
         *dq.stride(), *dk.stride(), *dv.stride(),
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
-        FUSED_DQ=fused_dq, DIRECT_DKV=direct, EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0),
+        FUSED_DQ=fused_dq, DQ_T=cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
+        EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
-    if not direct:
-        # (2, B * H, M, D): fixed-order sum over the splits (deterministic), then cast into place.
-        summed = partial.sum(1).view(2, B, H, M, D)
-        dk.copy_(summed[0])
-        dv.copy_(summed[1])
     if not fused_dq:
         _attention_bwd_dq_kernel[(triton.cdiv(N, cfg.dq_block_n) * B * H,)](
             q, k, v, grad_out, lse, delta, dq, scale * LOG2E.value, scale, H, N, M, D,
