@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 
 os.environ.pop("TRITON_INTERPRET", None)
 
@@ -149,7 +150,7 @@ def main(which: str) -> None:
                 kernel=name, config=config, acc=str(kwargs.get("ACC")), num_warps=kwargs.get("num_warps", 4),
                 registers=regs, stack=stack, shared=kernel.metadata.shared,
                 grid=list(grid), dots=dots(ttgir), ex2_per_thread=kernel.asm["ptx"].count("ex2.approx"),
-                wgmma_instructions=len(re.findall(r"wgmma\.mma_async", kernel.asm["ptx"])),
+                wgmma_shapes=dict(Counter(re.findall(r"wgmma\.mma_async\.sync\.aligned\.(m\d+n\d+k\d+)", kernel.asm["ptx"]))),
             )  # fmt: skip
             print(json.dumps(record))
 
