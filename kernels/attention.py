@@ -606,7 +606,7 @@ def _sm_count(device: torch.device) -> int:
 PARTIAL_BUDGET = 0.05
 
 
-def num_splits(B: int, H: int, N: int, M: int, D: int, dtype: torch.dtype, block_n: int, m_blocks: int, device) -> int:
+def num_splits(B: int, H: int, N: int, M: int, D: int, dtype: torch.dtype, block_n: int, m_blocks: int, sms: int) -> int:
     """Query chunks per (b, h, key block) of the backward: as many as fill one wave, but no more
     than keep the partial sums within PARTIAL_BUDGET of the essential traffic. Splitting N is the
     only parallelism when B * H is small, and each split costs 2 * M * D fp32 written and read
@@ -615,7 +615,7 @@ def num_splits(B: int, H: int, N: int, M: int, D: int, dtype: torch.dtype, block
     elem = torch.finfo(dtype).bits // 8
     essential = 4 * (N + M) * D * elem + N * 4  # per (b, h)
     budget = int(PARTIAL_BUDGET * essential // (2 * M * D * 4))
-    fill = _sm_count(device) // (B * H * m_blocks)
+    fill = sms // (B * H * m_blocks)
     return max(1, min(triton.cdiv(N, block_n), fill, budget))
 
 
@@ -701,7 +701,7 @@ def attention_bwd(
     m_blocks = triton.cdiv(M, cfg.block_m)
     n_blocks = triton.cdiv(N, cfg.block_n)
     if splits is None:
-        splits = num_splits(B, H, N, M, D, q.dtype, cfg.block_n, m_blocks, dev)
+        splits = num_splits(B, H, N, M, D, q.dtype, cfg.block_n, m_blocks, _sm_count(dev))
     splits = max(1, min(splits, n_blocks))
     chunk_n = triton.cdiv(n_blocks, splits) * cfg.block_n
     splits = triton.cdiv(N, chunk_n)  # no empty split

@@ -46,7 +46,7 @@ class _Sm90Driver:
 # "stages": the four MiT-B5 stages at a 512 crop, batch 2 (training) and 18 (HRDA's teacher).
 CASES = {
     "mit": [
-        (2, 1, 16384, 256, 64, torch.bfloat16, None),
+        *[(B, H, N, 256, 64, torch.bfloat16, None) for B in (2, 18) for H, N in ((1, 16384), (2, 4096), (5, 1024), (8, 256))],
         (2, 1, 16384, 256, 32, torch.bfloat16, None),
         (2, 1, 1000, 700, 64, torch.bfloat16, None),
     ],
