@@ -12,38 +12,49 @@ Fused (backward): with P = exp(scale q k^T - lse) recomputed from q, k and the l
     dk = scale dS^T q,   dq = scale dS k.
 
 Trade-offs, shaped by MiT at a 512 crop (every stage has M = 256 keys, and N from 256 to 16384
-queries, head dim D = 64, 32 for b0):
+queries, head dim D = 64, 32 for b0). Register, spill, layout and instruction figures below are
+what Triton 3.8 compiles for sm_90 (tests/_sm90_compile.py reads them from the TTGIR, PTX and
+cubin without a GPU; none of this has been timed).
 
-* Forward, single pass. When every key fits in one tile (M <= BLOCK_M; one head's K and V at
-  256 x 64 in 16 bits are 64 KiB), a program loads its head's K and V once, then walks a chunk of
-  query blocks; for each it computes the whole row of scores at once and takes the exact softmax
-  (one max, one exp, one sum, no running-max rescaling of the accumulator). The chunk loop lets
-  the next q load overlap the current products, and the number of chunks fills the GPU once, so K
-  and V are read about once per SM instead of once per block of queries. A general online-softmax
-  loop over key tiles (running max, rescaled sum and accumulator), one query block per program,
-  covers larger M.
-* Backward, split over queries. The usual flash-attention backward gives each program a block of
-  keys and loops over all queries; with 256 keys and B * H = 2 (stage 1 at batch 2) that is a
-  handful of programs for 16384 queries. Here a program owns a block of keys AND a chunk of queries
-  (grid: key blocks x splits x B * H, flattened), accumulates its partial dk and dv in fp32, and
-  writes them to a (2, splits, B * H, M, D) buffer that the launcher sums (deterministic: no float
-  atomics). The split count fills the GPU once and no more: each split costs 2 * M * D fp32 of
-  memory and traffic (at most 2 x SMs x M x D fp32 in all, about 17 MB for MiT on an H200,
-  independent of N).
-* Backward, fused dq. When all keys fit one block, each query block meets every key inside one
-  program, so dq is complete there and is written directly, and delta is computed on the fly from
-  out and dO: one kernel in all. Otherwise a preprocess kernel writes delta and a second kernel
-  recomputes P per query block for dq (the flash-attention 2 recipe).
+* Forward, resident keys. When the keys fit two 128-key tiles (M <= 256 at D <= 64, a multiple of
+  128 above 128 keys), a program holds its head's K and V in shared memory and walks query blocks
+  of 64 rows with 4 warps: one warpgroup per 64 rows, wgmma's m64 tile, so each score is computed
+  once. (With 8 warps on 64 rows Triton gives these chained dots warpsPerCTA = [8, 1]: two
+  warpgroups computed the same 64 x 256 tile, 32768 exps for 16384 scores and 1.5x the MMA work;
+  the tile also cost 233 registers.) The second key tile takes one online rescale, 64 exps per
+  block on top of 16384 (1.016 exps per score), and keeps the fp32 score tile at 64 x 128, 64
+  registers per thread: the kernel compiles to 212 registers, no spills, 72 KiB of shared memory,
+  so two programs share an SM. The grid is persistent: min(query blocks in all, 2 x SMs)
+  programs, each taking an equal contiguous share of the flattened (b, h, query block) range and
+  loading K and V once per head it touches. At B = 2 that is 264 programs at stage 1, 256, 160
+  and 64 (one per block) at stages 2-4; at B = 18, 264 everywhere. Larger M streams K and V
+  through an online softmax (128 rows over 8 warps, one block per program).
+* Backward, split over queries. A program owns a block of up to 256 keys (all of MiT's) and a
+  chunk of queries, 8 warps, 32 queries per step in the transposed orientation (keys as rows, so
+  the 256-key side is the M side of every product). dq is complete in the program and written
+  directly; its product is taken transposed, dq^T = k^T dS^T, so that it has 64 rows (the head
+  dim) for wgmma (as dS k it had 32 and compiled to mma.sync). All five 16-bit dots compile to
+  wgmma with no duplicated rows, 1.0 exps per score, 255 registers and no spills; delta =
+  rowsum(dO * out) is computed on the fly. Splitting the queries is the only parallelism when
+  B * H is small, and each split costs an fp32 partial dk and dv (128 KiB per head at M = 256, D
+  = 64): the split count fills one wave but is capped so that the partials stay within
+  PARTIAL_BUDGET (5%) of the bytes the backward must move. At MiT's stages that allows 3 splits at
+  N = 16384 and none below, so at B = 2 the backward runs 6, 4, 10 and 16 programs on 132 SMs
+  (the price of the traffic bound; raising the budget trades traffic for parallelism). With
+  several splits the partials are summed in the kernel, deterministically: each program writes
+  its partial, counts itself done with an atomic, and the last one of a key block sums all
+  partials in split order (no extra launches, no float atomics). Keys beyond one block take a
+  delta preprocess and a separate dq kernel that recomputes P (the flash-attention 2 recipe).
 * fp32 inputs use IEEE fp32 dot products (not tf32), matching PyTorch's SDPA accuracy in fp32;
   fp16 / bf16 are the fast path (16-bit tensor-core operands, fp32 accumulators, and P and dS
   rounded to the input dtype before their products, as flash attention does).
 * Block sizes come from a static table keyed on M, D and dtype (no @triton.autotune: it has had
-  bugs under torch.compile). They are chosen from the register budget (the score tile and the dk/dv
-  accumulators at about 64 fp32 registers per thread each) and checked by compiling every entry
-  for sm_90 on a CPU machine (tests/_sm90_compile.py): no register spills, shared memory within
-  Hopper's limit, wgmma for 16-bit inputs. The MiT kernels (64 queries x 256 keys forward, 256
-  keys x 32 queries backward, 8 warps) use about 235 and 245 registers per thread: one program per
-  SM. Their speed has not been measured: tune the table on a GPU.
+  bugs under torch.compile), checked by compiling the MiT-B5 configs for sm_90 on a CPU machine
+  (tests/test_attention.py: no spills, shared memory within Hopper's limit, every 16-bit dot on
+  wgmma with no warpgroup duplicating another's rows, MMA and exp work within 5% of the need).
+  Their speed has not been measured: tune the table on a GPU.
+* The launchers run under the inputs' CUDA device (fastuda.ops.attention enters it): Triton
+  launches on the current device, not on the tensors'.
 """
 
 import os
@@ -58,7 +69,7 @@ import triton.language as tl
 LOG2E = tl.constexpr(1.4426950408889634)  # log2(e)
 LN2 = tl.constexpr(0.6931471805599453)
 
-# Keys held in one tile by the single-pass forward and the fused-dq backward.
+# Keys held by the resident-key forward (two tiles) and the fused-dq backward (one block).
 MAX_SINGLE_PASS_M = 256
 
 
@@ -88,7 +99,7 @@ def _pow2(x: int, low: int = 16) -> int:
 
 def fwd_config(M: int, D: int, dtype: torch.dtype, block_n: int | None = None, block_m: int | None = None) -> FwdConfig:
     """Static launch table for the forward. ``block_n`` / ``block_m`` override it (tests reach the
-    online-softmax path with a small M by passing block_m < M)."""
+    two-tile and the streaming paths with a small M through a small block_m)."""
     block_d = _pow2(D)
     if dtype in (torch.float16, torch.bfloat16):
         tile = 128 if block_d <= 64 else 64
@@ -632,9 +643,11 @@ def attention_fwd(
     splits: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (out (B, H, N, D) in q's dtype, stored (B, N, H, D); lse (B, H, N) fp32, fp64 for
-    fp64 inputs). ``out`` / ``lse`` let a caller (the tests) pass pre-filled tensors; ``block_m`` < M
-    selects the online softmax; ``splits`` sets the single-pass grid to ``splits * B * H`` programs
-    (default: one wave, ``ctas_per_sm`` per SM). Inputs are assumed validated by fastuda.ops."""
+    fp64 inputs). ``out`` / ``lse`` let a caller (the tests) pass pre-filled tensors; with
+    ``block_m`` keys per tile, M <= key_tiles * block_m keeps the keys resident, more streams them
+    (online softmax); ``splits`` sets the resident path's persistent grid to ``splits * B * H``
+    programs (default: one wave, ``ctas_per_sm`` per SM). Inputs are assumed validated by
+    fastuda.ops."""
     B, H, N, D = q.shape
     M = k.shape[2]
     if out is None:
