@@ -139,13 +139,14 @@ def bwd_config(M: int, D: int, dtype: torch.dtype, block_m: int | None = None, b
             bn = 64 if bm < 128 or block_d <= 32 else 32
             cfg = BwdConfig(bm, bn, 8 if bm >= 128 else 4, 1, 128, 64)
         else:
+            # 64 keys: one warpgroup (8 warps would put two on the same 64 rows).
             bm = _pow2(M) if _pow2(M) <= 64 else 64
-            cfg = BwdConfig(bm, 32, 8, 3, 64, 32)
+            cfg = BwdConfig(bm, 32, 4, 1, 64, 32)
     elif block_d <= 64:
         bm = _pow2(M) if _pow2(M) <= 32 else 32
         cfg = BwdConfig(bm, 16, 4, 2, 32, 32)
     else:
-        cfg = BwdConfig(16, 16, 8, 2, 16, 32)
+        cfg = BwdConfig(16, 16, 8, 2, 16, 16)
     return cfg._replace(
         block_m=cfg.block_m if block_m is None else block_m,
         block_n=cfg.block_n if block_n is None else block_n,
@@ -738,7 +739,7 @@ def attention_bwd(
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(),
         *dq.stride(), *dk.stride(), *dv.stride(),
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
-        FUSED_DQ=fused_dq, DQ_T=cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
+        FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
         EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip

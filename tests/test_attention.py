@@ -278,7 +278,7 @@ def test_duplicated_warpgroups_and_mma_sync_are_caught():
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA tier compiles and runs the kernels for real")
 def test_kernels_compile_for_sm90_every_table_entry():
-    check_sm90_records(compile_for_sm90("all"))
+    check_attention_records(compile_for_sm90("all"))
 
 
 def test_backward_splits_fill_within_the_partial_budget():
