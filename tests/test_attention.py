@@ -221,12 +221,14 @@ def check_attention_records(records, limit=1.05):
             assert d["duplication"] == 1, (
                 f"{where}: the {d['shape']} dot's warps (warpsPerCTA={d['warps']}) cover the tile {d['duplication']:g} times"
             )
+        if not r["dots"] or any(d["bits"] != 16 for d in r["dots"]):
+            continue  # fp32 / fp64 run on FMA units: not the fast path
         if r["kernel"] == "_attention_fwd_kernel" and c["RESIDENT"]:
             scores = c["BLOCK_N"] * c["BLOCK_M"] * c["RESIDENT"]
         elif r["kernel"] == "_attention_bwd_kernel" and c["FUSED_DQ"]:
             scores = c["BLOCK_M"] * c["BLOCK_N"]
         else:
-            continue  # the general paths (M > 256) are not work-checked
+            continue  # the streaming paths (M > 256) are not work-checked
         exps = r["ex2_per_thread"] * threads
         assert exps <= limit * scores, f"{where}: {exps} exps per {scores} scores"
         issued, needed = _mma_work(r)
