@@ -138,12 +138,14 @@ def main(which: str) -> None:
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.TemporaryDirectory() as tmp:
+        usages = {}  # launches of one compiled kernel share its resource use
         for i, (name, grid, kwargs, kernel) in enumerate(compiled):
-            path = os.path.join(tmp, f"{i}.cubin")
-            with open(path, "wb") as f:
-                f.write(kernel.asm["cubin"])
-            usage = subprocess.run([cuobjdump, "-res-usage", path], capture_output=True, text=True, check=True).stdout
-            regs, stack = (int(re.search(rf"{key}:(\d+)", usage).group(1)) for key in ("REG", "STACK"))
+            if id(kernel) not in usages:
+                path = os.path.join(tmp, f"{i}.cubin")
+                with open(path, "wb") as f:
+                    f.write(kernel.asm["cubin"])
+                usages[id(kernel)] = subprocess.run([cuobjdump, "-res-usage", path], capture_output=True, text=True, check=True).stdout
+            regs, stack = (int(re.search(rf"{key}:(\d+)", usages[id(kernel)]).group(1)) for key in ("REG", "STACK"))
             ttgir = kernel.asm["ttgir"]
             config = {k: v for k, v in kwargs.items() if k.isupper() and k not in ("ACC", "PRECISION")}
             record = dict(
