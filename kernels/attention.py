@@ -594,6 +594,18 @@ def _acc_torch(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _check_head_spans(**tensors: torch.Tensor) -> None:
+    """The kernels add a head's base offset in 64 bits but index within a head (rows x strides)
+    in 32 bits, which keeps address arithmetic out of the registers the score tiles need."""
+    for name, t in tensors.items():
+        span = sum((size - 1) * abs(stride) for size, stride in zip(t.shape[2:], t.stride()[2:]))
+        if span >= 2**31:
+            raise ValueError(
+                f"attention: {name} spans {span} elements within one (batch, head); the kernels "
+                "index within a head with 32-bit offsets (at most 2**31 - 1)"
+            )
+
+
 def empty_bnhd(B: int, H: int, N: int, D: int, dtype: torch.dtype, device) -> torch.Tensor:
     """A (B, H, N, D) tensor stored as (B, N, H, D): the layout the kernels write out, dq, dk and
     dv in, so that ``x.transpose(1, 2).reshape(B, N, H * D)`` (MiT's next step) is free."""
@@ -657,6 +669,7 @@ def attention_fwd(
         lse = torch.empty((B, H, N), dtype=_acc_torch(q.dtype), device=q.device)
     if out.numel() == 0:
         return out, lse
+    _check_head_spans(q=q, k=k, v=v, out=out)
     cfg = fwd_config(M, D, q.dtype, block_n, block_m)
     key_tiles = triton.cdiv(M, cfg.block_m)
     resident = key_tiles if key_tiles <= cfg.key_tiles else 0
@@ -708,6 +721,7 @@ def attention_bwd(
     dv = empty_bnhd(B, H, M, D, v.dtype, dev) if dv is None else dv
     if B * H == 0:
         return dq, dk, dv
+    _check_head_spans(grad_out=grad_out, q=q, k=k, v=v, out=out, dq=dq, dk=dk, dv=dv)
     cfg = bwd_config(M, D, q.dtype, block_m, block_n)
     block_d = _pow2(D)
     acc, acc_torch = _acc(q.dtype), _acc_torch(q.dtype)

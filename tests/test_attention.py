@@ -299,6 +299,18 @@ def test_backward_splits_fill_within_the_partial_budget():
     assert num_splits(2, 1, 10**6, 256, 64, torch.bfloat16, 32, 1, HOPPER_SMS) == HOPPER_SMS // 2  # one wave at most
 
 
+def test_kernels_reject_a_head_beyond_32_bit_offsets():
+    from fastuda.kernels.attention import attention_bwd, attention_fwd
+
+    q = torch.empty_strided((1, 1, 3, 64), (0, 0, 2**30, 1), device="meta")  # rows 2**30 apart
+    k = v = torch.empty((1, 1, 5, 64), device="meta")
+    with pytest.raises(ValueError, match=r"q spans 2147483711 elements within one \(batch, head\)"):
+        attention_fwd(q, k, v, 0.1)
+    out, lse = torch.empty((1, 1, 3, 64), device="meta"), torch.empty((1, 1, 3), device="meta")
+    with pytest.raises(ValueError, match="q spans"):
+        attention_bwd(out, q, k, v, out, lse, 0.1)
+
+
 def test_kernel_launches_run_under_the_inputs_device(monkeypatch):
     """Triton launches on the current CUDA device, not on the tensors', so the op enters q's device
     around both launches. Without a GPU this checks the wiring: the guard is built from the
