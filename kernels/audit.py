@@ -29,7 +29,8 @@ Per launch:
   or in loops with constant bounds (the loss kernels' channel loop) the total is exact:
   programs x per-program exps / the op's needed exps (one per logit). When an exp sits in a
   loop with runtime bounds (attention's query loop) the ratio is per iteration: exps issued
-  in the loop body / elements of its largest exp (one exp per score of the tile);
+  in the loop body / scores the iteration needs (BLOCK_N queries x the keys it covers, capped
+  at M; without those constexprs, the elements of the body's largest exp);
 * global load widths (PTX ``ld.global`` and ``cp.async`` bytes per thread) and ``bar.sync``
   count;
 * load re-reads: bytes the loads request (layout elements x element size x programs x trips)
@@ -549,7 +550,16 @@ def _fmt_cx(cx: dict) -> str:
     return " ".join(f"{k}={short(v)}" for k, v in cx.items() if k not in ("ACC", "PRECISION"))
 
 
-def _analyse_launch(launch: Launch, exps_needed, k_pad):
+def _iteration_scores(case: dict, cx: dict) -> int | None:
+    """Scores one iteration of attention's query loop needs: BLOCK_N queries x the keys it covers
+    (all M when the keys are resident in RESIDENT tiles of BLOCK_M; one tile when streaming).
+    Tile padding beyond M is not needed work, so it counts as issued only."""
+    if "BLOCK_N" not in cx or "BLOCK_M" not in cx or "M" not in case:
+        return None
+    return cx["BLOCK_N"] * min(case["M"], cx["BLOCK_M"] * cx.get("RESIDENT", 1))
+
+
+def _analyse_launch(launch: Launch, exps_needed, k_pad, iter_needed=None):
     c = launch.compiled
     ttgir, ptx = c.asm["ttgir"], c.asm["ptx"]
     regs, stack = _res_usage(c)
@@ -572,7 +582,8 @@ def _analyse_launch(launch: Launch, exps_needed, k_pad):
             exp_ratio, exp_mode = programs * sum(e[0] * e[2] for e in exps) / exps_needed, "total"
         else:
             looped = [e for e in exps if e[2] is None]
-            exp_ratio, exp_mode = sum(e[0] for e in looped) / max(e[1] for e in looped), "per iteration"
+            needed = iter_needed or max(e[1] for e in looped)
+            exp_ratio, exp_mode = sum(e[0] for e in looped) / needed, "per iteration"
     req = _load_bytes(ttgir, layouts, threads)
     loads = _ptx_loads(ptx)
     return dict(
@@ -616,7 +627,8 @@ def audit(ops=None) -> dict:
                     blocks = [v for k, v in launch.constexprs.items() if k.startswith("BLOCK_D")]
                     k_pad = max(blocks) / case[k_dim] if blocks else 1.0
                 key = (launch.compiled.hash, launch.grid, tuple(sorted((k, str(v)) for k, v in launch.constexprs.items())))
-                row = compiled_cache.get(key) or _analyse_launch(launch, needed_fn(case) if needed_fn else None, k_pad)
+                row = compiled_cache.get(key) or _analyse_launch(
+                    launch, needed_fn(case) if needed_fn else None, k_pad, _iteration_scores(case, launch.constexprs))
                 compiled_cache[key] = row
                 # touched bytes depend on the tensors, not only on the compiled kernel
                 used = _used_pointer_args(launch.compiled.asm["ttgir"])

@@ -15,8 +15,7 @@ import torch
 from fastuda.kernels import audit as A
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-ATTENTION_REWORK = pytest.mark.xfail(strict=False, reason="attention is being reworked on branch kern-attn")
-OPS = [pytest.param(op, marks=ATTENTION_REWORK) if op.startswith("attention") else op for op in A.OPS]
+OPS = list(A.OPS)
 
 
 @pytest.fixture(scope="module")
