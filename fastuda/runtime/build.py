@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fastuda.config import TrainConfig
+from fastuda.errors import UserError
 from fastuda.data.sampler import IterationSampler
 
 
@@ -20,19 +21,12 @@ def build_segmentor(cfg: TrainConfig, pretrained: bool = True) -> torch.nn.Modul
 
     model_cfg = cfg.model if pretrained else dataclasses.replace(cfg.model, pretrained=None)
     if model_cfg.pretrained and not Path(model_cfg.pretrained).is_file():
-        raise FileNotFoundError(
-            f"model.pretrained={model_cfg.pretrained} not found: download the SegFormer ImageNet weights "
-            "(mit_b*.pth) there, or pass model.pretrained=None to start from scratch"
+        raise UserError(
+            f"model.pretrained={model_cfg.pretrained}: file not found; expected the SegFormer ImageNet weights "
+            "(mit_b*.pth) there, or model.pretrained=None to start from scratch"
         )
-    model = build_model(model_cfg)
-    if cfg.hrda.enabled:
-        from fastuda.models.hrda import HRDASegmentor
-
-        h = cfg.hrda
-        # the (pretrained) encoder of the plain model, shared by both scales; fresh HRDA heads
-        model = HRDASegmentor(model.backbone, cfg.model.num_classes, lr_scale=h.lr_scale, detail_crop=h.hr_crop_size,
-                              crop_divisible=h.crop_coord_divisible, detail_loss_weight=h.hr_loss_weight)  # fmt: skip
-    return model
+    # HRDA: the (pretrained) MiT encoder shared by both scales, fresh HRDA heads
+    return build_model(model_cfg, hrda=cfg.hrda)
 
 
 def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
