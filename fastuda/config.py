@@ -191,7 +191,7 @@ class TrainConfig:
     optim: OptimConfig = field(factory=OptimConfig)
     max_iters: int = field(40000, at_least(1))  # training iterations (the poly schedule reaches 0 here)
     seed: int = field(0, NON_NEGATIVE)  # DAFormer 0, HRDA 1, MIC 2
-    eval_interval: int = field(4000, NON_NEGATIVE)  # evaluate the student every N iterations (0: only at the end)
+    eval_interval: int = field(4000, at_least(-1))  # evaluate every N iterations (0: at the end only, -1: never)
     checkpoint_interval: int = field(4000, NON_NEGATIVE)  # write a checkpoint every N iterations (and at the end)
     log_interval: int = field(50, at_least(1))  # loss / lr to JSONL every N iterations
     out: str = field("runs/{name}", path_template())  # output directory ({name} is replaced)
@@ -259,7 +259,7 @@ def demo() -> TrainConfig:
     cfg.model = ModelConfig(backbone="mit_demo", decode_head="daformer", num_classes=6, drop_path_rate=0.0,
                             embed_dim=32)  # fmt: skip
     cfg.data = DataConfig(source="synthetic", source_root="", target="synthetic", target_root="", recipe="daformer",
-                          crop_size=(64, 64), batch_size=4, workers=0, synthetic_size=64)  # fmt: skip
+                          batch_size=4, workers=0, synthetic_size=64)  # scenes are not cropped  # fmt: skip
     cfg.uda.alpha = 0.99  # a short run: the teacher must follow the student within tens of iterations
     cfg.uda.pseudo_ignore_top = cfg.uda.pseudo_ignore_bottom = 0
     cfg.uda.fd_lambda = 0.0  # no ImageNet encoder offline
@@ -456,6 +456,7 @@ def load_config(preset_or_file: str, overrides: list[str] = (), from_pretrained:
             raise UserError(f"config file {path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
         try:
             cfg = from_dict(data)
+            _check_fields(cfg, "")  # the file's own values, named with the file
         except UserError as e:
             raise type(e)(f"config file {path}: {e}") from None
     return validate(apply_overrides(cfg, list(overrides)), from_pretrained)
@@ -571,6 +572,8 @@ def _check_across(cfg: "TrainConfig", from_pretrained: bool) -> None:
     if m.decode_head in ("daformer", "segformer") and m.backbone not in MIT_BACKBONES:
         raise UserError(f"model.decode_head={m.decode_head!r} needs a 4-level MiT encoder, got model.backbone="
                         f"{m.backbone!r}; expected one of {', '.join(MIT_BACKBONES)} (or model.decode_head=deeplabv2)")
+    if m.embed_dim is not None and m.decode_head == "deeplabv2":
+        raise UserError(f"model.embed_dim={m.embed_dim}: the deeplabv2 head has no embedding; expected None")
     if h.enabled:
         if m.decode_head != "daformer" or m.backbone not in MIT_BACKBONES:
             raise UserError(f"hrda.enabled=True needs a MiT backbone and the daformer head, got model.backbone="
