@@ -259,7 +259,7 @@ def demo() -> TrainConfig:
     cfg.model = ModelConfig(backbone="mit_demo", decode_head="daformer", num_classes=6, drop_path_rate=0.0,
                             embed_dim=32)  # fmt: skip
     cfg.data = DataConfig(source="synthetic", source_root="", target="synthetic", target_root="", recipe="daformer",
-                          batch_size=4, workers=0, synthetic_size=64)  # scenes are not cropped  # fmt: skip
+                          batch_size=4, workers=0, synthetic_size=64)  # fmt: skip (no crop: the scenes are the crops)
     cfg.uda.alpha = 0.99  # a short run: the teacher must follow the student within tens of iterations
     cfg.uda.pseudo_ignore_top = cfg.uda.pseudo_ignore_bottom = 0
     cfg.uda.fd_lambda = 0.0  # no ImageNet encoder offline
@@ -574,7 +574,13 @@ def _check_across(cfg: "TrainConfig", from_pretrained: bool) -> None:
                         f"{m.backbone!r}; expected one of {', '.join(MIT_BACKBONES)} (or model.decode_head=deeplabv2)")
     if m.embed_dim is not None and m.decode_head == "deeplabv2":
         raise UserError(f"model.embed_dim={m.embed_dim}: the deeplabv2 head has no embedding; expected None")
+    if m.backbone in MIT_BACKBONES and min(crop_h, crop_w) < 32:  # stage 1's spatial reduction is an 8x8 conv
+        raise UserError(f"{crop_key}: the MiT encoder needs a training crop of at least 32x32, got {crop_h}x{crop_w}")
     if h.enabled:
+        if min(crop_h, crop_w) < 64 or h.hr_crop_size < 32:  # the 0.5 context and the detail crop feed MiT
+            raise UserError(f"hrda.hr_crop_size={h.hr_crop_size} with a {crop_h}x{crop_w} crop ({crop_key}): HRDA "
+                            "feeds MiT the crop at 0.5 and the detail crop; expected a crop of at least 64x64 "
+                            "and hrda.hr_crop_size >= 32")  # fmt: skip
         if m.decode_head != "daformer" or m.backbone not in MIT_BACKBONES:
             raise UserError(f"hrda.enabled=True needs a MiT backbone and the daformer head, got model.backbone="
                             f"{m.backbone!r} and model.decode_head={m.decode_head!r}")  # fmt: skip
