@@ -4,6 +4,7 @@ when a config is loaded, before anything is built."""
 
 import dataclasses
 import math
+import types
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -96,7 +97,8 @@ class DataConfig:
     target_root: str = "data/cityscapes"
     # published pipeline: daformer (crop 512) | hrda / mic (crop 1024, valid pseudo mask)
     recipe: str = field("daformer", one_of("daformer", "hrda", "mic"))
-    crop_size: tuple[int, int] | None = field(None, optional(each(POSITIVE)))  # (h, w) training crop; None: the recipe's
+    # (h, w) training crop; None: the recipe's (the synthetic scenes are not cropped)
+    crop_size: tuple[int, int] | None = field(None, optional(each(POSITIVE)))
     # (long, short) keep-ratio resize; None: the recipe's (e.g. 1280x720)
     resize: tuple[int, int] | None = field(None, optional(each(POSITIVE)))
     batch_size: int = field(2, at_least(1))  # images per domain per iteration (2 source + 2 target)
@@ -131,7 +133,7 @@ class UDAConfig:
     pseudo_threshold: float = field(0.968, between(0, 1, lo_open=True))
     # batch (published: one q per batch) | image (the paper's per-image q)
     pseudo_weight_mode: str = field("batch", one_of("batch", "image"))
-    pseudo_ignore_top: int = field(15, NON_NEGATIVE)  # rows of the crop whose pseudo-weight is 0 (DAFormer: ego-car / sky)
+    pseudo_ignore_top: int = field(15, NON_NEGATIVE)  # rows of the crop whose pseudo-weight is 0 (DAFormer: sky)
     pseudo_ignore_bottom: int = field(120, NON_NEGATIVE)  # last rows of the crop whose pseudo-weight is 0
     mix_batch_pool: bool = True  # ClassMix draws from the classes of the whole batch (published) or the image
     mix_include_ignore: bool = True  # the ignore label counts as a class in that pool (published)
@@ -467,7 +469,7 @@ def load_config(preset_or_file: str, overrides: list[str] = (), from_pretrained:
 
 def _type_name(tp) -> str:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in args)
     if origin is tuple:
         if len(args) == 2 and args[1] is Ellipsis:
@@ -481,7 +483,7 @@ def _type_name(tp) -> str:
 def _coerce(value, tp):
     """``value`` as type ``tp`` (ints for floats, lists for tuples), or raise TypeError."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         for arm in args:
             try:
                 return _coerce(value, arm)

@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     validate(cfg, from_pretrained=False)  # the weights come from the checkpoint
     key = "teacher" if args.teacher else "student"
     if state.get(key) is None:
-        raise UserError(f"{args.checkpoint} holds no {key}" + (" (a source-only run has no teacher)" if args.teacher else ""))
+        why = " (a source-only run has no teacher)" if args.teacher else ""
+        raise UserError(f"{args.checkpoint} holds no {key}{why}")
     dataset, class_names = build_eval_dataset(cfg, check=True)  # every file listed, paired and checked first
     model = build_segmentor(cfg, pretrained=False)
     model.load_state_dict(state[key])

@@ -257,7 +257,8 @@ def test_key_changes_what_is_built_or_run(key, env, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     common = (file_base(env) if base == "file" else synth_base(env)) + [_text(o, env) for o in both]
     default = config.load_config(common[0], common[1:])
-    changed = config.load_config(common[0], common[1:] + [_text(o, env) for o in variant] + [f"{key}={_text(value, env)}"])
+    variant = [_text(o, env) for o in variant] + [f"{key}={_text(value, env)}"]
+    changed = config.load_config(common[0], common[1:] + variant)
     assert _get(changed, key) != _get(config.TrainConfig(), key), "the case must set a non-default value"
     assert _get(changed, key) != _get(default, key)
     fingerprints = [_BASE_CACHE.get((probe, repr(default))) or PROBES[probe](default), PROBES[probe](changed)]
