@@ -65,10 +65,10 @@ def test_messages_name_key_value_and_expectation():
 
 
 def test_types_are_converted_or_refused():
-    cfg = from_dict({"uda": {"alpha": 1 - 1e-3, "jitter_prob": 1}, "data": {"crop_size": [64, 32]}})
+    cfg = from_dict({"uda": {"alpha": 1 - 1e-3, "jitter_prob": 1}, "data": {"crop_size": [512, 256]}})
     validate(cfg, from_pretrained=False)
     assert cfg.uda.jitter_prob == 1.0 and isinstance(cfg.uda.jitter_prob, float)
-    assert cfg.data.crop_size == (64, 32)
+    assert cfg.data.crop_size == (512, 256)
     with pytest.raises(UserError, match=r"max_iters=1.5: expected an int"):
         validate(from_dict({"max_iters": 1.5}), from_pretrained=False)
     with pytest.raises(UserError, match=r"rcs.enabled=1: expected a bool"):

@@ -246,8 +246,9 @@ def _text(value, env) -> str:
     return value.format(env=env) if isinstance(value, str) else str(value).replace(" ", "")
 
 
-# One UDA step or a short run per side takes seconds on two cores: those cases are slow.
-_SLOW_PROBES = {"step", "run"}
+# A UDA step, a short run or the loaders' first batches per side take seconds on two cores:
+# those cases are slow (run them with -m slow); the model, optimiser and evaluation ones are not.
+_SLOW_PROBES = {"step", "run", "data"}
 
 
 @pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.slow) if CASES[k][1] in _SLOW_PROBES else k
