@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import fastuda.ops
+from fastuda.config import HRDAConfig
 from fastuda.models import build_model
 
 from .conftest import CUDA, DEVICE
@@ -52,7 +53,7 @@ def test_model(benchmark, measure, mode, provider):
 def setup_hrda(provider):
     """One HRDA training forward + backward on a labelled batch."""
     torch.manual_seed(0)
-    model = build_model(backbone=BACKBONE, hrda=True, hrda_detail_crop=HRDA_DETAIL).to(DEVICE)
+    model = build_model(backbone=BACKBONE, hrda=HRDAConfig(enabled=True, hr_crop_size=HRDA_DETAIL)).to(DEVICE)
     x = torch.randn(2, 3, HRDA_CROP, HRDA_CROP, device=DEVICE)
     label = torch.randint(0, 19, (2, HRDA_CROP, HRDA_CROP), device=DEVICE)
     backend = "auto" if provider == "fastuda" else "reference"

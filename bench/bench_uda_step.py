@@ -28,7 +28,8 @@ def setup(preset: str, provider: str):
     """Returns (fn, info): one training iteration of ``preset`` with random data."""
     if config.preset(preset).hrda.enabled:
         pytest.importorskip("fastuda.models.hrda")
-    cfg = config.load_config(preset, CASES[preset] + TINY + ["model.pretrained=None"])
+    # random weights: the step is timed, not trained (from_pretrained=False lets FD run without a file)
+    cfg = config.load_config(preset, CASES[preset] + TINY + ["model.pretrained=None"], from_pretrained=False)
     torch.manual_seed(0)
     student = build_segmentor(cfg).to(DEVICE)
     teacher, imnet = make_teacher(student), make_imnet_encoder(student.backbone)

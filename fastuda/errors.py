@@ -24,3 +24,15 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def cli(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Decorates a CLI's ``main(argv)`` so that calling it (in process or as ``python -m``)
+    goes through ``run_cli``."""
+    import functools
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None) -> int:
+        return run_cli(main, argv)
+
+    return wrapped

@@ -12,6 +12,7 @@ import sys
 
 import torch
 
+from fastuda.errors import UserError, cli
 from fastuda.models.slide import predict, slide_inference
 from fastuda.runtime.build import build_eval_dataset, build_segmentor, test_settings
 from fastuda.runtime.checkpoint import load_training_checkpoint
@@ -20,11 +21,13 @@ from fastuda.runtime.evaluation import evaluate, report
 __all__ = ["evaluate", "main", "predict", "report", "slide_inference"]
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastuda.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. data.target_root=...)")
-    parser.add_argument("--split", default=None, help="target split (default: the config's data.eval_split)")
+    parser.add_argument("--split", default=None, choices=("val", "train"),
+                        help="target split (default: the config's data.eval_split)")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--teacher", action="store_true", help="evaluate the EMA teacher instead of the student")
     parser.add_argument("--crop", type=int, nargs=2, default=None, metavar=("H", "W"),
@@ -32,19 +35,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stride", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="slide stride (default: half the window)")  # fmt: skip
     args = parser.parse_args(argv)
+    for flag, value in (("--crop", args.crop), ("--stride", args.stride)):
+        if value is not None and min(value) < 1:
+            parser.error(f"{flag} {value[0]} {value[1]}: expected two positive sizes (H W)")
+    if args.stride and not args.crop:
+        parser.error("--stride needs --crop")
     state = load_training_checkpoint(args.checkpoint)
-    from fastuda.config import apply_overrides, from_dict
+    from fastuda.config import apply_overrides, from_dict, validate
 
     cfg = apply_overrides(from_dict(state["config"]), args.overrides)
     if args.split:
         cfg.data.eval_split = args.split
-    model = build_segmentor(cfg, pretrained=False)
+    validate(cfg, from_pretrained=False)  # the weights come from the checkpoint
     key = "teacher" if args.teacher else "student"
     if state.get(key) is None:
-        raise SystemExit(f"{args.checkpoint} holds no {key}")
+        why = " (a source-only run has no teacher)" if args.teacher else ""
+        raise UserError(f"{args.checkpoint} holds no {key}{why}")
+    dataset, class_names = build_eval_dataset(cfg, check=True)  # every file listed, paired and checked first
+    model = build_segmentor(cfg, pretrained=False)
     model.load_state_dict(state[key])
     model.to(args.device)
-    dataset, class_names = build_eval_dataset(cfg)
     crop, stride = test_settings(cfg)
     if args.crop:
         crop = tuple(args.crop)

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastuda.config import TrainConfig, from_dict, load_config, to_dict
+from fastuda.config import TrainConfig, from_dict, load_config, to_dict, validate
+from fastuda.errors import cli
 from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, build_segmentor, test_settings
 from fastuda.runtime.checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fastuda.runtime.evaluation import evaluate, report
@@ -57,6 +58,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
     if resume is not None:
         state = load_training_checkpoint(resume)
         cfg = from_dict(state["config"])
+    validate(cfg, from_pretrained=state is None)  # before anything is built
     stop = min(max_iters if max_iters is not None else cfg.max_iters, cfg.max_iters)
 
     # ---- build: seeds, networks, optimiser, schedule; then the saved state on resume
@@ -159,6 +161,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
     return {"student": student, "teacher": teacher, "iteration": stop, "eval": last_eval, "out": out}
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastuda.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("config", help="a preset name (see fastuda.config.PRESETS) or a JSON config file")
@@ -172,10 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-at", type=int, default=None, help="stop after this iteration (resumable)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except (KeyError, ValueError) as e:
-        parser.error(str(e.args[0]) if e.args else str(e))
+    cfg = load_config(args.config, args.overrides)  # a mistake is a UserError: one line, exit 2
     out = Path(args.out or cfg.out.format(name=cfg.name))
     resume = None
     if args.resume is not None:

@@ -168,9 +168,9 @@ def test_convert_reports_every_bad_file_and_writes_no_statistics(tmp_path, capsy
     )
     assert not (root / "sample_class_stats.json").exists()
     assert (root / "labels" / "00001_labelTrainIds.png").exists()  # the good files are done (atomically)
-    assert main(["gta", str(root), "--quiet"]) == 1
+    assert main(["gta", str(root), "--quiet"]) == 2
     assert "error: gta: 2 of 4 files failed" in capsys.readouterr().err
-    assert main(["gta", str(tmp_path / "missing"), "--quiet"]) == 1
+    assert main(["gta", str(tmp_path / "missing"), "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 

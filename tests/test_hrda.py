@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import fastuda.ops as ops
+from fastuda.config import HRDAConfig
 from fastuda.models import HRDASegmentor, build_model, mit, random_detail_box, sliding_windows
 
 pytest.importorskip("fastuda.ops.scale_fusion")
@@ -257,7 +258,7 @@ def test_fixed_attention_ablation():
 
 
 def test_published_checkpoint_names_and_errors():
-    model = build_model(backbone="mit_b0", hrda=True, hrda_detail_crop=64)
+    model = build_model(backbone="mit_b0", hrda=HRDAConfig(enabled=True, hr_crop_size=64))
     keys = set(model.state_dict())
     assert "decode_head.head.fuse_layer.aspp_modules.1.depthwise_conv.conv.weight" in keys
     assert "decode_head.scale_attention.fuse_layer.conv.weight" in keys

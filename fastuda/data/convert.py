@@ -29,6 +29,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fastuda.errors import UserError, cli
+
 from ._io import png_header, read_label, write_label_png
 from ._parallel import default_workers, parallel_map
 from .cityscapes import cityscapes
@@ -166,6 +168,7 @@ def convert(dataset: str, root, workers: int | None = None, progress: bool = Tru
     return report
 
 
+@cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fastuda.data.convert",
@@ -181,9 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     try:
         report = convert(args.dataset, args.root, args.workers, progress=not args.quiet)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (FileNotFoundError, ValueError, RuntimeError) as e:  # names the dataset and the files
+        raise UserError(str(e)) from None
     print(
         f"{args.dataset}: converted {report.converted} labels, {report.counted + report.reused} already done "
         f"({report.reused} with known statistics); statistics of {report.samples} samples"
@@ -194,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"statistics in {args.root} unchanged")
     if report.size_notes:
         print(
-            f"note: {len(report.size_notes)} images differ in size from their label (the pipeline resizes "
-            "the label with the image, as the published keep-ratio resize does), e.g.:"
+            f"note: {len(report.size_notes)} images differ in size from their label; training and evaluation "
+            "refuse such pairs (a label must match its image pixel for pixel), e.g.:"
         )
         for note in report.size_notes[:5]:
             print(f"  {note}")

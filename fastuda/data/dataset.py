@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from ._io import read_image, read_label
+from .check import DataFileError
 from .labels import CITYSCAPES_CLASSES, NUM_CLASSES, LabelFormat, train_ids
 from .sampler import draw_generator
 from .transforms import Pipeline
@@ -121,13 +122,15 @@ class SegmentationDataset(Dataset):
     def item(self, index: int, generator: torch.Generator | None) -> dict:
         """``dataset[index]`` with the pipeline's random draws taken from ``generator``."""
         sample = self.samples[index]
-        image, label = self.read(index)
-        if label is not None and tuple(label.shape) != tuple(image.shape[-2:]):
-            if self.pipeline is None or self.pipeline.scale is None:
-                raise ValueError(
-                    f"{self.name}: label {sample.label} is {tuple(label.shape)} (H, W) but image {sample.image} "
-                    f"is {tuple(image.shape[-2:])}"
-                )
+        try:  # one line naming the file, also from a DataLoader worker (see fastuda.data.check)
+            image, label = self.read(index)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise DataFileError(str(e)) from e
+        if label is not None and tuple(label.shape) != tuple(image.shape[-2:]):  # never stretched to fit
+            raise DataFileError(
+                f"{self.name}: label {sample.label} is {tuple(label.shape)} (H, W) but image {sample.image} "
+                f"is {tuple(image.shape[-2:])}; a label must match its image pixel for pixel"
+            )
         if self.pipeline is None:
             out = {"image": image.contiguous()}
             if label is not None:

@@ -5,7 +5,7 @@
     logits = model(images)                              # (B, 19, H/4, W/4)
 """
 
-from fastuda.config import ModelConfig
+from fastuda.config import HRDAConfig, ModelConfig
 
 from .checkpoint import LoadReport, load_checkpoint
 from .daformer_head import DAFormerHead, DeepLabV2Head, SegFormerHead
@@ -17,11 +17,20 @@ from .segmentor import EncoderDecoder, TimmResNet
 HEADS = ("daformer", "segformer", "deeplabv2")
 
 
-def build_model(cfg: ModelConfig | None = None, **overrides) -> EncoderDecoder:
+def _head_width(cfg: ModelConfig) -> int:
+    """DAFormer head width (its HRDA scale attention's too): model.embed_dim, else 256 (32 for the demo)."""
+    return cfg.embed_dim or (32 if cfg.backbone == "mit_demo" else 256)
+
+
+def build_model(cfg: ModelConfig | None = None, hrda: HRDAConfig | bool | None = None, **overrides) -> EncoderDecoder:
     """Builds the segmentor of ``cfg`` (fields may be overridden by keyword). An
     ``EncoderDecoder``'s ``forward(img)`` returns logits at stride 4 (stride 8 for
-    DeepLabV2); with ``hrda=True`` an ``HRDASegmentor`` (see its modes)."""
+    DeepLabV2); with ``hrda`` enabled (``HRDAConfig(enabled=True, ...)``, the training
+    config's ``hrda`` section; ``True``: its defaults) an ``HRDASegmentor`` (see its modes). ``cfg`` is
+    assumed valid (``fastuda.config.validate``); the checks here guard direct callers."""
     cfg = ModelConfig(**{**vars(cfg or ModelConfig()), **overrides})
+    if isinstance(hrda, bool):
+        hrda = HRDAConfig(enabled=hrda)
     if cfg.decode_head not in HEADS:
         raise ValueError(f"decode_head must be one of {HEADS}, got {cfg.decode_head!r}")
     if cfg.backbone in MIT_VARIANTS:
@@ -33,13 +42,14 @@ def build_model(cfg: ModelConfig | None = None, **overrides) -> EncoderDecoder:
     channels = backbone.out_channels
     if cfg.decode_head != "deeplabv2" and len(channels) != 4:
         raise ValueError(f"decode_head {cfg.decode_head!r} needs a 4-level encoder (MiT), got backbone {cfg.backbone!r}")
-    if cfg.hrda:
+    if hrda is not None and hrda.enabled:
         if cfg.decode_head != "daformer" or cfg.backbone not in MIT_VARIANTS:
             raise ValueError(f"hrda needs a MiT backbone and the daformer head, got {cfg.backbone!r} + {cfg.decode_head!r}")
-        model = HRDASegmentor(backbone, cfg.num_classes, detail_crop=cfg.hrda_detail_crop,
-                              fixed_attention=cfg.hrda_fixed_attention)  # fmt: skip
+        model = HRDASegmentor(backbone, cfg.num_classes, detail_crop=hrda.hr_crop_size,
+                              crop_divisible=hrda.crop_coord_divisible, detail_loss_weight=hrda.hr_loss_weight,
+                              fixed_attention=hrda.fixed_attention, embed_dim=_head_width(cfg))  # fmt: skip
     elif cfg.decode_head == "daformer":
-        width = cfg.embed_dim or (32 if cfg.backbone == "mit_demo" else 256)  # the demo's head is narrow
+        width = _head_width(cfg)
         model = EncoderDecoder(backbone, DAFormerHead(channels, cfg.num_classes, embed_dim=width, channels=width))
     elif cfg.decode_head == "segformer":
         embed_dim = cfg.embed_dim or (256 if cfg.backbone == "mit_b0" else 768)

@@ -42,11 +42,13 @@ class HRDAHead(nn.Module):
         num_classes: int,
         *,
         attention_classwise: bool = True,  # one attention map per class (HRDA default) or one for all
-        attention_embed_dim: int = 256,
+        embed_dim: int = 256,  # width of the segmentation head (HRDA: 256, as DAFormer's)
+        attention_embed_dim: int | None = None,  # width of the scale-attention head (None: embed_dim)
         fixed_attention: float | None = None,  # replaces the learned attention by a constant (ablation: 0.5)
     ):
         super().__init__()
-        self.head = DAFormerHead(in_channels, num_classes)
+        self.head = DAFormerHead(in_channels, num_classes, embed_dim=embed_dim, channels=embed_dim)
+        attention_embed_dim = attention_embed_dim or embed_dim
         self.fixed_attention = fixed_attention
         if fixed_attention is None:
             self.scale_attention = DAFormerHead(in_channels, num_classes if attention_classwise else 1,
@@ -108,9 +110,10 @@ class HRDASegmentor(EncoderDecoder):
         test_stride: int = 512,
         attention_classwise: bool = True,
         fixed_attention: float | None = None,
+        embed_dim: int = 256,  # width of both heads (segmentation and scale attention)
     ):
         head = HRDAHead(backbone.out_channels, num_classes, attention_classwise=attention_classwise,
-                        fixed_attention=fixed_attention)  # fmt: skip
+                        embed_dim=embed_dim, fixed_attention=fixed_attention)  # fmt: skip
         super().__init__(backbone, head)
         if lr_scale != 0.5:
             raise ValueError(f"lr_scale must be 0.5 (the fused kernel upsamples by 2), got {lr_scale}")

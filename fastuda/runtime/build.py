@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from fastuda.config import TrainConfig
+from fastuda.errors import UserError
 from fastuda.data.sampler import IterationSampler
 
 
@@ -20,19 +21,12 @@ def build_segmentor(cfg: TrainConfig, pretrained: bool = True) -> torch.nn.Modul
 
     model_cfg = cfg.model if pretrained else dataclasses.replace(cfg.model, pretrained=None)
     if model_cfg.pretrained and not Path(model_cfg.pretrained).is_file():
-        raise FileNotFoundError(
-            f"model.pretrained={model_cfg.pretrained} not found: download the SegFormer ImageNet weights "
-            "(mit_b*.pth) there, or pass model.pretrained=None to start from scratch"
+        raise UserError(
+            f"model.pretrained={model_cfg.pretrained}: file not found; expected the SegFormer ImageNet weights "
+            "(mit_b*.pth) there, or model.pretrained=None to start from scratch"
         )
-    model = build_model(model_cfg)
-    if cfg.hrda.enabled:
-        from fastuda.models.hrda import HRDASegmentor
-
-        h = cfg.hrda
-        # the (pretrained) encoder of the plain model, shared by both scales; fresh HRDA heads
-        model = HRDASegmentor(model.backbone, cfg.model.num_classes, lr_scale=h.lr_scale, detail_crop=h.hr_crop_size,
-                              crop_divisible=h.crop_coord_divisible, detail_loss_weight=h.hr_loss_weight)  # fmt: skip
-    return model
+    # HRDA: the (pretrained) MiT encoder shared by both scales, fresh HRDA heads
+    return build_model(model_cfg, hrda=cfg.hrda)
 
 
 def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
@@ -64,35 +58,48 @@ def _pipeline(cfg: TrainConfig, dataset: str, train: bool):
     return dataclasses.replace(pipe, **changes) if changes else pipe
 
 
+def _dataset(cfg: TrainConfig, which: str, split: str, train: bool, seed: int | None = None):
+    """``data.<which>`` at ``data.<which>_root``; a layout problem names the key and the root."""
+    from fastuda.data import build_dataset
+
+    name, root = getattr(cfg.data, which), getattr(cfg.data, f"{which}_root")
+    try:
+        return build_dataset(name, root, split, _pipeline(cfg, name, train), seed=seed)
+    except (FileNotFoundError, ValueError) as e:  # a missing root or folder, an unpaired file, an empty split
+        raise UserError(f"data.{which}_root={root}: {e}") from None
+
+
 def build_train_datasets(cfg: TrainConfig):
     """(source, target) training datasets."""
     d = cfg.data
-    if d.source == "synthetic" or d.target == "synthetic":
+    if d.source == "synthetic":  # validate() has checked that both are
         from fastuda.data.synthetic import SyntheticScenes
 
-        if not (d.source == d.target == "synthetic"):
-            raise ValueError("the synthetic demo needs data.source and data.target both 'synthetic'")
         return (SyntheticScenes("source", d.synthetic_samples, d.synthetic_size, cfg.seed),
                 SyntheticScenes("target", d.synthetic_samples, d.synthetic_size, cfg.seed))  # fmt: skip
-    from fastuda.data import build_dataset
-
-    source = build_dataset(d.source, d.source_root, "train", _pipeline(cfg, d.source, True), seed=cfg.seed)
-    target = build_dataset(d.target, d.target_root, "train", _pipeline(cfg, d.target, True), seed=cfg.seed + 1)
-    return source, target
+    return _dataset(cfg, "source", "train", True, cfg.seed), _dataset(cfg, "target", "train", True, cfg.seed + 1)
 
 
-def build_eval_dataset(cfg: TrainConfig):
-    """(target evaluation dataset, class names)."""
+def build_eval_dataset(cfg: TrainConfig, check: bool = False):
+    """(target evaluation dataset, class names); ``check``: every file's header first (``check_data``)."""
     d = cfg.data
     if d.target == "synthetic":
         from fastuda.data.synthetic import SyntheticScenes
 
         ds = SyntheticScenes("target", d.eval_samples or d.synthetic_samples, d.synthetic_size, cfg.seed, split="val")
         return ds, ds.class_names
-    from fastuda.data import build_dataset
-
-    ds = build_dataset(d.target, d.target_root, d.eval_split, _pipeline(cfg, d.target, False))
+    ds = _dataset(cfg, "target", d.eval_split, False)
+    if check:
+        check_data(ds, f"data.target_root={d.target_root} (split {d.eval_split})")
     return ds, ds.class_names
+
+
+def check_data(dataset, key: str) -> None:
+    """The start-up check of every file of ``dataset`` (headers, sizes, label kinds; see
+    ``fastuda.data.check``); a problem is a one-line error naming ``key`` and the file."""
+    from fastuda.data.check import check_files
+
+    check_files(dataset, key)
 
 
 def _loader(dataset, cfg: TrainConfig, seed: int, start_iter: int, identity: bool = False) -> DataLoader:
@@ -103,16 +110,40 @@ def _loader(dataset, cfg: TrainConfig, seed: int, start_iter: int, identity: boo
                       generator=torch.Generator().manual_seed(seed))  # own stream: the global RNG stays untouched
 
 
-def build_loaders(cfg: TrainConfig, start_iter: int) -> tuple[DataLoader, DataLoader]:
-    """(source, target) loaders that resume at iteration ``start_iter``."""
-    from fastuda.uda.rcs import RareClassSampling
+def _rare_class_sampling(cfg: TrainConfig, source):
+    """RCS over ``source``, after checking that ``rcs.min_pixels`` leaves every class a file."""
+    from fastuda.data.dataset import SegmentationDataset
+    from fastuda.uda.rcs import RareClassSampling, dataset_class_stats
 
+    r, K = cfg.rcs, cfg.model.num_classes
+    stats, _ = dataset_class_stats(source, K)
+    most: dict[int, int] = {}
+    for s in stats:
+        for c, n in s.counts.items():
+            most[c] = max(most.get(c, 0), n)
+    if short := sorted(c for c, n in most.items() if n and n <= r.min_pixels):
+        names = getattr(source, "class_names", ())
+        shown = ", ".join(f"{c} ({names[c]}: at most {most[c]})" if c < len(names) else f"{c} ({most[c]})"
+                          for c in short[:4])  # fmt: skip
+        raise UserError(f"rcs.min_pixels={r.min_pixels}: no {cfg.data.source} label has more than that many pixels "
+                        f"of class {shown}; expected rcs.min_pixels < {min(most[c] for c in short)}, "
+                        "or rcs.enabled=false")  # fmt: skip
+    # file datasets take the statistics just read; in-memory ones map entries to indices themselves
+    known = stats if isinstance(source, SegmentationDataset) else None
+    return RareClassSampling(source, K, r.temperature, r.min_pixels, r.min_crop_ratio, cfg.seed, stats=known)
+
+
+def build_loaders(cfg: TrainConfig, start_iter: int) -> tuple[DataLoader, DataLoader]:
+    """(source, target) loaders that resume at iteration ``start_iter``. At start-up both
+    datasets and the evaluation split are listed, paired and their files checked, and the
+    RCS statistics checked against ``rcs.min_pixels``: a mistake costs seconds, not a run."""
     source, target = build_train_datasets(cfg)
+    d = cfg.data
+    check_data(source, f"data.source_root={d.source_root}")
+    check_data(target, f"data.target_root={d.target_root}")
+    build_eval_dataset(cfg, check=True)
     if cfg.rcs.enabled:
-        r = cfg.rcs
-        source = RareClassSampling(source, cfg.model.num_classes, r.temperature, r.min_pixels, r.min_crop_ratio,
-                                   cfg.seed)  # fmt: skip
-        src_loader = _loader(source, cfg, cfg.seed, start_iter, identity=True)
+        src_loader = _loader(_rare_class_sampling(cfg, source), cfg, cfg.seed, start_iter, identity=True)
     else:
         src_loader = _loader(source, cfg, cfg.seed, start_iter)
     return src_loader, _loader(target, cfg, cfg.seed + 1, start_iter)
