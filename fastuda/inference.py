@@ -56,6 +56,8 @@ class Segmenter:
             raise UserError(f"amp must be off, bf16 or fp16, got {amp!r}")
         self.autocast_dtype = amp_dtype(amp, self.device)
         self.description = description
+        self.config = None  # the TrainConfig, when built from a checkpoint
+        self.iteration = None  # the training iteration the checkpoint was written at, when known
         if compile:
             compile_inference(self.model, backend=compile if isinstance(compile, str) else "inductor")
 
@@ -116,9 +118,13 @@ class Segmenter:
         crop, stride = test_settings(cfg)
         if scale == "config":
             scale = _test_scale(cfg)
-        return cls(model, num_classes=cfg.model.num_classes, class_names=_class_names(cfg, content), crop=crop,
-                   stride=stride, scale=scale, device=device, amp=amp, compile=compile,
-                   description=f"{found} from {Path(path).name} ({'teacher' if teacher else 'student'})")  # fmt: skip
+        seg = cls(model, num_classes=cfg.model.num_classes, class_names=_class_names(cfg, content), crop=crop,
+                  stride=stride, scale=scale, device=device, amp=amp, compile=compile,
+                  description=f"{found} from {Path(path).name} ({'teacher' if teacher else 'student'})")  # fmt: skip
+        seg.config = cfg
+        meta = content.get("meta") if isinstance(content.get("meta"), dict) else {}
+        seg.iteration = content.get("iteration", meta.get("iter"))
+        return seg
 
     # -------------------------------------------------------------------------------- inference
 

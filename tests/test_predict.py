@@ -24,8 +24,8 @@ IMAGES = [("a.png", (53, 37), "PNG", "RGB"), ("b.jpg", (64, 48), "JPEG", "RGB"),
 NETWORKS = {
     # DAFormer head on the demo MiT, 6 synthetic classes, whole-image inference
     "daformer": ["demo"],
-    # HRDA (two-scale, 32 px detail crops slid with stride 16), 19 classes (label-id PNGs too)
-    "hrda": ["demo", "hrda.enabled=true", "hrda.hr_crop_size=32", "model.num_classes=19", "data.num_classes=19"],
+    # HRDA (two-scale, 64 px detail crops slid with stride 32), 19 classes (label-id PNGs too)
+    "hrda": ["demo", "hrda.enabled=true", "hrda.hr_crop_size=64", "model.num_classes=19", "data.num_classes=19"],
 }
 
 
@@ -111,7 +111,7 @@ def read_rgb(path):
 def test_cli_on_a_folder_with_a_corrupt_file(checkpoints, layout, image_dir, tmp_path, capsys):
     kind, cfg, model, files = checkpoints
     out = tmp_path / "out"
-    overrides = ["hrda.hr_crop_size=32"] if kind == "hrda" and layout == "released" else []
+    overrides = ["hrda.hr_crop_size=64"] if kind == "hrda" and layout == "released" else []
     args = [str(files[layout]), str(image_dir), "--out", str(out), "--side-by-side", "--no-progress", "--batch-size", "2"]
     if layout == "released":  # the published recipe resizes into 1024x512 / 2048x1024: keep the tiny images as they are
         args += ["--native"] + overrides
@@ -131,7 +131,8 @@ def test_cli_on_a_folder_with_a_corrupt_file(checkpoints, layout, image_dir, tmp
         assert labels.shape == (h, w) and labels.dtype == torch.uint8
         # the same labels as the Python API, and as the network's own forward
         torch.testing.assert_close(labels.long(), seg(image_dir / name), rtol=0, atol=0)
-        torch.testing.assert_close(labels.long(), reference_labels(kind, model, image), rtol=0, atol=0)
+        if name in ("a.png", "b.jpg"):  # (two are enough: the forward costs seconds on a busy CPU)
+            torch.testing.assert_close(labels.long(), reference_labels(kind, model, image), rtol=0, atol=0)
         colour = torch.from_numpy(palette[labels.numpy()]).permute(2, 0, 1).float()
         overlay = read_rgb(out / "color" / png).float()
         assert (overlay - (image.float() + colour) / 2).abs().max() <= 1
@@ -146,7 +147,7 @@ def test_cli_on_a_folder_with_a_corrupt_file(checkpoints, layout, image_dir, tmp
 
 def test_layouts_agree_and_follow_the_published_test_settings(checkpoints, image_dir):
     kind, cfg, model, files = checkpoints
-    extra = ["hrda.hr_crop_size=32"] if kind == "hrda" else []
+    extra = ["hrda.hr_crop_size=64"] if kind == "hrda" else []
     own = Segmenter.from_checkpoint(files["fastuda"], "cpu")
     released = Segmenter.from_checkpoint(files["released"], "cpu", overrides=extra, scale=None)
     image = np.array(Image.open(image_dir / "b.jpg"))  # numpy input
@@ -214,11 +215,13 @@ def test_cli_errors_name_the_input(checkpoints, image_dir, tmp_path, capsys, arg
     assert not (tmp_path / "out").exists()
 
 
-def test_compile_gives_the_same_labels(checkpoints, image_dir):
+@pytest.mark.parametrize("kind", ["daformer", pytest.param("hrda", marks=pytest.mark.slow)])
+def test_compile_gives_the_same_labels(kind, image_dir, tmp_path):
     """``compile=`` goes through torch.compile (the aot_eager backend: no C++ toolchain needed)."""
-    kind, cfg, model, files = checkpoints
-    plain = Segmenter.from_checkpoint(files["fastuda"], "cpu")
-    compiled = Segmenter.from_checkpoint(files["fastuda"], "cpu", compile="aot_eager")
+    cfg, model = network(kind)
+    path = write_fastuda(tmp_path / "latest.pt", cfg, model)
+    plain = Segmenter.from_checkpoint(path, "cpu")
+    compiled = Segmenter.from_checkpoint(path, "cpu", compile="aot_eager")
     image = read_rgb(image_dir / "b.jpg")
     torch._dynamo.reset()
     torch.testing.assert_close(compiled(image, probabilities=True)[1], plain(image, probabilities=True)[1],
