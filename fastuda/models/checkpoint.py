@@ -177,12 +177,12 @@ def classify(obj, path: str = "checkpoint") -> str:
     prefixes = {k.split(".", 1)[0] for k in state}
     if prefixes & {"ema_model", "imnet_model"} or any(k.startswith("model.backbone.") for k in state):
         return "uda"
+    if _is_hf(state):  # before mmseg: a SegformerForSemanticSegmentation has decode_head.* keys too
+        return "hf"
     if prefixes & {"backbone", "decode_head"}:
         return "mmseg"
     if "patch_embed1.proj.weight" in state:
         return "mit"
-    if _is_hf(state):
-        return "hf"
     raise UserError(f"{path} is not a checkpoint fastuda knows: its keys ({_short(sorted(state), 4)}) match none "
                     f"of {', '.join(KINDS.values())}")  # fmt: skip
 
@@ -323,7 +323,7 @@ def hf_to_model_keys(state: dict) -> dict:
             elif b := re.fullmatch(r"blocks\.(\d+)\.(.+)\.(weight|bias)", rest):
                 j, module, param = b.groups()
                 if module in ("attention.k_proj", "attention.v_proj"):
-                    kv.setdefault((i, j, param), {})[module[-6]] = value
+                    kv.setdefault((i, j, param), {})[module[-6:]] = value
                 elif module in _HF_BLOCK:
                     out[f"backbone.block{i}.{j}.{_HF_BLOCK[module]}.{param}"] = value
                 else:
