@@ -143,3 +143,20 @@ def test_read_and_architecture_of_each_layout(files):
         assert str(architecture(state)) == arch
     with pytest.raises(UserError, match="no encoder weights"):
         architecture({"decode_head.conv_seg.weight": torch.randn(2, 2, 1, 1)})
+
+
+@pytest.mark.parametrize("module", ["fastuda.predict", pytest.param("fastuda.evaluate", marks=pytest.mark.slow)])
+def test_python_dash_m_prints_one_line(files, module, tmp_path):
+    """The real entry point (``python -m``): exit code 2 and one ``error:`` line, no traceback."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", module, str(files["truncated"])]
+    if module == "fastuda.predict":
+        argv += [str(files["text"]), "--out", str(tmp_path / "out")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: checkpoint {files['truncated']} is truncated or damaged: its zip archive has no central directory "
+        f"({files['truncated'].stat().st_size} bytes); copy or download it again"
+    ]

@@ -122,21 +122,17 @@ def _read_file(path: str):
                         f"or a Hugging Face folder; it starts with {head!r})")  # fmt: skip
     try:
         return _torch_load(path)
-    except pickle_errors() as e:
+    except Exception as e:  # torch.load raises UnpicklingError, EOFError, RuntimeError, ... for bad files
         text = str(e)
-        if "Unsupported global" in text or "weights_only" in text.lower():
+        if "Unsupported global" in text:
             found = re.search(r"GLOBAL ([\w.]+)", text)
             what = found.group(1) if found else "a Python object"
             raise UserError(f"checkpoint {path} pickles {what}, which fastuda does not unpickle (only tensors, "
                             "containers and NumPy arrays are read, so that no code in the file runs)") from e
-        raise UserError(f"checkpoint {path} is truncated or damaged ({type(e).__name__}: {text.splitlines()[0]})") from e
-
-
-def pickle_errors() -> tuple[type, ...]:
-    import pickle
-
-    return (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError, KeyError, IndexError, TypeError,
-            AttributeError, ImportError)  # fmt: skip
+        # torch prefixes weights-only errors with advice for its issue tracker; the cause is the last line
+        cause = re.search(r"WeightsUnpickler error: (.*)", text)
+        cause = cause.group(1) if cause else text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        raise UserError(f"checkpoint {path} is truncated or damaged ({cause})") from e
 
 
 def _read_folder(path: str):
