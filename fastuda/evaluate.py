@@ -1,10 +1,14 @@
 """Evaluation: whole-image or slide inference, then per-class IoU and mIoU.
 
-    python -m fastuda.evaluate CKPT [--split val] [--device cuda] [--crop H W [--stride H W]] [key=value ...]
+    python -m fastuda.evaluate CKPT [--split val] [--device cuda] [--amp bf16] [--compile]
+                               [--crop H W [--stride H W]] [--config PRESET] [key=value ...]
 
-Published test settings: DAFormer infers on the whole 1024x512 image and
-resizes the logits to the label (2048x1024); HRDA slides 1024x1024 windows
-with stride 512 (``slide`` mode). Evaluation uses the student (DAFormer #23).
+CKPT: a ``fastuda.train`` checkpoint, or a released DAFormer / HRDA / MIC ``.pth`` (its
+network comes from its keys, its data and test settings from the published recipe, or from
+``--config``). Published test settings: DAFormer infers on the whole 1024x512 image and
+resizes the logits to the label (2048x1024); HRDA slides 1024x1024 windows with stride 512
+(``slide`` mode). Evaluation uses the student (DAFormer #23). On a GPU it runs under bf16
+autocast by default, as training's evaluations do (``--amp off`` for fp32).
 """
 
 import argparse
@@ -14,8 +18,7 @@ import torch
 
 from fastuda.errors import UserError, cli
 from fastuda.models.slide import predict, slide_inference
-from fastuda.runtime.build import build_eval_dataset, build_segmentor, test_settings
-from fastuda.runtime.checkpoint import load_training_checkpoint
+from fastuda.runtime.build import build_eval_dataset
 from fastuda.runtime.evaluation import evaluate, report
 
 __all__ = ["evaluate", "main", "predict", "report", "slide_inference"]
@@ -26,44 +29,53 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastuda.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. data.target_root=...)")
+    parser.add_argument("--config", default=None, help="a preset or JSON config instead of the checkpoint's own")
     parser.add_argument("--split", default=None, choices=("val", "train"),
                         help="target split (default: the config's data.eval_split)")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None,
+                        help="autocast dtype (default: bf16 on GPU, off on CPU)")  # fmt: skip
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model's forward")
     parser.add_argument("--teacher", action="store_true", help="evaluate the EMA teacher instead of the student")
     parser.add_argument("--crop", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="slide windows of this size (default: HRDA 1024 x 1024, DAFormer the whole image)")
     parser.add_argument("--stride", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="slide stride (default: half the window)")  # fmt: skip
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     for flag, value in (("--crop", args.crop), ("--stride", args.stride)):
         if value is not None and min(value) < 1:
             parser.error(f"{flag} {value[0]} {value[1]}: expected two positive sizes (H W)")
     if args.stride and not args.crop:
         parser.error("--stride needs --crop")
-    state = load_training_checkpoint(args.checkpoint)
-    from fastuda.config import apply_overrides, from_dict, validate
+    from fastuda.config import validate
+    from fastuda.inference import Segmenter
 
-    cfg = apply_overrides(from_dict(state["config"]), args.overrides)
+    # The dataset's test pipeline resizes the images (scale=None: no second resize here).
+    seg = Segmenter.from_checkpoint(args.checkpoint, args.device, config=args.config, overrides=args.overrides,
+                                    teacher=args.teacher, scale=None, amp=args.amp, compile=args.compile)  # fmt: skip
+    cfg = seg.config
     if args.split:
         cfg.data.eval_split = args.split
     validate(cfg, from_pretrained=False)  # the weights come from the checkpoint
-    key = "teacher" if args.teacher else "student"
-    if state.get(key) is None:
-        why = " (a source-only run has no teacher)" if args.teacher else ""
-        raise UserError(f"{args.checkpoint} holds no {key}{why}")
-    dataset, class_names = build_eval_dataset(cfg, check=True)  # every file listed, paired and checked first
-    model = build_segmentor(cfg, pretrained=False)
-    model.load_state_dict(state[key])
-    model.to(args.device)
-    crop, stride = test_settings(cfg)
+    try:
+        dataset, class_names = build_eval_dataset(cfg, check=True)  # every file listed, paired and checked first
+    except UserError:
+        raise
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"evaluation data of {args.checkpoint}: {e}") from None
+    crop, stride = seg.crop, seg.stride
     if args.crop:
         crop = tuple(args.crop)
         stride = tuple(args.stride) if args.stride else (max(crop[0] // 2, 1), max(crop[1] // 2, 1))
-    cm = evaluate(model, dataset, cfg.model.num_classes, args.device, crop, stride, cfg.data.eval_samples)
+    cm = evaluate(seg.model, dataset, seg.num_classes, seg.device, crop, stride, cfg.data.eval_samples,
+                  seg.autocast_dtype)  # fmt: skip
     table, result = report(cm, class_names, cfg.data.source)
     print(table)
     how = f"slide {crop[0]}x{crop[1]} stride {stride[0]}x{stride[1]}" if crop else "whole image"
-    print(f"mIoU {100 * result['mIoU']:.2f} ({key}, {how}, {len(dataset)} images, iteration {state['iteration']})")
+    amp = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[seg.autocast_dtype]
+    iteration = f", iteration {seg.iteration}" if seg.iteration is not None else ""
+    key = "teacher" if args.teacher else "student"
+    print(f"mIoU {100 * result['mIoU']:.2f} ({key}, {how}, {amp}, {len(dataset)} images{iteration})")
     return 0
 
 

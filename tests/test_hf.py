@@ -13,6 +13,7 @@ transformers = pytest.importorskip("transformers")
 from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerModel  # noqa: E402
 
 from fastuda.integrations.hf import patch_segformer  # noqa: E402
+from fastuda.models import load_checkpoint  # noqa: E402
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -187,3 +188,111 @@ def test_cuda_patched_bfloat16_within_library_error():
         err = (got.double() - want).abs().max().item()
         lib_err = (lib.double() - want).abs().max().item()
         assert err <= 2 * lib_err + 1e-2 * want.abs().max().item(), f"{name}: {err:.3g} vs library {lib_err:.3g}"
+
+
+# ----------------------------------------------------------------------------- export_hf / loading HF weights
+
+
+def fastuda_segformer(num_classes=5):
+    """A MiT (demo widths) + SegFormer head with random weights and BatchNorm statistics, eval mode."""
+    from fastuda.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(backbone="mit_demo", decode_head="segformer", num_classes=num_classes, embed_dim=32)
+    with torch.no_grad():
+        model.decode_head.linear_fuse.bn.running_mean.uniform_(-0.5, 0.5)
+        model.decode_head.linear_fuse.bn.running_var.uniform_(0.5, 1.5)
+        for p in model.parameters():  # away from the init (zero biases, unit norms)
+            p.add_(0.02 * torch.randn_like(p))
+    return model.eval()
+
+
+def test_export_segformer_head_matches_transformers_logits(tmp_path):
+    import fastuda
+
+    model = fastuda_segformer()
+    folder = fastuda.export_hf(model, tmp_path / "hf")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    hf = SegformerForSemanticSegmentation.from_pretrained(folder).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        # transformers' LayerNorms use eps 1e-5 where MiT's blocks use 1e-6: rounding-level differences
+        torch.testing.assert_close(hf(x).logits, model(x), rtol=1e-4, atol=1e-4)
+    # and back: the folder, its safetensors file and the state dict in transformers 4.x names load exactly
+    for source in (folder, folder / "model.safetensors", v4_names(hf.state_dict())):
+        fresh = fastuda_segformer()
+        for p in fresh.parameters():
+            p.data.normal_()
+        report = load_checkpoint(fresh, source, strict=True)
+        assert report.layout == "Hugging Face Segformer" and report.loaded == len(model.state_dict())
+        for k, v in model.state_dict().items():
+            torch.testing.assert_close(fresh.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+def v4_names(state):
+    """transformers 4.x key names (the ones on the Hub), written out by hand from 4.x's modules."""
+    import re
+
+    out = {}
+    for k, v in state.items():
+        k = re.sub(r"stages\.(\d+)\.patch_embeddings\.", r"encoder.patch_embeddings.\1.", k)
+        k = re.sub(r"stages\.(\d+)\.blocks\.", r"encoder.block.\1.", k)
+        k = re.sub(r"stages\.(\d+)\.layer_norm\.", r"encoder.layer_norm.\1.", k)
+        for new, old in (("attention.q_proj", "attention.self.query"), ("attention.k_proj", "attention.self.key"),
+                         ("attention.v_proj", "attention.self.value"), ("attention.o_proj", "attention.output.dense"),
+                         ("attention.sequence_reduction.sequence_reduction", "attention.self.sr"),
+                         ("attention.sequence_reduction.layer_norm", "attention.self.layer_norm"),
+                         ("mlp.fc1", "mlp.dense1"), ("mlp.fc2", "mlp.dense2"), ("layernorm_before", "layer_norm_1"),
+                         ("layernorm_after", "layer_norm_2"), ("linear_projections", "linear_c")):  # fmt: skip
+            k = k.replace(new, old)
+        out[k] = v
+    assert any(k.startswith("segformer.encoder.block.0.0.attention.self.key") for k in out)
+    return out
+
+
+def test_export_encoder_matches_transformers_features(tmp_path):
+    import fastuda
+    from fastuda.errors import UserError
+
+    from ._checkpoints import network, write_released
+
+    _, daformer = network("daformer")
+    path = write_released(tmp_path / "daformer.pth", daformer)
+    with pytest.raises(UserError, match="is a mit_demo \\+ daformer: transformers has no daformer head .* encoder_only=True"):
+        fastuda.export_hf(path, tmp_path / "no")
+    assert not (tmp_path / "no").exists()
+    folder = fastuda.export_hf(path, tmp_path / "encoder", encoder_only=True)
+    hf = SegformerModel.from_pretrained(folder).eval()
+    x = torch.randn(1, 3, 61, 83)  # odd sizes
+    with torch.no_grad():
+        got = hf(x, output_hidden_states=True).hidden_states
+        want = daformer.backbone(x)
+    assert len(got) == 4
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
+    with pytest.raises(UserError, match="exists and is not empty"):
+        fastuda.export_hf(path, tmp_path / "encoder", encoder_only=True)
+
+
+def test_predict_from_a_transformers_folder(tmp_path):
+    """A SegformerForSemanticSegmentation folder goes straight into predict (architecture from its keys)."""
+    import numpy as np
+    from PIL import Image
+
+    import fastuda
+    from fastuda import Segmenter, predict
+    from fastuda.data.transforms import normalize
+
+    model = fastuda_segformer(num_classes=19)
+    folder = fastuda.export_hf(model, tmp_path / "hf")
+    image = np.random.default_rng(0).integers(0, 256, (37, 50, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    args = [str(folder), str(tmp_path / "x.png"), "--out", str(tmp_path / "out"), "--native", "--no-progress"]
+    assert predict.main(args) == 0
+    labels = torch.from_numpy(np.array(Image.open(tmp_path / "out" / "labelTrainIds" / "x.png"))).long()
+    x = normalize(torch.from_numpy(image).permute(2, 0, 1))[None]
+    with torch.no_grad():
+        want = torch.nn.functional.interpolate(model(x), size=(37, 50), mode="bilinear", align_corners=False).argmax(1)[0]
+    assert torch.equal(labels, want)
+    seg = Segmenter.from_checkpoint(folder, "cpu")
+    assert "mit_demo + segformer" in repr(seg) and (tmp_path / "out" / "labelIds" / "x.png").is_file()

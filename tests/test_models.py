@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import fastuda.ops as ops
+from fastuda.errors import UserError
 
 from fastuda.models import (
     DAFormerHead,
@@ -198,23 +199,29 @@ def test_loads_mmseg_and_uda_checkpoints(tmp_path):
 
 def test_load_reports_mismatches_in_plain_words(tmp_path):
     model = build_model(backbone="mit_b0", decode_head="daformer", num_classes=7)
-    state = {f"decode_head.{k}": v for k, v in published_daformer_head_state_dict((32, 64, 160, 256)).items()}
+    state = {f"backbone.{k}": v for k, v in published_mit_state_dict("mit_b0", with_head=False).items()}
+    del state["backbone.patch_embed1.proj.weight"]
+    state.update({f"decode_head.{k}": v for k, v in published_daformer_head_state_dict((32, 64, 160, 256)).items()})
     state["decode_head.extra.weight"] = torch.randn(3)
     report = load_checkpoint(model, {"state_dict": state})
     text = str(report)
     assert "conv_seg.weight (19, 256, 1, 1) vs model (7, 256, 1, 1)" in text
     assert "have no place in the model" in text and "decode_head.extra.weight" in text
     assert "were not in the checkpoint" in text and "backbone.patch_embed1.proj.weight" in text
+    # without the encoder the load is an error that carries the report
+    head_only = {k: v for k, v in state.items() if k.startswith("decode_head.")}
+    with pytest.raises(UserError, match="left 176 of the encoder.s 176 tensors missing(.|\n)*were not in the"):
+        load_checkpoint(model, {"state_dict": head_only})
     with pytest.raises(RuntimeError, match="strict=True"):
         load_checkpoint(model, {"state_dict": state}, strict=True)
 
 
 def test_checkpoint_errors(tmp_path):
     model = build_model(backbone="mit_b0")
-    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+    with pytest.raises(UserError, match="nothing.pth not found"):
         load_checkpoint(model, tmp_path / "nothing.pth")
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="broken.pth"):
+    with pytest.raises(UserError, match="broken.pth is not a checkpoint"):
         load_checkpoint(model, tmp_path / "broken.pth")
     with pytest.raises(ValueError, match="no 'ema_model' weights"):
         load_checkpoint(model, {"state_dict": {"model.backbone.norm1.weight": torch.ones(32)}}, which="ema_model")

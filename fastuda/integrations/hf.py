@@ -1,4 +1,4 @@
-"""Hugging Face transformers Segformer on fastuda's fused MiT attention.
+"""Hugging Face transformers Segformer: fastuda's fused MiT attention inside it, and export to it.
 
 ``patch_segformer(model)`` routes the efficient self-attention of every layer of a
 ``SegformerModel`` / ``SegformerForSemanticSegmentation`` (any ``SegformerPreTrainedModel``)
@@ -15,7 +15,20 @@ through ``fastuda.ops.attention``, in place, with the model's own weights:
 Requests that the fused op does not cover take the model's eager path, which materialises the
 attention probabilities: ``output_attentions=True`` (it needs them), attention dropout while
 training, and an attention mask.
+
+``export_hf(checkpoint, folder)`` writes a fastuda (or released, or mmseg) network as a
+transformers ``save_pretrained`` folder: a SegFormer-head network as a whole
+``SegformerForSemanticSegmentation``, a MiT encoder as a ``SegformerModel``. Reading the other
+way, ``fastuda.models.load_checkpoint`` takes such folders. transformers builds every LayerNorm
+with eps 1e-5 where MiT uses 1e-6 in its blocks and stage norms (also so in transformers' own
+conversion of the SegFormer weights), so the exported network computes the same function up to
+that rounding.
 """
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -129,3 +142,90 @@ def _replace_v4_modules(model: nn.Module, base: type) -> None:
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, fused.adopt(module))
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export_hf(checkpoint, folder, *, which: str = "model", encoder_only: bool = False) -> Path:
+    """Writes ``checkpoint`` as a Hugging Face transformers folder (``config.json`` +
+    ``model.safetensors``) that ``from_pretrained`` loads; returns the folder.
+
+    Args:
+        checkpoint: a path (any file ``fastuda.models.checkpoint.read_checkpoint`` reads) or a
+            fastuda model (``EncoderDecoder`` with a MiT encoder).
+        folder: the output folder; it must not exist, or be empty. It is written under a
+            temporary name and renamed, so it never holds a partial export.
+        which: for UDA and fastuda checkpoints, ``"model"`` (student), ``"ema_model"`` (teacher)
+            or ``"imnet_model"``.
+        encoder_only: export the MiT encoder alone as a ``SegformerModel`` even when the
+            network has a head. Without it, a SegFormer head goes out as a
+            ``SegformerForSemanticSegmentation``, and a DAFormer, HRDA or DeepLabV2 head is an
+            error: transformers has no such head.
+    """
+    from fastuda.errors import UserError
+    from fastuda.models.checkpoint import architecture, hf_v5_name, model_to_hf_keys, read_model_state
+
+    seg = _segformer_module()
+    if isinstance(checkpoint, nn.Module):
+        state, name = checkpoint.state_dict(), type(checkpoint).__name__
+    else:
+        state, _, _ = read_model_state(checkpoint, which)
+        name = os.fspath(checkpoint)
+    arch = architecture(state, name)
+    if not arch.backbone.startswith("mit"):
+        raise UserError(f"{name}: only MiT encoders have a transformers equivalent (Segformer), not {arch.backbone}")
+    whole = arch.head == "segformer" and not encoder_only
+    if arch.head not in (None, "segformer") and not encoder_only:
+        raise UserError(f"{name} is a {arch}: transformers has no {arch.head.upper() if arch.head == 'hrda' else arch.head}"
+                        " head (its Segformer has the all-MLP SegFormer head only); export the MiT encoder with "
+                        "export_hf(..., encoder_only=True)")  # fmt: skip
+    state = {k: v for k, v in state.items() if k.startswith("backbone.") or (whole and k.startswith("decode_head."))}
+    config = _segformer_config(state, arch, whole)
+    model = (seg.SegformerForSemanticSegmentation if whole else seg.SegformerModel)(config)
+    # our names in 5.x form -> this transformers' own names (4.x or 5.x)
+    own = {hf_v5_name(k): k for k in model.state_dict()}
+    converted = model_to_hf_keys(state)
+    mapped = {own[hf_v5_name(k)]: v for k, v in converted.items() if hf_v5_name(k) in own}
+    missing, _ = model.load_state_dict(mapped, strict=False)
+    if missing or len(mapped) != len(converted):  # a bug in the key mapping, not the user's
+        raise RuntimeError(f"export to transformers: {sorted(missing)[:5]} unset, "
+                           f"{sorted(set(map(hf_v5_name, converted)) - set(own))[:5]} without a place")  # fmt: skip
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UserError(f"export folder {folder} exists and is not empty")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp)
+        if folder.exists():
+            folder.rmdir()
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
+def _segformer_config(state: dict, arch, whole: bool):
+    """The transformers ``SegformerConfig`` of a MiT (+ SegFormer head) state dict."""
+    from transformers import SegformerConfig
+
+    from fastuda.data.labels import CITYSCAPES_CLASSES
+    from fastuda.models.mit import mit
+
+    encoder = mit(arch.backbone, drop_path_rate=0.0)  # heads, reduction ratios and MLP widths of the variant
+    blocks = [getattr(encoder, f"block{i}")[0] for i in range(1, 5)]
+    kwargs = dict(
+        num_encoder_blocks=4, depths=[len(getattr(encoder, f"block{i}")) for i in range(1, 5)],
+        hidden_sizes=list(encoder.embed_dims), num_attention_heads=[b.attn.num_heads for b in blocks],
+        sr_ratios=[b.attn.sr_ratio for b in blocks], patch_sizes=[7, 3, 3, 3], strides=[4, 2, 2, 2],
+        mlp_ratios=[b.mlp.fc1.out_features // b.mlp.fc1.in_features for b in blocks], hidden_act="gelu",
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.0, layer_norm_eps=1e-6,
+    )  # fmt: skip
+    if whole:
+        kwargs.update(decoder_hidden_size=arch.embed_dim, num_labels=arch.num_classes, classifier_dropout_prob=0.1)
+        if arch.num_classes == len(CITYSCAPES_CLASSES):
+            kwargs["id2label"] = dict(enumerate(CITYSCAPES_CLASSES))
+            kwargs["label2id"] = {n: i for i, n in enumerate(CITYSCAPES_CLASSES)}
+    return SegformerConfig(**kwargs)

@@ -1,25 +1,49 @@
-"""Loading the checkpoints users already have.
+"""Reading the checkpoints users have, loading them into a model, and naming what they hold.
 
-Three layouts are recognised from their keys:
+One reader, ``read_checkpoint(path) -> (kind, state)``, recognises every layout from its keys:
 
-1. SegFormer's ImageNet encoders ``mit_b0..b5.pth``: a bare MiT state dict
-   (``patch_embed1.proj.weight``, ``block1.0.attn.q.weight``, ...); its
-   classification ``head.*`` is skipped and the rest goes to ``backbone``.
-2. mmseg files: ``{"state_dict": {"backbone.*", "decode_head.*"}, "meta": ...}``.
-3. DAFormer / HRDA / MIC UDA checkpoints: mmseg files whose keys carry the
-   ``model.`` (student), ``ema_model.`` (teacher) and ``imnet_model.`` (the
-   frozen ImageNet encoder of the feature distance) prefixes; ``which`` picks one.
+* ``"fastuda"``: a ``fastuda.train`` checkpoint (``student``, ``teacher``, ``imnet``,
+  optimiser, RNG states, ``iteration``, ``config``).
+* ``"uda"``: a released DAFormer / HRDA / MIC checkpoint, mmseg's ``{"meta", "state_dict"}``
+  whose keys carry the ``model.`` (student), ``ema_model.`` (teacher) and ``imnet_model.``
+  (the frozen ImageNet encoder of the feature distance) prefixes.
+* ``"mmseg"``: an mmseg file, ``{"state_dict": {"backbone.*", "decode_head.*"}, "meta": ...}``.
+* ``"mit"``: SegFormer's ImageNet encoders ``mit_b0..b5.pth``, a bare MiT state dict
+  (``patch_embed1.proj.weight``, ``block1.0.attn.q.weight``, ...) with a classifier ``head.*``.
+* ``"hf"``: a Hugging Face transformers Segformer: a ``save_pretrained`` folder
+  (``model.safetensors`` or ``pytorch_model.bin``), a ``.safetensors`` file or a state dict,
+  in the key names of transformers 4.x or 5.x (``SegformerModel``, ``...ForSemanticSegmentation``,
+  ``...ForImageClassification``).
 
-A ``module.`` prefix (DataParallel) is dropped everywhere.
+A ``module.`` prefix (DataParallel, DDP) is dropped everywhere. Files are read with
+``torch.load(weights_only=True)`` (no arbitrary code runs), with NumPy's array and scalar
+types allowed: fastuda's checkpoints keep NumPy's RNG state. Anything that is not a
+checkpoint, a truncated file, an empty one, a folder or another architecture is a
+``UserError`` that names the path and what was expected.
 """
 
 import dataclasses
 import os
+import re
+import zipfile
 
+import numpy as np
 import torch
 from torch import nn
 
+from fastuda.errors import UserError
+
 UDA_MODELS = ("model", "ema_model", "imnet_model")
+# which= of a released UDA checkpoint -> the entry of a fastuda.train checkpoint
+_FASTUDA_ENTRY = {"model": "student", "ema_model": "teacher", "imnet_model": "imnet"}
+KINDS = {
+    "fastuda": "fastuda training checkpoint",
+    "uda": "released DAFormer / HRDA / MIC checkpoint",
+    "mmseg": "mmseg checkpoint",
+    "mit": "SegFormer ImageNet MiT encoder",
+    "hf": "Hugging Face Segformer",
+}
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 @dataclasses.dataclass
@@ -50,61 +74,435 @@ def _short(keys: list[str], n: int = 8) -> str:
     return ", ".join(keys[:n]) + (f", ... ({len(keys) - n} more)" if len(keys) > n else "")
 
 
-def _read(path_or_state_dict) -> dict:
-    if isinstance(path_or_state_dict, dict):
-        return path_or_state_dict
-    path = os.fspath(path_or_state_dict)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
+# ----------------------------------------------------------------------------- reading
+
+
+def _numpy_globals() -> list:
+    """The NumPy objects a fastuda checkpoint pickles (``np.random.get_state()``, NumPy scalars),
+    under the module names of NumPy 1.x and 2.x, whichever wrote the file."""
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    found = [np.ndarray, np.dtype]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        found += [(multiarray._reconstruct, f"{module}._reconstruct"), (multiarray.scalar, f"{module}.scalar")]
+    # dtype classes (numpy.dtypes.UInt32DType, ...) that newer NumPy pickles by name
+    for name in dir(getattr(np, "dtypes", object)):
+        obj = getattr(np.dtypes, name)
+        if isinstance(obj, type) and issubclass(obj, np.dtype):
+            found.append(obj)
+    return found
+
+
+def _torch_load(path: str):
+    with torch.serialization.safe_globals(_numpy_globals()):
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated file, or one pickling arbitrary objects
-        raise RuntimeError(f"could not read checkpoint {path}: {e}") from e
+
+
+def _read_file(path: str):
+    """The object stored in a checkpoint file, or a UserError saying why it is not one."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise UserError(f"checkpoint {path} is empty (0 bytes): the file is not a checkpoint, or it was cut off")
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise UserError(f"checkpoint {path} is a safetensors file: pip install safetensors") from None
+        try:
+            return load_file(path)
+        except Exception as e:  # safetensors raises SafetensorError (header too large, incomplete, ...)
+            raise UserError(f"checkpoint {path} is not a readable safetensors file (truncated or damaged: {e})") from e
+    with open(path, "rb") as f:
+        head = f.read(8)
+    is_zip = head.startswith(b"PK")
+    if is_zip and not zipfile.is_zipfile(path):
+        raise UserError(f"checkpoint {path} is truncated or damaged: its zip archive has no central directory "
+                        f"({size} bytes); copy or download it again")  # fmt: skip
+    if not is_zip and not head.startswith(b"\x80"):  # torch.save: a zip archive, or a protocol-2+ pickle (legacy)
+        raise UserError(f"{path} is not a checkpoint (expected a file written by torch.save, a .safetensors file "
+                        f"or a Hugging Face folder; it starts with {head!r})")  # fmt: skip
+    try:
+        return _torch_load(path)
+    except Exception as e:  # torch.load raises UnpicklingError, EOFError, RuntimeError, ... for bad files
+        text = str(e)
+        if "Unsupported global" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = found.group(1) if found else "a Python object"
+            raise UserError(f"checkpoint {path} pickles {what}, which fastuda does not unpickle (only tensors, "
+                            "containers and NumPy arrays are read, so that no code in the file runs)") from e
+        # torch prefixes weights-only errors with advice for its issue tracker; the cause is the last line
+        cause = re.search(r"WeightsUnpickler error: (.*)", text)
+        cause = cause.group(1) if cause else text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        raise UserError(f"checkpoint {path} is truncated or damaged ({cause})") from e
+
+
+def _read_folder(path: str):
+    for name in HF_WEIGHT_FILES:
+        file = os.path.join(path, name)
+        if os.path.isfile(file):
+            return _read_file(file)
+    if any(n.startswith("model-") and n.endswith(".safetensors") for n in os.listdir(path)):
+        raise UserError(f"{path} holds a sharded Hugging Face checkpoint; fastuda reads a single model.safetensors")
+    raise UserError(f"{path} is a folder, not a checkpoint (a Hugging Face folder holds {' or '.join(HF_WEIGHT_FILES)})")
+
+
+def read_checkpoint(path) -> tuple[str, dict]:
+    """(kind, content) of the checkpoint at ``path`` (a file, or a Hugging Face folder).
+
+    ``kind`` is one of ``KINDS``; ``content`` is the stored dict (for ``"fastuda"`` the whole
+    training state, otherwise what holds the tensors). Raises ``UserError`` naming the path for
+    a missing file, a folder without weights, an empty, truncated or foreign file, or a dict of
+    keys that no known layout has.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise UserError(f"checkpoint {path} not found")
+    obj = _read_folder(path) if os.path.isdir(path) else _read_file(path)
+    return classify(obj, path), obj
+
+
+def classify(obj, path: str = "checkpoint") -> str:
+    """The kind (see ``KINDS``) of a loaded checkpoint object; ``UserError`` if it is none."""
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} is not a checkpoint: it holds a {type(obj).__name__}, expected a dict of tensors")
+    if "student" in obj and "config" in obj:
+        return "fastuda"
+    state = _tensors(obj)
+    if not state:
+        raise UserError(f"{path} holds no weights (no tensors keyed by parameter name; top-level keys: "
+                        f"{_short(sorted(map(str, obj)), 6) or 'none'})")  # fmt: skip
+    prefixes = {k.split(".", 1)[0] for k in state}
+    if prefixes & {"ema_model", "imnet_model"} or any(k.startswith("model.backbone.") for k in state):
+        return "uda"
+    if _is_hf(state):  # before mmseg: a SegformerForSemanticSegmentation has decode_head.* keys too
+        return "hf"
+    if prefixes & {"backbone", "decode_head"}:
+        return "mmseg"
+    if "patch_embed1.proj.weight" in state:
+        return "mit"
+    raise UserError(f"{path} is not a checkpoint fastuda knows: its keys ({_short(sorted(state), 4)}) match none "
+                    f"of {', '.join(KINDS.values())}")  # fmt: skip
+
+
+def _tensors(obj: dict) -> dict:
+    state = obj.get("state_dict", obj) if isinstance(obj.get("state_dict"), dict) else obj
+    return {k.removeprefix("module."): v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
+def read_training_checkpoint(path) -> dict:
+    """A ``fastuda.train`` checkpoint, for ``--resume``; any other kind is a UserError (``resumable``)."""
+    kind, state = read_checkpoint(path)
+    resumable(kind, path)
+    return state
+
+
+def resumable(kind: str, path) -> None:
+    """Raises a UserError unless a checkpoint of ``kind`` can resume training."""
+    if kind != "fastuda":
+        raise UserError(
+            f"{path} is a {KINDS[kind]} and cannot be resumed: it holds no optimiser / iteration / config. Start a new "
+            f"run from its weights with model.pretrained={path}, or evaluate it with python -m fastuda.evaluate"
+        )
+
+
+# ----------------------------------------------------------------------------- keys
 
 
 def to_model_keys(checkpoint: dict, which: str = "model") -> tuple[dict, str]:
-    """Returns (state dict keyed like ``EncoderDecoder``, layout name)."""
+    """Returns (state dict keyed like ``EncoderDecoder`` / ``HRDASegmentor``, layout name)."""
     if which not in UDA_MODELS:
         raise ValueError(f"which must be one of {UDA_MODELS}, got {which!r}")
-    state = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(state, dict) or not state:
-        raise ValueError("checkpoint holds no state dict (expected tensors keyed by parameter name)")
-    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    prefixes = {k.split(".", 1)[0] for k in state}
-    if prefixes & {"ema_model", "imnet_model"} or any(k.startswith("model.backbone.") for k in state):
+    if not isinstance(checkpoint, dict) or not checkpoint:
+        raise UserError("checkpoint holds no state dict (expected tensors keyed by parameter name)")
+    kind = classify(checkpoint)
+    if kind == "fastuda":
+        entry = _FASTUDA_ENTRY[which]
+        state = checkpoint.get(entry)
+        if state is None:
+            raise UserError(f"fastuda checkpoint holds no {entry} (which={which!r})")
+        if entry == "imnet":  # the frozen encoder alone
+            state = {f"backbone.{k}": v for k, v in state.items()}
+        return dict(state), f"fastuda ({entry})"
+    state = _tensors(checkpoint)
+    if kind == "uda":
+        prefixes = {k.split(".", 1)[0] for k in state}
         if which not in prefixes:
-            raise ValueError(f"UDA checkpoint has no {which!r} weights; it has {sorted(prefixes & set(UDA_MODELS))}")
+            raise UserError(f"UDA checkpoint has no {which!r} weights; it has {sorted(prefixes & set(UDA_MODELS))}")
         return {k.removeprefix(which + "."): v for k, v in state.items() if k.startswith(which + ".")}, f"UDA ({which})"
-    if prefixes & {"backbone", "decode_head"}:
+    if kind == "mmseg":
         return state, "mmseg"
+    if kind == "hf":
+        return hf_to_model_keys(state), "Hugging Face Segformer"
     # A bare encoder (SegFormer ImageNet MiT): its classifier is not ours.
     return {f"backbone.{k}": v for k, v in state.items() if not k.startswith("head.")}, "ImageNet MiT"
 
 
+def read_model_state(path_or_state_dict, which: str = "model") -> tuple[dict, str, str]:
+    """(state dict keyed like the model, layout name, kind) of a path or an already loaded dict."""
+    if which not in UDA_MODELS:
+        raise ValueError(f"which must be one of {UDA_MODELS}, got {which!r}")
+    if isinstance(path_or_state_dict, dict):
+        kind, obj = classify(path_or_state_dict), path_or_state_dict
+    else:
+        kind, obj = read_checkpoint(path_or_state_dict)
+    try:
+        state, layout = to_model_keys(obj, which)
+    except UserError as e:
+        raise UserError(f"{_name(path_or_state_dict)}: {e}") from None
+    return state, layout, kind
+
+
+def _name(path_or_state_dict) -> str:
+    return "checkpoint" if isinstance(path_or_state_dict, dict) else os.fspath(path_or_state_dict)
+
+
+# ----------------------------------------------------------------------------- Hugging Face keys
+
+# transformers 4.x names -> 5.x names (transformers' own conversion_mapping.py for Segformer)
+_HF_V4_TO_V5 = [
+    (r"encoder\.patch_embeddings\.(\d+)\.", r"stages.\1.patch_embeddings."),
+    (r"encoder\.block\.(\d+)\.", r"stages.\1.blocks."),
+    (r"encoder\.layer_norm\.(\d+)\.", r"stages.\1.layer_norm."),
+    (r"attention\.self\.query\.", "attention.q_proj."),
+    (r"attention\.self\.key\.", "attention.k_proj."),
+    (r"attention\.self\.value\.", "attention.v_proj."),
+    (r"attention\.self\.sr\.", "attention.sequence_reduction.sequence_reduction."),
+    (r"attention\.self\.layer_norm\.", "attention.sequence_reduction.layer_norm."),
+    (r"attention\.output\.dense\.", "attention.o_proj."),
+    (r"mlp\.dense1\.", "mlp.fc1."),
+    (r"mlp\.dense2\.", "mlp.fc2."),
+    (r"layer_norm_1\.", "layernorm_before."),
+    (r"layer_norm_2\.", "layernorm_after."),
+    (r"decode_head\.linear_c\.", "decode_head.linear_projections."),
+]
+# 5.x block names -> MiT names
+_HF_BLOCK = {
+    "layernorm_before": "norm1", "layernorm_after": "norm2", "attention.q_proj": "attn.q", "attention.o_proj": "attn.proj",
+    "attention.sequence_reduction.sequence_reduction": "attn.sr", "attention.sequence_reduction.layer_norm": "attn.norm",
+    "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "mlp.dwconv.dwconv": "mlp.dwconv.dwconv",
+}  # fmt: skip
+
+
+def _is_hf(state: dict) -> bool:
+    return any(re.match(r"(segformer\.)?(encoder\.patch_embeddings|stages\.\d+\.patch_embeddings)\.", k) for k in state)
+
+
+def hf_v5_name(key: str) -> str:
+    """A transformers Segformer key in 5.x naming, without the ``segformer.`` prefix."""
+    key = key.removeprefix("segformer.")
+    for pattern, repl in _HF_V4_TO_V5:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def _reverse_blocks(weight: torch.Tensor, parts: int) -> torch.Tensor:
+    """The 1x1 fuse conv's input channels in the other concatenation order: transformers (and
+    the original SegFormer) concatenate the levels deepest first, fastuda's SegFormerHead
+    shallowest first."""
+    return torch.cat(list(weight.chunk(parts, dim=1))[::-1], dim=1)
+
+
+def hf_to_model_keys(state: dict) -> dict:
+    """A transformers Segformer state dict (4.x or 5.x names) -> fastuda ``EncoderDecoder`` keys
+    (MiT ``backbone.*``; the decode head, when present, as ``SegFormerHead``). k and v
+    projections are concatenated into MiT's ``kv``; an image-classification head is dropped."""
+    out, kv = {}, {}
+    levels = 1 + max((int(m.group(1)) for k in state if (m := re.match(r"stages\.(\d+)\.", hf_v5_name(k)))), default=0)
+    for key, value in state.items():
+        name = hf_v5_name(key)
+        if m := re.fullmatch(r"stages\.(\d+)\.(.+)", name):
+            i, rest = int(m.group(1)) + 1, m.group(2)
+            if rest.startswith("patch_embeddings."):
+                rest = rest.removeprefix("patch_embeddings.").replace("layer_norm.", "norm.")
+                out[f"backbone.patch_embed{i}.{rest}"] = value
+            elif rest.startswith("layer_norm."):
+                out[f"backbone.norm{i}.{rest.removeprefix('layer_norm.')}"] = value
+            elif b := re.fullmatch(r"blocks\.(\d+)\.(.+)\.(weight|bias)", rest):
+                j, module, param = b.groups()
+                if module in ("attention.k_proj", "attention.v_proj"):
+                    kv.setdefault((i, j, param), {})[module[-6:]] = value
+                elif module in _HF_BLOCK:
+                    out[f"backbone.block{i}.{j}.{_HF_BLOCK[module]}.{param}"] = value
+                else:
+                    out[f"hf.{key}"] = value  # unknown: reported as unexpected
+            else:
+                out[f"hf.{key}"] = value
+        elif m := re.fullmatch(r"decode_head\.linear_projections\.(\d+)\.proj\.(.+)", name):
+            out[f"decode_head.linear_c.{m.group(1)}.proj.{m.group(2)}"] = value
+        elif name == "decode_head.linear_fuse.weight":
+            out["decode_head.linear_fuse.conv.weight"] = _reverse_blocks(value, levels)
+        elif name.startswith("decode_head.batch_norm."):
+            out[f"decode_head.linear_fuse.bn.{name.removeprefix('decode_head.batch_norm.')}"] = value
+        elif name.startswith("decode_head.classifier."):
+            out[f"decode_head.linear_pred.{name.removeprefix('decode_head.classifier.')}"] = value
+        elif name.startswith("classifier."):
+            continue  # SegformerForImageClassification's ImageNet classifier
+        else:
+            out[f"hf.{key}"] = value
+    for (i, j, param), parts in kv.items():
+        if set(parts) == {"k_proj", "v_proj"}:
+            out[f"backbone.block{i}.{j}.attn.kv.{param}"] = torch.cat([parts["k_proj"], parts["v_proj"]])
+    return out
+
+
+def model_to_hf_keys(state: dict) -> dict:
+    """The inverse of ``hf_to_model_keys``: fastuda MiT (+ SegFormerHead) keys -> transformers 5.x
+    names of ``SegformerForSemanticSegmentation`` (encoder keys prefixed ``segformer.``)."""
+    block = {v: k for k, v in _HF_BLOCK.items()}
+    levels = sum(1 for k in state if re.fullmatch(r"backbone\.patch_embed\d+\.proj\.weight", k))
+    out = {}
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked") and not key.startswith("decode_head.linear_fuse.bn"):
+            continue
+        if m := re.fullmatch(r"backbone\.patch_embed(\d+)\.(proj|norm)\.(.+)", key):
+            i, module, param = int(m.group(1)) - 1, m.group(2), m.group(3)
+            out[f"segformer.stages.{i}.patch_embeddings.{'layer_norm' if module == 'norm' else 'proj'}.{param}"] = value
+        elif m := re.fullmatch(r"backbone\.norm(\d+)\.(.+)", key):
+            out[f"segformer.stages.{int(m.group(1)) - 1}.layer_norm.{m.group(2)}"] = value
+        elif m := re.fullmatch(r"backbone\.block(\d+)\.(\d+)\.(.+)\.(weight|bias)", key):
+            i, j, module, param = int(m.group(1)) - 1, m.group(2), m.group(3), m.group(4)
+            prefix = f"segformer.stages.{i}.blocks.{j}."
+            if module == "attn.kv":
+                k, v = value.chunk(2)
+                out[f"{prefix}attention.k_proj.{param}"], out[f"{prefix}attention.v_proj.{param}"] = k, v
+            else:
+                out[f"{prefix}{block[module]}.{param}"] = value
+        elif m := re.fullmatch(r"decode_head\.linear_c\.(\d+)\.proj\.(.+)", key):
+            out[f"decode_head.linear_projections.{m.group(1)}.proj.{m.group(2)}"] = value
+        elif key == "decode_head.linear_fuse.conv.weight":
+            out["decode_head.linear_fuse.weight"] = _reverse_blocks(value, levels)
+        elif key.startswith("decode_head.linear_fuse.bn."):
+            out[f"decode_head.batch_norm.{key.removeprefix('decode_head.linear_fuse.bn.')}"] = value
+        elif key.startswith("decode_head.linear_pred."):
+            out[f"decode_head.classifier.{key.removeprefix('decode_head.linear_pred.')}"] = value
+        else:
+            raise ValueError(f"no transformers Segformer equivalent for {key}")
+    return out
+
+
+# ----------------------------------------------------------------------------- architecture
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What a state dict's keys and shapes say about the network that wrote it."""
+
+    backbone: str  # mit_demo, mit_b0 .. mit_b5, resnet101
+    head: str | None  # daformer | segformer | deeplabv2 | hrda; None: an encoder alone
+    num_classes: int | None = None  # K, the classifier's outputs
+    embed_dim: int | None = None  # the head's embedding width (daformer / segformer)
+
+    def __str__(self) -> str:
+        return f"{self.backbone} + {self.head}" if self.head else f"{self.backbone} (encoder only)"
+
+
+def architecture(state: dict, path="checkpoint") -> Architecture:
+    """The ``Architecture`` of a state dict keyed like the model (``to_model_keys``)."""
+    if "backbone.patch_embed1.proj.weight" in state:
+        from .mit import VARIANTS
+
+        dims = tuple(state[f"backbone.patch_embed{i}.proj.weight"].shape[0] for i in range(1, 5)
+                     if f"backbone.patch_embed{i}.proj.weight" in state)  # fmt: skip
+        depths = tuple(1 + max((int(k.split(".")[2]) for k in state if k.startswith(f"backbone.block{i}.")), default=-1)
+                       for i in range(1, len(dims) + 1))  # fmt: skip
+        backbone = next((n for n, v in VARIANTS.items() if tuple(v["embed_dims"]) == dims and tuple(v["depths"]) == depths),
+                        None)  # fmt: skip
+        if backbone is None:
+            raise UserError(f"{path}: a MiT encoder with widths {dims} and depths {depths} is none of "
+                            f"{', '.join(VARIANTS)}")  # fmt: skip
+    elif any(k.startswith("backbone.body.") for k in state):
+        blocks = {k.split(".")[3] for k in state if k.startswith("backbone.body.layer3.")}
+        backbone = {6: "resnet50", 23: "resnet101", 36: "resnet152"}.get(len(blocks), "resnet101")
+    else:
+        raise UserError(f"{path}: no encoder weights (expected backbone.patch_embed1.* of a MiT or backbone.body.* "
+                        f"of a ResNet; keys: {_short(sorted(state), 4)})")  # fmt: skip
+
+    def rows(key):
+        return state[key].shape[0] if key in state else None
+
+    if any(k.startswith("decode_head.scale_attention.") for k in state):
+        return Architecture(backbone, "hrda", rows("decode_head.head.conv_seg.weight"),
+                            rows("decode_head.head.embed_layers.0.proj.weight"))  # fmt: skip
+    if "decode_head.conv_seg.weight" in state and any(k.startswith("decode_head.fuse_layer.") for k in state):
+        return Architecture(backbone, "daformer", rows("decode_head.conv_seg.weight"),
+                            rows("decode_head.embed_layers.0.proj.weight"))  # fmt: skip
+    if "decode_head.linear_pred.weight" in state:
+        return Architecture(backbone, "segformer", rows("decode_head.linear_pred.weight"),
+                            rows("decode_head.linear_c.0.proj.weight"))  # fmt: skip
+    if "decode_head.aspp_modules.0.conv.weight" in state:
+        return Architecture(backbone, "deeplabv2", rows("decode_head.aspp_modules.0.conv.weight"))
+    if any(k.startswith("decode_head.") for k in state):
+        raise UserError(f"{path}: a decode head fastuda does not know "
+                        f"({_short(sorted(k for k in state if k.startswith('decode_head.')), 3)})")  # fmt: skip
+    return Architecture(backbone, None)
+
+
+def config_architecture(cfg) -> Architecture:
+    """The ``Architecture`` a ``TrainConfig`` builds."""
+    m = cfg.model
+    head = "hrda" if (cfg.hrda.enabled or m.hrda) else m.decode_head
+    return Architecture(m.backbone, head, m.num_classes)
+
+
+def check_architecture(found: Architecture, cfg, path) -> None:
+    """A UserError when ``cfg`` asks for another network than the checkpoint at ``path`` holds."""
+    want = config_architecture(cfg)
+    if (found.backbone, found.head) != (want.backbone, want.head):
+        raise UserError(f"{path}: checkpoint is {found}, config asks for {want}")
+    if found.num_classes is not None and found.num_classes != want.num_classes:
+        raise UserError(f"{path}: checkpoint predicts {found.num_classes} classes, config asks for {want.num_classes} "
+                        f"(model.num_classes)")  # fmt: skip
+
+
+def config_for(found: Architecture, path="checkpoint"):
+    """The ``TrainConfig`` of a released checkpoint, from its architecture: the published
+    recipe (HRDA / MIC for an HRDA network, DAFormer otherwise) with its network."""
+    from fastuda.config import daformer_gta2cs, hrda_gta2cs
+
+    if found.head is None:
+        raise UserError(f"{path} holds a {found}, not a segmentation network: load it into a model "
+                        "(model.pretrained=...) rather than predicting with it")  # fmt: skip
+    cfg = hrda_gta2cs() if found.head == "hrda" else daformer_gta2cs()
+    cfg.model.backbone, cfg.model.pretrained = found.backbone, None
+    if found.head != "hrda":
+        cfg.model.decode_head, cfg.model.embed_dim = found.head, found.embed_dim
+    cfg.model.num_classes = cfg.data.num_classes = found.num_classes
+    return cfg
+
+
+# ----------------------------------------------------------------------------- loading
+
+
 def load_checkpoint(model: nn.Module, path_or_state_dict, strict: bool = False, which: str = "model") -> LoadReport:
-    """Loads a SegFormer ImageNet, mmseg or DAFormer / HRDA / MIC checkpoint into ``model``
-    (an ``EncoderDecoder``, or any module with ``backbone`` / ``decode_head``).
+    """Loads any checkpoint ``read_checkpoint`` knows into ``model`` (an ``EncoderDecoder``,
+    ``HRDASegmentor``, or any module with ``backbone`` / ``decode_head``).
 
     Args:
         model: the model to fill in place.
-        path_or_state_dict: a file path, or an already loaded dict.
+        path_or_state_dict: a file or Hugging Face folder path, or an already loaded dict.
         strict: raise instead of reporting when any tensor is missing, unexpected
-            or of another shape. For an ImageNet MiT file, only the backbone's
-            tensors are required.
+            or of another shape. For an encoder-only file (ImageNet MiT, Hugging Face
+            ``SegformerModel``), only the backbone's tensors are required.
         which: for UDA checkpoints, ``"model"`` (the student, the default and
             what the papers evaluate), ``"ema_model"`` (the teacher) or
-            ``"imnet_model"``.
+            ``"imnet_model"``; for fastuda checkpoints the same names pick ``student``,
+            ``teacher`` or ``imnet``.
 
     Returns:
         a ``LoadReport``; ``print(report)`` explains what was not matched.
+
+    Raises:
+        UserError: the file is not a checkpoint, or the load matched no tensor, or left more
+            than half of the encoder's tensors missing (another architecture, or an unknown
+            key layout); the message holds the report.
     """
-    state, layout = to_model_keys(_read(path_or_state_dict), which)
+    state, layout, _ = read_model_state(path_or_state_dict, which)
     own = model.state_dict()
+    encoder_only = not any(k.startswith("decode_head.") for k in state)
     # BatchNorm's num_batches_tracked is absent from older files and unused in training.
     required = [
         k
         for k in own
-        if (layout != "ImageNet MiT" or k.startswith("backbone.")) and not k.endswith("num_batches_tracked")
+        if (not encoder_only or k.startswith("backbone.")) and not k.endswith("num_batches_tracked")
     ]
     matched, mismatched = {}, []
     for key, value in state.items():
@@ -120,7 +518,14 @@ def load_checkpoint(model: nn.Module, path_or_state_dict, strict: bool = False, 
         unexpected=[k for k in state if k not in own],
         mismatched=mismatched,
     )
+    encoder = [k for k in own if k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
+    encoder_missing = sum(k not in matched for k in encoder)
+    if not matched or (encoder and encoder_missing > len(encoder) / 2):
+        what = "matched no tensor of the model" if not matched else \
+            f"left {encoder_missing} of the encoder's {len(encoder)} tensors missing"  # fmt: skip
+        raise UserError(f"{_name(path_or_state_dict)}: the load {what}:\n{report}")
     if strict and (report.missing or report.unexpected or report.mismatched):
         raise RuntimeError(f"checkpoint does not match the model (strict=True):\n{report}")
     model.load_state_dict(matched, strict=False)
     return report
+

@@ -1,0 +1,162 @@
+"""The checkpoint surface, through the CLIs: every file a user may hand ``python -m fastuda.predict``
+or ``python -m fastuda.evaluate`` either works or gives one line, ``error: ...`` naming the file,
+and exit code 2 (no traceback). Also ``load_checkpoint`` on fastuda's own training checkpoint and on
+Hugging Face key names, and the resume check."""
+
+import argparse
+
+import pytest
+import torch
+
+from fastuda import evaluate, predict
+from fastuda.errors import UserError, run_cli
+from fastuda.models import build_model, load_checkpoint
+from fastuda.models.checkpoint import architecture, read_checkpoint, read_training_checkpoint
+
+from ._checkpoints import network, write_fastuda, write_released
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """name -> path of every kind of file the table below uses."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    cfg, model = network("daformer")
+    out = {"fastuda": write_fastuda(root / "latest.pt", cfg, model),
+           "released": write_released(root / "daformer_released.pth", model)}  # fmt: skip
+    _, hrda = network("hrda")
+    out["released_hrda"] = write_released(root / "hrda_released.pth", hrda)
+    (root / "notes.txt").write_text("these are not weights\n")
+    out["text"] = root / "notes.txt"
+    data = out["fastuda"].read_bytes()
+    (root / "truncated.pt").write_bytes(data[: len(data) // 2])
+    out["truncated"] = root / "truncated.pt"
+    (root / "empty.pth").write_bytes(b"")
+    out["empty"] = root / "empty.pth"
+    (root / "folder").mkdir()
+    (root / "folder" / "readme.md").write_text("no weights here")
+    out["folder"] = root / "folder"
+    out["missing"] = root / "missing.pth"
+    mit = {k.removeprefix("backbone."): v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    mit["head.weight"], mit["head.bias"] = torch.randn(1000, 128), torch.randn(1000)  # the ImageNet classifier
+    torch.save(mit, root / "mit_demo.pth")
+    out["mit"] = root / "mit_demo.pth"
+    torch.save({"args": argparse.Namespace(lr=1.0), "state_dict": model.state_dict()}, root / "pickled.pth")
+    out["pickled"] = root / "pickled.pth"
+    torch.save(torch.randn(3), root / "tensor.pt")
+    out["tensor"] = root / "tensor.pt"
+    torch.save({"epoch": 3, "note": "no tensors"}, root / "no_weights.pt")
+    out["no_weights"] = root / "no_weights.pt"
+    torch.save({"layer.weight": torch.randn(2, 2)}, root / "foreign.pt")
+    out["foreign"] = root / "foreign.pt"
+    (root / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": ")
+    out["safetensors"] = root / "model.safetensors"
+    return out
+
+
+# (file, extra arguments, message with {path}); each runs through predict and evaluate
+ERRORS = {
+    "not a checkpoint": ("text", [], "{path} is not a checkpoint (expected a file written by torch.save"),
+    "truncated": ("truncated", [], "checkpoint {path} is truncated or damaged: its zip archive has no central directory"),
+    "empty": ("empty", [], "checkpoint {path} is empty (0 bytes)"),
+    "folder": ("folder", [], "{path} is a folder, not a checkpoint (a Hugging Face folder holds model.safetensors"),
+    "missing": ("missing", [], "checkpoint {path} not found"),
+    "other architecture": ("fastuda", ["--config", "demo", "model.backbone=mit_b0"],
+                           "{path}: checkpoint is mit_demo + daformer, config asks for mit_b0 + daformer"),
+    "other classes": ("fastuda", ["model.num_classes=7"], "{path}: checkpoint predicts 6 classes, config asks for 7"),
+    "released HRDA, DAFormer config": ("released_hrda", ["--config", "demo"],
+                                       "{path}: checkpoint is mit_demo + hrda, config asks for mit_demo + daformer"),
+    "ImageNet encoder": ("mit", [], "{path} holds a mit_demo (encoder only), not a segmentation network"),
+    "pickled object": ("pickled", [], "checkpoint {path} pickles argparse.Namespace, which fastuda does not unpickle"),
+    "a tensor": ("tensor", [], "{path} is not a checkpoint: it holds a Tensor, expected a dict of tensors"),
+    "no weights": ("no_weights", [], "{path} holds no weights (no tensors keyed by parameter name; top-level keys: epoch"),
+    "foreign keys": ("foreign", [], "{path} is not a checkpoint fastuda knows: its keys (layer.weight) match none"),
+    "damaged safetensors": ("safetensors", [], "checkpoint {path} is not a readable safetensors file"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("cli", ["predict", "evaluate"])
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_cli_names_the_file(files, case, cli, tmp_path, capsys):
+    name, extra, message = ERRORS[case]
+    path = files[name]
+    if cli == "predict":
+        image = tmp_path / "x.png"
+        from PIL import Image
+
+        Image.new("RGB", (40, 30)).save(image)
+        argv = [str(path), str(image), "--out", str(tmp_path / "out"), "--no-progress", *extra]
+        main = predict.main
+    else:
+        argv = [str(path), *extra]
+        main = evaluate.main
+    assert run_cli(main, argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err == f"error: {message.format(path=path)}" or err.startswith(f"error: {message.format(path=path)}")
+    assert "Traceback" not in captured.err and len(err.splitlines()) <= 3
+    assert not (tmp_path / "out").exists()
+
+
+def test_released_checkpoint_evaluates(files, tmp_path, capsys):
+    """A released DAFormer .pth (19 classes) through evaluate: the network from the keys, the data and
+    test pipeline from the published recipe, with overrides."""
+    from fastuda.data import _fake
+
+    _, model = network("daformer19")
+    path = write_released(tmp_path / "daformer_gta2cs.pth", model)
+    cs = _fake.write_fake_cityscapes(tmp_path / "cityscapes")
+    assert run_cli(evaluate.main, [str(path), f"data.target_root={cs}", "data.resize=(128,64)"]) == 0
+    out = capsys.readouterr().out
+    assert "mIoU" in out and "student, whole image, fp32, 2 images, iteration 40000" in out
+
+
+def test_released_checkpoint_cannot_resume(files):
+    for name, kind in (("released", "released DAFormer / HRDA / MIC checkpoint"), ("mit", "SegFormer ImageNet MiT")):
+        with pytest.raises(UserError, match=f"{files[name]} is a {kind}.* cannot be resumed: it holds no optimiser"):
+            read_training_checkpoint(files[name])
+    state = read_training_checkpoint(files["fastuda"])
+    assert state["iteration"] == 3 and "numpy" in state["rng"]
+
+
+def test_load_checkpoint_reads_fastudas_own_checkpoint(files):
+    """What a new user tries first: load_checkpoint(model, "runs/x/latest.pt") (NumPy RNG state inside)."""
+    cfg, want = network("daformer")
+    model = build_model(cfg.model, pretrained=None)
+    report = load_checkpoint(model, files["fastuda"], strict=True)
+    assert report.layout == "fastuda (student)" and report.loaded == len(want.state_dict())
+    for k, v in want.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    teacher = load_checkpoint(model, files["fastuda"], which="ema_model")
+    assert teacher.layout == "fastuda (teacher)"
+    torch.testing.assert_close(model.decode_head.conv_seg.bias, want.decode_head.conv_seg.bias + 1)
+
+
+def test_read_and_architecture_of_each_layout(files):
+    expect = {"fastuda": ("fastuda", "mit_demo + daformer"), "released": ("uda", "mit_demo + daformer"),
+              "released_hrda": ("uda", "mit_demo + hrda"), "mit": ("mit", "mit_demo (encoder only)")}  # fmt: skip
+    from fastuda.models.checkpoint import to_model_keys
+
+    for name, (kind, arch) in expect.items():
+        found_kind, content = read_checkpoint(files[name])
+        assert found_kind == kind
+        state, _ = to_model_keys(content)
+        assert str(architecture(state)) == arch
+    with pytest.raises(UserError, match="no encoder weights"):
+        architecture({"decode_head.conv_seg.weight": torch.randn(2, 2, 1, 1)})
+
+
+@pytest.mark.parametrize("module", ["fastuda.predict", pytest.param("fastuda.evaluate", marks=pytest.mark.slow)])
+def test_python_dash_m_prints_one_line(files, module, tmp_path):
+    """The real entry point (``python -m``): exit code 2 and one ``error:`` line, no traceback."""
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", module, str(files["truncated"])]
+    if module == "fastuda.predict":
+        argv += [str(files["text"]), "--out", str(tmp_path / "out")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: checkpoint {files['truncated']} is truncated or damaged: its zip archive has no central directory "
+        f"({files['truncated'].stat().st_size} bytes); copy or download it again"
+    ]
