@@ -45,23 +45,14 @@ def _want_cuda() -> bool:
 
 
 def _torch_cudart() -> str | None:
-    """The libcudart.so.N that ``import torch`` loaded into this process (Linux), else None.
+    """The libcudart.so.N that ``import torch`` loaded: ``fastuda._ext.torch_cudart``, run from
+    this tree's file (importing ``fastuda`` here could pick up another installed copy)."""
+    import importlib.util
 
-    CUDAExtension links ``-lcudart`` from CUDA_HOME/lib64, which a toolkit
-    without the runtime (or CUDA_HOME guessed from an nvcc wrapper) lacks; and
-    the runtime that matters at run time is torch's anyway.
-    """
-    import torch  # noqa: F401  (loads libtorch_cuda and with it libcudart)
-
-    try:
-        with open("/proc/self/maps", encoding="utf-8") as maps:
-            for line in maps:
-                path = line.split()[-1]
-                if os.path.basename(path).startswith("libcudart.so") and os.path.isfile(path):
-                    return path
-    except OSError:  # not Linux: keep torch's -lcudart
-        pass
-    return None
+    spec = importlib.util.spec_from_file_location("_fastuda_ext", os.path.join(ROOT, "fastuda", "_ext.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.torch_cudart()
 
 
 def _source_files(pattern: str) -> list[str]:

@@ -289,6 +289,7 @@ def from_dict(data: dict) -> "TrainConfig":
     """A TrainConfig from nested dicts (a saved config or a JSON file); keys are
     checked like overrides."""
     cfg = TrainConfig()
+    data = {k: v for k, v in data.items() if k != "run"}  # config.json's record of the run, not a setting
 
     def walk(d: dict, prefix: str):
         for k, v in d.items():
