@@ -6,7 +6,9 @@ Trains the ``demo_source_only`` preset, then the ``demo`` preset (EMA teacher,
 confidence-weighted pseudo-labels, ClassMix, colour jitter and blur: the real
 recipe, a small MiT), both with ``fastuda.train``; prints the target-domain
 mIoU of each and saves a PNG grid (target image, ground truth, source-only
-prediction, UDA prediction) to ``OUT/demo.png``.
+prediction, UDA prediction; titled columns and a class legend) to
+``OUT/demo.png``. Each run keeps its outputs, ``train.log`` included, in
+``OUT/demo_source_only`` and ``OUT/demo``.
 """
 
 import argparse

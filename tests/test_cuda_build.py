@@ -77,3 +77,24 @@ def test_pip_install_links_the_cuda_runtime_torch_loaded(tmp_path):
     if cudart is not None:
         assert f"[{os.path.basename(cudart)}]" in needed, needed
     assert check_installed_copy(site, tmp_path) == "True"
+
+
+@pytest.mark.slow
+def test_jit_build_on_a_gpu_machine_compiles_and_links_the_cuda_kernels(tmp_path):
+    """The JIT fallback when torch sees a GPU (faked: the kernels are compiled, not run):
+    csrc/*.cu is compiled too and linked against torch's libcudart."""
+    import sys
+
+    import torch
+
+    if find_nvcc() is None or torch.version.cuda is None:
+        pytest.skip("needs nvcc and a CUDA build of torch")
+    code = (
+        "import torch; torch.cuda.is_available = lambda: True;"
+        "from fastuda._ext import _jit_load, has_cuda_kernels; _jit_load();"
+        "print(has_cuda_kernels())"
+    )
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path), TORCH_CUDA_ARCH_LIST="9.0")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert result.stdout.strip().splitlines()[-1] == "True"
