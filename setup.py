@@ -4,6 +4,15 @@ The Python package is ``fastuda/``; the Triton kernels in ``kernels/`` are
 installed as ``fastuda.kernels`` (``kernels`` alone is taken on PyPI); the
 C++/CUDA sources in ``csrc/`` become the extension ``fastuda._C``.
 
+When torch has CUDA and a CUDA toolkit (nvcc) is found, ``fastuda._C`` gets the
+CUDA kernels too, compiled for the visible GPU or, without one, for sm_80 and
+sm_90, and linked against the CUDA runtime that the installed torch loaded
+(pip's torch brings it in the ``nvidia-cuda-runtime`` wheel, not in CUDA_HOME).
+When that build fails (no nvcc, a toolkit whose major version differs from
+torch's, a compiler it rejects), the build warns in one line and falls back to
+the CPU-only extension; ``fastuda`` then refuses to import on a GPU machine
+with a message that says how to rebuild.
+
 Build switches (environment variables):
 
 * ``FASTUDA_SKIP_CUDA_BUILD=1``: build the CPU-only extension even when torch
@@ -18,10 +27,12 @@ against the torch that is already installed, so build isolation must be off.
 
 import glob
 import os
+import sys
 
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+CXX_FLAGS = ["-O3"]  # torch adds the -std its headers need (C++17 or C++20)
 
 
 def _want_cuda() -> bool:
@@ -33,31 +44,73 @@ def _want_cuda() -> bool:
     return torch.version.cuda is not None and CUDA_HOME is not None
 
 
-def _extensions():
-    import torch
-    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+def _torch_cudart() -> str | None:
+    """The libcudart.so.N that ``import torch`` loaded: ``fastuda._ext.torch_cudart``, run from
+    this tree's file (importing ``fastuda`` here could pick up another installed copy)."""
+    import importlib.util
 
-    cpp = sorted(glob.glob(os.path.join("csrc", "**", "*.cpp"), recursive=True))
-    cu = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
-    cxx = ["-O3"]  # torch adds the -std its headers need (C++17 or C++20)
-    if _want_cuda():
-        if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
-        return [
-            CUDAExtension(
-                "fastuda._C",
-                cpp + cu,
-                define_macros=[("FASTUDA_WITH_CUDA", None)],
-                extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
-            )
-        ]
-    return [CppExtension("fastuda._C", cpp, extra_compile_args={"cxx": cxx})]
+    spec = importlib.util.spec_from_file_location("_fastuda_ext", os.path.join(ROOT, "fastuda", "_ext.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.torch_cudart()
+
+
+def _source_files(pattern: str) -> list[str]:
+    return sorted(glob.glob(os.path.join("csrc", "**", pattern), recursive=True))
+
+
+def _cpu_extension():
+    from torch.utils.cpp_extension import CppExtension
+
+    return CppExtension("fastuda._C", _source_files("*.cpp"), extra_compile_args={"cxx": list(CXX_FLAGS)})
+
+
+def _cuda_extension():
+    import torch
+    from torch.utils.cpp_extension import CUDAExtension
+
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+    ext = CUDAExtension(
+        "fastuda._C",
+        _source_files("*.cpp") + _source_files("*.cu"),
+        define_macros=[("FASTUDA_WITH_CUDA", None)],
+        extra_compile_args={"cxx": list(CXX_FLAGS), "nvcc": ["-O3"]},
+    )
+    cudart = _torch_cudart()
+    if cudart is not None:
+        # -l:FILE links the versioned file itself (the wheel ships no libcudart.so
+        # symlink). No rpath: torch is imported before fastuda._C and has loaded
+        # this soname already, so the loader reuses torch's runtime.
+        ext.libraries.remove("cudart")
+        ext.extra_link_args += [f"-L{os.path.dirname(cudart)}", f"-l:{os.path.basename(cudart)}"]
+    return ext
 
 
 def _build_ext():
     from torch.utils.cpp_extension import BuildExtension
 
-    return BuildExtension.with_options(use_ninja=True)
+    class BuildExtensionWithFallback(BuildExtension):
+        """Builds the CUDA extension; when that fails, warns in one line and builds the CPU-only one."""
+
+        def build_extensions(self) -> None:
+            try:
+                super().build_extensions()
+            except Exception as error:  # CompileError, LinkError, torch's toolkit checks (RuntimeError, OSError)
+                cuda = [ext for ext in self.extensions if any(s.endswith(".cu") for s in ext.sources)]
+                if not cuda:
+                    raise
+                reason = " ".join(str(error).split())[:300]
+                print(f"WARNING: fastuda: the CUDA build of fastuda._C failed ({type(error).__name__}: {reason}); "
+                      "building the CPU-only extension instead", file=sys.stderr, flush=True)  # fmt: skip
+                cpu = _cpu_extension()
+                for ext in cuda:  # in place: setuptools keeps its bookkeeping on these objects
+                    for field in ("sources", "define_macros", "extra_compile_args", "extra_link_args",
+                                  "libraries", "library_dirs", "include_dirs"):  # fmt: skip
+                        setattr(ext, field, getattr(cpu, field))
+                super().build_extensions()
+
+    return BuildExtensionWithFallback.with_options(use_ninja=True)
 
 
 setup(
@@ -70,13 +123,19 @@ setup(
     python_requires=">=3.10",
     packages=[*find_packages(include=["fastuda", "fastuda.*"]), "fastuda.kernels"],
     package_dir={"fastuda": "fastuda", "fastuda.kernels": "kernels"},
-    ext_modules=_extensions(),
+    ext_modules=[_cuda_extension() if _want_cuda() else _cpu_extension()],
     cmdclass={"build_ext": _build_ext()},
     install_requires=[
         "torch>=2.11",
         "triton>=3.6; platform_system == 'Linux'",
         "timm",
         "numpy",
+        "pillow",
+        "tqdm",
+        "tensorboard",
     ],
-    extras_require={"dev": ["pytest", "pytest-benchmark", "ninja", "transformers"], "hf": ["transformers"]},
+    extras_require={
+        "dev": ["pytest", "pytest-benchmark", "ninja", "transformers", "build"],
+        "hf": ["transformers"],
+    },
 )

@@ -414,6 +414,7 @@ def from_dict(data: dict) -> "TrainConfig":
     checkpoints) are read into their new home."""
     cfg = TrainConfig()
     moved = {}
+    data = {k: v for k, v in data.items() if k != "run"}  # config.json's record of the run, not a setting
 
     def walk(d: dict, prefix: str):
         for k, v in d.items():

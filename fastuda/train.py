@@ -36,7 +36,8 @@ from fastuda.errors import cli
 from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, build_segmentor, test_settings
 from fastuda.runtime.checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fastuda.runtime.evaluation import evaluate, report
-from fastuda.runtime.logging import RunLogger
+from fastuda.runtime.logging import RunLogger, run_metadata, tee_output
+from fastuda.runtime.pictures import prediction_grid
 from fastuda.uda import build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
 
 
@@ -85,7 +86,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
     dtype = amp_dtype(amp, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    (out / "config.json").write_text(json.dumps({**to_dict(cfg), "run": run_metadata()}, indent=2))
     logger = RunLogger(out)
     eval_set = class_names = None
     last_eval: dict = {}
@@ -106,8 +107,10 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
         crop, stride = test_settings(cfg)
         cm = evaluate(student, eval_set, cfg.model.num_classes, device, crop, stride, cfg.data.eval_samples, dtype)
         table, result = report(cm, class_names, cfg.data.source)
-        logger.log(iteration, {"eval": result, "iou": torch.nan_to_num(
-            cm.diagonal().double() / (cm.sum(0) + cm.sum(1) - cm.diagonal()).double()).tolist()})
+        iou = torch.nan_to_num(cm.diagonal().double() / (cm.sum(0) + cm.sum(1) - cm.diagonal()).double()).tolist()
+        logger.log(iteration, {"eval": result, "iou": dict(zip(map(str, class_names), iou))})
+        grid = prediction_grid(student, eval_set, class_names, device, crop, stride, dtype)
+        logger.log_image(iteration, "predictions", grid)
         if progress:
             print(f"\niteration {iteration}: target {cfg.data.eval_split}\n{table}", flush=True)
         return result
@@ -182,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         resume = Path(args.resume) if args.resume else out / "latest.pt"
         if not resume.is_file():
             parser.error(f"--resume: {resume} not found")
-    result = train(cfg, out, resume, args.device, args.amp, not args.no_progress, args.stop_at)
-    if result["eval"]:
-        print(f"mIoU {100 * result['eval']['mIoU']:.2f} at iteration {result['iteration']}; outputs in {out}")
+    with tee_output(out / "train.log", header=run_metadata()["command"]):
+        result = train(cfg, out, resume, args.device, args.amp, not args.no_progress, args.stop_at)
+        if result["eval"]:
+            print(f"mIoU {100 * result['eval']['mIoU']:.2f} at iteration {result['iteration']}; outputs in {out}")
     return 0
 
 

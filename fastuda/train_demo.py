@@ -6,7 +6,9 @@ Trains the ``demo_source_only`` preset, then the ``demo`` preset (EMA teacher,
 confidence-weighted pseudo-labels, ClassMix, colour jitter and blur: the real
 recipe, a small MiT), both with ``fastuda.train``; prints the target-domain
 mIoU of each and saves a PNG grid (target image, ground truth, source-only
-prediction, UDA prediction) to ``OUT/demo.png``.
+prediction, UDA prediction; titled columns and a class legend) to
+``OUT/demo.png``. Each run keeps its outputs, ``train.log`` included, in
+``OUT/demo_source_only`` and ``OUT/demo``.
 """
 
 import argparse
@@ -14,45 +16,31 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from fastuda.config import load_config
 from fastuda.models.slide import predict
 
-# class colours for the grid (sky, road, building, vegetation, car, pole)
-_COLOURS = np.array([[70, 130, 180], [128, 64, 128], [70, 70, 70], [107, 142, 35], [0, 0, 142], [220, 220, 0]],
-                    np.uint8)  # fmt: skip
 
+def save_grid(path: Path, dataset, models: list, rows: int = 6, tile_width: int = 192) -> None:
+    """One row per target image: image, ground truth, source-only and UDA predictions,
+    with titled columns and a legend of the demo's classes."""
+    from fastuda.runtime.pictures import render_grid, save_png, to_rgb
 
-def _to_rgb(image: torch.Tensor) -> np.ndarray:
-    from fastuda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (image * std + mean).clamp(0, 255).byte().permute(1, 2, 0).numpy()
-
-
-def save_grid(path: Path, dataset, models: list, rows: int = 6, scale: int = 3) -> None:
-    """One row per target image: image, ground truth, then each model's prediction."""
-    from PIL import Image
-
-    tiles = []
+    grid = []
     for i in range(min(rows, len(dataset))):
         sample = dataset[i]
-        row = [_to_rgb(sample["image"]), _COLOURS[sample["label"].numpy() % len(_COLOURS)]]
+        row = [to_rgb(sample["image"]), sample["label"]]
         for model in models:
             model.eval()
-            pred = predict(model, sample["image"][None])[0]
-            row.append(_COLOURS[pred.numpy()])
-        tiles.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in row], 1))
-    grid = np.concatenate(tiles, 0)
-    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
+            row.append(predict(model, sample["image"][None])[0])
+        grid.append(row)
+    titles = ["target image", "ground truth", "source-only", "UDA"][: 2 + len(models)]
+    save_png(render_grid(grid, titles, dataset.class_names, tile_width=tile_width), path)
 
 
 def main(argv: list[str] | None = None) -> int:
     from fastuda import train
     from fastuda.runtime.build import build_eval_dataset
+    from fastuda.runtime.logging import tee_output
 
     parser = argparse.ArgumentParser(prog="python -m fastuda.train_demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides for both runs")
@@ -67,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}: {cfg.max_iters} iterations, {cfg.model.backbone}, batch {cfg.data.batch_size}+"
               f"{cfg.data.batch_size}, {cfg.data.synthetic_size} px", flush=True)  # fmt: skip
         t0 = time.perf_counter()
-        result = train.train(cfg, out / name, device="cpu", progress=True)
+        with tee_output(out / name / "train.log", header=f"fastuda.train_demo: {name}"):
+            result = train.train(cfg, out / name, device="cpu", progress=True)
         times[name] = time.perf_counter() - t0
         results[name] = result["eval"]["mIoU"]
         models.append(result["student"])

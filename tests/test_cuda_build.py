@@ -47,3 +47,54 @@ def test_jit_fallback_builds_the_extension(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-5000:]
     assert result.stdout.strip().splitlines()[-1] == "[[True, False, True, True]]"
+
+
+@pytest.mark.slow
+def test_pip_install_links_the_cuda_runtime_torch_loaded(tmp_path):
+    """Plain `pip install .` with nvcc and no GPU (no FASTUDA_SKIP_CUDA_BUILD): the CUDA
+    extension builds, links the libcudart that torch loaded and registers CUDA kernels."""
+    import sys
+
+    import torch
+
+    from fastuda._ext import torch_cudart
+    from tests.test_package import check_installed_copy, copy_source_tree
+
+    if find_nvcc() is None or torch.version.cuda is None:
+        pytest.skip("needs nvcc and a CUDA build of torch")
+    cudart = torch_cudart()
+    src = copy_source_tree(tmp_path / "src")
+    site = tmp_path / "site"
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTUDA_SKIP_CUDA_BUILD", "TORCH_CUDA_ARCH_LIST")}
+    env["TORCH_CUDA_ARCH_LIST"] = "9.0"  # one architecture keeps the test to one nvcc pass
+    cmd = [sys.executable, "-m", "pip", "install", "-v", "--no-deps", "--no-build-isolation", "--target", str(site), "."]
+    result = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    assert "WARNING: fastuda:" not in out, out[-5000:]
+    (so,) = (site / "fastuda").glob("_C*.so")
+    needed = subprocess.run(["readelf", "-d", str(so)], capture_output=True, text=True).stdout
+    if cudart is not None:
+        assert f"[{os.path.basename(cudart)}]" in needed, needed
+    assert check_installed_copy(site, tmp_path) == "True"
+
+
+@pytest.mark.slow
+def test_jit_build_on_a_gpu_machine_compiles_and_links_the_cuda_kernels(tmp_path):
+    """The JIT fallback when torch sees a GPU (faked: the kernels are compiled, not run):
+    csrc/*.cu is compiled too and linked against torch's libcudart."""
+    import sys
+
+    import torch
+
+    if find_nvcc() is None or torch.version.cuda is None:
+        pytest.skip("needs nvcc and a CUDA build of torch")
+    code = (
+        "import torch; torch.cuda.is_available = lambda: True;"
+        "from fastuda._ext import _jit_load, has_cuda_kernels; _jit_load();"
+        "print(has_cuda_kernels())"
+    )
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path), TORCH_CUDA_ARCH_LIST="9.0")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert result.stdout.strip().splitlines()[-1] == "True"

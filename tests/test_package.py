@@ -97,3 +97,98 @@ def test_debug_env_checks_every_device(tmp_path):
     code = "import fastuda.ops as ops; print(ops.get_value_checks())"
     assert run_python(code, tmp_path, FASTUDA_DEBUG="1").stdout.strip() == "always"
     assert run_python(code, tmp_path).stdout.strip() == "cpu"
+
+
+def extension_file() -> pathlib.Path:
+    import fastuda._C
+
+    return pathlib.Path(fastuda._C.__file__)
+
+
+def test_has_cuda_kernels_matches_the_built_file():
+    from fastuda._ext import has_cuda_kernels
+
+    linked_cudart = b"libcudart.so" in extension_file().read_bytes()  # the CUDA build's DT_NEEDED entry
+    assert has_cuda_kernels() == linked_cudart
+
+
+def test_extension_without_cuda_kernels_is_refused_on_a_gpu_machine(tmp_path):
+    # torch sees a GPU, the loaded _C registered no CUDA kernels: import fails, naming the fix
+    code = (
+        "import torch; torch.cuda.is_available = lambda: True;"
+        "import fastuda._ext as ext; ext.has_cuda_kernels = lambda: False;"
+        "import fastuda.ops"
+    )
+    result = run_python(code, tmp_path)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: fastuda._C (") and "has no CUDA kernels but torch sees a GPU" in last
+    assert f"`cd {ROOT} && pip install --no-build-isolation --no-deps -e .`" in last
+    assert "FASTUDA_SKIP_CUDA_BUILD unset" in last
+
+
+def copy_source_tree(dest: pathlib.Path) -> pathlib.Path:
+    """What a source distribution holds, without this checkout's build outputs."""
+    import shutil
+
+    ignore = shutil.ignore_patterns("__pycache__", "*.so", "build", "*.egg-info")
+    for name in ("fastuda", "kernels", "csrc"):
+        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+    for name in ("setup.py", "README.md"):
+        shutil.copy(ROOT / name, dest / name)
+    return dest
+
+
+def check_installed_copy(site: pathlib.Path, cwd: pathlib.Path) -> str:
+    code = (
+        "import torch, fastuda, fastuda.kernels, fastuda.ops, fastuda._C, fastuda.runtime.pictures;"
+        "from fastuda._ext import has_cuda_kernels;"
+        "label = torch.tensor([[[0, 2], [255, 2]]]);"
+        "print(fastuda.__file__, fastuda.kernels.__file__, fastuda._C.__file__, has_cuda_kernels());"
+        "print(torch.ops.fastuda.class_presence(label, 3, 255).tolist())"
+    )
+    result = run_python(code, cwd, PYTHONPATH=str(site), CUDA_VISIBLE_DEVICES="")
+    assert result.returncode == 0, result.stderr[-3000:]
+    paths, presence = result.stdout.strip().splitlines()[-2:]
+    assert all(p.startswith(str(site)) for p in paths.split()[:3]), paths
+    assert presence == "[[True, False, True, True]]"
+    return paths.split()[3]
+
+
+@pytest.mark.slow
+def test_pip_install_non_editable_falls_back_to_cpu_when_the_cuda_build_fails(tmp_path):
+    """`pip install .` with a CUDA toolkit that cannot build (CUDA_HOME without nvcc): one
+    warning line, then a working CPU-only extension."""
+    src = copy_source_tree(tmp_path / "src")
+    site = tmp_path / "site"
+    env = {k: v for k, v in os.environ.items() if k != "FASTUDA_SKIP_CUDA_BUILD"}
+    env.update(CUDA_HOME=str(tmp_path / "no-cuda"), MAX_JOBS="2")
+    cmd = [sys.executable, "-m", "pip", "install", "-v", "--no-deps", "--no-build-isolation", "--target", str(site), "."]
+    result = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    warnings = [line for line in (result.stdout + result.stderr).splitlines() if "WARNING: fastuda:" in line]
+    if torch.version.cuda is not None:
+        assert len(warnings) == 1 and "building the CPU-only extension instead" in warnings[0], warnings
+    assert check_installed_copy(site, tmp_path) == "False"
+
+
+@pytest.mark.slow
+def test_build_wheel_holds_the_package_kernels_and_extension(tmp_path):
+    pytest.importorskip("build")
+    import zipfile
+
+    src = copy_source_tree(tmp_path / "src")
+    env = dict(os.environ, FASTUDA_SKIP_CUDA_BUILD="1", MAX_JOBS="2")
+    cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path / "dist")]
+    result = subprocess.run(cmd, cwd=src, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    (wheel,) = (tmp_path / "dist").glob("fastuda-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        zf.extractall(tmp_path / "site")
+    assert any(n.startswith("fastuda/_C.") and n.endswith(".so") for n in names)
+    assert {"fastuda/kernels/__init__.py", "fastuda/runtime/pictures.py", "fastuda/_ext.py"} <= set(names)
+    assert not any(n.startswith(("kernels/", "csrc/", "tests/")) for n in names)
+    assert "Requires-Dist: tensorboard" in metadata and "Requires-Dist: pillow" in metadata
+    assert check_installed_copy(tmp_path / "site", tmp_path) == "False"
