@@ -169,17 +169,14 @@ class Segmenter:
         """Logits (B, K, h, w) float32 of normalised images (B, 3, h, w) at their size."""
         from fastuda.models.slide import forward_full, slide_inference
 
-        H, W = batch.shape[-2:]
-        # HRDA's two-scale inference needs sides divisible by 32; pad with the mean colour (0 after
-        # normalisation) at the bottom and right, as HRDASegmentor.slide_inference does, and cut off.
-        pad_h, pad_w = (-H % 32, -W % 32) if hasattr(self.model, "forward_pseudo") else (0, 0)
-        x = F.pad(batch, (0, pad_w, 0, pad_h)) if pad_h or pad_w else batch
+        # Windows slide over the image as it is (mmseg's slide_inference); HRDA's two-scale
+        # forward handles any window size itself.
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             if self.crop is not None:
-                out = slide_inference(self.model, x, self.crop, self.stride)
+                out = slide_inference(self.model, batch, self.crop, self.stride)
             else:
-                out = forward_full(self.model, x)
-        return out.float()[:, :, :H, :W]
+                out = forward_full(self.model, batch)
+        return out.float()
 
     def __repr__(self) -> str:
         how = f"slide {self.crop[0]}x{self.crop[1]} stride {self.stride[0]}x{self.stride[1]}" if self.crop else "whole image"
