@@ -414,7 +414,8 @@ def from_dict(data: dict) -> "TrainConfig":
     checkpoints) are read into their new home."""
     cfg = TrainConfig()
     moved = {}
-    data = {k: v for k, v in data.items() if k != "run"}  # config.json's record of the run, not a setting
+    if isinstance(data, dict):  # config.json's "run" is the record of a run, not a setting
+        data = {k: v for k, v in data.items() if k != "run"}
 
     def walk(d: dict, prefix: str):
         for k, v in d.items():
