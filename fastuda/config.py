@@ -87,6 +87,13 @@ class OptimConfig:
 
 
 @dataclasses.dataclass
+class CheckpointConfig:
+    """What a run keeps on disk besides ``latest.pt`` (and ``best.pt``, the best mIoU so far)."""
+
+    keep_last: int | None = None  # keep the newest N iter_N.pt checkpoints (None: all)
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """One training run: ``python -m fastuda.train PRESET [key=value ...]``."""
 
@@ -101,6 +108,7 @@ class TrainConfig:
     seed: int = 0  # DAFormer 0, HRDA 1, MIC 2
     eval_interval: int = 4000  # evaluate the student every N iterations (0: only at the end)
     checkpoint_interval: int = 4000  # write a checkpoint every N iterations (and at the end)
+    checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
     log_interval: int = 50  # loss / lr to JSONL every N iterations
     out: str = "runs/{name}"  # output directory ({name} is replaced)
 
@@ -326,3 +334,4 @@ class ModelConfig:
     hrda: bool = False  # HRDA: context crop at 0.5 + high-resolution detail crop, fused by scale attention
     hrda_detail_crop: int = 512  # HRDA detail crop size (full-resolution pixels)
     hrda_fixed_attention: float | None = None  # HRDA ablation: a constant attention instead of the learned one
+    sync_bn: bool = False  # BatchNorm statistics over all GPUs (SyncBatchNorm); published: per GPU

@@ -95,24 +95,44 @@ def build_eval_dataset(cfg: TrainConfig):
     return ds, ds.class_names
 
 
-def _loader(dataset, cfg: TrainConfig, seed: int, start_iter: int, identity: bool = False) -> DataLoader:
-    sampler = IterationSampler(len(dataset), seed, start_iter * cfg.data.batch_size, identity)
+class _RankShare(torch.utils.data.Sampler):
+    """Rank ``rank``'s share of the global draw order: of each iteration's ``world x batch``
+    consecutive draws, the ``batch`` ones at ``rank x batch``. Global draw k = start + t x world
+    x batch + rank x batch + i, so 2 ranks x batch 1 draw what 1 process x batch 2 draws."""
+
+    def __init__(self, base: IterationSampler, rank: int, world: int, batch: int):
+        self.base, self.rank, self.world, self.batch = base, rank, world, batch
+
+    def __iter__(self):
+        lo, hi = self.rank * self.batch, (self.rank + 1) * self.batch
+        for j, k in enumerate(self.base):
+            if lo <= j % (self.world * self.batch) < hi:
+                yield k
+
+
+def _loader(dataset, cfg: TrainConfig, seed: int, start_draw: int, identity: bool, rank: int, world: int):
+    sampler = IterationSampler(len(dataset), seed, start_draw, identity)
+    if world > 1:
+        sampler = _RankShare(sampler, rank, world, cfg.data.batch_size)
     workers = cfg.data.workers
     return DataLoader(dataset, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=workers > 0,
                       generator=torch.Generator().manual_seed(seed))  # own stream: the global RNG stays untouched
 
 
-def build_loaders(cfg: TrainConfig, start_iter: int) -> tuple[DataLoader, DataLoader]:
-    """(source, target) loaders that resume at iteration ``start_iter``."""
+def build_loaders(cfg: TrainConfig, start_iter: int, rank: int = 0, world: int = 1,
+                  start_draw: int | None = None) -> tuple[DataLoader, DataLoader]:  # fmt: skip
+    """(source, target) loaders of rank ``rank`` of ``world``, resuming at iteration ``start_iter``:
+    at global draw ``start_draw`` (the draws the run has consumed; default ``start_iter x world x
+    data.batch_size``, which a resume across world sizes must not assume)."""
     from fastuda.uda.rcs import RareClassSampling
 
+    if start_draw is None:
+        start_draw = start_iter * world * cfg.data.batch_size
     source, target = build_train_datasets(cfg)
     if cfg.rcs.enabled:
         r = cfg.rcs
         source = RareClassSampling(source, cfg.model.num_classes, r.temperature, r.min_pixels, r.min_crop_ratio,
                                    cfg.seed)  # fmt: skip
-        src_loader = _loader(source, cfg, cfg.seed, start_iter, identity=True)
-    else:
-        src_loader = _loader(source, cfg, cfg.seed, start_iter)
-    return src_loader, _loader(target, cfg, cfg.seed + 1, start_iter)
+    src_loader = _loader(source, cfg, cfg.seed, start_draw, cfg.rcs.enabled, rank, world)
+    return src_loader, _loader(target, cfg, cfg.seed + 1, start_draw, False, rank, world)
