@@ -110,6 +110,15 @@ class _RankShare(torch.utils.data.Sampler):
                 yield k
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Ctrl-C reaches the workers too (one process group): they leave the stop to the loop,
+    which checkpoints and exits (they end with the main process)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _loader(dataset, cfg: TrainConfig, seed: int, start_draw: int, identity: bool, rank: int, world: int):
     sampler = IterationSampler(len(dataset), seed, start_draw, identity)
     if world > 1:
@@ -117,6 +126,7 @@ def _loader(dataset, cfg: TrainConfig, seed: int, start_draw: int, identity: boo
     workers = cfg.data.workers
     return DataLoader(dataset, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=workers > 0,
+                      worker_init_fn=_ignore_stop_signals if workers > 0 else None,
                       generator=torch.Generator().manual_seed(seed))  # own stream: the global RNG stays untouched
 
 
