@@ -82,7 +82,7 @@ def _scenarios(out: Path) -> None:
     dist.all_reduce(cm)
     sums["eval_cm"] = cm.tolist()
     # a 1-process checkpoint (written by the test) continues on 2 ranks up to iteration 4
-    train.train(tiny("daformer_gta2cs", *CROSS), out / "cross", progress=False, max_iters=4)
+    train.train(tiny("demo", *CROSS), out / "cross", progress=False, max_iters=4)
     (out / f"rank{rank}.json").write_text(json.dumps(sums))
     distributed.close(d)
 
@@ -99,13 +99,13 @@ def _die(out: Path) -> None:
         return step(student, teacher, batch, cfg, iteration, *args)
 
     t.uda_step = dying_step
-    t.train(tiny("daformer_gta2cs", "data.batch_size=1", "max_iters=1000", "eval_interval=-1"), out, progress=False)
+    t.train(tiny("demo", "data.batch_size=1", "max_iters=1000", "eval_interval=-1"), out, progress=False)
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    first = train.train(tiny("daformer_gta2cs", *CROSS), out / "cross", progress=False, max_iters=2)
+    first = train.train(tiny("demo", *CROSS), out / "cross", progress=False, max_iters=2)
     assert first["iteration"] == 2
     t0 = time.perf_counter()
     proc = _torchrun("scenarios", str(out))
@@ -155,7 +155,7 @@ def test_resume_across_world_sizes(two_ranks, tmp_path):
     out, _ = two_ranks
     two = torch.load(out / "cross" / "latest.pt", weights_only=False)
     assert (two["iteration"], two["world"], two["draws"], len(two["rng"])) == (4, 2, 2 + 2 * 2, 2)
-    result = train.train(tiny("daformer_gta2cs", *CROSS), out / "cross", progress=False)  # 2 ranks -> 1
+    result = train.train(tiny("demo", *CROSS), out / "cross", progress=False)  # 2 ranks -> 1
     assert result["iteration"] == 6
     one = torch.load(out / "cross" / "latest.pt", weights_only=False)
     assert (one["iteration"], one["world"], one["draws"]) == (6, 1, 6 + 2)
