@@ -31,8 +31,8 @@ import torch
 from fastuda.config import TrainConfig, load_config, to_dict
 from fastuda.runtime import distributed
 from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, build_segmentor, test_settings
-from fastuda.runtime.checkpoint import (Best, link_or_copy, load_training_checkpoint, prune, remove_temporaries,
-                                        resume_config, rng_state, save_checkpoint, seed_all, set_rng_state)  # fmt: skip
+from fastuda.runtime.checkpoint import (Best, load_training_checkpoint, remove_temporaries, restore, resume_config,
+                                        resume_path, rng_state, seed_all, training_state, write_checkpoint)  # fmt: skip
 from fastuda.runtime.evaluation import evaluate, report
 from fastuda.runtime.logging import RunLogger
 from fastuda.uda import build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
@@ -60,11 +60,9 @@ def train(cfg: TrainConfig | None, out: str | Path | None = None, resume: str | 
 
 def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters) -> dict:
     out = Path(out or (Path(resume).parent if cfg is None else cfg.out.format(name=cfg.name)))
-    if resume is None and (out / "latest.pt").is_file():
-        resume = out / "latest.pt"
-    state = None
-    if resume is not None:
-        state = load_training_checkpoint(resume)
+    resume = resume_path(out, resume)
+    state = load_training_checkpoint(resume) if resume is not None else None
+    if state is not None:
         cfg = resume_config(state["config"], cfg, str(resume))
     stop = min(max_iters if max_iters is not None else cfg.max_iters, cfg.max_iters)
 
@@ -82,18 +80,8 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters) -> d
     if d.rank:
         seed_all(rank_seed)
     generator = torch.Generator(d.device).manual_seed(rank_seed)
-    start = draws = 0
-    if state is not None:
-        for name, module in (("student", student), ("teacher", teacher), ("imnet", imnet)):
-            if module is not None:
-                module.load_state_dict(state[name])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start = state["iteration"]
-        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
-        if d.rank < len(rngs):  # a new rank of a larger world keeps its fresh streams
-            set_rng_state(rngs[d.rank], generator)
-        draws = state.get("draws", start * cfg.data.batch_size)
+    nets = {"student": student, "teacher": teacher, "imnet": imnet}
+    start, draws = restore(state, nets, optimizer, scheduler, generator, d.rank) if state is not None else (0, 0)
     dtype = amp_dtype(amp, d.device)
     scaler = torch.amp.GradScaler(d.device.type) if dtype == torch.float16 else None
 
@@ -112,14 +100,9 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters) -> d
         distributed.broadcast_state([student, teacher], d, params=False)
         if not d.main:
             return
-        ckpt = {"student": student.state_dict(), "teacher": teacher.state_dict() if teacher is not None else None,
-                "imnet": imnet.state_dict() if imnet is not None else None, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rngs, "iteration": iteration, "world": d.world,
-                "draws": draws + (iteration - start) * d.world * cfg.data.batch_size, "config": to_dict(cfg)}  # fmt: skip
-        save_checkpoint(out / "latest.pt", ckpt)
-        if iteration and cfg.checkpoint_interval and iteration % cfg.checkpoint_interval == 0:
-            link_or_copy(out / "latest.pt", out / f"iter_{iteration}.pt")
-            prune(out, cfg.checkpoint.keep_last)
+        consumed = draws + (iteration - start) * d.world * cfg.data.batch_size
+        ckpt = training_state(nets, optimizer, scheduler, rngs, iteration, consumed, d.world, cfg)
+        write_checkpoint(out, ckpt, cfg.checkpoint_interval, cfg.checkpoint.keep_last)
 
     def run_eval(iteration: int) -> dict:
         distributed.broadcast_state([student], d, params=False)  # evaluate rank 0's BN statistics
@@ -213,17 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
         out = Path(args.out or cfg.out.format(name=cfg.name))
-        resume = Path(args.resume_from) if args.resume_from else out / "latest.pt"
-        if (args.resume or args.resume_from) and not resume.is_file():
-            parser.error(f"--resume: {resume} not found")
-        if resume.is_file():  # check the overrides against the run before building anything
-            resume_config(load_training_checkpoint(resume, mmap=True)["config"], cfg, str(resume))
-        else:
-            resume = None
+        resume = resume_path(out, args.resume_from, args.resume, cfg)  # overrides checked before building
     except (KeyError, ValueError) as e:
         parser.error(str(e.args[0]) if e.args else str(e))
     result = train(cfg, out, resume, args.device, args.amp, not args.no_progress, args.stop_at)
-    if result["stopped"]:
+    if result["stopped"] and result["rank"] == 0:
         print(f"{result['stopped']}: stopped at iteration {result['iteration']}; run the same command to continue "
               f"from {out / 'latest.pt'}", file=sys.stderr)  # fmt: skip
     elif result["eval"] and result["rank"] == 0:

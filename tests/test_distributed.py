@@ -38,8 +38,8 @@ def checksum(module: torch.nn.Module, buffers: bool = True) -> str:
 
 
 def _torchrun(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--monitor-interval=0.5",
-           __file__, *args]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "--monitor-interval=0.5", __file__, *args]  # fmt: skip
     env = {**os.environ, "FASTUDA_DIST_TIMEOUT": "60", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 

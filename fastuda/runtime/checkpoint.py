@@ -57,6 +57,31 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state(cuda, generator.device)
 
 
+def training_state(nets: dict, optimizer, scheduler, rngs: list, iteration: int, draws: int, world: int,
+                   cfg: TrainConfig) -> dict:  # fmt: skip
+    """What ``latest.pt`` holds: ``nets`` ({"student", "teacher", "imnet"}, None where absent),
+    the optimiser and schedule, every rank's RNG states, the iteration, the global draws
+    consumed (the data order continues there, whatever the next world size), the config."""
+    return {**{k: m.state_dict() if m is not None else None for k, m in nets.items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs,
+            "iteration": iteration, "draws": draws, "world": world, "config": to_dict(cfg)}  # fmt: skip
+
+
+def restore(state: dict, nets: dict, optimizer, scheduler, generator: torch.Generator, rank: int) -> tuple[int, int]:
+    """Loads ``state`` into the run; returns (iteration, draws consumed). Rank r takes the
+    RNG states rank r saved; a rank the saved run did not have keeps its fresh streams."""
+    for k, m in nets.items():
+        if m is not None:
+            m.load_state_dict(state[k])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    if rank < len(rngs):
+        set_rng_state(rngs[rank], generator)
+    cfg = state["config"]
+    return state["iteration"], state.get("draws", state["iteration"] * cfg["data"]["batch_size"])
+
+
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -83,6 +108,16 @@ def save_checkpoint(path: Path, state: dict) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_checkpoint(out: Path, state: dict, interval: int, keep_last: int | None) -> None:
+    """``OUT/latest.pt``; at multiples of ``interval`` also ``iter_N.pt`` (a hard link to the
+    same bytes: one write), keeping the newest ``keep_last`` of them."""
+    out, iteration = Path(out), state["iteration"]
+    save_checkpoint(out / "latest.pt", state)
+    if iteration and interval and iteration % interval == 0:
+        link_or_copy(out / "latest.pt", out / f"iter_{iteration}.pt")
+        prune(out, keep_last)
 
 
 def remove_temporaries(out: Path) -> list[Path]:
@@ -170,11 +205,25 @@ def resume_config(saved: dict, requested: TrainConfig | None, where: str = "the 
     if fixed:
         k = fixed[0]
         more = f" (and {', '.join(fixed[1:])})" if len(fixed) > 1 else ""
-        raise ValueError(f"{k}={new[k]!r} differs from {old[k]!r} in {where}{more}: a resumed run may change only paths, "
-                         "lengths, intervals and workers (fastuda.runtime.checkpoint.RESUMABLE); start a new run "
-                         "with another --out to change it")  # fmt: skip
+        raise ValueError(f"{k}={new[k]!r} differs from {old[k]!r} in {where}{more}: a resumed run may change "
+                         "only paths, lengths, intervals and workers (fastuda.runtime.checkpoint.RESUMABLE); "
+                         "start a new run with another --out to change it")  # fmt: skip
     from fastuda.config import set_value
 
     for k in changed:
         set_value(cfg, k, new[k])
     return cfg
+
+
+def resume_path(out: Path, explicit: str | Path | None = None, insist: bool = False,
+                requested: TrainConfig | None = None) -> Path | None:  # fmt: skip
+    """The checkpoint a run continues: ``explicit``, else ``OUT/latest.pt`` when it exists (an
+    error with ``insist``); with ``requested``, its overrides are checked against the run's config."""
+    path = Path(explicit) if explicit else Path(out) / "latest.pt"
+    if not path.is_file():
+        if explicit or insist:
+            raise ValueError(f"--resume: {path} not found")
+        return None
+    if requested is not None:
+        resume_config(load_training_checkpoint(path, mmap=True)["config"], requested, str(path))
+    return path
