@@ -4,20 +4,13 @@
     python -m fastuda.train demo max_iters=200 --out runs/demo      # again: continues runs/demo/latest.pt
     torchrun --nproc_per_node=4 -m fastuda.train daformer_gta2cs ...  # data.batch_size is per GPU
 
-Presets and fields: fastuda/config.py. Overrides are dotted and typed
-(``uda.alpha=0.99``, ``data.crop_size=(256,256)``) and may come before, between or
-after the options; an unknown key is an error that names the close matches.
-Outputs in ``--out`` (default ``runs/<name>``): ``log.jsonl``, TensorBoard events
-when installed, ``latest.pt`` (from iteration 0 on), ``iter_N.pt`` and ``best.pt``
-checkpoints (durable atomic writes) holding the student, teacher, ImageNet encoder,
-optimiser, scheduler, every rank's RNG states, the iteration, the draws consumed and the config.
-
-Resume: a run whose ``OUT/latest.pt`` exists continues it (``--resume`` insists on
-one); overrides may change only ``fastuda.runtime.checkpoint.RESUMABLE`` fields.
-Data are drawn by global draw index, so with in-memory data a resumed run equals the
-straight one bit for bit. SIGINT / SIGTERM checkpoint and exit 0.
-
-Under torchrun every rank runs this; ``fastuda.runtime.distributed`` has the details.
+Presets and fields: fastuda/config.py; overrides are dotted and typed, in any order with
+the options. Outputs in ``--out`` (default ``runs/<name>``): ``log.jsonl``, TensorBoard
+events, ``latest.pt`` (from iteration 0 on), ``iter_N.pt`` and ``best.pt``. A run whose
+``OUT/latest.pt`` exists continues it, exactly; overrides may then change only
+``fastuda.runtime.checkpoint.RESUMABLE`` fields. SIGINT / SIGTERM checkpoint and exit 0.
+The pieces around the loop live in ``fastuda.runtime`` (build, checkpoint, distributed,
+evaluation, logging).
 """
 
 import argparse
@@ -47,8 +40,8 @@ def train(cfg: TrainConfig | None, out: str | Path | None = None, resume: str | 
           max_iters: int | None = None) -> dict:  # fmt: skip
     """Trains ``cfg``; returns {"student", "teacher", "iteration", "eval": last scores, "out", "stopped"}.
 
-    Resumes ``resume`` (a checkpoint), else ``OUT/latest.pt`` when it exists; ``cfg`` may then
-    be None (the checkpoint's config). ``max_iters`` stops early (the schedule still runs to
+    ``resume``: a checkpoint to continue (the CLI passes ``OUT/latest.pt`` when it exists); ``cfg``
+    may then be None (the checkpoint's config). ``max_iters`` stops early (the schedule still runs to
     ``cfg.max_iters``): resuming such a run continues it exactly. Under torchrun every rank calls this.
     """
     d = distributed.init(device)
@@ -60,7 +53,6 @@ def train(cfg: TrainConfig | None, out: str | Path | None = None, resume: str | 
 
 def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters) -> dict:
     out = Path(out or (Path(resume).parent if cfg is None else cfg.out.format(name=cfg.name)))
-    resume = resume_path(out, resume)
     state = load_training_checkpoint(resume) if resume is not None else None
     if state is not None:
         cfg = resume_config(state["config"], cfg, str(resume))
@@ -151,6 +143,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters) -> d
             done = it + 1
             seen += 1
             if done % max(cfg.log_interval, 1) == 0 or done == stop:
+                logs = distributed.mean_over_ranks(logs, d)
                 record = {k: float(v) for k, v in logs.items()}  # the only host sync, every log_interval
                 logger.log(done, {**record, "lr": lr, "it_per_s": seen / (time.perf_counter() - t0)})
                 if bar is not None:

@@ -82,7 +82,7 @@ def _scenarios(out: Path) -> None:
     dist.all_reduce(cm)
     sums["eval_cm"] = cm.tolist()
     # a 1-process checkpoint (written by the test) continues on 2 ranks up to iteration 4
-    train.train(tiny("demo", *CROSS), out / "cross", progress=False, max_iters=4)
+    train.train(tiny("demo", *CROSS), out / "cross", out / "cross" / "latest.pt", progress=False, max_iters=4)
     (out / f"rank{rank}.json").write_text(json.dumps(sums))
     distributed.close(d)
 
@@ -155,7 +155,7 @@ def test_resume_across_world_sizes(two_ranks, tmp_path):
     out, _ = two_ranks
     two = torch.load(out / "cross" / "latest.pt", weights_only=False)
     assert (two["iteration"], two["world"], two["draws"], len(two["rng"])) == (4, 2, 2 + 2 * 2, 2)
-    result = train.train(tiny("demo", *CROSS), out / "cross", progress=False)  # 2 ranks -> 1
+    result = train.train(tiny("demo", *CROSS), out / "cross", out / "cross" / "latest.pt", progress=False)  # 2 -> 1
     assert result["iteration"] == 6
     one = torch.load(out / "cross" / "latest.pt", weights_only=False)
     assert (one["iteration"], one["world"], one["draws"]) == (6, 1, 6 + 2)

@@ -169,6 +169,15 @@ def all_reduce_sum(tensor: torch.Tensor, d: Dist) -> torch.Tensor:
     return tensor
 
 
+def mean_over_ranks(logs: dict, d: Dist) -> dict:
+    """The step's logged scalars averaged over the ranks (one collective; as mmseg logs them)."""
+    if d.world == 1 or not logs:
+        return logs
+    values = torch.stack([v.detach().float().reshape(()) for v in logs.values()])
+    dist.all_reduce(values)
+    return dict(zip(logs, values / d.world))
+
+
 def any_rank(flag: bool, d: Dist) -> bool:
     """True on every rank when ``flag`` is True on any (host-side, on the control group)."""
     if d.world == 1:
