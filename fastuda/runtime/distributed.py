@@ -64,13 +64,21 @@ def init(device: str | None = None) -> Dist:
     owns = not dist.is_initialized()
     if owns:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout(), device_id=dev if cuda else None)
-    control = dist.new_group(backend="gloo", timeout=timeout()) if dist.get_backend() != "gloo" else dist.group.WORLD
-    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, dev, control, owns)
+    global _control
+    if _control is None:  # one per process group (train() may run several times in one group)
+        gloo = dist.get_backend() == "gloo"
+        _control = dist.group.WORLD if gloo else dist.new_group(backend="gloo", timeout=timeout())
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, dev, _control, owns)
+
+
+_control = None
 
 
 def close(d: Dist) -> None:
+    global _control
     if d.owns_group and dist.is_initialized():
         dist.destroy_process_group()
+        _control = None
 
 
 # ---------------------------------------------------------------- model state
