@@ -81,6 +81,14 @@ def _scenarios(out: Path) -> None:
     cm = evaluate(model, dataset, cfg.model.num_classes, limit=5, shard=(rank, 2))
     dist.all_reduce(cm)
     sums["eval_cm"] = cm.tolist()
+    # gradients: a parameter only rank 1 uses, one no rank uses
+    net = torch.nn.ModuleDict({"a": torch.nn.Linear(3, 1), "b": torch.nn.Linear(3, 1), "c": torch.nn.Linear(3, 1)})
+    torch.manual_seed(1)
+    x = torch.randn(2, 3) * (rank + 1)
+    (net["a"](x).sum() + (net["b"](x).sum() if rank == 1 else 0)).backward()
+    distributed.all_reduce_gradients(net, d)
+    sums["grads"] = {k: None if p.grad is None else p.grad.tolist() for k, p in net.named_parameters()}
+    sums["x"] = x.tolist()
     # a 1-process checkpoint (written by the test) continues on 2 ranks up to iteration 4
     train.train(tiny("demo", *CROSS), out / "cross", out / "cross" / "latest.pt", progress=False, max_iters=4)
     (out / f"rank{rank}.json").write_text(json.dumps(sums))
@@ -135,6 +143,16 @@ def test_uda_teachers_identical_on_every_rank(two_ranks, name):
     assert state["iteration"] == 3 and len(state["rng"]) == 2
     last = [json.loads(line) for line in (out / name / "log.jsonl").read_text().splitlines()][-1]
     assert last["iter"] == 3 and "loss_mix" in last and "pseudo_weight" in last
+
+
+def test_gradient_average_covers_parameters_some_ranks_skip(two_ranks):
+    _, ranks = two_ranks
+    assert ranks[0]["grads"] == ranks[1]["grads"]
+    g = ranks[0]["grads"]
+    x0, x1 = torch.tensor(ranks[0]["x"]), torch.tensor(ranks[1]["x"])
+    torch.testing.assert_close(torch.tensor(g["a.weight"]), ((x0.sum(0) + x1.sum(0)) / 2)[None])
+    torch.testing.assert_close(torch.tensor(g["b.weight"]), (x1.sum(0) / 2)[None])  # rank 0 adds zeros
+    assert g["c.weight"] is None and g["c.bias"] is None
 
 
 def test_sharded_evaluation_equals_single_process(two_ranks):

@@ -152,16 +152,24 @@ def broadcast_state(modules, d: Dist, params: bool = True) -> None:
 
 def all_reduce_gradients(model: nn.Module, d: Dist, bucket_bytes: int = 64 << 20) -> None:
     """Averages the accumulated gradients over the ranks, in flat buckets (a few collectives
-    per step instead of one per tensor)."""
+    per step instead of one per tensor). A parameter no rank used keeps no gradient; one that
+    only some ranks used gets zeros on the others first, as DDP does, so every rank applies
+    the same update."""
     if d.world == 1:
         return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    params = [p for p in model.parameters() if p.requires_grad]
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.uint8)
+    dist.all_reduce(used, op=dist.ReduceOp.MAX, group=d.control)
+    params = [p for p, u in zip(params, used.tolist()) if u]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
     bucket, size = [], 0
     for i, g in enumerate(grads):
         bucket.append(g)
         size += g.numel() * g.element_size()
-        last = i == len(grads) - 1
-        if size >= bucket_bytes or last or grads[i + 1].dtype != g.dtype:
+        if size >= bucket_bytes or i == len(grads) - 1 or grads[i + 1].dtype != g.dtype:
             flat = torch.cat([t.reshape(-1) for t in bucket])
             dist.all_reduce(flat)
             flat /= d.world
