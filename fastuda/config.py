@@ -181,6 +181,13 @@ class OptimConfig:
 
 
 @dataclasses.dataclass
+class CheckpointConfig:
+    """What a run keeps on disk besides ``latest.pt`` (and ``best.pt``, the best mIoU so far)."""
+
+    keep_last: int | None = field(None, optional(at_least(1)))  # keep the newest N iter_N.pt checkpoints (None: all)
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """One training run: ``python -m fastuda.train PRESET [key=value ...]``."""
 
@@ -195,6 +202,7 @@ class TrainConfig:
     seed: int = field(0, NON_NEGATIVE)  # DAFormer 0, HRDA 1, MIC 2
     eval_interval: int = field(4000, at_least(-1))  # evaluate every N iterations (0: at the end only, -1: never)
     checkpoint_interval: int = field(4000, NON_NEGATIVE)  # write a checkpoint every N iterations (and at the end)
+    checkpoint: CheckpointConfig = field(factory=CheckpointConfig)
     log_interval: int = field(50, at_least(1))  # loss / lr to JSONL every N iterations
     out: str = field("runs/{name}", path_template())  # output directory ({name} is replaced)
 
@@ -640,3 +648,4 @@ class ModelConfig:
     # None: DAFormer 256 (32 for mit_demo), SegFormer 768 (256 for b0)
     embed_dim: int | None = field(None, optional(at_least(1)))
     pretrained: str | None = None  # ImageNet encoder weights, e.g. pretrained/mit_b5.pth
+    sync_bn: bool = False  # BatchNorm statistics over all GPUs (SyncBatchNorm; with torchrun); published: per GPU

@@ -1,40 +1,34 @@
 """``python -m fastuda.train PRESET_OR_FILE [key=value ...]``: UDA training.
 
     python -m fastuda.train daformer_gta2cs data.source_root=data/gta data.target_root=data/cityscapes
-    python -m fastuda.train demo max_iters=200 --out runs/demo
-    python -m fastuda.train demo --resume            # continues runs/demo/latest.pt exactly
+    python -m fastuda.train demo max_iters=200 --out runs/demo      # again: continues runs/demo/latest.pt
+    torchrun --nproc_per_node=4 -m fastuda.train daformer_gta2cs ...  # data.batch_size is per GPU
 
-Presets and fields: fastuda/config.py. Overrides are dotted and typed
-(``uda.alpha=0.99``, ``data.crop_size=(256,256)``); an unknown key is an error
-that names the close matches. Outputs in ``--out`` (default ``runs/<name>``):
-``log.jsonl`` (losses, lr, evaluations), TensorBoard events when installed,
-``latest.pt`` / ``iter_N.pt`` checkpoints (written atomically) holding the
-student, teacher, ImageNet encoder, optimiser, scheduler, RNG states,
-iteration and config.
-
-Resume: data are drawn by iteration (a shuffled order per epoch from the seed,
-RCS draws seeded by their index) and every random stream of the loop is saved,
-so with in-memory data a resumed run equals the straight one bit for bit. The
-crop / flip streams of file datasets' pipelines restart on resume.
-
-The pieces around the loop live in ``fastuda.runtime``: ``build`` (model, data),
-``checkpoint`` (atomic writes, RNG state), ``logging`` and ``evaluation``.
+Presets and fields: fastuda/config.py; overrides are dotted and typed, in any order with
+the options. Outputs in ``--out`` (default ``runs/<name>``): ``log.jsonl``, TensorBoard
+events, ``latest.pt`` (from iteration 0 on), ``iter_N.pt`` and ``best.pt``. A run whose
+``OUT/latest.pt`` exists continues it, exactly; overrides may then change only
+``fastuda.runtime.checkpoint.RESUMABLE`` fields. SIGINT / SIGTERM checkpoint and exit 0.
+The pieces around the loop live in ``fastuda.runtime`` (build, checkpoint, distributed,
+evaluation, logging).
 """
 
 import argparse
+import contextlib
 import json
-import random
+import os
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from fastuda.config import TrainConfig, from_dict, load_config, to_dict, validate
-from fastuda.errors import cli
+from fastuda.config import TrainConfig, load_config, to_dict, validate
+from fastuda.errors import UserError, cli
+from fastuda.runtime import distributed
 from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, build_segmentor, test_settings
-from fastuda.runtime.checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fastuda.runtime.checkpoint import (Best, load_training_checkpoint, remove_temporaries, restore, resume_config,
+                                        resume_path, rng_state, seed_all, training_state, write_checkpoint)  # fmt: skip
 from fastuda.runtime.evaluation import evaluate, report
 from fastuda.runtime.logging import RunLogger, run_metadata, tee_output
 from fastuda.runtime.pictures import prediction_grid
@@ -45,78 +39,90 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
 
-def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | None = None, device: str | None = None,
-          amp: str | None = None, progress: bool = True, max_iters: int | None = None) -> dict:  # fmt: skip
-    """Trains ``cfg``; returns {"student", "teacher", "iteration", "eval": last scores, "out"}.
+def train(cfg: TrainConfig | None, out: str | Path | None = None, resume: str | Path | None = None,
+          device: str | None = None, amp: str | None = None, progress: bool = True,
+          max_iters: int | None = None) -> dict:  # fmt: skip
+    """Trains ``cfg``; returns {"student", "teacher", "iteration", "eval": last scores, "out", "stopped"}.
 
-    ``max_iters`` stops early (the schedule still runs to ``cfg.max_iters``):
-    resuming such a run continues it exactly.
+    ``resume``: a checkpoint to continue (the CLI passes ``OUT/latest.pt`` when it exists); ``cfg``
+    may then be None (the checkpoint's config). ``max_iters`` stops early (the schedule still runs to
+    ``cfg.max_iters``): resuming such a run continues it exactly. Under torchrun every rank calls this.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out = Path(out or cfg.out.format(name=cfg.name))
-    out.mkdir(parents=True, exist_ok=True)
-    state = None
-    if resume is not None:
-        state = load_training_checkpoint(resume)
-        cfg = from_dict(state["config"])
+    d = distributed.init(device)
+    try:
+        return _train(cfg, out, resume, d, amp, progress and d.main, max_iters)
+    finally:
+        distributed.close(d)
+
+
+def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters) -> dict:
+    out = Path(out or (Path(resume).parent if cfg is None else cfg.out.format(name=cfg.name)))
+    state = load_training_checkpoint(resume) if resume is not None else None
+    if state is not None:
+        cfg = resume_config(state["config"], cfg, str(resume))
     validate(cfg, from_pretrained=state is None)  # before anything is built
     stop = min(max_iters if max_iters is not None else cfg.max_iters, cfg.max_iters)
 
-    # ---- build: seeds, networks, optimiser, schedule; then the saved state on resume
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    generator = torch.Generator(device).manual_seed(cfg.seed)
-    student = build_segmentor(cfg, pretrained=state is None).to(device)
+    # ---- build: the same seed on every rank (identical networks), then a stream per rank
+    seed_all(cfg.seed)
+    student = build_segmentor(cfg, pretrained=state is None)
+    student = distributed.convert_sync_bn(student, d) if cfg.model.sync_bn else student
+    student.to(d.device)
+    distributed.broadcast_state([student], d)
     teacher = make_teacher(student) if cfg.uda.mode == "dacs" else None
     imnet = make_imnet_encoder(student.backbone) if cfg.uda.fd_lambda > 0 else None
     optimizer = build_optimizer(student, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.max_iters, cfg.optim)
-    start = 0
-    if state is not None:
-        student.load_state_dict(state["student"])
-        if teacher is not None:
-            teacher.load_state_dict(state["teacher"])
-        if imnet is not None:
-            imnet.load_state_dict(state["imnet"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"], generator)
-        start = state["iteration"]
-    dtype = amp_dtype(amp, device)
-    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    rank_seed = cfg.seed + 1_000_003 * d.rank  # rank 0: the single-process streams
+    if d.rank:
+        seed_all(rank_seed)
+    generator = torch.Generator(d.device).manual_seed(rank_seed)
+    nets = {"student": student, "teacher": teacher, "imnet": imnet}
+    start, draws = restore(state, nets, optimizer, scheduler, generator, d.rank) if state is not None else (0, 0)
+    dtype = amp_dtype(amp, d.device)
+    scaler = torch.amp.GradScaler(d.device.type) if dtype == torch.float16 else None
 
-    (out / "config.json").write_text(json.dumps({**to_dict(cfg), "run": run_metadata()}, indent=2))
-    logger = RunLogger(out)
-    eval_set = class_names = None
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(out)
+        (out / "config.json").write_text(json.dumps({**to_dict(cfg), "run": run_metadata()}, indent=2))
+    logger = RunLogger(out, enabled=d.main, resume_at=start if state is not None else None)
+    best = Best(out, before=start if state is not None else None)
+    # read the evaluation split now: a bad one fails here, not after eval_interval iterations
+    eval_set, class_names = build_eval_dataset(cfg) if cfg.eval_interval >= 0 else (None, None)
     last_eval: dict = {}
 
     def checkpoint(iteration: int) -> None:
-        ckpt = {"student": student.state_dict(), "teacher": teacher.state_dict() if teacher is not None else None,
-                "imnet": imnet.state_dict() if imnet is not None else None, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": rng_state(generator), "iteration": iteration,
-                "config": to_dict(cfg)}  # fmt: skip
-        save_checkpoint(out / "latest.pt", ckpt)
-        if iteration % max(cfg.checkpoint_interval, 1) == 0 and cfg.checkpoint_interval:
-            save_checkpoint(out / f"iter_{iteration}.pt", ckpt)
+        rngs = distributed.gather(rng_state(generator), d)
+        distributed.broadcast_state([student, teacher], d, params=False)
+        if not d.main:
+            return
+        consumed = draws + (iteration - start) * d.world * cfg.data.batch_size
+        ckpt = training_state(nets, optimizer, scheduler, rngs, iteration, consumed, d.world, cfg)
+        write_checkpoint(out, ckpt, cfg.checkpoint_interval, cfg.checkpoint.keep_last)
 
     def run_eval(iteration: int) -> dict:
-        nonlocal eval_set, class_names
-        if eval_set is None:
-            eval_set, class_names = build_eval_dataset(cfg)
+        distributed.broadcast_state([student], d, params=False)  # evaluate rank 0's BN statistics
         crop, stride = test_settings(cfg)
-        cm = evaluate(student, eval_set, cfg.model.num_classes, device, crop, stride, cfg.data.eval_samples, dtype)
+        cm = evaluate(student, eval_set, cfg.model.num_classes, d.device, crop, stride, cfg.data.eval_samples, dtype,
+                      shard=(d.rank, d.world))  # fmt: skip
+        cm = distributed.all_reduce_sum(cm, d)
         table, result = report(cm, class_names, cfg.data.source)
         iou = torch.nan_to_num(cm.diagonal().double() / (cm.sum(0) + cm.sum(1) - cm.diagonal()).double()).tolist()
         logger.log(iteration, {"eval": result, "iou": dict(zip(map(str, class_names), iou))})
-        grid = prediction_grid(student, eval_set, class_names, device, crop, stride, dtype)
-        logger.log_image(iteration, "predictions", grid)
+        if d.main:
+            grid = prediction_grid(student, eval_set, class_names, d.device, crop, stride, dtype)
+            logger.log_image(iteration, "predictions", grid)
+        if d.main and best.update(iteration, result["mIoU"], out / "latest.pt") and progress:
+            print(f"\nnew best mIoU: {out / 'best.pt'}", flush=True)
         if progress:
             print(f"\niteration {iteration}: target {cfg.data.eval_split}\n{table}", flush=True)
         return result
 
-    # ---- the loop: one uda_step per iteration, then the optimiser and the schedule
-    src_loader, tgt_loader = build_loaders(cfg, start)
+    if state is None:
+        checkpoint(0)  # from now on there is always a latest.pt to resume from
+    # ---- the loop: one uda_step per iteration, the gradient average, the optimiser and the schedule
+    src_loader, tgt_loader = build_loaders(cfg, start, d.rank, d.world, draws)
     src_iter, tgt_iter = iter(src_loader), iter(tgt_loader)
     bar = None
     if progress:
@@ -124,44 +130,52 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
 
         bar = tqdm(total=stop, initial=start, desc=cfg.name, dynamic_ncols=True)
     student.train()
-    t0, seen = time.perf_counter(), 0
-    for it in range(start, stop):
-        batch = {"source": _to(next(src_iter), device), "target": _to(next(tgt_iter), device)}
-        optimizer.zero_grad(set_to_none=True)
-        loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, dtype, scaler)
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        done = it + 1
-        seen += 1
-        if done % max(cfg.log_interval, 1) == 0 or done == stop:
-            record = {k: float(v) for k, v in logs.items()}  # the only host sync, every log_interval
-            rate = seen / (time.perf_counter() - t0)
-            logger.log(done, {**record, "lr": lr, "it_per_s": rate})
+    t0, seen, done, stopped = time.perf_counter(), 0, start, None
+    with distributed.StopSignals() as signals:
+        for it in range(start, stop):
+            batch = {"source": _to(next(src_iter), d.device), "target": _to(next(tgt_iter), d.device)}
+            optimizer.zero_grad(set_to_none=True)
+            loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, dtype, scaler)
+            distributed.all_reduce_gradients(student, d)
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            done = it + 1
+            seen += 1
+            if done % max(cfg.log_interval, 1) == 0 or done == stop:
+                logs = distributed.mean_over_ranks(logs, d)
+                record = {k: float(v) for k, v in logs.items()}  # the only host sync, every log_interval
+                logger.log(done, {**record, "lr": lr, "it_per_s": seen / (time.perf_counter() - t0)})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
             if bar is not None:
-                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
-        if bar is not None:
-            bar.update(1)
-        if cfg.eval_interval and done % cfg.eval_interval == 0 and done != stop:
-            last_eval = run_eval(done)
-        if cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0 and done != stop:
-            checkpoint(done)
+                bar.update(1)
+            stopped = signals.requested if distributed.any_rank(signals.requested is not None, d) else None
+            evaluate_now = cfg.eval_interval > 0 and done % cfg.eval_interval == 0 and done != stop
+            if stopped or evaluate_now or (cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0):
+                checkpoint(done)  # before the evaluation: a failing evaluation loses no training
+            if stopped:
+                break
+            if evaluate_now:
+                last_eval = run_eval(done)
     if bar is not None:
         bar.close()
-    if stop > start or state is None:
-        checkpoint(stop)
-    if stop == cfg.max_iters and cfg.eval_interval >= 0:
-        last_eval = run_eval(stop)
+    if not stopped:
+        if stop > start and not (cfg.checkpoint_interval and stop % cfg.checkpoint_interval == 0):
+            checkpoint(stop)
+        if stop == cfg.max_iters and cfg.eval_interval >= 0:
+            last_eval = run_eval(stop)
     logger.close()
-    return {"student": student, "teacher": teacher, "iteration": stop, "eval": last_eval, "out": out}
+    return {"student": student, "teacher": teacher, "iteration": done, "eval": last_eval, "out": out,
+            "stopped": stopped, "rank": d.rank}  # fmt: skip
 
 
 @cli
@@ -170,24 +184,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="a preset name (see fastuda.config.PRESETS) or a JSON config file")
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. uda.alpha=0.99")
     parser.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
-    parser.add_argument("--resume", nargs="?", const="", default=None,
-                        help="continue from a checkpoint (default: OUT/latest.pt)")  # fmt: skip
+    parser.add_argument("--resume", action="store_true",
+                        help="continue OUT/latest.pt; an error if there is none (without it: resumed if present)")
+    parser.add_argument("--resume-from", metavar="CKPT", default=None, help="continue this checkpoint into --out")
     parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None,
                         help="autocast (default: bf16 on GPU, off on CPU)")
     parser.add_argument("--stop-at", type=int, default=None, help="stop after this iteration (resumable)")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    if bad := [o for o in args.overrides if "=" not in o and o.endswith(".pt")]:
+        parser.error(f"{bad[0]}: a checkpoint is given with --resume-from {bad[0]}")
     cfg = load_config(args.config, args.overrides)  # a mistake is a UserError: one line, exit 2
     out = Path(args.out or cfg.out.format(name=cfg.name))
-    resume = None
-    if args.resume is not None:
-        resume = Path(args.resume) if args.resume else out / "latest.pt"
-        if not resume.is_file():
-            parser.error(f"--resume: {resume} not found")
-    with tee_output(out / "train.log", header=run_metadata()["command"]):
+    try:
+        resume = resume_path(out, args.resume_from, args.resume, cfg)  # overrides checked before building
+    except (KeyError, ValueError) as e:
+        raise UserError(str(e.args[0]) if e.args else str(e)) from None
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # torchrun: one train.log, rank 0's
+    with tee_output(out / "train.log", header=run_metadata()["command"]) if main_rank else contextlib.nullcontext():
         result = train(cfg, out, resume, args.device, args.amp, not args.no_progress, args.stop_at)
-        if result["eval"]:
+        if result["stopped"] and result["rank"] == 0:
+            print(f"{result['stopped']}: stopped at iteration {result['iteration']}; run the same command to "
+                  f"continue from {out / 'latest.pt'}", file=sys.stderr)  # fmt: skip
+        elif result["eval"] and result["rank"] == 0:
             print(f"mIoU {100 * result['eval']['mIoU']:.2f} at iteration {result['iteration']}; outputs in {out}")
     return 0
 

@@ -102,11 +102,38 @@ def check_data(dataset, key: str) -> None:
     check_files(dataset, key)
 
 
-def _loader(dataset, cfg: TrainConfig, seed: int, start_iter: int, identity: bool = False) -> DataLoader:
-    sampler = IterationSampler(len(dataset), seed, start_iter * cfg.data.batch_size, identity)
+class _RankShare(torch.utils.data.Sampler):
+    """Rank ``rank``'s share of the global draw order: of each iteration's ``world x batch``
+    consecutive draws, the ``batch`` ones at ``rank x batch``. Global draw k = start + t x world
+    x batch + rank x batch + i, so 2 ranks x batch 1 draw what 1 process x batch 2 draws."""
+
+    def __init__(self, base: IterationSampler, rank: int, world: int, batch: int):
+        self.base, self.rank, self.world, self.batch = base, rank, world, batch
+
+    def __iter__(self):
+        lo, hi = self.rank * self.batch, (self.rank + 1) * self.batch
+        for j, k in enumerate(self.base):
+            if lo <= j % (self.world * self.batch) < hi:
+                yield k
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Ctrl-C reaches the workers too (one process group): they leave the stop to the loop,
+    which checkpoints and exits (they end with the main process)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _loader(dataset, cfg: TrainConfig, seed: int, start_draw: int, identity: bool, rank: int, world: int):
+    sampler = IterationSampler(len(dataset), seed, start_draw, identity)
+    if world > 1:
+        sampler = _RankShare(sampler, rank, world, cfg.data.batch_size)
     workers = cfg.data.workers
     return DataLoader(dataset, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=workers > 0,
+                      worker_init_fn=_ignore_stop_signals if workers > 0 else None,
                       generator=torch.Generator().manual_seed(seed))  # own stream: the global RNG stays untouched
 
 
@@ -133,17 +160,21 @@ def _rare_class_sampling(cfg: TrainConfig, source):
     return RareClassSampling(source, K, r.temperature, r.min_pixels, r.min_crop_ratio, cfg.seed, stats=known)
 
 
-def build_loaders(cfg: TrainConfig, start_iter: int) -> tuple[DataLoader, DataLoader]:
-    """(source, target) loaders that resume at iteration ``start_iter``. At start-up both
-    datasets and the evaluation split are listed, paired and their files checked, and the
-    RCS statistics checked against ``rcs.min_pixels``: a mistake costs seconds, not a run."""
+def build_loaders(cfg: TrainConfig, start_iter: int, rank: int = 0, world: int = 1,
+                  start_draw: int | None = None) -> tuple[DataLoader, DataLoader]:  # fmt: skip
+    """(source, target) loaders of rank ``rank`` of ``world``, resuming at iteration ``start_iter``:
+    at global draw ``start_draw`` (the draws the run has consumed; default ``start_iter x world x
+    data.batch_size``, which a resume across world sizes must not assume). At start-up both
+    datasets and the evaluation split are listed, paired and their files checked, and the RCS
+    statistics checked against ``rcs.min_pixels``: a mistake costs seconds, not a run."""
+    if start_draw is None:
+        start_draw = start_iter * world * cfg.data.batch_size
     source, target = build_train_datasets(cfg)
     d = cfg.data
     check_data(source, f"data.source_root={d.source_root}")
     check_data(target, f"data.target_root={d.target_root}")
     build_eval_dataset(cfg, check=True)
     if cfg.rcs.enabled:
-        src_loader = _loader(_rare_class_sampling(cfg, source), cfg, cfg.seed, start_iter, identity=True)
-    else:
-        src_loader = _loader(source, cfg, cfg.seed, start_iter)
-    return src_loader, _loader(target, cfg, cfg.seed + 1, start_iter)
+        source = _rare_class_sampling(cfg, source)
+    src_loader = _loader(source, cfg, cfg.seed, start_draw, cfg.rcs.enabled, rank, world)
+    return src_loader, _loader(target, cfg, cfg.seed + 1, start_draw, False, rank, world)

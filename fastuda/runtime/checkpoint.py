@@ -1,11 +1,39 @@
-"""Checkpoint I/O: atomic writes and the random state of a run."""
+"""Checkpoint I/O: durable atomic writes, retention, the random state of a run, and what
+may change when a run is resumed.
 
+A write goes to ``.NAME.tmpPID`` in the same folder, is fsync'ed, renamed over ``NAME``
+and the folder entry is fsync'ed: a SIGKILL or power cut at any moment leaves the previous
+``latest.pt`` or the new one, never a torn file. A fresh run writes ``latest.pt`` at
+iteration 0 before training (it also proves the folder writable), so there is always one to
+resume from. Temporary files of killed writes are removed when a run starts.
+"""
+
+import dataclasses
+import json
 import os
 import random
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from fastuda.config import TrainConfig, from_dict, to_dict
+
+# Fields a resumed run may change: where data and outputs live, how long it runs, how
+# often it logs / evaluates / saves, how many workers decode, how evaluation is sampled.
+# Anything else would change the function being trained.
+RESUMABLE = ("data.source_root", "data.target_root", "data.workers", "data.eval_split", "data.eval_samples",
+             "max_iters", "eval_interval", "checkpoint_interval", "log_interval", "out", "checkpoint.keep_last",
+             "model.pretrained")  # fmt: skip
+
+
+def seed_all(seed: int) -> None:
+    """torch (CPU and CUDA), Python and NumPy."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def rng_state(generator: torch.Generator) -> dict:
@@ -13,7 +41,7 @@ def rng_state(generator: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
              "generator": generator.get_state()}  # fmt: skip
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state(generator.device) if generator.device.type == "cuda" else None
     return state
 
 
@@ -22,23 +50,183 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, list) and torch.cuda.is_available():  # written before per-rank states
+        torch.cuda.set_rng_state_all(cuda)
+    elif cuda is not None and generator.device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, generator.device)
+
+
+def training_state(nets: dict, optimizer, scheduler, rngs: list, iteration: int, draws: int, world: int,
+                   cfg: TrainConfig) -> dict:  # fmt: skip
+    """What ``latest.pt`` holds: ``nets`` ({"student", "teacher", "imnet"}, None where absent),
+    the optimiser and schedule, every rank's RNG states, the iteration, the global draws
+    consumed (the data order continues there, whatever the next world size), the config."""
+    return {**{k: m.state_dict() if m is not None else None for k, m in nets.items()},
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs,
+            "iteration": iteration, "draws": draws, "world": world, "config": to_dict(cfg)}  # fmt: skip
+
+
+def restore(state: dict, nets: dict, optimizer, scheduler, generator: torch.Generator, rank: int) -> tuple[int, int]:
+    """Loads ``state`` into the run; returns (iteration, draws consumed). Rank r takes the
+    RNG states rank r saved; a rank the saved run did not have keeps its fresh streams."""
+    for k, m in nets.items():
+        if m is not None:
+            m.load_state_dict(state[k])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+    if rank < len(rngs):
+        set_rng_state(rngs[rank], generator)
+    cfg = state["config"]
+    return state["iteration"], state.get("draws", state["iteration"] * cfg["data"]["batch_size"])
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # no directory handles (Windows)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file in the same directory, then an atomic rename."""
+    """torch.save to a temporary file in the same directory, fsync, then an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
-def load_training_checkpoint(path: Path) -> dict:
-    """A checkpoint written by ``fastuda.train`` (student, teacher, optimiser, RNG, config)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
+def write_checkpoint(out: Path, state: dict, interval: int, keep_last: int | None) -> None:
+    """``OUT/latest.pt``; at multiples of ``interval`` also ``iter_N.pt`` (a hard link to the
+    same bytes: one write), keeping the newest ``keep_last`` of them."""
+    out, iteration = Path(out), state["iteration"]
+    save_checkpoint(out / "latest.pt", state)
+    if iteration and interval and iteration % interval == 0:
+        link_or_copy(out / "latest.pt", out / f"iter_{iteration}.pt")
+        prune(out, keep_last)
+
+
+def remove_temporaries(out: Path) -> list[Path]:
+    """Deletes ``.*.tmpPID`` files left by killed writes in ``out``; returns them."""
+    stale = [p for p in Path(out).glob(".*.tmp*") if re.fullmatch(r"\..+\.tmp\d+", p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` becomes the current content of ``src`` (a hard link when the filesystem allows), atomically."""
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    _fsync_dir(dst.parent)
+
+
+def prune(out: Path, keep_last: int | None) -> None:
+    """Keeps the newest ``keep_last`` ``iter_N.pt`` files (None: all)."""
+    if not keep_last:
+        return
+    numbered = [(int(m[1]), p) for p in Path(out).glob("iter_*.pt") if (m := re.fullmatch(r"iter_(\d+)\.pt", p.name))]
+    for _, p in sorted(numbered)[:-keep_last]:
+        p.unlink(missing_ok=True)
+
+
+class Best:
+    """The best evaluation so far (``best.json``) and its checkpoint (``best.pt``)."""
+
+    def __init__(self, out: Path, before: int | None = None):
+        self.out = Path(out)
+        self.score, self.iteration = -1.0, None
+        path = self.out / "best.json"
+        if before is not None and path.is_file():  # a resumed run: only evaluations it has not undone
+            data = json.loads(path.read_text())
+            if data["iteration"] <= before:
+                self.score, self.iteration = data["mIoU"], data["iteration"]
+
+    def update(self, iteration: int, score: float, checkpoint: Path) -> bool:
+        """Keeps ``checkpoint`` (of ``iteration``) as ``best.pt`` if ``score`` beats the best."""
+        if score <= self.score:
+            return False
+        link_or_copy(checkpoint, self.out / "best.pt")
+        self.score, self.iteration = score, iteration
+        tmp = self.out / f".best.json.tmp{os.getpid()}"
+        tmp.write_text(json.dumps({"iteration": iteration, "mIoU": score}))
+        os.replace(tmp, self.out / "best.json")
+        return True
+
+
+def load_training_checkpoint(path: Path, mmap: bool = False) -> dict:
+    """A checkpoint written by ``fastuda.train`` (student, teacher, optimiser, RNG, config);
+    ``mmap`` reads tensors lazily (cheap when only the config is needed)."""
+    from fastuda.models.checkpoint import read_training_checkpoint
+
+    del mmap  # read_training_checkpoint reads weights-only, and refuses any other kind of file
+    return read_training_checkpoint(path)
+
+
+def _flat(cfg) -> dict:
+    out = {}
+
+    def walk(d, prefix):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out[prefix + k] = tuple(v) if isinstance(v, list) else v
+
+    walk(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg, "")
+    return out
+
+
+def resume_config(saved: dict, requested: TrainConfig | None, where: str = "the checkpoint") -> TrainConfig:
+    """The config of a resumed run: the checkpoint's, with the ``RESUMABLE`` fields of
+    ``requested`` (the command line's); any other difference is an error naming the key."""
+    cfg = from_dict(saved)
+    if requested is None:
+        return cfg
+    old, new = _flat(cfg), _flat(requested)
+    changed = [k for k in new if k in old and old[k] != new[k]]
+    fixed = [k for k in changed if k not in RESUMABLE]
+    if fixed:
+        k = fixed[0]
+        more = f" (and {', '.join(fixed[1:])})" if len(fixed) > 1 else ""
+        raise ValueError(f"{k}={new[k]!r} differs from {old[k]!r} in {where}{more}: a resumed run may change "
+                         "only paths, lengths, intervals and workers (fastuda.runtime.checkpoint.RESUMABLE); "
+                         "start a new run with another --out to change it")  # fmt: skip
+    from fastuda.config import set_value
+
+    for k in changed:
+        set_value(cfg, k, new[k])
+    return cfg
+
+
+def resume_path(out: Path, explicit: str | Path | None = None, insist: bool = False,
+                requested: TrainConfig | None = None) -> Path | None:  # fmt: skip
+    """The checkpoint a run continues: ``explicit``, else ``OUT/latest.pt`` when it exists (an
+    error with ``insist``); with ``requested``, its overrides are checked against the run's config."""
+    path = Path(explicit) if explicit else Path(out) / "latest.pt"
+    if not path.is_file():
+        if explicit or insist:
+            raise ValueError(f"--resume: {path} not found")
+        return None
+    if requested is not None:
+        resume_config(load_training_checkpoint(path, mmap=True)["config"], requested, str(path))
+    return path

@@ -9,15 +9,16 @@ from fastuda.models.slide import predict
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset, num_classes: int, device="cpu", crop=None, stride=None,
-             limit: int | None = None, autocast_dtype=None) -> Tensor:  # fmt: skip
+             limit: int | None = None, autocast_dtype=None, shard: tuple[int, int] = (0, 1)) -> Tensor:  # fmt: skip
     """The (K, K) confusion matrix of ``model`` over ``dataset`` (one image at a time;
-    test images can differ in size). The model is put in eval mode and restored."""
+    test images can differ in size). The model is put in eval mode and restored.
+    ``shard=(rank, world)``: images rank, rank + world, ...; the sum over ranks is the whole."""
     was_training = model.training
     model.eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
     n = len(dataset) if limit is None else min(limit, len(dataset))
     try:
-        for i in range(n):
+        for i in range(shard[0], n, shard[1]):
             sample = dataset[i]
             image = sample["image"][None].to(device)
             label = sample["label"][None].to(device)

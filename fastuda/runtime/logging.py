@@ -59,26 +59,51 @@ def run_metadata(argv: list[str] | None = None) -> dict:
     return meta
 
 
+def _cut_log(path: Path, last: int) -> None:
+    """Keeps the records of iterations <= ``last`` (a resumed run rewrites what follows), and
+    drops a line torn by a kill; rewritten atomically."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["iter"] <= last:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 class RunLogger:
     """JSONL always; TensorBoard when installed (it is a dependency: the first logger of a
-    process without it says once that TensorBoard logging is off)."""
+    process without it says once that TensorBoard logging is off). A fresh run
+    (``resume_at=None``) starts an empty log; a run resumed at iteration s keeps what was
+    logged up to s and nothing after."""
 
-    def __init__(self, out: Path, enabled: bool = True):
+    def __init__(self, out: Path, enabled: bool = True, resume_at: int | None = None):
         self.out = Path(out)
         self.enabled = enabled
-        self.file = open(self.out / "log.jsonl", "a", encoding="utf-8") if enabled else None
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as error:
-                global _said_no_tensorboard
-                if not _said_no_tensorboard:
-                    _said_no_tensorboard = True
-                    print(f"fastuda: TensorBoard logging is off ({error}); `pip install tensorboard` turns it on. "
-                          "log.jsonl and the PNGs are written anyway.", file=sys.stderr, flush=True)  # fmt: skip
-            else:
-                self.tb = SummaryWriter(str(self.out / "tb"))
+        self.file = self.tb = None
+        if not enabled:
+            return
+        path = self.out / "log.jsonl"
+        if resume_at is not None:
+            _cut_log(path, resume_at)
+        self.file = open(path, "a" if resume_at is not None else "w", encoding="utf-8")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            global _said_no_tensorboard
+            if not _said_no_tensorboard:
+                _said_no_tensorboard = True
+                print(f"fastuda: TensorBoard logging is off ({error}); `pip install tensorboard` turns it on. "
+                      "log.jsonl and the PNGs are written anyway.", file=sys.stderr, flush=True)  # fmt: skip
+        else:
+            # purge_step: TensorBoard drops older events from that step on (a fresh run: all of them)
+            purge = 0 if resume_at is None else resume_at + 1
+            self.tb = SummaryWriter(str(self.out / "tb"), purge_step=purge)
 
     def log(self, iteration: int, record: dict) -> None:
         """One line of ``log.jsonl``; every number (nested ones too, e.g. ``eval/mIoU``,
