@@ -505,6 +505,23 @@ def test_uda_step_no_host_sync_on_cuda(name):
     assert torch.isfinite(loss) and ("loss_mic" in logs) == (name == "mic")
 
 
+@pytest.mark.cuda
+def test_scale_fusion_host_box_no_sync_on_cuda():
+    """A Python-int box reaches the GPU through a pinned, asynchronous copy."""
+    import fastuda.ops as ops
+
+    lr, att = torch.randn(2, 5, 16, 16, device="cuda"), torch.rand(2, 5, 16, 16, device="cuda")
+    hr = torch.randn(2, 5, 8, 12, device="cuda")
+    want = ops.scale_fusion(lr, att, hr, torch.tensor([4, 12, 8, 20], device="cuda"))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = ops.scale_fusion(lr, att, hr, (4, 12, 8, 20))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_device_box_draws_as_the_host_box():
     """random_detail_box on a device makes the published draw (tested on the host form in test_hrda)."""
     from fastuda.models.hrda import random_detail_box
