@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import fastuda.ops
-from fastuda import config, train
+from fastuda import config
+from fastuda.runtime.build import build_segmentor
 from fastuda.uda import build_optimizer, make_imnet_encoder, make_teacher, uda_step
 
 from .conftest import CUDA, DEVICE
@@ -29,7 +30,7 @@ def setup(preset: str, provider: str):
         pytest.importorskip("fastuda.models.hrda")
     cfg = config.load_config(preset, CASES[preset] + TINY + ["model.pretrained=None"])
     torch.manual_seed(0)
-    student = train.build_segmentor(cfg).to(DEVICE)
+    student = build_segmentor(cfg).to(DEVICE)
     teacher, imnet = make_teacher(student), make_imnet_encoder(student.backbone)
     optimizer = build_optimizer(student, cfg.optim)
     h, w = cfg.data.crop_size

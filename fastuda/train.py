@@ -16,12 +16,13 @@ Resume: data are drawn by iteration (a shuffled order per epoch from the seed,
 RCS draws seeded by their index) and every random stream of the loop is saved,
 so with in-memory data a resumed run equals the straight one bit for bit. The
 crop / flip streams of file datasets' pipelines restart on resume.
+
+The pieces around the loop live in ``fastuda.runtime``: ``build`` (model, data),
+``checkpoint`` (atomic writes, RNG state), ``logging`` and ``evaluation``.
 """
 
 import argparse
-import dataclasses
 import json
-import os
 import random
 import sys
 import time
@@ -29,222 +30,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
 
 from fastuda.config import TrainConfig, from_dict, load_config, to_dict
-from fastuda.evaluate import evaluate, report, test_settings
+from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, build_segmentor, test_settings
+from fastuda.runtime.checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fastuda.runtime.evaluation import evaluate, report
+from fastuda.runtime.logging import RunLogger
 from fastuda.uda import build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
-from fastuda.uda.rcs import RareClassSampling
-
-# ---------------------------------------------------------------- data
-
-
-class IterationSampler(Sampler):
-    """Infinite draws, resumable at any iteration: draw k is ``order_e[k % n]`` with
-    a permutation per epoch e = k // n seeded by (seed, e); ``identity`` yields k itself
-    (for a sampler-like dataset such as ``RareClassSampling``)."""
-
-    def __init__(self, n: int, seed: int, start: int = 0, identity: bool = False):
-        self.n, self.seed, self.start, self.identity = n, seed, start, identity
-
-    def __iter__(self):
-        k = self.start
-        epoch, order = -1, None
-        while True:
-            if self.identity:
-                yield k
-            else:
-                if k // self.n != epoch:
-                    epoch = k // self.n
-                    order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-                yield int(order[k % self.n])
-            k += 1
-
-
-def _pipeline(cfg: TrainConfig, dataset: str, train: bool):
-    from fastuda.data import preset_pipeline
-
-    pipe = preset_pipeline(cfg.data.recipe, dataset, train)
-    changes = {}
-    if cfg.data.resize is not None:
-        changes["scale"] = tuple(cfg.data.resize)
-    if train and cfg.data.crop_size is not None:
-        changes["crop_size"] = tuple(cfg.data.crop_size)
-    return dataclasses.replace(pipe, **changes) if changes else pipe
-
-
-def build_train_datasets(cfg: TrainConfig):
-    """(source, target) training datasets."""
-    d = cfg.data
-    if d.source == "synthetic" or d.target == "synthetic":
-        from fastuda.data.synthetic import SyntheticScenes
-
-        if not (d.source == d.target == "synthetic"):
-            raise ValueError("the synthetic demo needs data.source and data.target both 'synthetic'")
-        return (SyntheticScenes("source", d.synthetic_samples, d.synthetic_size, cfg.seed),
-                SyntheticScenes("target", d.synthetic_samples, d.synthetic_size, cfg.seed))  # fmt: skip
-    from fastuda.data import build_dataset
-
-    source = build_dataset(d.source, d.source_root, "train", _pipeline(cfg, d.source, True), seed=cfg.seed)
-    target = build_dataset(d.target, d.target_root, "train", _pipeline(cfg, d.target, True), seed=cfg.seed + 1)
-    return source, target
-
-
-def build_eval_dataset(cfg: TrainConfig):
-    """(target evaluation dataset, class names)."""
-    d = cfg.data
-    if d.target == "synthetic":
-        from fastuda.data.synthetic import SyntheticScenes
-
-        ds = SyntheticScenes("target", d.eval_samples or d.synthetic_samples, d.synthetic_size, cfg.seed, split="val")
-        return ds, ds.class_names
-    from fastuda.data import build_dataset
-
-    ds = build_dataset(d.target, d.target_root, d.eval_split, _pipeline(cfg, d.target, False))
-    return ds, ds.class_names
-
-
-def _loader(dataset, cfg: TrainConfig, seed: int, start_iter: int, identity: bool = False) -> DataLoader:
-    sampler = IterationSampler(len(dataset), seed, start_iter * cfg.data.batch_size, identity)
-    workers = cfg.data.workers
-    return DataLoader(dataset, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=True, persistent_workers=workers > 0,
-                      generator=torch.Generator().manual_seed(seed))  # own stream: the global RNG stays untouched
-
-
-def build_loaders(cfg: TrainConfig, start_iter: int):
-    source, target = build_train_datasets(cfg)
-    if cfg.rcs.enabled:
-        r = cfg.rcs
-        source = RareClassSampling(source, cfg.model.num_classes, r.temperature, r.min_pixels, r.min_crop_ratio,
-                                   cfg.seed)  # fmt: skip
-        src_loader = _loader(source, cfg, cfg.seed, start_iter, identity=True)
-    else:
-        src_loader = _loader(source, cfg, cfg.seed, start_iter)
-    return src_loader, _loader(target, cfg, cfg.seed + 1, start_iter)
-
-
-# ---------------------------------------------------------------- model
-
-
-DEMO_BACKBONE = "mit_demo"
-
-
-def _demo_model(cfg):
-    """A narrow, one-block-per-stage MiT with a DAFormer head (the same modules as
-    MiT-B5 + DAFormer, about 0.5M parameters): the CPU demo's network."""
-    from fastuda.models import DAFormerHead, EncoderDecoder, MixVisionTransformer
-
-    backbone = MixVisionTransformer(embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8), depths=(1, 1, 1, 1),
-                                    drop_path_rate=cfg.drop_path_rate)  # fmt: skip
-    width = cfg.embed_dim or 32
-    head = DAFormerHead(backbone.out_channels, cfg.num_classes, embed_dim=width, channels=width)
-    return EncoderDecoder(backbone, head)
-
-
-def build_segmentor(cfg: TrainConfig, pretrained: bool = True):
-    """The student network of ``cfg`` (HRDA when ``hrda.enabled``)."""
-    from fastuda.models import build_model
-
-    model_cfg = cfg.model if pretrained else dataclasses.replace(cfg.model, pretrained=None)
-    if model_cfg.pretrained and not Path(model_cfg.pretrained).is_file():
-        raise FileNotFoundError(
-            f"model.pretrained={model_cfg.pretrained} not found: download the SegFormer ImageNet weights "
-            "(mit_b*.pth) there, or pass model.pretrained=None to start from scratch"
-        )
-    if model_cfg.backbone == DEMO_BACKBONE:
-        model = _demo_model(model_cfg)
-    else:
-        model = build_model(model_cfg)
-    if cfg.hrda.enabled:
-        try:
-            from fastuda.models.hrda import HRDASegmentor
-        except ImportError as e:
-            raise RuntimeError("hrda.enabled needs fastuda.models.hrda, which this installation lacks") from e
-        h = cfg.hrda
-        # the (pretrained) encoder of the plain model, shared by both scales; fresh HRDA heads
-        model = HRDASegmentor(model.backbone, cfg.model.num_classes, lr_scale=h.lr_scale, detail_crop=h.hr_crop_size,
-                              crop_divisible=h.crop_coord_divisible, detail_loss_weight=h.hr_loss_weight)  # fmt: skip
-    return model
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def _rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-             "generator": generator.get_state()}  # fmt: skip
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file in the same directory, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-# ---------------------------------------------------------------- logging
-
-
-class _Logger:
-    """JSONL always; TensorBoard when installed."""
-
-    def __init__(self, out: Path, enabled: bool = True):
-        self.file = open(out / "log.jsonl", "a", encoding="utf-8") if enabled else None
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tb"))
-            except Exception:  # tensorboard not installed
-                self.tb = None
-
-    def log(self, iteration: int, record: dict) -> None:
-        if self.file:
-            self.file.write(json.dumps({"iter": iteration, **record}) + "\n")
-            self.file.flush()
-        if self.tb:
-            for k, v in record.items():
-                if isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, iteration)
-
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
-        if self.tb:
-            self.tb.close()
-
-
-# ---------------------------------------------------------------- training
 
 
 def _to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
-
-
-def _amp_dtype(amp: str | None, device: torch.device):
-    if amp is None:
-        amp = "bf16" if device.type == "cuda" else "off"
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | None = None, device: str | None = None,
@@ -259,10 +55,11 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
     out.mkdir(parents=True, exist_ok=True)
     state = None
     if resume is not None:
-        state = torch.load(resume, map_location="cpu", weights_only=False)
+        state = load_training_checkpoint(resume)
         cfg = from_dict(state["config"])
     stop = min(max_iters if max_iters is not None else cfg.max_iters, cfg.max_iters)
 
+    # ---- build: seeds, networks, optimiser, schedule; then the saved state on resume
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -281,20 +78,20 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
             imnet.load_state_dict(state["imnet"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], generator)
+        set_rng_state(state["rng"], generator)
         start = state["iteration"]
-    dtype = _amp_dtype(amp, device)
+    dtype = amp_dtype(amp, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-    logger = _Logger(out)
+    logger = RunLogger(out)
     eval_set = class_names = None
     last_eval: dict = {}
 
     def checkpoint(iteration: int) -> None:
         ckpt = {"student": student.state_dict(), "teacher": teacher.state_dict() if teacher is not None else None,
                 "imnet": imnet.state_dict() if imnet is not None else None, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": _rng_state(generator), "iteration": iteration,
+                "scheduler": scheduler.state_dict(), "rng": rng_state(generator), "iteration": iteration,
                 "config": to_dict(cfg)}  # fmt: skip
         save_checkpoint(out / "latest.pt", ckpt)
         if iteration % max(cfg.checkpoint_interval, 1) == 0 and cfg.checkpoint_interval:
@@ -313,6 +110,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
             print(f"\niteration {iteration}: target {cfg.data.eval_split}\n{table}", flush=True)
         return result
 
+    # ---- the loop: one uda_step per iteration, then the optimiser and the schedule
     src_loader, tgt_loader = build_loaders(cfg, start)
     src_iter, tgt_iter = iter(src_loader), iter(tgt_loader)
     bar = None

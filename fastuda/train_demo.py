@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from fastuda.config import load_config
-from fastuda.evaluate import predict
+from fastuda.models.slide import predict
 
 # class colours for the grid (sky, road, building, vegetation, car, pole)
 _COLOURS = np.array([[70, 130, 180], [128, 64, 128], [70, 70, 70], [107, 142, 35], [0, 0, 142], [220, 220, 0]],
@@ -43,7 +43,7 @@ def save_grid(path: Path, dataset, models: list, rows: int = 6, scale: int = 3) 
         row = [_to_rgb(sample["image"]), _COLOURS[sample["label"].numpy() % len(_COLOURS)]]
         for model in models:
             model.eval()
-            pred = predict(model, sample["image"][None], len(_COLOURS))[0]
+            pred = predict(model, sample["image"][None])[0]
             row.append(_COLOURS[pred.numpy()])
         tiles.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in row], 1))
     grid = np.concatenate(tiles, 0)
@@ -52,6 +52,7 @@ def save_grid(path: Path, dataset, models: list, rows: int = 6, scale: int = 3) 
 
 def main(argv: list[str] | None = None) -> int:
     from fastuda import train
+    from fastuda.runtime.build import build_eval_dataset
 
     parser = argparse.ArgumentParser(prog="python -m fastuda.train_demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides for both runs")
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         times[name] = time.perf_counter() - t0
         results[name] = result["eval"]["mIoU"]
         models.append(result["student"])
-    val, _ = train.build_eval_dataset(cfg)
+    val, _ = build_eval_dataset(cfg)
     print(f"\ntarget-domain mIoU on {len(val)} synthetic 'target' val scenes (per-class tables above):")
     print("| run                        | target mIoU | time   |")
     print("|----------------------------|-------------|--------|")

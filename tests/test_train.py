@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fastuda import config, train
+from fastuda.runtime.build import build_segmentor, build_train_datasets
 from fastuda.uda import uda_step
 
 TINY = [
@@ -127,11 +128,11 @@ def test_checkpoint_contents_and_atomic_write(tmp_path):
 
 def test_uda_step_no_host_sync_and_per_term_backward():
     cfg = tiny("daformer_gta2cs")
-    model = train.build_segmentor(cfg)
+    model = build_segmentor(cfg)
     from fastuda.uda import make_imnet_encoder, make_teacher
 
     teacher, imnet = make_teacher(model), make_imnet_encoder(model.backbone)
-    src, tgt = train.build_train_datasets(cfg)
+    src, tgt = build_train_datasets(cfg)
     batch = {"source": {k: torch.stack([src[i][k] for i in range(2)]) for k in ("image", "label")},
              "target": {"image": torch.stack([tgt[i]["image"] for i in range(2)])}}  # fmt: skip
     g = torch.Generator().manual_seed(0)

@@ -39,7 +39,8 @@ def build_model(cfg: ModelConfig | None = None, **overrides) -> EncoderDecoder:
         model = HRDASegmentor(backbone, cfg.num_classes, detail_crop=cfg.hrda_detail_crop,
                               fixed_attention=cfg.hrda_fixed_attention)  # fmt: skip
     elif cfg.decode_head == "daformer":
-        model = EncoderDecoder(backbone, DAFormerHead(channels, cfg.num_classes, embed_dim=cfg.embed_dim or 256))
+        width = cfg.embed_dim or (32 if cfg.backbone == "mit_demo" else 256)  # the demo's head is narrow
+        model = EncoderDecoder(backbone, DAFormerHead(channels, cfg.num_classes, embed_dim=width, channels=width))
     elif cfg.decode_head == "segformer":
         embed_dim = cfg.embed_dim or (256 if cfg.backbone == "mit_b0" else 768)
         model = EncoderDecoder(backbone, SegFormerHead(channels, cfg.num_classes, embed_dim=embed_dim))

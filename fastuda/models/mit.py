@@ -143,6 +143,8 @@ def _init_weights(m: nn.Module) -> None:
 
 _B1_B5_DIMS = (64, 128, 320, 512)
 VARIANTS = {
+    # The CPU demo's encoder: MiT-shaped channels, one block per stage (about 0.4M parameters).
+    "mit_demo": dict(embed_dims=(16, 32, 64, 128), num_heads=(1, 2, 4, 8), depths=(1, 1, 1, 1)),
     "mit_b0": dict(embed_dims=(32, 64, 160, 256), depths=(2, 2, 2, 2)),
     "mit_b1": dict(embed_dims=_B1_B5_DIMS, depths=(2, 2, 2, 2)),
     "mit_b2": dict(embed_dims=_B1_B5_DIMS, depths=(3, 4, 6, 3)),
@@ -153,7 +155,7 @@ VARIANTS = {
 
 
 def mit(name: str, **kwargs) -> MixVisionTransformer:
-    """One of ``mit_b0`` .. ``mit_b5``; keyword arguments override the variant's."""
+    """One of ``mit_b0`` .. ``mit_b5`` (or the demo's ``mit_demo``); keyword arguments override the variant's."""
     if name not in VARIANTS:
         raise ValueError(f"MiT variant must be one of {sorted(VARIANTS)}, got {name!r}")
     return MixVisionTransformer(**{**VARIANTS[name], **kwargs})

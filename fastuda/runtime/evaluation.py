@@ -1,0 +1,41 @@
+"""Scoring a model over a split: the confusion matrix, then per-class IoU and mIoU."""
+
+import torch
+from torch import Tensor, nn
+
+from fastuda.metrics import GTA_SUBSETS, SYNTHIA_SUBSETS, confusion_matrix, format_table, mean_iou, scores
+from fastuda.models.slide import predict
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, num_classes: int, device="cpu", crop=None, stride=None,
+             limit: int | None = None, autocast_dtype=None) -> Tensor:  # fmt: skip
+    """The (K, K) confusion matrix of ``model`` over ``dataset`` (one image at a time;
+    test images can differ in size). The model is put in eval mode and restored."""
+    was_training = model.training
+    model.eval()
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    try:
+        for i in range(n):
+            sample = dataset[i]
+            image = sample["image"][None].to(device)
+            label = sample["label"][None].to(device)
+            with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                pred = predict(model, image, label.shape[-2:], crop, stride)
+            cm += confusion_matrix(pred, label, num_classes)
+    finally:
+        model.train(was_training)
+    return cm
+
+
+def report(cm: Tensor, class_names, source: str = "gta") -> tuple[str, dict[str, float]]:
+    """(table, {"mIoU": ..., per-subset means}) for a confusion matrix."""
+    if cm.shape[0] == 19:
+        subsets = SYNTHIA_SUBSETS if source == "synthia" else GTA_SUBSETS
+        result = scores(cm.cpu(), subsets)
+        result["mIoU"] = result["mIoU16"] if source == "synthia" else result["mIoU19"]
+        return format_table(cm.cpu(), class_names, subsets), result
+    miou = mean_iou(cm.cpu())
+    table = format_table(cm.cpu(), class_names, subsets=())
+    return table + f"\n| mIoU {100 * miou:6.2f}", {"mIoU": miou}
