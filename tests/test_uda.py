@@ -418,12 +418,12 @@ STEPS = {"daformer": ("daformer_gta2cs", []), "hrda": ("hrda_gta2cs", _HRDA), "m
 
 def _step_setup(name: str, device):
     """(student, teacher, imnet, batch, cfg) of a tiny ``name`` step on ``device``, random data."""
-    from fastuda import train
+    from fastuda.runtime.build import build_segmentor
 
     preset, extra = STEPS[name]
     cfg = _config.load_config(preset, _TINY + extra)
     torch.manual_seed(0)
-    student = train.build_segmentor(cfg)
+    student = build_segmentor(cfg)
     teacher, imnet = make_teacher(student), make_imnet_encoder(student.backbone)
     S, K = cfg.data.synthetic_size, cfg.model.num_classes
     batch = {"source": {"image": torch.randn(2, 3, S, S), "label": torch.randint(0, K, (2, S, S))},
