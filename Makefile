@@ -3,6 +3,8 @@
 #   make demo    the main job on its default (see README)
 #   make test    the test suite (CPU + Triton-interpreter tiers; CUDA tier when a GPU is present)
 #   make bench   the kernel benchmarks (CPU-sized shapes without a GPU)
+#   make gpu-check  CUDA tier + benchmarks at the real shapes (~8 min on one H200), table
+#                appended to bench/RESULTS.md; skips without a GPU
 #
 # Variables: PYTHON (interpreter that creates .venv), VENV, PYTEST_ARGS,
 # FASTUDA_SKIP_CUDA_BUILD (default: 1 when no NVIDIA GPU is visible).
@@ -17,7 +19,7 @@ HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 FASTUDA_SKIP_CUDA_BUILD ?= $(if $(filter 1,$(HAS_GPU)),0,1)
 export FASTUDA_SKIP_CUDA_BUILD
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +45,9 @@ bench: $(STAMP)
 	mkdir -p .benchmarks
 	$(PY) -m pytest bench --benchmark-json=.benchmarks/bench.json $(PYTEST_ARGS)
 	$(PY) bench/report.py .benchmarks/bench.json
+
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
 
 clean:
 	rm -rf build *.egg-info fastuda/_C*.so .pytest_cache .benchmarks

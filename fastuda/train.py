@@ -34,6 +34,7 @@ import torch
 from fastuda.config import TrainConfig, from_dict, load_config, to_dict
 from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, build_segmentor, test_settings
 from fastuda.runtime.checkpoint import load_training_checkpoint, rng_state, save_checkpoint, set_rng_state
+from fastuda.runtime.compile import BACKENDS, compile_student_teacher, graph_breaks
 from fastuda.runtime.evaluation import evaluate, report
 from fastuda.runtime.logging import RunLogger
 from fastuda.uda import build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
@@ -44,11 +45,15 @@ def _to(batch: dict, device) -> dict:
 
 
 def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | None = None, device: str | None = None,
-          amp: str | None = None, progress: bool = True, max_iters: int | None = None) -> dict:  # fmt: skip
-    """Trains ``cfg``; returns {"student", "teacher", "iteration", "eval": last scores, "out"}.
+          amp: str | None = None, progress: bool = True, max_iters: int | None = None,
+          compile_backend: str | None = None) -> dict:  # fmt: skip
+    """Trains ``cfg``; returns {"student", "teacher", "iteration", "eval": last scores, "out"}
+    (and "graph_breaks" with ``compile_backend``).
 
     ``max_iters`` stops early (the schedule still runs to ``cfg.max_iters``):
-    resuming such a run continues it exactly.
+    resuming such a run continues it exactly. ``compile_backend``: a torch.compile backend
+    ("inductor", "aot_eager") for the student's forward + loss and the teacher's forward
+    (``fastuda.runtime.compile``); None runs eagerly.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(out or cfg.out.format(name=cfg.name))
@@ -82,6 +87,8 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
         start = state["iteration"]
     dtype = amp_dtype(amp, device)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    fns = compile_student_teacher(compile_backend) if compile_backend else None
+    breaks_before = graph_breaks()  # the count is per process: report this run's
 
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     logger = RunLogger(out)
@@ -123,7 +130,7 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
     for it in range(start, stop):
         batch = {"source": _to(next(src_iter), device), "target": _to(next(tgt_iter), device)}
         optimizer.zero_grad(set_to_none=True)
-        loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, dtype, scaler)
+        loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, dtype, scaler, fns)
         if scaler is not None:
             scaler.unscale_(optimizer)
         if cfg.optim.grad_clip:
@@ -155,8 +162,14 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | 
         checkpoint(stop)
     if stop == cfg.max_iters and cfg.eval_interval >= 0:
         last_eval = run_eval(stop)
+    result = {"student": student, "teacher": teacher, "iteration": stop, "eval": last_eval, "out": out}
+    if compile_backend:
+        result["graph_breaks"] = graph_breaks() - breaks_before
+        logger.log(stop, {"compile": compile_backend, "graph_breaks": result["graph_breaks"]})
+        if progress:
+            print(f"torch.compile ({compile_backend}): {result['graph_breaks']} graph breaks", flush=True)
     logger.close()
-    return {"student": student, "teacher": teacher, "iteration": stop, "eval": last_eval, "out": out}
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None,
                         help="autocast (default: bf16 on GPU, off on CPU)")
     parser.add_argument("--stop-at", type=int, default=None, help="stop after this iteration (resumable)")
+    parser.add_argument("--compile", nargs="?", const="inductor", default=None, choices=BACKENDS,
+                        help="torch.compile the student's forward + loss and the teacher's forward "
+                             "(default backend: inductor)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -182,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         resume = Path(args.resume) if args.resume else out / "latest.pt"
         if not resume.is_file():
             parser.error(f"--resume: {resume} not found")
-    result = train(cfg, out, resume, args.device, args.amp, not args.no_progress, args.stop_at)
+    result = train(cfg, out, resume, args.device, args.amp, not args.no_progress, args.stop_at, args.compile)
+    if "graph_breaks" in result and args.no_progress:
+        print(f"torch.compile ({args.compile}): {result['graph_breaks']} graph breaks")
     if result["eval"]:
         print(f"mIoU {100 * result['eval']['mIoU']:.2f} at iteration {result['iteration']}; outputs in {out}")
     return 0
