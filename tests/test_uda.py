@@ -380,7 +380,10 @@ class _DeviceOps(TorchDispatchMode):
             raise HostSync(f"data-dependent output shape ({func}) at {_fastuda_line()}")
         if func in _COPIES:
             src = args[1] if func is torch.ops.aten.copy_.default else args[0]
-            dst = args[0].device if func is torch.ops.aten.copy_.default else torch.device(kwargs.get("device") or src.device)
+            if func is torch.ops.aten.copy_.default:
+                dst = args[0].device
+            else:
+                dst = torch.device(kwargs.get("device") or src.device)
             if (src.device.type == "cpu") != (dst.type == "cpu"):
                 raise HostSync(f"copy {src.device} -> {dst} ({func}) at {_fastuda_line()}")
         return func(*args, **kwargs)

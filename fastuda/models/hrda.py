@@ -201,7 +201,9 @@ class HRDASegmentor(EncoderDecoder):
         (and cost one host-to-device copy: the training step draws its boxes on the device)."""
         if isinstance(box, torch.Tensor):
             if box.shape != (4,) or box.dtype.is_floating_point or box.dtype == torch.bool:
-                raise ValueError(f"box must be a (4,) integer tensor (y0, y1, x0, x1), got {box.dtype} {tuple(box.shape)}")
+                raise ValueError(
+                    f"box must be a (4,) integer tensor (y0, y1, x0, x1), got {box.dtype} {tuple(box.shape)}"
+                )
             return box.to(img.device, torch.int64)
         y0, y1, x0, x1 = box
         H, W = img.shape[2:]

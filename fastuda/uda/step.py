@@ -17,8 +17,10 @@ return_features=True) -> (*outputs, features)``, ``loss(*outputs, label, weight)
 Host syncs: every random number is drawn on the device from ``generator``
 (HRDA's detail box too), constants are cached on the device
 (``fastuda.uda._constants``), and no value is read back. ``tests/test_uda.py``
-proves it on CPU (fake CUDA tensors, every host read or host-to-device copy
-flagged) and on a GPU (``torch.cuda.set_sync_debug_mode("error")``).
+proves it on CPU (the step on meta tensors, every host read, data-dependent
+shape or host-to-device copy flagged) and on a GPU
+(``torch.cuda.set_sync_debug_mode("error")``). The model calls go through
+``StepFunctions``, which ``--compile`` swaps for compiled ones.
 """
 
 import contextlib
