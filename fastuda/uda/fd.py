@@ -39,7 +39,9 @@ def feature_distance_mask(label: Tensor, feat_hw: tuple[int, int], classes, min_
     small = downscale_label_ratio(label, scale, min_ratio, num_classes, ignore_index)
     small = small[:, : feat_hw[0], : feat_hw[1]]
     things = device_constant(classes, small.device, small.dtype)  # cached: no host copy per step
-    return torch.isin(small, things)
+    # a comparison, not torch.isin: isin switches to a unique()-based path (a host sync)
+    # when the class list is long relative to the feature map
+    return (small.unsqueeze(-1) == things).any(-1)
 
 
 def masked_feature_distance(student: Tensor, imnet: Tensor, mask: Tensor | None) -> Tensor:
