@@ -89,7 +89,7 @@ def test_cli_demo_compiles_with_inductor_without_graph_breaks(extra, tmp_path, c
     from fastuda import train
 
     torch._dynamo.reset()
-    args = ["demo", "max_iters=2", "log_interval=1", "eval_interval=-1", *extra, "--out", str(tmp_path),
-            "--no-progress", "--compile"]  # fmt: skip
+    args = ["demo", "max_iters=2", "log_interval=1", "eval_interval=0", "data.eval_samples=2", *extra,
+            "--out", str(tmp_path), "--no-progress", "--compile"]  # fmt: skip
     assert train.main(args) == 0
     assert "torch.compile (inductor): 0 graph breaks" in capsys.readouterr().out
