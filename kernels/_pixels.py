@@ -1,36 +1,40 @@
-"""Launch geometry shared by the per-pixel kernels over (B, C, H, W) logits.
+"""Launch geometry and the streaming softmax shared by the per-pixel kernels over (B, C, H, W) logits.
 
-Each program owns BLOCK_P pixels of one image and walks the C channels in
-chunks of BLOCK_C, so a (BLOCK_C, BLOCK_P) tile sits in registers and every
-row of the tile is a contiguous run of pixels (coalesced, vectorised loads
-when the H*W plane is contiguous). The table is static, keyed on C, rather
-than @triton.autotune: autotuning under torch.compile has had bugs
-(pytorch#164124) and these kernels are memory-bound, so the tile size mostly
-decides occupancy, not arithmetic.
+Layout: pixels across threads, channels in a loop. Each program owns BLOCK_P
+pixels of one image, VEC consecutive pixels per thread (one vectorised load
+per channel when the H*W plane is contiguous), and walks the C channels with
+a loop whose trip count is the constexpr C. Every per-pixel statistic (max,
+sum of exp, argmax, the target's logit) is a running value in the thread's
+own registers: no cross-thread reduction, no shared memory, no barrier per
+channel, and no padded channels (a (pow2(C), BLOCK_P) tile would spend
+32 / 19 of the exps at C = 19).
+
+The softmax is streamed with ONE exp per logit: for a running max m and sum
+s of exp(x_i - m), a new logit x updates
+
+    x >  m:  s = s * exp(m - x) + 1,  m = x
+    x <= m:  s = s + exp(x - m)
+
+and both cases take exp(-|x - m|).
+
+The table is static rather than @triton.autotune: autotuning under
+torch.compile has had bugs (pytorch#164124) and these kernels are memory-
+bound; the block only has to give 16-byte loads and enough programs.
 """
 
 import triton
 import triton.language as tl
 
-# Largest channel chunk held in registers at once; wider C loops with an
-# online (running max / rescaled sum) softmax.
-MAX_BLOCK_C = 64
-# Elements of the (BLOCK_C, BLOCK_P) tile per program.
-TILE_ELEMS = 8192
+# 16-byte loads: 4 fp32 or 8 fp16 / bf16 pixels per thread and channel.
+LOAD_BYTES = 16
+NUM_WARPS = 4
 
 
-def pixel_config(num_classes: int, block_c: int | None = None) -> tuple[int, int, int, int]:
-    """Returns (BLOCK_C, BLOCK_P, NUM_C_BLOCKS, num_warps) for C classes.
-
-    ``block_c`` overrides the channel chunk (tests use it to reach the
-    multi-chunk path with a small C).
-    """
-    if block_c is None:
-        block_c = min(triton.next_power_of_2(num_classes), MAX_BLOCK_C)
-    block_p = max(TILE_ELEMS // block_c, 64)
-    num_c_blocks = triton.cdiv(num_classes, block_c)
-    num_warps = 8 if block_c * block_p >= 8192 else 4
-    return block_c, block_p, num_c_blocks, num_warps
+def pixel_config(elem_size: int, max_vec: int = 8) -> tuple[int, int]:
+    """Returns (BLOCK_P, num_warps): VEC pixels per thread with VEC * elem_size = 16 bytes
+    (at most ``max_vec``), over NUM_WARPS warps, so the layout covers the block exactly."""
+    vec = max(1, min(LOAD_BYTES // elem_size, max_vec))
+    return vec * 32 * NUM_WARPS, NUM_WARPS
 
 
 def plane_is_contiguous(t, h_dim: int, w_dim: int) -> bool:
@@ -52,25 +56,9 @@ def pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG: tl.constexpr):
 
 
 @triton.jit
-def load_logit_chunk(base, cb, C, stride_c, p_mask, ACC: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Loads channels [cb * BLOCK_C, (cb + 1) * BLOCK_C) of BLOCK_P pixels as a
-    (BLOCK_C, BLOCK_P) tile in ACC; padded channels hold -inf (they vanish from
-    max, argmax and exp), padded pixels hold finite values. Returns (tile, c)."""
-    c = cb * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
-    c_mask = c < C
-    x = tl.load(
-        base[None, :] + c[:, None].to(tl.int64) * stride_c,
-        mask=c_mask[:, None] & p_mask[None, :],
-        other=0.0,
-    ).to(ACC)
-    return tl.where(c_mask[:, None], x, float("-inf")), c
-
-
-@triton.jit
-def online_softmax_chunk(x, m, s):
-    """One step of the streaming softmax over a (BLOCK_C, BLOCK_P) chunk:
-    returns the new running max and the sum of exp(x - max) rescaled to it.
-    Padded channels must hold -inf."""
-    m_new = tl.maximum(m, tl.max(x, axis=0))
-    s = s * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new[None, :]), axis=0)
-    return m_new, s
+def online_softmax_step(x, m, s):
+    """Adds logit x to the running (max m, sum s of exp(. - m)) of each pixel with one exp.
+    Start from m = -inf, s = 0."""
+    e = tl.exp(-tl.abs(x - m))  # exp(m - x) when x is the new max, else exp(x - m)
+    s = tl.where(x > m, s * e + 1.0, s + e)
+    return tl.maximum(m, x), s

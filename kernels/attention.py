@@ -12,40 +12,52 @@ Fused (backward): with P = exp(scale q k^T - lse) recomputed from q, k and the l
     dk = scale dS^T q,   dq = scale dS k.
 
 Trade-offs, shaped by MiT at a 512 crop (every stage has M = 256 keys, and N from 256 to 16384
-queries, head dim D = 64, 32 for b0):
+queries, head dim D = 64, 32 for b0). Register, spill, layout and instruction figures below are
+what Triton 3.8 compiles for sm_90 (tests/_sm90_compile.py reads them from the TTGIR, PTX and
+cubin without a GPU; none of this has been timed).
 
-* Forward, single pass. When every key fits in one tile (M <= BLOCK_M; one head's K and V at
-  256 x 64 in 16 bits are 64 KiB), a program loads its head's K and V once, then walks a chunk of
-  query blocks; for each it computes the whole row of scores at once and takes the exact softmax
-  (one max, one exp, one sum, no running-max rescaling of the accumulator). The chunk loop lets
-  the next q load overlap the current products, and the number of chunks fills the GPU once, so K
-  and V are read about once per SM instead of once per block of queries. A general online-softmax
-  loop over key tiles (running max, rescaled sum and accumulator), one query block per program,
-  covers larger M.
-* Backward, split over queries. The usual flash-attention backward gives each program a block of
-  keys and loops over all queries; with 256 keys and B * H = 2 (stage 1 at batch 2) that is a
-  handful of programs for 16384 queries. Here a program owns a block of keys AND a chunk of queries
-  (grid: key blocks x splits x B * H, flattened), accumulates its partial dk and dv in fp32, and
-  writes them to a (2, splits, B * H, M, D) buffer that the launcher sums (deterministic: no float
-  atomics). The split count fills the GPU once and no more: each split costs 2 * M * D fp32 of
-  memory and traffic (at most 2 x SMs x M x D fp32 in all, about 17 MB for MiT on an H200,
-  independent of N).
-* Backward, fused dq. When all keys fit one block, each query block meets every key inside one
-  program, so dq is complete there and is written directly, and delta is computed on the fly from
-  out and dO: one kernel in all. Otherwise a preprocess kernel writes delta and a second kernel
-  recomputes P per query block for dq (the flash-attention 2 recipe).
+* Forward, resident keys. When the keys fit two 128-key tiles (M <= 256 at D <= 64, a multiple of
+  128 above 128 keys), a program holds its head's K and V in shared memory and walks query blocks
+  of 64 rows with 4 warps: one warpgroup per 64 rows, wgmma's m64 tile, so each score is computed
+  once. (With 8 warps on 64 rows Triton gives these chained dots warpsPerCTA = [8, 1]: two
+  warpgroups computed the same 64 x 256 tile, 32768 exps for 16384 scores and 1.5x the MMA work;
+  the tile also cost 233 registers.) The second key tile takes one online rescale, 64 exps per
+  block on top of 16384 (1.016 exps per score), and keeps the fp32 score tile at 64 x 128, 64
+  registers per thread: the kernel compiles to 212 registers, no spills, 72 KiB of shared memory,
+  so two programs share an SM. The grid is persistent: min(query blocks in all, 2 x SMs)
+  programs, each taking an equal contiguous share of the flattened (b, h, query block) range and
+  loading K and V once per head it touches. At B = 2 that is 264 programs at stage 1, 256, 160
+  and 64 (one per block) at stages 2-4; at B = 18, 264 everywhere. Larger M streams K and V
+  through an online softmax (128 rows over 8 warps, one block per program).
+* Backward, split over queries. A program owns a block of up to 256 keys (all of MiT's) and a
+  chunk of queries, 8 warps, 32 queries per step in the transposed orientation (keys as rows, so
+  the 256-key side is the M side of every product). dq is complete in the program and written
+  directly; its product is taken transposed, dq^T = k^T dS^T, so that it has 64 rows (the head
+  dim) for wgmma (as dS k it had 32 and compiled to mma.sync). All five 16-bit dots compile to
+  wgmma with no duplicated rows, 1.0 exps per score, 255 registers and no spills; delta =
+  rowsum(dO * out) is computed on the fly. Splitting the queries is the only parallelism when
+  B * H is small, and each split costs an fp32 partial dk and dv (128 KiB per head at M = 256, D
+  = 64): the split count fills one wave but is capped so that the partials stay within
+  PARTIAL_BUDGET (5%) of the bytes the backward must move. At MiT's stages that allows 3 splits at
+  N = 16384 and none below, so at B = 2 the backward runs 6, 4, 10 and 16 programs on 132 SMs
+  (the price of the traffic bound; raising the budget trades traffic for parallelism). With
+  several splits the partials are summed in the kernel, deterministically: each program writes
+  its partial, counts itself done with an atomic, and the last one of a key block sums all
+  partials in split order (no extra launches, no float atomics). Keys beyond one block take a
+  delta preprocess and a separate dq kernel that recomputes P (the flash-attention 2 recipe).
 * fp32 inputs use IEEE fp32 dot products (not tf32), matching PyTorch's SDPA accuracy in fp32;
   fp16 / bf16 are the fast path (16-bit tensor-core operands, fp32 accumulators, and P and dS
   rounded to the input dtype before their products, as flash attention does).
 * Block sizes come from a static table keyed on M, D and dtype (no @triton.autotune: it has had
-  bugs under torch.compile). They are chosen from the register budget (the score tile and the dk/dv
-  accumulators at about 64 fp32 registers per thread each) and checked by compiling every entry
-  for sm_90 on a CPU machine (tests/_sm90_compile.py): no register spills, shared memory within
-  Hopper's limit, wgmma for 16-bit inputs. The MiT kernels (64 queries x 256 keys forward, 256
-  keys x 32 queries backward, 8 warps) use about 235 and 245 registers per thread: one program per
-  SM. Their speed has not been measured: tune the table on a GPU.
+  bugs under torch.compile), checked by compiling the MiT-B5 configs for sm_90 on a CPU machine
+  (tests/test_attention.py: no spills, shared memory within Hopper's limit, every 16-bit dot on
+  wgmma with no warpgroup duplicating another's rows, MMA and exp work within 5% of the need).
+  Their speed has not been measured: tune the table on a GPU.
+* The launchers run under the inputs' CUDA device (fastuda.ops.attention enters it): Triton
+  launches on the current device, not on the tensors'.
 """
 
+import os
 from typing import NamedTuple
 
 import torch
@@ -57,15 +69,19 @@ import triton.language as tl
 LOG2E = tl.constexpr(1.4426950408889634)  # log2(e)
 LN2 = tl.constexpr(0.6931471805599453)
 
-# Keys held in one tile by the single-pass forward and the fused-dq backward.
+# Keys held by the resident-key forward (two tiles) and the fused-dq backward (one block).
 MAX_SINGLE_PASS_M = 256
 
 
 class FwdConfig(NamedTuple):
-    block_n: int  # queries per program
-    block_m: int  # keys per tile; block_m >= M means the single-pass softmax
+    block_n: int  # queries per block
+    block_m: int  # keys per tile
     num_warps: int
     num_stages: int
+    key_tiles: int = 1  # up to this many key tiles are held for the whole program (K and V loaded
+    # once per head, persistent grid); more keys take the online softmax streaming K and V
+    ctas_per_sm: int = 1  # programs per SM of the persistent grid (registers and shared memory
+    # allow this many; tests/_sm90_compile.py checks it for every table entry)
 
 
 class BwdConfig(NamedTuple):
@@ -83,20 +99,26 @@ def _pow2(x: int, low: int = 16) -> int:
 
 def fwd_config(M: int, D: int, dtype: torch.dtype, block_n: int | None = None, block_m: int | None = None) -> FwdConfig:
     """Static launch table for the forward. ``block_n`` / ``block_m`` override it (tests reach the
-    online-softmax path with a small M by passing block_m < M)."""
+    two-tile and the streaming paths with a small M through a small block_m)."""
     block_d = _pow2(D)
     if dtype in (torch.float16, torch.bfloat16):
-        # One tile of up to 256 keys at D <= 64 (128 at D = 128); the (BLOCK_N, BLOCK_M) fp32 score
-        # tile is kept near 64 registers per thread: 64 queries x 256 keys or 128 x 128 over 8 warps.
-        single = _pow2(M) <= (MAX_SINGLE_PASS_M if block_d <= 64 else 128)
-        bm = _pow2(M) if single else (128 if block_d <= 64 else 64)
-        bn = 64 if bm >= 256 else 128
-        warps = 8 if bn * bm >= 128 * 64 else 4
-        cfg = FwdConfig(bn, bm, warps, 3)
+        tile = 128 if block_d <= 64 else 64
+        if M <= tile or (M <= MAX_SINGLE_PASS_M and block_d <= 64 and M % tile == 0):
+            # One warpgroup (4 warps) per 64 query rows, wgmma's m64 tile, so every score is
+            # computed once (64 rows over 8 warps makes Triton put all 8 warps on the rows of these
+            # chained dots, warpsPerCTA = [8, 1]: two warpgroups computing the same tile). Keys in
+            # tiles of 128 (two for MiT's 256): a 64 x 128 fp32 score tile is 64 registers per
+            # thread, about 220 in all, so two programs share an SM. A masked second tile (M not
+            # a multiple of 128) would spill, so those M stream instead. num_stages=1: prefetching
+            # the next q block spills too; the SM's second program hides the load.
+            cfg = FwdConfig(64, min(_pow2(M), tile), 4, 1, key_tiles=2, ctas_per_sm=2)
+        else:
+            # Online softmax, K and V streamed: 128 rows over 8 warps, one warpgroup per 64 rows.
+            cfg = FwdConfig(128, tile, 8, 3)
     else:
         # fp32 / fp64: IEEE dot products run on FMA units, operands in registers: small tiles.
         bm = _pow2(M) if _pow2(M) <= 32 else 32
-        cfg = FwdConfig(32, bm, 4, 2) if block_d <= 64 else FwdConfig(16, bm, 8, 2)
+        cfg = FwdConfig(32, bm, 4, 2, key_tiles=2) if block_d <= 64 else FwdConfig(16, bm, 8, 2)
     return cfg._replace(
         block_n=cfg.block_n if block_n is None else block_n,
         block_m=cfg.block_m if block_m is None else block_m,
@@ -112,15 +134,19 @@ def bwd_config(M: int, D: int, dtype: torch.dtype, block_m: int | None = None, b
         if block_d <= 64:
             fused = _pow2(M) <= MAX_SINGLE_PASS_M
             bm = _pow2(M) if fused else 128
-            cfg = BwdConfig(bm, 32 if bm >= 128 else 64, 8 if bm >= 128 else 4, 3, 128, 64)
+            # 32 queries per step at D = 64 (more spills); dq then goes transposed (DQ_T) so that
+            # its wgmma has 64 rows. At D = 32 neither orientation has 64 rows unless 64 queries.
+            bn = 64 if bm < 128 or block_d <= 32 else 32
+            cfg = BwdConfig(bm, bn, 8 if bm >= 128 else 4, 1, 128, 64)
         else:
+            # 64 keys: one warpgroup (8 warps would put two on the same 64 rows).
             bm = _pow2(M) if _pow2(M) <= 64 else 64
-            cfg = BwdConfig(bm, 32, 8, 3, 64, 32)
+            cfg = BwdConfig(bm, 32, 4, 1, 64, 32)
     elif block_d <= 64:
         bm = _pow2(M) if _pow2(M) <= 32 else 32
         cfg = BwdConfig(bm, 16, 4, 2, 32, 32)
     else:
-        cfg = BwdConfig(16, 16, 8, 2, 16, 32)
+        cfg = BwdConfig(16, 16, 8, 2, 16, 16)
     return cfg._replace(
         block_m=cfg.block_m if block_m is None else block_m,
         block_n=cfg.block_n if block_n is None else block_n,
@@ -146,13 +172,32 @@ def _split_pid(num_inner):
 @triton.jit
 def _load_tile(base, rows, cols, stride_r, stride_c, row_mask, col_mask):
     """(len(rows), len(cols)) tile of a strided 2-D view; out-of-range entries read as 0."""
-    ptrs = base + rows[:, None].to(tl.int64) * stride_r + cols[None, :].to(tl.int64) * stride_c
+    ptrs = base + rows[:, None] * stride_r + cols[None, :] * stride_c
     return tl.load(ptrs, mask=row_mask[:, None] & col_mask[None, :], other=0.0)
+
+
+# Not inlined: inlined into the forward's persistent loop over heads, the compiler hoists these
+# tiles' address arithmetic out of that loop and keeps it in registers through the inner loop,
+# where it spills. (noinline functions take scalar arguments only.)
+@triton.jit(noinline=True)
+def _load_keys(base, start, stride_m, stride_d, M, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Rows [start, start + BLOCK_M) of one head's (M, D) keys or values: (BLOCK_M, BLOCK_D)."""
+    offs_m = start + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    return _load_tile(base, offs_m, offs_d, stride_m, stride_d, offs_m < M, offs_d < D)
+
+
+@triton.jit(noinline=True)
+def _load_keys_t(base, start, stride_m, stride_d, M, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The same tile transposed: (BLOCK_D, BLOCK_M)."""
+    offs_m = start + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    return _load_tile(base, offs_d, offs_m, stride_d, stride_m, offs_d < D, offs_m < M)
 
 
 @triton.jit
 def _store_tile(base, value, rows, cols, stride_r, stride_c, row_mask, col_mask):
-    ptrs = base + rows[:, None].to(tl.int64) * stride_r + cols[None, :].to(tl.int64) * stride_c
+    ptrs = base + rows[:, None] * stride_r + cols[None, :] * stride_c
     tl.store(ptrs, value.to(base.dtype.element_ty), mask=row_mask[:, None] & col_mask[None, :])
 
 
@@ -167,6 +212,32 @@ def _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, 
 
 
 @triton.jit
+def _first_tile(q, k_t, v, qk_scale, key_mask, MASKED: tl.constexpr, PRECISION: tl.constexpr):
+    """Softmax statistics and P V of the first key tile: (m_i, l_i, acc), base-2 scores."""
+    s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
+    if MASKED:
+        s = tl.where(key_mask[None, :], s, float("-inf"))
+    m_i = tl.max(s, axis=1)  # finite: every tile holds a real key
+    p = tl.exp2(s - m_i[:, None])
+    acc = tl.dot(p.to(v.dtype), v, input_precision=PRECISION)  # (BLOCK_N, BLOCK_D)
+    return m_i, tl.sum(p, axis=1), acc
+
+
+@triton.jit
+def _next_tile(q, k_t, v, m_i, l_i, acc, qk_scale, key_mask, MASKED: tl.constexpr, PRECISION: tl.constexpr):
+    """Online-softmax update by one more key tile: the sum and accumulator are rescaled by
+    exp2(old max - new max) (one exp per row, against BLOCK_M per row for the scores)."""
+    s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale
+    if MASKED:
+        s = tl.where(key_mask[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+    return m_new, l_i * alpha + tl.sum(p, axis=1), acc
+
+
+@triton.jit
 def _attention_fwd_kernel(
     q_ptr,  # (B, H, N, D) any strides
     k_ptr,  # (B, H, M, D) any strides
@@ -177,9 +248,9 @@ def _attention_fwd_kernel(
     H,
     N,
     M,
-    D,
-    CHUNK_N,  # SINGLE_PASS: queries per program, a multiple of BLOCK_N
-    SPLITS,  # SINGLE_PASS: programs per (b, h); the grid is SPLITS x B * H, flattened
+    D: tl.constexpr,  # constexpr: a head-dim mask that is all true (D == BLOCK_D) folds away
+    TOTAL,  # RESIDENT: query blocks in all, B * H * cdiv(N, BLOCK_N)
+    PROGRAMS,  # RESIDENT: the grid, 1 <= PROGRAMS <= TOTAL
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_km, stride_kd,
     stride_vb, stride_vh, stride_vm, stride_vd,
@@ -189,44 +260,53 @@ def _attention_fwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_D: tl.constexpr,
-    SINGLE_PASS: tl.constexpr,
-    EVEN_M: tl.constexpr,
+    RESIDENT: tl.constexpr,  # 0: online softmax streaming K and V; 1 or 2: that many key tiles held
+    EVEN_M: tl.constexpr,  # M % BLOCK_M == 0: the last key tile needs no mask
 ):  # fmt: skip
     offs_d = tl.arange(0, BLOCK_D)
     d_mask = offs_d < D
+    offs_m = tl.arange(0, BLOCK_M)
 
-    if SINGLE_PASS:
-        # All M keys in one tile. The program loads its head's K and V once and walks a chunk of
-        # query blocks (the next block's q load overlaps this block's products): per block, the
-        # exact softmax, one max, one exp, one sum, no rescaling.
-        split, bh = _split_pid(SPLITS)
-        b = (bh // H).to(tl.int64)
-        h = (bh % H).to(tl.int64)
-        q_base = q_ptr + b * stride_qb + h * stride_qh
-        out_base = out_ptr + b * stride_ob + h * stride_oh
-        lse_row = lse_ptr + bh.to(tl.int64) * N
-        offs_m = tl.arange(0, BLOCK_M)
-        m_mask = offs_m < M
-        k_t = _load_tile(k_ptr + b * stride_kb + h * stride_kh, offs_d, offs_m, stride_kd, stride_km, d_mask, m_mask)
-        v = _load_tile(v_ptr + b * stride_vb + h * stride_vh, offs_m, offs_d, stride_vm, stride_vd, m_mask, d_mask)
-        n_start = split * CHUNK_N
-        n_end = tl.minimum(n_start + CHUNK_N, N)
-        for start_n in range(n_start, n_end, BLOCK_N):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            n_mask = offs_n < N
-            # Padded head-dim columns read as 0, so they add nothing to q k^T.
-            q = _load_tile(q_base, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
-            s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M) base-2 scores
-            if not EVEN_M:
-                s = tl.where(m_mask[None, :], s, float("-inf"))
-            m_i = tl.max(s, axis=1)
-            p = tl.exp2(s - m_i[:, None])
-            l_i = tl.sum(p, axis=1)
-            acc = tl.dot(p.to(v.dtype), v, input_precision=PRECISION)  # (BLOCK_N, BLOCK_D)
-            _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
+    if RESIDENT > 0:
+        # Every key in one or two tiles, loaded once per head. The grid is persistent: program p
+        # walks the contiguous range [p * TOTAL / PROGRAMS, (p + 1) * TOTAL / PROGRAMS) of the
+        # flattened (b * H + h, query block) index space, so every program gets the same number of
+        # blocks to within one whatever B, H and N are, and loads K and V once per head its range
+        # touches (usually one) instead of once per block. Per block: one tile is the exact
+        # softmax; two tiles (MiT's 256 keys) take one online rescale, so each thread holds a
+        # 64 x 128 score tile (64 registers) instead of 64 x 256.
+        pid = tl.program_id(0).to(tl.int64)
+        first = (pid * TOTAL // PROGRAMS).to(tl.int32)
+        last = ((pid + 1) * TOTAL // PROGRAMS).to(tl.int32)
+        n_blocks = tl.cdiv(N, BLOCK_N)
+        mask0 = offs_m < M
+        mask1 = offs_m + BLOCK_M < M
+        for bh in range(first // n_blocks, (last - 1) // n_blocks + 1):
+            bh64 = tl.cast(bh, tl.int64)  # a plain int under the interpreter
+            b = bh64 // H
+            h = bh64 % H
+            q_base = q_ptr + b * stride_qb + h * stride_qh
+            out_base = out_ptr + b * stride_ob + h * stride_oh
+            lse_row = lse_ptr + bh64 * N
+            k_base = k_ptr + b * stride_kb + h * stride_kh
+            v_base = v_ptr + b * stride_vb + h * stride_vh
+            k0 = _load_keys_t(k_base, 0, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D)  # (BLOCK_D, BLOCK_M)
+            v0 = _load_keys(v_base, 0, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D)  # (BLOCK_M, BLOCK_D)
+            if RESIDENT == 2:
+                k1 = _load_keys_t(k_base, BLOCK_M, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D)
+                v1 = _load_keys(v_base, BLOCK_M, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D)
+            head_first = bh * n_blocks
+            for blk in range(tl.maximum(first, head_first) - head_first, tl.minimum(last, head_first + n_blocks) - head_first):
+                offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+                n_mask = offs_n < N
+                # Padded head-dim columns read as 0, so they add nothing to q k^T.
+                q = _load_tile(q_base, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
+                m_i, l_i, acc = _first_tile(q, k0, v0, qk_scale, mask0, RESIDENT == 1 and not EVEN_M, PRECISION)
+                if RESIDENT == 2:
+                    m_i, l_i, acc = _next_tile(q, k1, v1, m_i, l_i, acc, qk_scale, mask1, not EVEN_M, PRECISION)
+                _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
     else:
-        # Online softmax over key tiles for one block of queries: running max m_i, sum l_i and
-        # accumulator, rescaled when the max grows.
+        # Online softmax over key tiles streamed from memory, one block of queries per program.
         pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))
         b = (bh // H).to(tl.int64)
         h = (bh % H).to(tl.int64)
@@ -235,23 +315,15 @@ def _attention_fwd_kernel(
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         n_mask = offs_n < N
         q = _load_tile(q_ptr + b * stride_qb + h * stride_qh, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)
-        m_i = tl.full([BLOCK_N], float("-inf"), ACC)
-        l_i = tl.zeros([BLOCK_N], ACC)
-        acc = tl.zeros([BLOCK_N, BLOCK_D], ACC)
-        for start_m in range(0, M, BLOCK_M):
-            offs_m = start_m + tl.arange(0, BLOCK_M)
-            m_mask = offs_m < M
-            k_t = _load_tile(k_base, offs_d, offs_m, stride_kd, stride_km, d_mask, m_mask)  # (BLOCK_D, BLOCK_M)
-            s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
-            if not EVEN_M:
-                s = tl.where(m_mask[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: every tile holds a real key
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, axis=1)
-            v = _load_tile(v_base, offs_m, offs_d, stride_vm, stride_vd, m_mask, d_mask)  # (BLOCK_M, BLOCK_D)
-            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
-            m_i = m_new
+        k_t = _load_tile(k_base, offs_d, offs_m, stride_kd, stride_km, d_mask, offs_m < M)
+        v = _load_tile(v_base, offs_m, offs_d, stride_vm, stride_vd, offs_m < M, d_mask)
+        # The launcher takes this path only when M > BLOCK_M: the first tile is full.
+        m_i, l_i, acc = _first_tile(q, k_t, v, qk_scale, offs_m < M, False, PRECISION)
+        for start_m in range(BLOCK_M, M, BLOCK_M):
+            keys = start_m + offs_m
+            k_t = _load_tile(k_base, offs_d, keys, stride_kd, stride_km, d_mask, keys < M)  # (BLOCK_D, BLOCK_M)
+            v = _load_tile(v_base, keys, offs_d, stride_vm, stride_vd, keys < M, d_mask)  # (BLOCK_M, BLOCK_D)
+            m_i, l_i, acc = _next_tile(q, k_t, v, m_i, l_i, acc, qk_scale, keys < M, not EVEN_M, PRECISION)
         out_base = out_ptr + b * stride_ob + h * stride_oh
         lse_row = lse_ptr + bh.to(tl.int64) * N
         _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
@@ -267,7 +339,7 @@ def _attention_bwd_preprocess_kernel(
     delta_ptr,  # (B, H, N) ACC, contiguous: rowsum(dO * out)
     H,
     N,
-    D,
+    D: tl.constexpr,  # constexpr: a head-dim mask that is all true (D == BLOCK_D) folds away
     stride_ob, stride_oh, stride_on, stride_od,
     stride_gb, stride_gh, stride_gn, stride_gd,
     ACC: tl.constexpr,
@@ -287,6 +359,37 @@ def _attention_bwd_preprocess_kernel(
     tl.store(delta_ptr + bh.to(tl.int64) * N + offs_n, delta, mask=n_mask)
 
 
+@triton.jit(noinline=True)
+def _sum_partials(
+    partial_ptr, dk_ptr, dv_ptr, key_block, SPLITS, H, M,
+    stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+    D: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """dk and dv of one key block (key_block = (b * H + h) * cdiv(M, BLOCK_M) + key tile): the
+    sum of its SPLITS fp32 partials in split order, cast and stored. Not inlined, so that its
+    registers do not add to the main loop's."""
+    m_blocks = tl.cdiv(M, BLOCK_M)
+    bh = key_block // m_blocks
+    offs_m = (key_block % m_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    tile = tl.arange(0, BLOCK_M)[:, None] * BLOCK_D + offs_d[None, :]
+    # Program (bh, split, key tile) wrote slot (bh * SPLITS + split) * m_blocks + key tile.
+    first = partial_ptr + (bh.to(tl.int64) * SPLITS * m_blocks + key_block % m_blocks) * (2 * BLOCK_M * BLOCK_D)
+    dk = tl.zeros([BLOCK_M, BLOCK_D], ACC)
+    dv = tl.zeros([BLOCK_M, BLOCK_D], ACC)
+    for i in range(0, SPLITS):
+        # From L2 (.cg): other SMs wrote these, and L1 is not coherent.
+        slot = first + i * m_blocks * (2 * BLOCK_M * BLOCK_D)
+        dk += tl.load(slot + tile, cache_modifier=".cg")
+        dv += tl.load(slot + BLOCK_M * BLOCK_D + tile, cache_modifier=".cg")
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    m_mask = offs_m < M
+    d_mask = offs_d < D
+    _store_tile(dk_ptr + b * stride_dkb + h * stride_dkh, dk, offs_m, offs_d, stride_dkm, stride_dkd, m_mask, d_mask)
+    _store_tile(dv_ptr + b * stride_dvb + h * stride_dvh, dv, offs_m, offs_d, stride_dvm, stride_dvd, m_mask, d_mask)
+
+
 @triton.jit
 def _attention_bwd_kernel(
     q_ptr,  # (B, H, N, D) any strides
@@ -298,14 +401,15 @@ def _attention_bwd_kernel(
     delta_ptr,  # (B, H, N) ACC, contiguous: rowsum(dO * out) (read only without FUSED_DQ)
     dq_ptr,  # (B, H, N, D) any strides, q's dtype (written only with FUSED_DQ)
     dk_ptr,  # (B, H, M, D) any strides, k's dtype (written only with DIRECT_DKV)
-    dv_ptr,  # (B, H, M, D) any strides, v's dtype (written only with DIRECT_DKV)
-    partial_ptr,  # (2, SPLITS, B * H, M, D) ACC, contiguous: per-split dk, dv (without DIRECT_DKV)
+    dv_ptr,  # (B, H, M, D) any strides, v's dtype
+    partial_ptr,  # (programs, 2, BLOCK_M, BLOCK_D) ACC: each program's dk, dv (SPLITS > 1 only)
+    count_ptr,  # (B * H * cdiv(M, BLOCK_M),) int32, zeroed: splits done per key block (SPLITS > 1)
     qk_scale,  # scale * log2(e)
     scale,
     H,
     N,
     M,
-    D,
+    D: tl.constexpr,  # constexpr: a head-dim mask that is all true (D == BLOCK_D) folds away
     CHUNK_N,  # queries per split, a multiple of BLOCK_N
     SPLITS,  # query chunks: the grid is key blocks x SPLITS x B * H, flattened
     BH,  # B * H
@@ -323,8 +427,9 @@ def _attention_bwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
     FUSED_DQ: tl.constexpr,
-    DIRECT_DKV: tl.constexpr,
-    EVEN: tl.constexpr,
+    DQ_T: tl.constexpr,  # FUSED_DQ: compute dq^T = k^T dS^T (BLOCK_D rows) instead of dS k (BLOCK_N rows)
+    DIRECT_DKV: tl.constexpr,  # SPLITS == 1: dk and dv written directly, no partials
+    EVEN: tl.constexpr,  # M % BLOCK_M == 0, N % BLOCK_N == 0 and D == BLOCK_D: no masks
 ):  # fmt: skip
     """One program: BLOCK_M keys x one chunk of queries of one (b, h). Works in the transposed
     orientation (keys as rows) so the large key block is the M side of every product."""
@@ -335,8 +440,14 @@ def _attention_bwd_kernel(
     h = (bh % H).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    m_mask = offs_m < M
-    d_mask = offs_d < D
+    if EVEN:
+        # Constant masks fold away: otherwise the (BLOCK_M, BLOCK_D) mask of the k and v loads,
+        # reused by the dk and dv stores, stays in registers through the loop and spills.
+        m_mask = tl.full([BLOCK_M], 1, tl.int1)
+        d_mask = tl.full([BLOCK_D], 1, tl.int1)
+    else:
+        m_mask = offs_m < M
+        d_mask = offs_d < D
     k = _load_tile(k_ptr + b * stride_kb + h * stride_kh, offs_m, offs_d, stride_km, stride_kd, m_mask, d_mask)
     v = _load_tile(v_ptr + b * stride_vb + h * stride_vh, offs_m, offs_d, stride_vm, stride_vd, m_mask, d_mask)
     q_base = q_ptr + b * stride_qb + h * stride_qh
@@ -351,7 +462,7 @@ def _attention_bwd_kernel(
     n_end = tl.minimum(n_start + CHUNK_N, N)
     for start_n in range(n_start, n_end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < N
+        n_mask = tl.full([BLOCK_N], 1, tl.int1) if EVEN else offs_n < N
         q = _load_tile(q_base, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
         do = _load_tile(do_base, offs_n, offs_d, stride_gn, stride_gd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
         lse2 = tl.load(lse_ptr + row_base + offs_n, mask=n_mask, other=0.0) * LOG2E  # (BLOCK_N,)
@@ -370,9 +481,15 @@ def _attention_bwd_kernel(
         ds_t = p_t * (dp_t - delta[None, :])  # dS^T
         dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)  # (BLOCK_M, BLOCK_D)
         if FUSED_DQ:
-            # This program saw every key of these queries: dq is complete.
-            dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PRECISION) * scale  # (BLOCK_N, BLOCK_D)
-            _store_tile(dq_base, dq, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
+            # This program saw every key of these queries: dq is complete. wgmma needs 64 rows
+            # per warpgroup: with BLOCK_N < 64 queries the product is taken transposed, with the
+            # head dim as its rows, and stored transposed.
+            if DQ_T:
+                dq_t = tl.dot(tl.trans(k), ds_t.to(k.dtype), input_precision=PRECISION) * scale  # (BLOCK_D, BLOCK_N)
+                _store_tile(dq_base, dq_t, offs_d, offs_n, stride_dqd, stride_dqn, d_mask, n_mask)
+            else:
+                dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PRECISION) * scale  # (BLOCK_N, BLOCK_D)
+                _store_tile(dq_base, dq, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
 
     dk = dk * scale
     if DIRECT_DKV:
@@ -381,10 +498,29 @@ def _attention_bwd_kernel(
         _store_tile(dk_out, dk, offs_m, offs_d, stride_dkm, stride_dkd, m_mask, d_mask)
         _store_tile(dv_out, dv, offs_m, offs_d, stride_dvm, stride_dvd, m_mask, d_mask)
     else:
-        dk_base = partial_ptr + ((split * BH + bh).to(tl.int64) * M) * D
-        dv_base = partial_ptr + (((SPLITS + split) * BH + bh).to(tl.int64) * M) * D
-        _store_tile(dk_base, dk, offs_m, offs_d, D, 1, m_mask, d_mask)
-        _store_tile(dv_base, dv, offs_m, offs_d, D, 1, m_mask, d_mask)
+        # Deterministic reduction over the splits in the kernel: every split writes its fp32
+        # partials, then counts itself done; the last one to arrive (whichever it is) sums all
+        # SPLITS partials in split order, so the result does not depend on arrival order. The
+        # partials are whole tiles indexed by program id, and everything below is recomputed
+        # from the program id: values kept from before the loop would spill across it.
+        pid = tl.program_id(0)
+        tile = tl.arange(0, BLOCK_M)[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
+        slot = partial_ptr + pid.to(tl.int64) * (2 * BLOCK_M * BLOCK_D)
+        tl.store(slot + tile, dk)
+        tl.store(slot + BLOCK_M * BLOCK_D + tile, dv)
+        # Every thread's stores precede the release of the count (the barrier, then the atomic's
+        # release semantics at GPU scope); the acquire orders the last program's loads after
+        # every other split's release.
+        tl.debug_barrier()
+        m_blocks = tl.cdiv(M, BLOCK_M)
+        key_block = pid // (SPLITS * m_blocks) * m_blocks + pid % m_blocks  # bh * m_blocks + pid_m
+        done = tl.atomic_add(count_ptr + key_block, 1, sem="acq_rel", scope="gpu")
+        if done == SPLITS - 1:
+            _sum_partials(
+                partial_ptr, dk_ptr, dv_ptr, key_block, SPLITS, H, M,
+                stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+                D, ACC, BLOCK_M, BLOCK_D,
+            )  # fmt: skip
 
 
 @triton.jit
@@ -401,7 +537,7 @@ def _attention_bwd_dq_kernel(
     H,
     N,
     M,
-    D,
+    D: tl.constexpr,  # constexpr: a head-dim mask that is all true (D == BLOCK_D) folds away
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_km, stride_kd,
     stride_vb, stride_vh, stride_vm, stride_vd,
@@ -458,24 +594,53 @@ def _acc_torch(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def _check_head_spans(**tensors: torch.Tensor) -> None:
+    """The kernels add a head's base offset in 64 bits but index within a head (rows x strides)
+    in 32 bits, which keeps address arithmetic out of the registers the score tiles need."""
+    for name, t in tensors.items():
+        span = sum((size - 1) * abs(stride) for size, stride in zip(t.shape[2:], t.stride()[2:]))
+        if span >= 2**31:
+            raise ValueError(
+                f"attention: {name} spans {span} elements within one (batch, head); the kernels "
+                "index within a head with 32-bit offsets (at most 2**31 - 1)"
+            )
+
+
 def empty_bnhd(B: int, H: int, N: int, D: int, dtype: torch.dtype, device) -> torch.Tensor:
     """A (B, H, N, D) tensor stored as (B, N, H, D): the layout the kernels write out, dq, dk and
     dv in, so that ``x.transpose(1, 2).reshape(B, N, H * D)`` (MiT's next step) is free."""
     return torch.empty((B, N, H, D), dtype=dtype, device=device).transpose(1, 2)
 
 
+# SMs of an H100 SXM / H200: the target of the offline sm_90 compile (tests/_sm90_compile.py,
+# kernels/audit.py), which calls the launchers on CPU tensors without the interpreter.
+HOPPER_SMS = 132
+
+
 def _sm_count(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4  # the interpreter: a few splits, so the partial-sum path runs in CPU tests
-    return torch.cuda.get_device_properties(device).multi_processor_count
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return 4  # the interpreter: a few programs, so the tests cross head and split boundaries
+    return HOPPER_SMS
 
 
-def num_splits(N: int, block_n: int, programs_per_split: int, device: torch.device) -> int:
-    """Query chunks per (b, h): enough programs for one wave on the device, no more. In the
-    backward each chunk adds 2 * M * D fp32 of partial-sum traffic; in the single-pass forward each
-    program loads its head's K and V once, so fewer, longer programs read less."""
-    n_blocks = triton.cdiv(N, block_n)
-    return max(1, min(n_blocks, _sm_count(device) // max(programs_per_split, 1)))
+# The backward's fp32 partial sums (2 x M x D per split and head) may add at most this share to
+# the bytes it must move (q, out, dO, lse read and dq written; k, v read and dk, dv written).
+PARTIAL_BUDGET = 0.05
+
+
+def num_splits(B: int, H: int, N: int, M: int, D: int, dtype: torch.dtype, block_n: int, m_blocks: int, sms: int) -> int:
+    """Query chunks per (b, h, key block) of the backward: as many as fill one wave, but no more
+    than keep the partial sums within PARTIAL_BUDGET of the essential traffic. Splitting N is the
+    only parallelism when B * H is small, and each split costs 2 * M * D fp32 written and read
+    back, against 4 * (N + M) * D elements of essential traffic per head: at MiT's M = 256 the
+    budget allows 3 splits at N = 16384 and none below N of about 10000."""
+    elem = torch.finfo(dtype).bits // 8
+    essential = 4 * (N + M) * D * elem + N * 4  # per (b, h)
+    budget = int(PARTIAL_BUDGET * essential // (2 * M * D * 4))
+    fill = sms // (B * H * m_blocks)
+    return max(1, min(triton.cdiv(N, block_n), fill, budget))
 
 
 def attention_fwd(
@@ -491,9 +656,11 @@ def attention_fwd(
     splits: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns (out (B, H, N, D) in q's dtype, stored (B, N, H, D); lse (B, H, N) fp32, fp64 for
-    fp64 inputs). ``out`` / ``lse`` let a caller (the tests) pass pre-filled tensors; ``block_m`` < M
-    selects the online softmax; ``splits`` is the number of programs per (b, h) of the single-pass
-    path (default: one wave). Inputs are assumed validated by fastuda.ops."""
+    fp64 inputs). ``out`` / ``lse`` let a caller (the tests) pass pre-filled tensors; with
+    ``block_m`` keys per tile, M <= key_tiles * block_m keeps the keys resident, more streams them
+    (online softmax); ``splits`` sets the resident path's persistent grid to ``splits * B * H``
+    programs (default: one wave, ``ctas_per_sm`` per SM). Inputs are assumed validated by
+    fastuda.ops."""
     B, H, N, D = q.shape
     M = k.shape[2]
     if out is None:
@@ -502,22 +669,24 @@ def attention_fwd(
         lse = torch.empty((B, H, N), dtype=_acc_torch(q.dtype), device=q.device)
     if out.numel() == 0:
         return out, lse
+    _check_head_spans(q=q, k=k, v=v, out=out)
     cfg = fwd_config(M, D, q.dtype, block_n, block_m)
-    single = cfg.block_m >= M
-    n_blocks = triton.cdiv(N, cfg.block_n)
-    if single:
-        splits = max(1, min(splits or num_splits(N, cfg.block_n, B * H, q.device), n_blocks))
-        chunk_n = triton.cdiv(n_blocks, splits) * cfg.block_n
-        splits = triton.cdiv(N, chunk_n)  # no empty program
-        grid = (splits * B * H,)
+    key_tiles = triton.cdiv(M, cfg.block_m)
+    resident = key_tiles if key_tiles <= cfg.key_tiles else 0
+    total = B * H * triton.cdiv(N, cfg.block_n)
+    if resident:
+        # Persistent: one wave of programs (fewer when there are fewer blocks), each taking an
+        # equal share of the blocks.
+        programs = splits * B * H if splits else _sm_count(q.device) * cfg.ctas_per_sm
+        programs = max(1, min(programs, total))
     else:
-        chunk_n, splits = cfg.block_n, n_blocks
-        grid = (n_blocks * B * H,)
+        programs = total
+    grid = (programs,)
     _attention_fwd_kernel[grid](
-        q, k, v, out, lse, scale * LOG2E.value, H, N, M, D, chunk_n, splits,
+        q, k, v, out, lse, scale * LOG2E.value, H, N, M, D, total, programs,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         ACC=_acc(q.dtype), PRECISION="ieee", BLOCK_N=cfg.block_n, BLOCK_M=cfg.block_m, BLOCK_D=_pow2(D),
-        SINGLE_PASS=single, EVEN_M=M % cfg.block_m == 0,
+        RESIDENT=resident, EVEN_M=M % cfg.block_m == 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return out, lse
@@ -552,6 +721,7 @@ def attention_bwd(
     dv = empty_bnhd(B, H, M, D, v.dtype, dev) if dv is None else dv
     if B * H == 0:
         return dq, dk, dv
+    _check_head_spans(grad_out=grad_out, q=q, k=k, v=v, out=out, dq=dq, dk=dk, dv=dv)
     cfg = bwd_config(M, D, q.dtype, block_m, block_n)
     block_d = _pow2(D)
     acc, acc_torch = _acc(q.dtype), _acc_torch(q.dtype)
@@ -559,7 +729,7 @@ def attention_bwd(
     m_blocks = triton.cdiv(M, cfg.block_m)
     n_blocks = triton.cdiv(N, cfg.block_n)
     if splits is None:
-        splits = num_splits(N, cfg.block_n, m_blocks * B * H, dev)
+        splits = num_splits(B, H, N, M, D, q.dtype, cfg.block_n, m_blocks, _sm_count(dev))
     splits = max(1, min(splits, n_blocks))
     chunk_n = triton.cdiv(n_blocks, splits) * cfg.block_n
     splits = triton.cdiv(N, chunk_n)  # no empty split
@@ -573,21 +743,20 @@ def attention_bwd(
             ACC=acc, BLOCK_N=pre_block, BLOCK_D=block_d, num_warps=4 if block_d <= 64 else 8,
         )  # fmt: skip
     direct = splits == 1
-    partial = dk if direct else torch.empty((2, splits, B * H, M, D), dtype=acc_torch, device=dev)
+    partial = count = dk  # placeholder pointers, never read when direct
+    if not direct:
+        partial = torch.empty((m_blocks * splits * B * H, 2, cfg.block_m, block_d), dtype=acc_torch, device=dev)
+        count = torch.zeros((B * H * m_blocks,), dtype=torch.int32, device=dev)
     _attention_bwd_kernel[(m_blocks * splits * B * H,)](
-        q, k, v, out, grad_out, lse, delta, dq, dk, dv, partial, scale * LOG2E.value, scale, H, N, M, D, chunk_n,
-        splits, B * H,
+        q, k, v, out, grad_out, lse, delta, dq, dk, dv, partial, count, scale * LOG2E.value, scale, H, N, M, D,
+        chunk_n, splits, B * H,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(),
         *dq.stride(), *dk.stride(), *dv.stride(),
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
-        FUSED_DQ=fused_dq, DIRECT_DKV=direct, EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0),
+        FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
+        EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
-    if not direct:
-        # (2, B * H, M, D): fixed-order sum over the splits (deterministic), then cast into place.
-        summed = partial.sum(1).view(2, B, H, M, D)
-        dk.copy_(summed[0])
-        dv.copy_(summed[1])
     if not fused_dq:
         _attention_bwd_dq_kernel[(triton.cdiv(N, cfg.dq_block_n) * B * H,)](
             q, k, v, grad_out, lse, delta, dq, scale * LOG2E.value, scale, H, N, M, D,

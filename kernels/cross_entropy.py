@@ -8,7 +8,9 @@ sum in one read of the logits (forward); softmax minus one-hot times the
 weight in one read of the logits and one write of the gradient (backward).
 Neither stores a (B, C, H, W) probability tensor: the backward recomputes the
 softmax, which costs exps but no memory traffic, and these kernels are
-memory-bound.
+memory-bound. Layout (kernels/_pixels.py): pixels across threads, a static
+channel loop, one exp per logit; the backward keeps a pixel's C logits in
+registers up to MAX_REGISTER_C classes (two passes and two exps above).
 
 Trade-offs: the forward writes one partial sum per program and lets torch
 reduce them, so the loss is deterministic (no float atomics). A target outside
@@ -21,7 +23,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ._pixels import load_logit_chunk, online_softmax_chunk, pixel_config, pixel_offset, plane_is_contiguous
+from ._pixels import online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous
+
+# Largest C whose logits the backward holds in registers per pixel (C x VEC fp32 values per
+# thread); above it, two passes over the channels.
+MAX_REGISTER_C = 32
+# Pixels per thread in the backward: 4 x 19 held logits fit the register budget.
+BWD_VEC = 4
 
 
 @triton.jit
@@ -36,7 +44,6 @@ def _cross_entropy_fwd_kernel(
     target_ptr,  # (B, H, W) int64, any strides
     weight_ptr,  # (B, H, W) float, any strides (unused without HAS_WEIGHT)
     partial_ptr,  # (B, num_programs_p) ACC: sum of w * CE over each program's pixels
-    C,
     H,
     W,
     stride_b,
@@ -51,10 +58,9 @@ def _cross_entropy_fwd_kernel(
     stride_ww,
     ignore_index,
     ACC: tl.constexpr,
+    C: tl.constexpr,  # classes: the channel loop's static trip count
     HAS_WEIGHT: tl.constexpr,
-    BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
-    NUM_C_BLOCKS: tl.constexpr,
     PLANE_CONTIG: tl.constexpr,
     TARGET_CONTIG: tl.constexpr,
     WEIGHT_CONTIG: tl.constexpr,
@@ -63,16 +69,17 @@ def _cross_entropy_fwd_kernel(
     b = tl.program_id(1).to(tl.int64)
     p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
     p_mask = p < H * W
-    base = logits_ptr + b * stride_b + pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG)
+    ptr = logits_ptr + b * stride_b + pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG)
     t = _load_pixels(target_ptr, b, p, p_mask, W, stride_tb, stride_th, stride_tw, ignore_index, TARGET_CONTIG)
 
     m = tl.full([BLOCK_P], float("-inf"), ACC)
     s = tl.zeros([BLOCK_P], ACC)
     x_t = tl.zeros([BLOCK_P], ACC)  # the target's logit
-    for cb in range(NUM_C_BLOCKS):
-        x, c = load_logit_chunk(base, cb, C, stride_c, p_mask, ACC, BLOCK_C)  # (BLOCK_C, BLOCK_P)
-        x_t += tl.sum(tl.where(c[:, None] == t[None, :], x, 0.0), axis=0)
-        m, s = online_softmax_chunk(x, m, s)
+    for c in range(C):
+        x = tl.load(ptr, mask=p_mask, other=0.0).to(ACC)
+        x_t = tl.where(t == c, x, x_t)
+        m, s = online_softmax_step(x, m, s)
+        ptr += stride_c
 
     ce = m + tl.log(s) - x_t  # (BLOCK_P,) -log softmax at the target
     if HAS_WEIGHT:
@@ -91,7 +98,6 @@ def _cross_entropy_bwd_kernel(
     target_ptr,  # (B, H, W) int64, any strides
     weight_ptr,  # (B, H, W) float, any strides (unused without HAS_WEIGHT)
     grad_ptr,  # (B, C, H, W) logits dtype, contiguous: d loss / d logits
-    C,
     H,
     W,
     stride_b,
@@ -107,10 +113,10 @@ def _cross_entropy_bwd_kernel(
     ignore_index,
     inv_pixels,  # 1 / (B * H * W): the mean over all pixels
     ACC: tl.constexpr,
+    C: tl.constexpr,
     HAS_WEIGHT: tl.constexpr,
-    BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
-    NUM_C_BLOCKS: tl.constexpr,
+    IN_REGISTERS: tl.constexpr,  # hold the C logits of each pixel in registers (one exp per logit)
     PLANE_CONTIG: tl.constexpr,
     TARGET_CONTIG: tl.constexpr,
     WEIGHT_CONTIG: tl.constexpr,
@@ -132,27 +138,41 @@ def _cross_entropy_bwd_kernel(
     coef = tl.where(valid, coef, 0.0)
     coef = tl.where(valid & ((t < 0) | (t >= C)), float("nan"), coef)
 
-    if NUM_C_BLOCKS == 1:
-        # The whole channel range fits one tile: read the logits once.
-        x, c = load_logit_chunk(base, 0, C, stride_c, p_mask, ACC, BLOCK_C)
-        e = tl.exp(x - tl.max(x, axis=0)[None, :])
-        prob = e / tl.sum(e, axis=0)[None, :]
-        grad = (prob - (c[:, None] == t[None, :]).to(ACC)) * coef[None, :]
-        mask = (c < C)[:, None] & p_mask[None, :]
-        tl.store(out[None, :] + c[:, None].to(tl.int64) * HW, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+    if IN_REGISTERS:
+        # One read of the logits and one exp per logit: the C values of each pixel stay in the
+        # thread's registers (a tuple, unrolled) between the max, the exps and the stores.
+        xs = ()
+        m = tl.full([BLOCK_P], float("-inf"), ACC)
+        for c in tl.static_range(C):
+            x = tl.load(base + c * stride_c, mask=p_mask, other=0.0).to(ACC)
+            xs = xs + (x,)
+            m = tl.maximum(m, x)
+        es = ()
+        s = tl.zeros([BLOCK_P], ACC)
+        for c in tl.static_range(C):
+            e = tl.exp(xs[c] - m)
+            es = es + (e,)
+            s += e
+        scale = coef / s
+        for c in tl.static_range(C):
+            grad = es[c] * scale - tl.where(t == c, coef, 0.0)
+            tl.store(out + c * HW, grad.to(grad_ptr.dtype.element_ty), mask=p_mask)
     else:
-        # Two passes over the channels: log-sum-exp, then the gradient.
+        # Many classes: two passes over the channels (log-sum-exp, then the gradient), two exps
+        # per logit and a second read that the L2 absorbs.
         m = tl.full([BLOCK_P], float("-inf"), ACC)
         s = tl.zeros([BLOCK_P], ACC)
-        for cb in range(NUM_C_BLOCKS):
-            x, c = load_logit_chunk(base, cb, C, stride_c, p_mask, ACC, BLOCK_C)
-            m, s = online_softmax_chunk(x, m, s)
+        ptr = base
+        for c in range(C):
+            m, s = online_softmax_step(tl.load(ptr, mask=p_mask, other=0.0).to(ACC), m, s)
+            ptr += stride_c
         lse = m + tl.log(s)
-        for cb in range(NUM_C_BLOCKS):
-            x, c = load_logit_chunk(base, cb, C, stride_c, p_mask, ACC, BLOCK_C)
-            grad = (tl.exp(x - lse[None, :]) - (c[:, None] == t[None, :]).to(ACC)) * coef[None, :]
-            mask = (c < C)[:, None] & p_mask[None, :]
-            tl.store(out[None, :] + c[:, None].to(tl.int64) * HW, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+        ptr = base
+        for c in range(C):
+            x = tl.load(ptr, mask=p_mask, other=0.0).to(ACC)
+            grad = (tl.exp(x - lse) - (t == c).to(ACC)) * coef
+            tl.store(out + c * HW, grad.to(grad_ptr.dtype.element_ty), mask=p_mask)
+            ptr += stride_c
 
 
 def _acc(dtype: torch.dtype):
@@ -178,8 +198,6 @@ def cross_entropy_fwd(
     target: torch.Tensor,
     weight: torch.Tensor | None,
     ignore_index: int,
-    *,
-    block_c: int | None = None,
 ) -> torch.Tensor:
     """Returns the 0-d loss (float32, float64 for float64 logits).
     Inputs are assumed validated by fastuda.ops."""
@@ -187,14 +205,13 @@ def cross_entropy_fwd(
     acc_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     if B * H * W == 0:
         return torch.full((), float("nan"), dtype=acc_dtype, device=logits.device)
-    block_c, block_p, num_c_blocks, num_warps = pixel_config(C, block_c)
+    block_p, num_warps = pixel_config(logits.element_size())
     grid = (triton.cdiv(H * W, block_p), B)
     partial = torch.empty((B, grid[0]), dtype=acc_dtype, device=logits.device)
     w, strides, flags = _pixel_args(logits, target, weight)
     _cross_entropy_fwd_kernel[grid](
-        logits, target, w, partial, C, H, W, *strides, ignore_index,
-        ACC=_acc(logits.dtype), BLOCK_C=block_c, BLOCK_P=block_p, NUM_C_BLOCKS=num_c_blocks,
-        num_warps=num_warps, **flags,
+        logits, target, w, partial, H, W, *strides, ignore_index,
+        ACC=_acc(logits.dtype), C=C, BLOCK_P=block_p, num_warps=num_warps, **flags,
     )  # fmt: skip
     return partial.sum() / (B * H * W)
 
@@ -207,20 +224,21 @@ def cross_entropy_bwd(
     ignore_index: int,
     *,
     out: torch.Tensor | None = None,
-    block_c: int | None = None,
+    max_register_c: int = MAX_REGISTER_C,
 ) -> torch.Tensor:
     """Returns d loss / d logits, contiguous, in the logits' dtype.
-    ``out`` lets a caller (the tests) pass a pre-filled contiguous tensor."""
+    ``out`` lets a caller (the tests) pass a pre-filled contiguous tensor; ``max_register_c``
+    overrides MAX_REGISTER_C (tests reach the two-pass path with a small C)."""
     B, C, H, W = logits.shape
     grad = torch.empty((B, C, H, W), dtype=logits.dtype, device=logits.device) if out is None else out
     if grad.numel() == 0:
         return grad
-    block_c, block_p, num_c_blocks, num_warps = pixel_config(C, block_c)
+    block_p, num_warps = pixel_config(logits.element_size(), max_vec=BWD_VEC)
     grid = (triton.cdiv(H * W, block_p), B)
     w, strides, flags = _pixel_args(logits, target, weight)
     _cross_entropy_bwd_kernel[grid](
-        grad_loss, logits, target, w, grad, C, H, W, *strides, ignore_index, 1.0 / (B * H * W),
-        ACC=_acc(logits.dtype), BLOCK_C=block_c, BLOCK_P=block_p, NUM_C_BLOCKS=num_c_blocks,
+        grad_loss, logits, target, w, grad, H, W, *strides, ignore_index, 1.0 / (B * H * W),
+        ACC=_acc(logits.dtype), C=C, BLOCK_P=block_p, IN_REGISTERS=C <= max_register_c,
         num_warps=num_warps, **flags,
     )  # fmt: skip
     return grad

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._pixels import load_logit_chunk, online_softmax_chunk, pixel_config, pixel_offset, plane_is_contiguous
+from ._pixels import online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous
 
 
 @triton.jit
@@ -23,7 +23,6 @@ def _pseudo_label_fwd_kernel(
     logits_ptr,  # (B, C, H, W) fp16 / bf16 / fp32 / fp64, any strides
     label_ptr,  # (B, H, W) int64, contiguous: argmax over C
     count_ptr,  # (B,) int32, zeroed: pixels with max prob >= threshold
-    C,
     H,
     W,
     stride_b,
@@ -32,9 +31,8 @@ def _pseudo_label_fwd_kernel(
     stride_w,
     threshold,  # tau in the DACS paper (0.968)
     ACC: tl.constexpr,  # float32, or float64 for float64 logits
-    BLOCK_C: tl.constexpr,
+    C: tl.constexpr,  # classes: the channel loop's static trip count
     BLOCK_P: tl.constexpr,
-    NUM_C_BLOCKS: tl.constexpr,
     PLANE_CONTIG: tl.constexpr,
 ):
     pid_p = tl.program_id(0)
@@ -42,19 +40,16 @@ def _pseudo_label_fwd_kernel(
     HW = H * W
     p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
     p_mask = p < HW
-    base = logits_ptr + b * stride_b + pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG)
+    ptr = logits_ptr + b * stride_b + pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG)
 
     m = tl.full([BLOCK_P], float("-inf"), ACC)  # running max logit
     s = tl.zeros([BLOCK_P], ACC)  # running sum of exp(x - m)
     label = tl.zeros([BLOCK_P], tl.int32)
-    for cb in range(NUM_C_BLOCKS):
-        x, c = load_logit_chunk(base, cb, C, stride_c, p_mask, ACC, BLOCK_C)  # (BLOCK_C, BLOCK_P)
-        # First index among equal maxima, like torch.argmax; a later chunk
-        # wins only with a strictly larger value.
-        chunk_max = tl.max(x, axis=0)
-        chunk_arg = tl.argmax(x, axis=0, tie_break_left=True).to(tl.int32) + cb * BLOCK_C
-        label = tl.where(chunk_max > m, chunk_arg, label)
-        m, s = online_softmax_chunk(x, m, s)
+    for c in range(C):
+        x = tl.load(ptr, mask=p_mask, other=0.0).to(ACC)
+        label = tl.where(x > m, c, label)  # strictly larger: the first index wins ties, like torch.argmax
+        m, s = online_softmax_step(x, m, s)
+        ptr += stride_c
 
     conf = 1.0 / s  # max softmax probability = exp(m - m) / s
     hit = (conf >= threshold) & p_mask
@@ -110,7 +105,6 @@ def pseudo_label_fwd(
     valid_mask: torch.Tensor | None = None,
     *,
     out: tuple[torch.Tensor, torch.Tensor] | None = None,
-    block_c: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launches both kernels. Inputs are assumed validated by fastuda.ops.
 
@@ -127,12 +121,11 @@ def pseudo_label_fwd(
         return label, weight
     count = torch.zeros(B, dtype=torch.int32, device=logits.device)
     acc = tl.float64 if logits.dtype == torch.float64 else tl.float32
-    block_c, block_p, num_c_blocks, num_warps = pixel_config(C, block_c)
+    block_p, num_warps = pixel_config(logits.element_size())
     grid = (triton.cdiv(H * W, block_p), B)
     _pseudo_label_fwd_kernel[grid](
-        logits, label, count, C, H, W, *logits.stride(), float(threshold),
-        ACC=acc, BLOCK_C=block_c, BLOCK_P=block_p, NUM_C_BLOCKS=num_c_blocks,
-        PLANE_CONTIG=plane_is_contiguous(logits, 2, 3), num_warps=num_warps,
+        logits, label, count, H, W, *logits.stride(), float(threshold),
+        ACC=acc, C=C, BLOCK_P=block_p, PLANE_CONTIG=plane_is_contiguous(logits, 2, 3), num_warps=num_warps,
     )  # fmt: skip
     has_valid = valid_mask is not None
     valid = valid_mask if has_valid else weight  # dummy pointer, never read

@@ -8,12 +8,18 @@ pad places hr at the box (output coordinates) and zeros elsewhere; with no box
 hr covers the whole output.
 
 Fused (forward): the two upsamplings, the mask, the product and the sum, in
-one pass. Each program owns a 2D tile of output pixels of one (b, c) plane.
-Bilinear taps are separable, so the source rows/columns and weights are
-computed once per tile row and column (1D), and each output pixel gathers 4 lr
-and 4 attention taps (cache hits: an LR pixel feeds (2S)^2 output pixels) and
-reads hr only inside the box. Neither up((1 - a') lr), up(a') nor pad(hr) is
-ever stored.
+one pass. Each program owns an LR tile of one (b, c) plane and writes the
+S x S output pixels of each of its LR pixels. Output pixel (S i + ry, S j + rx)
+samples LR rows (i - 1, i) or (i, i + 1) and likewise columns, with weights
+fixed by the phase (ry, rx): so the program loads the 3 x 3 neighbourhood of
+its tile ONCE, as nine (rows, columns) tiles of lr and of the attention (the
+centre column's three are contiguous vector loads; the shifted ones are L1
+hits), interpolates horizontally per phase, then vertically per row phase,
+interleaves the S column phases into contiguous output rows (S = 2, 4) and
+reads hr and writes the output with vector accesses (hr at a runtime box
+origin only with scalar ones: its alignment is unknown at compile time). Per
+output pixel that is about 4.6 load instructions at S = 2 instead of 9 scalar
+gathers. Neither up((1 - a') lr), up(a') nor pad(hr) is ever stored.
 
 Fused (backward): d_lr, d_attention and d_hr in ONE kernel. The transpose of
 bilinear upsampling is a scatter; we compute it as a GATHER per LR pixel
@@ -64,11 +70,12 @@ import triton.language as tl
 # Largest supported upsampling factor: the backward unrolls (2S)^2 gathers.
 MAX_SCALE = 4
 
-# Static launch configs, checked by compiling for sm_90 (ptxas register counts, no
-# spills): forward 55-63 registers; backward 64 registers at scale 2 (so 8 CTAs of
-# 4 warps fit an SM), about 105 at 3 and 170-215 at 4 (the (2S)^2 window is unrolled).
-FWD_BLOCK = (16, 64)  # output pixels per program (rows, columns)
-FWD_NUM_WARPS = 8
+# Static launch configs, checked by compiling for sm_90 (python -m fastuda.kernels.audit: ptxas
+# register counts, no spills): forward 96-112 registers at scale 2; backward 64 registers at
+# scale 2 (so 8 CTAs of 4 warps fit an SM), about 105 at 3 and 170-215 at 4 (the (2S)^2 window
+# is unrolled).
+FWD_BLOCK = {1: (8, 64), 2: (8, 64), 3: (4, 32), 4: (4, 32)}  # LR pixels per program (rows, columns), by scale
+FWD_NUM_WARPS = 4
 BWD_BLOCK = {1: (4, 32), 2: (4, 32), 3: (4, 16), 4: (4, 16)}  # LR pixels per program, by scale
 BWD_NUM_WARPS = 4
 ZERO_BLOCK = (16, 64)  # hr pixels per program of the d_hr zero fill
@@ -156,6 +163,42 @@ def _up_masked_attention(
 
 
 @triton.jit
+def _lr_windows(base, i, j, up, down, left, right, stride_h, stride_w, mask, ACC: tl.constexpr):
+    """The 3 x 3 neighbourhood of an LR tile as nine (BLOCK_I, BLOCK_J) loads: rows (up, i, down)
+    by columns (left, j, right), where up / down / left / right are the clamped neighbours. The
+    centre column uses the unclamped j, so those three loads stay contiguous and vectorise."""
+    r_up = (up.to(tl.int64) * stride_h)[:, None]
+    r_mid = (i.to(tl.int64) * stride_h)[:, None]
+    r_down = (down.to(tl.int64) * stride_h)[:, None]
+    c_left = (left.to(tl.int64) * stride_w)[None, :]
+    c_mid = (j.to(tl.int64) * stride_w)[None, :]
+    c_right = (right.to(tl.int64) * stride_w)[None, :]
+    return (
+        tl.load(base + r_up + c_left, mask=mask, other=0.0).to(ACC),
+        tl.load(base + r_up + c_mid, mask=mask, other=0.0).to(ACC),
+        tl.load(base + r_up + c_right, mask=mask, other=0.0).to(ACC),
+        tl.load(base + r_mid + c_left, mask=mask, other=0.0).to(ACC),
+        tl.load(base + r_mid + c_mid, mask=mask, other=0.0).to(ACC),
+        tl.load(base + r_mid + c_right, mask=mask, other=0.0).to(ACC),
+        tl.load(base + r_down + c_left, mask=mask, other=0.0).to(ACC),
+        tl.load(base + r_down + c_mid, mask=mask, other=0.0).to(ACC),
+        tl.load(base + r_down + c_right, mask=mask, other=0.0).to(ACC),
+    )
+
+
+@triton.jit
+def _interleave(phases, S: tl.constexpr):
+    """S (BLOCK_I, BLOCK_J) phase tiles -> one (BLOCK_I, S * BLOCK_J) tile whose column S * j + r
+    is phase r's column j, for S = 2 or 4. tl.join adds the phase as each thread's innermost
+    axis, so the reshape moves no data and the output stays contiguous per thread."""
+    if S == 2:
+        t = tl.join(phases[0], phases[1])
+    else:
+        t = tl.join(tl.join(phases[0], phases[2]), tl.join(phases[1], phases[3]))
+    return tl.reshape(t, (t.shape[0], S * t.shape[1]))
+
+
+@triton.jit
 def _scale_fusion_fwd_kernel(
     lr_ptr,  # (B, C, h, w) any strides: context (low-resolution) logits
     att_ptr,  # (B, C, h, w) or (B, 1, h, w) any strides: scale attention in [0, 1] (stride_ac = 0 broadcasts)
@@ -178,12 +221,12 @@ def _scale_fusion_fwd_kernel(
     stride_hc,
     stride_hh,
     stride_hw,
-    num_tiles_x,
+    num_tiles_j,
     ACC: tl.constexpr,  # float32, or float64 for float64 inputs
     S: tl.constexpr,  # upsampling factor
     HAS_BOX: tl.constexpr,
-    BLOCK_Y: tl.constexpr,
-    BLOCK_X: tl.constexpr,
+    BLOCK_I: tl.constexpr,  # LR rows per program (S * BLOCK_I output rows)
+    BLOCK_J: tl.constexpr,  # LR columns per program (S * BLOCK_J output columns)
 ):
     pid = tl.program_id(0)
     c = tl.program_id(1)
@@ -191,42 +234,80 @@ def _scale_fusion_fwd_kernel(
     C = tl.num_programs(1)
     H = S * h
     W = S * w
-    Y = (pid // num_tiles_x) * BLOCK_Y + tl.arange(0, BLOCK_Y)  # (BLOCK_Y,) output rows
-    X = (pid % num_tiles_x) * BLOCK_X + tl.arange(0, BLOCK_X)  # (BLOCK_X,) output columns
-    mask = (Y < H)[:, None] & (X < W)[None, :]
+    i = (pid // num_tiles_j) * BLOCK_I + tl.arange(0, BLOCK_I)  # (BLOCK_I,) LR rows
+    j = (pid % num_tiles_j) * BLOCK_J + tl.arange(0, BLOCK_J)  # (BLOCK_J,) LR columns
     ay0, ay1, ax0, ax1, ey0, ey1, ex0, ex1, oy, ox = _box(box_ptr, H, W, hd, wd, S, HAS_BOX)
 
-    y0, y1, wy0, wy1 = _taps(Y, h, S, ACC)
-    x0, x1, wx0, wx1 = _taps(X, w, S, ACC)
-    lr_base = lr_ptr + b * stride_lb + c * stride_lc
-    att_base = att_ptr + b * stride_ab + c * stride_ac
+    # Neighbours clamped to the plane: PyTorch clamps the source coordinate at 0 and repeats the
+    # last row / column, which is what a tap on the clamped index with any weight gives.
+    up = tl.maximum(i - 1, 0)
+    down = tl.minimum(i + 1, h - 1)
+    left = tl.maximum(j - 1, 0)
+    right = tl.minimum(j + 1, w - 1)
+    in_plane = (i < h)[:, None] & (j < w)[None, :]
+    lr = _lr_windows(lr_ptr + b * stride_lb + c * stride_lc, i, j, up, down, left, right, stride_lh, stride_lw, in_plane, ACC)
     # a' = attention inside the LR box, per tap row / column.
-    ry0 = (y0 >= ay0) & (y0 < ay1)
-    ry1 = (y1 >= ay0) & (y1 < ay1)
-    rx0 = (x0 >= ax0) & (x0 < ax1)
-    rx1 = (x1 >= ax0) & (x1 < ax1)
-    l00 = _load2d(lr_base, y0, x0, stride_lh, stride_lw, mask).to(ACC)
-    l01 = _load2d(lr_base, y0, x1, stride_lh, stride_lw, mask).to(ACC)
-    l10 = _load2d(lr_base, y1, x0, stride_lh, stride_lw, mask).to(ACC)
-    l11 = _load2d(lr_base, y1, x1, stride_lh, stride_lw, mask).to(ACC)
-    a00 = _load2d(att_base, y0, x0, stride_ah, stride_aw, mask & ry0[:, None] & rx0[None, :]).to(ACC)
-    a01 = _load2d(att_base, y0, x1, stride_ah, stride_aw, mask & ry0[:, None] & rx1[None, :]).to(ACC)
-    a10 = _load2d(att_base, y1, x0, stride_ah, stride_aw, mask & ry1[:, None] & rx0[None, :]).to(ACC)
-    a11 = _load2d(att_base, y1, x1, stride_ah, stride_aw, mask & ry1[:, None] & rx1[None, :]).to(ACC)
-    wy0 = wy0[:, None]
-    wy1 = wy1[:, None]
-    wx0 = wx0[None, :]
-    wx1 = wx1[None, :]
-    up_att = wy0 * (wx0 * a00 + wx1 * a01) + wy1 * (wx0 * a10 + wx1 * a11)
-    up_lr = wy0 * (wx0 * ((1.0 - a00) * l00) + wx1 * ((1.0 - a01) * l01)) + wy1 * (
-        wx0 * ((1.0 - a10) * l10) + wx1 * ((1.0 - a11) * l11)
-    )
+    rows_in = ((up >= ay0) & (up < ay1), (i >= ay0) & (i < ay1), (down >= ay0) & (down < ay1))
+    cols_in = ((left >= ax0) & (left < ax1), (j >= ax0) & (j < ax1), (right >= ax0) & (right < ax1))
+    att_base = att_ptr + b * stride_ab + c * stride_ac
+    a = _lr_windows(att_base, i, j, up, down, left, right, stride_ah, stride_aw, in_plane, ACC)
+    a_masked = ()
+    for k in tl.static_range(9):
+        a_masked = a_masked + (tl.where(rows_in[k // 3][:, None] & cols_in[k % 3][None, :], a[k], 0.0),)
+    # Horizontal pass: for each of the three rows and each column phase r (output column
+    # S * j + r), both products (1 - a') lr and a'. Phase r samples the source coordinate
+    # j + (2r + 1 - S) / 2S: columns (j - 1, j) left of j, else (j, j + 1); weights are constexpr.
+    hp = ()  # (BLOCK_I, BLOCK_J) tiles, index row * S + r
+    ha = ()
+    for row in tl.static_range(3):
+        a_l, a_m, a_r = a_masked[3 * row], a_masked[3 * row + 1], a_masked[3 * row + 2]
+        p_l = (1.0 - a_l) * lr[3 * row]
+        p_m = (1.0 - a_m) * lr[3 * row + 1]
+        p_r = (1.0 - a_r) * lr[3 * row + 2]
+        for r in tl.static_range(S):
+            if 2 * r + 1 - S < 0:
+                wx1 = (2 * r + 1 + S) / (2 * S)
+                hp = hp + (p_l + wx1 * (p_m - p_l),)
+                ha = ha + (a_l + wx1 * (a_m - a_l),)
+            else:
+                wx1 = (2 * r + 1 - S) / (2 * S)
+                hp = hp + (p_m + wx1 * (p_r - p_m),)
+                ha = ha + (a_m + wx1 * (a_r - a_m),)
 
-    hr_mask = mask & ((Y >= ey0) & (Y < ey1))[:, None] & ((X >= ex0) & (X < ex1))[None, :]
-    hr = _load2d(hr_ptr + b * stride_hb + c * stride_hc, Y - oy, X - ox, stride_hh, stride_hw, hr_mask).to(ACC)
-    fused = up_lr + up_att * hr
-    out = out_ptr + (b * C + c) * H * W + (Y.to(tl.int64) * W)[:, None] + X[None, :]
-    tl.store(out, fused.to(out_ptr.dtype.element_ty), mask=mask)
+    hr_b = hr_ptr + b * stride_hb + c * stride_hc
+    out_b = out_ptr + (b * C + c) * H * W
+    for ry in tl.static_range(S):
+        # Vertical pass for output row phase ry: rows (up, i) when 2 ry + 1 < S, else (i, down);
+        # (2 ry + 1 + S) // 2S is that first row (0 or 1), and the remainder its weight.
+        wy1 = ((2 * ry + 1 + S) % (2 * S)) / (2 * S)
+        up_lr = ()
+        up_att = ()
+        for r in tl.static_range(S):
+            t0, t1 = hp[(2 * ry + 1 + S) // (2 * S) * S + r], hp[((2 * ry + 1 + S) // (2 * S) + 1) * S + r]
+            up_lr = up_lr + (t0 + wy1 * (t1 - t0),)
+            t0, t1 = ha[(2 * ry + 1 + S) // (2 * S) * S + r], ha[((2 * ry + 1 + S) // (2 * S) + 1) * S + r]
+            up_att = up_att + (t0 + wy1 * (t1 - t0),)
+        Y = S * i + ry  # (BLOCK_I,) output rows
+        y_mask = Y < H
+        y_hr = y_mask & (Y >= ey0) & (Y < ey1)
+        y_hr_off = ((Y - oy).to(tl.int64) * stride_hh)[:, None]
+        y_out_off = (Y.to(tl.int64) * W)[:, None]
+        if S == 2 or S == 4:
+            # Phases interleaved into contiguous output rows: vectorised hr loads and stores.
+            X = S * ((pid % num_tiles_j) * BLOCK_J) + tl.arange(0, S * BLOCK_J)  # (S * BLOCK_J,)
+            mask = y_mask[:, None] & (X < W)[None, :]
+            hr_mask = y_hr[:, None] & ((X < W) & (X >= ex0) & (X < ex1))[None, :]
+            hr = tl.load(hr_b + y_hr_off + ((X - ox).to(tl.int64) * stride_hw)[None, :], mask=hr_mask, other=0.0)
+            fused = _interleave(up_lr, S) + _interleave(up_att, S) * hr.to(ACC)
+            tl.store(out_b + y_out_off + X[None, :], fused.to(out_ptr.dtype.element_ty), mask=mask)
+        else:
+            for r in tl.static_range(S):
+                X = S * j + r  # (BLOCK_J,): contiguous for S = 1, strided by S otherwise
+                mask = y_mask[:, None] & (X < W)[None, :]
+                hr_mask = y_hr[:, None] & ((X < W) & (X >= ex0) & (X < ex1))[None, :]
+                hr = tl.load(hr_b + y_hr_off + ((X - ox).to(tl.int64) * stride_hw)[None, :], mask=hr_mask, other=0.0)
+                fused = up_lr[r] + up_att[r] * hr.to(ACC)
+                tl.store(out_b + y_out_off + X[None, :], fused.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -398,7 +479,7 @@ def scale_fusion_fwd(
     ``crop_box``: (4,) int64 on the inputs' device, or None (hr covers the output).
     Inputs are assumed validated by fastuda.ops. ``out`` lets a caller (the
     tests) pass a pre-filled contiguous tensor; ``block`` overrides the
-    (rows, columns) output tile.
+    (rows, columns) LR tile.
     """
     B, C, h, w = lr_logits.shape
     H, W = scale * h, scale * w
@@ -406,16 +487,16 @@ def scale_fusion_fwd(
         out = torch.empty((B, C, H, W), dtype=lr_logits.dtype, device=lr_logits.device)
     if out.numel() == 0:
         return out
-    block_y, block_x = block or FWD_BLOCK
-    num_tiles_x = triton.cdiv(W, block_x)
-    grid = (triton.cdiv(H, block_y) * num_tiles_x, C, B)
+    block_i, block_j = block or FWD_BLOCK[scale]
+    num_tiles_j = triton.cdiv(w, block_j)
+    grid = (triton.cdiv(h, block_i) * num_tiles_j, C, B)
     has_box = crop_box is not None
     _scale_fusion_fwd_kernel[grid](
         lr_logits, attention, hr_logits, crop_box if has_box else lr_logits, out,
         h, w, hr_logits.shape[2], hr_logits.shape[3],
-        *lr_logits.stride(), *_attention_strides(attention), *hr_logits.stride(), num_tiles_x,
-        ACC=_acc(lr_logits.dtype), S=scale, HAS_BOX=has_box, BLOCK_Y=block_y, BLOCK_X=block_x,
-        num_warps=FWD_NUM_WARPS,
+        *lr_logits.stride(), *_attention_strides(attention), *hr_logits.stride(), num_tiles_j,
+        ACC=_acc(lr_logits.dtype), S=scale, HAS_BOX=has_box,
+        BLOCK_I=block_i, BLOCK_J=block_j, num_warps=FWD_NUM_WARPS,
     )  # fmt: skip
     return out
 

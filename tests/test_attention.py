@@ -10,7 +10,7 @@ import fastuda.ops as ops
 from fastuda.nn import EfficientSelfAttention
 from fastuda.ops import reference
 
-from ._util import check_sm90_records, compile_for_sm90
+from ._util import HOPPER_SHARED_MEMORY, check_sm90_records, compile_for_sm90
 
 # (B, H, N, M, D): odd query / key counts (MiT-B5 at a 512 crop has M = 256 and N from 256 to 16384),
 # a single key, every MiT head count and both MiT head dims.
@@ -185,21 +185,182 @@ def test_bad_inputs(kwargs, error, match):
         ops.attention(**kwargs)
 
 
+HOPPER_SMS = 132
+HOPPER_REGISTERS = 65536  # 32-bit registers per SM, allocated per warp in units of 8 per thread
+
+
+def _mma_work(record):
+    """(MMA FLOPs issued, FLOPs needed) per step of a program's loop: the wgmma instructions of the
+    PTX times the warpgroups that issue them, against the products' true sizes."""
+    c = record["config"]
+    issued = sum(n * 2 * m * nn * k for shape, n in record["wgmma_shapes"].items() for m, nn, k in [_mnk(shape)])
+    issued *= record["num_warps"] // 4
+    if record["kernel"] == "_attention_fwd_kernel":
+        return issued, 2 * 2 * c["BLOCK_N"] * c["BLOCK_M"] * c["RESIDENT"] * c["BLOCK_D"]  # q k^T and P v
+    return issued, 5 * 2 * c["BLOCK_M"] * c["BLOCK_N"] * c["BLOCK_D"]  # S, dP, dv, dk, dq
+
+
+def _mnk(shape):
+    import re
+
+    return [int(x) for x in re.fullmatch(r"m(\d+)n(\d+)k(\d+)", shape).groups()]
+
+
+def check_attention_records(records, limit=1.05):
+    """The compiled MiT kernels do each piece of work once: every 16-bit dot on wgmma with no
+    warpgroup duplicating another's rows, MMA FLOPs issued and exps issued within ``limit`` of
+    what is needed, no spills, and registers / shared memory that let the forward's persistent
+    grid run its programs at once."""
+    check_sm90_records(records)
+    for r in records:
+        c, threads = r["config"], 32 * r["num_warps"]
+        where = f"{r['kernel']} {c} warps={r['num_warps']}"
+        for d in r["dots"]:
+            if d["bits"] == 16:
+                assert d["kind"] == "wgmma", f"{where}: a 16-bit {d['shape']} dot compiled to {d['kind']}"
+            assert d["duplication"] == 1, (
+                f"{where}: the {d['shape']} dot's warps (warpsPerCTA={d['warps']}) cover the tile {d['duplication']:g} times"
+            )
+        if not r["dots"] or any(d["bits"] != 16 for d in r["dots"]):
+            continue  # fp32 / fp64 run on FMA units: not the fast path
+        if r["kernel"] == "_attention_fwd_kernel" and c["RESIDENT"]:
+            scores = c["BLOCK_N"] * c["BLOCK_M"] * c["RESIDENT"]
+        elif r["kernel"] == "_attention_bwd_kernel" and c["FUSED_DQ"]:
+            scores = c["BLOCK_M"] * c["BLOCK_N"]
+        else:
+            continue  # the streaming paths (M > 256) are not work-checked
+        exps = r["ex2_per_thread"] * threads
+        assert exps <= limit * scores, f"{where}: {exps} exps per {scores} scores"
+        issued, needed = _mma_work(r)
+        assert needed <= issued <= limit * needed, f"{where}: {issued} MMA FLOPs issued for {needed}"
+        ctas = -(-r["grid"][0] // HOPPER_SMS) if r["kernel"] == "_attention_fwd_kernel" else 1
+        registers = -(-r["registers"] // 8) * 8 * threads
+        assert registers * ctas <= HOPPER_REGISTERS, f"{where}: {ctas} programs per SM need {registers * ctas} registers"
+        assert (r["shared"] + 1024) * ctas <= HOPPER_SHARED_MEMORY, f"{where}: {ctas} programs per SM overflow shared memory"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA tier compiles and runs the kernels for real")
 def test_kernels_compile_for_sm90_without_gpu():
-    """The MiT configs (bf16, D 64 and 32, M = 256; and the general path) compile for Hopper: no
-    spills, shared memory within the limit, products on warpgroup MMA. The interpreter cannot
-    check any of this."""
+    """The MiT-B5 configs (bf16, the four stages at batch 2 and 18, D 64 and 32, M = 256; and the
+    general path) compile for Hopper and do each piece of work once (check_attention_records).
+    The interpreter cannot check any of this. The forward's grid is one wave of the persistent
+    programs, or every query block when there are fewer."""
     records = compile_for_sm90("mit")
-    check_sm90_records(records)
+    check_attention_records(records)
     assert {r["kernel"] for r in records} >= {"_attention_fwd_kernel", "_attention_bwd_kernel", "_attention_bwd_dq_kernel"}
-    assert all(r["wgmma"] for r in records if r["kernel"] != "_attention_bwd_preprocess_kernel")
+    from fastuda.kernels.attention import fwd_config
+
+    cfg = fwd_config(256, 64, torch.bfloat16)
+    forward = [r for r in records if r["kernel"] == "_attention_fwd_kernel" and r["config"]["RESIDENT"]]
+    grids = sorted({r["grid"][0] for r in forward if r["config"]["BLOCK_D"] == 64})
+    # B * H * N / 64 query blocks at the stages (2 x (1, 2, 5, 8) heads; 16384 .. 256 queries),
+    # capped at one wave: 132 SMs x ctas_per_sm.
+    assert grids == [64, 160, 256, HOPPER_SMS * cfg.ctas_per_sm], grids
+
+
+def test_duplicated_warpgroups_and_mma_sync_are_caught():
+    """The checker fails on what the previous forward and backward compiled to (TTGIR lines of
+    the 64 x 256 score tile over 8 warps, and the dq product on mma.sync)."""
+    from ._sm90_compile import dots
+
+    old = """#mma = #ttg.nvidia_mma<{versionMajor = 3, versionMinor = 0, warpsPerCTA = [8, 1], instrShape = [16, 128, 16]}>
+#mma1 = #ttg.nvidia_mma<{versionMajor = 2, versionMinor = 0, warpsPerCTA = [1, 8], instrShape = [16, 8]}>
+      %s = ttng.warp_group_dot %q, %k, %c {isAsync = true} : !ttg.memdesc<64x64xbf16, #shared1, #smem, mutable> * !ttg.memdesc<64x256xbf16, #shared, #smem> -> tensor<64x256xf32, #mma>
+      %dq = tt.dot %a, %b, %c : tensor<32x256xbf16, #ttg.dot_op<{opIdx = 0, parent = #mma1, kWidth = 2}>> * tensor<256x64xbf16, #ttg.dot_op<{opIdx = 1, parent = #mma1, kWidth = 2}>> -> tensor<32x64xf32, #mma1>
+"""
+    found = dots(old)
+    assert [(d["kind"], d["duplication"], d["bits"]) for d in found] == [("wgmma", 2.0, 16), ("mma.sync", 1.0, 16)]
+    record = dict(kernel="_attention_fwd_kernel", config={}, num_warps=8, stack=0, shared=0, dots=found)
+    with pytest.raises(AssertionError, match="cover the tile 2 times"):
+        check_attention_records([record])
+    with pytest.raises(AssertionError, match="compiled to mma.sync"):
+        check_attention_records([dict(record, dots=found[1:])])
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA tier compiles and runs the kernels for real")
 def test_kernels_compile_for_sm90_every_table_entry():
-    check_sm90_records(compile_for_sm90("all"))
+    check_attention_records(compile_for_sm90("all"))
+
+
+def test_backward_splits_fill_within_the_partial_budget():
+    """The backward splits queries (its only parallelism at small B * H) while the fp32 partial
+    sums stay within PARTIAL_BUDGET of the bytes it must move: at MiT-B5's stages, 3 splits at
+    N = 16384 and none below (a split costs 128 KiB per head at M = 256, D = 64)."""
+    from fastuda.kernels.attention import PARTIAL_BUDGET, num_splits
+
+    want = {16384: 3, 4096: 1, 1024: 1, 256: 1}
+    for B in (2, 18):
+        for H, N in ((1, 16384), (2, 4096), (5, 1024), (8, 256)):
+            splits = num_splits(B, H, N, 256, 64, torch.bfloat16, 32, 1, HOPPER_SMS)
+            assert splits == want[N], (B, H, N, splits)
+            essential = 4 * (N + 256) * 64 * 2 + 4 * N
+            assert splits == 1 or splits * 2 * 256 * 64 * 4 <= PARTIAL_BUDGET * essential
+    assert num_splits(2, 1, 10**6, 256, 64, torch.bfloat16, 32, 1, HOPPER_SMS) == HOPPER_SMS // 2  # one wave at most
+
+
+def test_kernels_reject_a_head_beyond_32_bit_offsets():
+    from fastuda.kernels.attention import attention_bwd, attention_fwd
+
+    q = torch.empty_strided((1, 1, 3, 64), (0, 0, 2**30, 1), device="meta")  # rows 2**30 apart
+    k = v = torch.empty((1, 1, 5, 64), device="meta")
+    with pytest.raises(ValueError, match=r"q spans 2147483711 elements within one \(batch, head\)"):
+        attention_fwd(q, k, v, 0.1)
+    out, lse = torch.empty((1, 1, 3, 64), device="meta"), torch.empty((1, 1, 3), device="meta")
+    with pytest.raises(ValueError, match="q spans"):
+        attention_bwd(out, q, k, v, out, lse, 0.1)
+
+
+def test_kernel_launches_run_under_the_inputs_device(monkeypatch):
+    """Triton launches on the current CUDA device, not on the tensors', so the op enters q's device
+    around both launches. Without a GPU this checks the wiring: the guard is built from the
+    tensors' device (a cuda:1 stand-in) and each launcher runs inside it. That Triton then uses
+    that device needs two GPUs to show."""
+    import contextlib
+    import importlib
+
+    import fastuda.kernels.attention as kernels
+
+    op = importlib.import_module("fastuda.ops.attention")  # the module, not the function it exports
+
+    entered = []
+    monkeypatch.setattr(torch.cuda, "device", lambda device: entered.append(device) or contextlib.nullcontext())
+    with op._on_device_of(torch.empty(0)):
+        pass
+    assert entered == []  # not a CUDA tensor: no guard
+
+    class OnCuda1:
+        device = torch.device("cuda", 1)
+
+    with op._on_device_of(OnCuda1()):
+        pass
+    assert entered == [torch.device("cuda", 1)]
+
+    events = []
+
+    @contextlib.contextmanager
+    def guard(x):
+        events.append(("enter", x.shape))
+        yield
+        events.append("exit")
+
+    def fwd(q, k, v, scale):
+        events.append("fwd")
+        out, lse = reference.attention_forward(q, k, v, scale)
+        return op._empty_bnhd(q).copy_(out), lse
+
+    def bwd(grad_out, q, k, v, out, lse, scale):
+        events.append("bwd")
+        grads = reference.attention_backward(grad_out, q, k, v, out, lse, scale)
+        return tuple(op._empty_bnhd(x).copy_(g) for x, g in zip((q, k, v), grads))
+
+    monkeypatch.setattr(op, "_on_device_of", guard)
+    monkeypatch.setattr(op, "use_triton", lambda device: True)
+    monkeypatch.setattr(kernels, "attention_fwd", fwd)
+    monkeypatch.setattr(kernels, "attention_bwd", bwd)
+    q, k, v = leaf(*make_qkv((1, 2, 5, 3, 8)))
+    ops.attention(q, k, v).sum().backward()
+    assert events == [("enter", q.shape), "fwd", "exit", ("enter", q.shape), "bwd", "exit"]
 
 
 # ----------------------------------------------------------------------------- the MiT module
@@ -331,8 +492,10 @@ def _assert_within_torch_error(got, exact, torch_result, atol, names=("out", "ls
 @pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 @pytest.mark.parametrize("path", ["single_pass", "online"])
 def test_triton_matches_reference_float32(shape, path):
-    """Single-pass softmax + fused-dq backward (all keys in one tile) and the online softmax +
-    separate dq kernel (block_m = 16 < M), each with one and several query chunks per (b, h)."""
+    """All keys in one tile (resident forward, fused-dq backward) and block_m = 16 < M (two
+    resident key tiles at M = 23, the streaming online softmax at M = 40; separate dq kernel),
+    each with one and several programs / query chunks per (b, h); several chunks take the
+    backward's in-kernel reduction of the partial dk, dv."""
     from fastuda.kernels.attention import _pow2
 
     M = shape[3]
@@ -343,7 +506,7 @@ def test_triton_matches_reference_float32(shape, path):
     grad_out = torch.randn(q.shape)
     scale = shape[-1] ** -0.5
     want = _exact(q, k, v, grad_out, scale)
-    for splits in (1, 3):
+    for splits in (None, 3):  # None: the launchers' choice (8 forward programs here)
         got = _triton_fwd_bwd(q, k, v, grad_out, scale, block_m=block_m, splits=splits)
         assert got[0].dtype == torch.float32 and got[1].dtype == torch.float32
         for name, g, w in zip(("out", "lse", "dq", "dk", "dv"), got, want):
@@ -351,10 +514,12 @@ def test_triton_matches_reference_float32(shape, path):
 
 
 @pytest.mark.interpreter
-@pytest.mark.parametrize("shape", [(2, 1, 37, 5, 32), (1, 2, 300, 1, 64), (1, 5, 33, 40, 64)], ids=shape_id)
+@pytest.mark.parametrize("shape", [(2, 1, 37, 5, 32), (1, 2, 300, 1, 64), (1, 5, 33, 40, 64), (1, 5, 100, 32, 64)], ids=shape_id)
 def test_triton_float16_within_torch_error(shape):
     """float16 (the interpreter has no bfloat16 math): error vs a float64 oracle within 2x that of
-    PyTorch's eager float16 attention and its gradients."""
+    PyTorch's eager float16 attention and its gradients. With block_m = 16, M = 32 takes the
+    two-tile resident forward; its 10 query blocks over the interpreter's 8 persistent programs
+    make a program cross heads."""
     q, k, v = make_qkv(shape, torch.float16)
     grad_out = torch.randn(q.shape).half()
     scale = shape[-1] ** -0.5

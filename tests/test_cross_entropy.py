@@ -1,6 +1,8 @@
 """fastuda.ops.weighted_cross_entropy: reference vs the published mmseg loss, Triton vs
 reference (forward and backward), gradcheck, opcheck, torch.compile, input validation."""
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -166,7 +168,8 @@ def test_triton_matches_reference(shape, dtype, with_weight):
 @pytest.mark.interpreter
 @pytest.mark.parametrize("layout", ["channels_last", "sliced"])
 def test_triton_strided_and_chunked(layout):
-    """Strided logits / target / weight and the multi-chunk online softmax (C > BLOCK_C)."""
+    """Strided logits / target / weight; C = 37 takes the two-pass backward, and the in-register
+    backward is forced up to C = 37 too."""
     from fastuda.kernels.cross_entropy import cross_entropy_bwd, cross_entropy_fwd
 
     logits, target, weight = make_case((2, 37, 11, 30))
@@ -178,9 +181,9 @@ def test_triton_strided_and_chunked(layout):
     grad_loss = torch.tensor(1.3)
     want = reference.weighted_cross_entropy(logits, target, weight, 255)
     want_grad = reference.weighted_cross_entropy_backward(grad_loss, logits, target, weight, 255)
-    for block_c in (8, None):
-        torch.testing.assert_close(cross_entropy_fwd(logits, target, weight, 255, block_c=block_c), want)
-        got_grad = cross_entropy_bwd(grad_loss, logits, target, weight, 255, block_c=block_c)
+    torch.testing.assert_close(cross_entropy_fwd(logits, target, weight, 255), want)
+    for max_register_c in (32, 64):
+        got_grad = cross_entropy_bwd(grad_loss, logits, target, weight, 255, max_register_c=max_register_c)
         torch.testing.assert_close(got_grad, want_grad)
 
 
@@ -206,6 +209,21 @@ def test_triton_backend_dispatch_and_bad_labels(triton_cpu):
     bad, bad_grad = grads_of(ops.weighted_cross_entropy, logits, target, weight)
     assert torch.isnan(bad) and torch.isnan(bad_grad[0, :, 1, 1]).all()
     assert torch.isfinite(bad_grad[1]).all()
+
+
+@pytest.mark.interpreter
+def test_triton_launches_run_under_the_device_guard(triton_cpu, monkeypatch):
+    import fastuda.kernels.cross_entropy as K
+    op = importlib.import_module("fastuda.ops.cross_entropy")
+
+    from .test_pseudo_label import record_launch_guard
+
+    events = record_launch_guard(monkeypatch, op, K, "cross_entropy_fwd", "cross_entropy_bwd")
+    logits, target, weight = make_case((1, 5, 3, 4))
+    grads_of(ops.weighted_cross_entropy, logits, target, weight)
+    fwd, bwd = events[:3], events[3:]
+    assert fwd == [("enter", "cpu"), "cross_entropy_fwd", ("exit", "cpu")]
+    assert bwd == [("enter", "cpu"), "cross_entropy_bwd", ("exit", "cpu")]
 
 
 # ----------------------------------------------------------------------------- tier 3: CUDA

@@ -235,3 +235,60 @@ def test_workers_draw_distinct_reproducible_crops(tmp_path):
     assert not any(torch.equal(a, b) for a, b in zip(worker0, worker1))
     torch.testing.assert_close(crops(0), first)
     assert not all(torch.equal(a, b) for a, b in zip(crops(1), first))
+
+
+def _draw_loader(dataset, sampler, workers):
+    return torch.utils.data.DataLoader(dataset, batch_size=2, sampler=sampler, num_workers=workers)
+
+
+def _assert_same(a: dict, b: dict):
+    """Bit for bit: tensors equal, names and indices equal."""
+    assert a.keys() == b.keys()
+    for key in a:
+        same = torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key]
+        assert same, key
+
+
+def test_draws_are_a_function_of_seed_and_draw_index(tmp_path):
+    """What the training loaders hand a file dataset: Draw(file, key=k) from IterationSampler.
+    Crop, flip and cat_max_ratio re-crops follow (seed, k): the same with 0 or 2 workers and
+    from a resumed sampler; other draws of the same file and other seeds crop elsewhere."""
+    import itertools
+    import pickle
+
+    from fastuda.data.sampler import Draw, IterationSampler
+
+    root = write_fake_gta(tmp_path / "gta", count=3, size=(120, 90))
+    pipeline = Pipeline(crop_size=(32, 32), cat_max_ratio=0.75, flip_prob=0.5)
+    dataset = gta5(root, pipeline=pipeline, seed=4)
+    draw = pickle.loads(pickle.dumps(Draw(2, key=17)))  # as the sampler's indices travel to a worker
+    assert int(draw) == 2 and draw.key == 17
+    _assert_same(dataset[draw], dataset[Draw(2, 17)])
+    same_file = [dataset[Draw(2, k)]["image"] for k in range(6)]
+    assert len({tuple(x.flatten()[:64].tolist()) for x in same_file}) > 3
+    assert not torch.equal(gta5(root, pipeline=pipeline, seed=5)[draw]["image"], dataset[draw]["image"])
+
+    def batches(start, workers, count):
+        loader = _draw_loader(dataset, IterationSampler(len(dataset), 0, start), workers)
+        return list(itertools.islice(iter(loader), count))
+
+    straight = batches(0, 0, 5)  # 10 draws of 3 files: four epochs
+    assert [int(i) for b in straight for i in b["index"]] == [int(d) for d in
+                                                            itertools.islice(IterationSampler(3, 0), 10)]  # fmt: skip
+    for got, want in zip(batches(0, 2, 5), straight, strict=True):
+        _assert_same(got, want)
+    for got, want in zip(batches(6, 2, 2), straight[3:], strict=True):  # resumed at iteration 3 (draw 6)
+        _assert_same(got, want)
+
+
+def test_rare_class_sampling_draw_k_is_a_function_of_k(tmp_path):
+    """RCS's class, file and every re-crop of draw k come from one generator seeded by (seed, k)."""
+    from fastuda.uda.rcs import RareClassSampling
+
+    root = write_fake_gta(tmp_path / "gta", count=3, size=(120, 90))
+    dataset = gta5(root, pipeline=Pipeline(crop_size=(32, 32), cat_max_ratio=0.75, flip_prob=0.5))
+    rcs = RareClassSampling(dataset, 19, min_pixels=0, min_crop_ratio=2.0, seed=3)
+    first = [rcs[k] for k in range(4)]
+    for k in (2, 0, 3, 1):
+        _assert_same(rcs[k], first[k])
+    assert not torch.equal(first[0]["image"], first[1]["image"])

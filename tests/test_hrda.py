@@ -1,5 +1,7 @@
 """HRDA segmentor: the three modes at small sizes (context 128, detail 64), sliding-window
-coverage and averaging, crop alignment, the fixed-attention ablation, checkpoint names."""
+coverage and averaging, crop alignment, the fixed-attention ablation, checkpoint names;
+slide inference against a transcription of the published mmseg / HRDA functions at sizes
+that are not multiples of 32 or of the stride."""
 
 import pytest
 import torch
@@ -109,6 +111,119 @@ def test_slide_inference_places_and_averages_windows():
     model = Echo(_PoolBackbone(), 3, detail_crop=64, test_window=128, test_stride=64, fixed_attention=0.5)
     img = torch.randn(2, 3, 150, 230)
     torch.testing.assert_close(model.slide_inference(img), img * 2)
+
+
+# ---------------------------------------------------------------- the published test-time inference
+# Transcribed from mmseg 0.16 EncoderDecoder.slide_inference and HRDA's HRDAEncoderDecoder.encode_decode /
+# extract_slide_feat / HRDAHead.decode_hr + forward (lhoyer/HRDA): loops, F.pad and count matrices as
+# published, written independently of fastuda.models.slide.
+
+
+def fast_hrda(num_classes=5):
+    """small_hrda's geometry with the demo encoder and 32-wide heads: the oracle tests run many windows."""
+    from fastuda.models.daformer_head import DAFormerHead
+
+    torch.manual_seed(0)
+    model = HRDASegmentor(mit("mit_demo"), num_classes, detail_crop=64, test_window=128, test_stride=64)
+    dims = model.backbone.out_channels
+    model.decode_head.head = DAFormerHead(dims, num_classes, embed_dim=32, channels=32)
+    model.decode_head.scale_attention = DAFormerHead(dims, num_classes, embed_dim=32, channels=32, fusion="conv")
+    return model.eval()
+
+
+def _mmseg_slide_inference(encode_decode, img, crop, stride, num_classes):
+    h_stride, w_stride = stride
+    h_crop, w_crop = crop
+    batch_size, _, h_img, w_img = img.size()
+    h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+    preds = img.new_zeros((batch_size, num_classes, h_img, w_img))
+    count_mat = img.new_zeros((batch_size, 1, h_img, w_img))
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y1, x1 = h_idx * h_stride, w_idx * w_stride
+            y2, x2 = min(y1 + h_crop, h_img), min(x1 + w_crop, w_img)
+            y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)  # a window larger than the image: no padding
+            crop_seg_logit = encode_decode(img[:, :, y1:y2, x1:x2])
+            preds += F.pad(crop_seg_logit, (int(x1), int(preds.shape[3] - x2), int(y1), int(preds.shape[2] - y2)))
+            count_mat[:, :, y1:y2, x1:x2] += 1
+    assert (count_mat == 0).sum() == 0
+    return preds / count_mat
+
+
+def _hrda_encode_decode(model, img):
+    """HRDA's test-mode encode_decode: scales [0.5, 1], hr_slide_inference with overlapping crops."""
+    resize = lambda x, **kw: F.interpolate(x, mode="bilinear", align_corners=False, **kw)  # noqa: E731
+    lr_feats = model.backbone(resize(img, scale_factor=0.5))
+    h_crop = w_crop = model.detail_crop
+    h_stride, w_stride = h_crop // 2, w_crop // 2
+    bs, _, h_img, w_img = img.size()
+    h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+    crop_imgs, boxes = [], []
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y1, x1 = h_idx * h_stride, w_idx * w_stride
+            y2, x2 = min(y1 + h_crop, h_img), min(x1 + w_crop, w_img)
+            y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
+            crop_imgs.append(img[:, :, y1:y2, x1:x2])
+            boxes.append([y1, y2, x1, x2])
+    crop_seg_logits = model.decode_head.head(model.backbone(torch.cat(crop_imgs)))
+    boxes = [[int(v / 4) for v in box] for box in boxes]  # scale_box(box, os=4)
+    h_hr, w_hr = max(b[1] for b in boxes), max(b[3] for b in boxes)
+    preds = torch.zeros((bs, crop_seg_logits.shape[1], h_hr, w_hr))
+    count_mat = torch.zeros((bs, 1, h_hr, w_hr))
+    for i, (y1, y2, x1, x2) in enumerate(boxes):
+        preds += F.pad(crop_seg_logits[i * bs : (i + 1) * bs], (x1, preds.shape[3] - x2, y1, preds.shape[2] - y2))
+        count_mat[:, :, y1:y2, x1:x2] += 1
+    hr_seg = preds / count_mat
+    lr_seg = model.decode_head.head(lr_feats)
+    att = torch.sigmoid(model.decode_head.scale_attention(lr_feats))
+    up_lr_seg = resize((1 - att) * lr_seg, scale_factor=2)
+    fused = resize(att, scale_factor=2) * hr_seg + up_lr_seg
+    return resize(fused, size=img.shape[2:])
+
+
+@pytest.mark.parametrize("size", [(150, 230), (96, 120)])
+def test_hrda_slide_inference_is_the_published_one(size):
+    """Window 128, stride 64, detail 64: 150 and 230 are no multiples of 32, 8 or the stride
+    (the windows are; the overlaps are uneven); 96 x 120 is smaller than the window."""
+    model = fast_hrda()
+    img = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        got = model.slide_inference(img)
+        want = _mmseg_slide_inference(lambda x: _hrda_encode_decode(model, x), img, (128, 128), (64, 64), 5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
+
+
+def test_hrda_pads_only_where_the_published_code_fails():
+    """A window side that is no multiple of 8 (here the whole 100 x 122 image, smaller than the
+    window) breaks the published two-scale shapes; it is padded to 104 x 128 and cut back."""
+    model = fast_hrda()
+    img = torch.randn(1, 3, 100, 122)
+    with torch.no_grad():
+        got = model.slide_inference(img)
+        want = _hrda_encode_decode(model, F.pad(img, (0, 6, 0, 4)))[:, :, :100, :122]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("size, crop, stride", [((75, 130), (48, 64), (32, 40)), ((40, 300), (48, 64), (48, 64))])
+def test_evaluate_slide_inference_is_mmsegs(size, crop, stride):
+    """fastuda.evaluate's slide (the same function) on a DAFormer model: windows clipped to a smaller
+    image, uneven overlaps and sides that are no multiple of 32 or of the stride."""
+    from fastuda.evaluate import slide_inference
+
+    torch.manual_seed(0)
+    model = build_model(backbone="mit_demo", num_classes=4).eval()
+    img = torch.randn(2, 3, *size)
+
+    def encode_decode(x):
+        return F.interpolate(model(x), size=x.shape[2:], mode="bilinear", align_corners=False)
+
+    with torch.no_grad():
+        got = slide_inference(model, img, crop, stride)
+        want = _mmseg_slide_inference(encode_decode, img, crop, stride, 4)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_detail_box_alignment_and_range():

@@ -2,6 +2,7 @@
 bilinear-matrix oracle, Triton vs reference (forward and backward), gradcheck, opcheck,
 torch.compile (a changing box must not recompile), input validation."""
 
+import importlib
 import math
 
 import pytest
@@ -425,6 +426,22 @@ def test_triton_backend_dispatch_and_opcheck(triton_cpu):
     torch.library.opcheck(torch.ops.fastuda.scale_fusion.default, args)
 
 
+@pytest.mark.interpreter
+def test_triton_launches_run_under_the_device_guard(triton_cpu, monkeypatch):
+    import fastuda.kernels.scale_fusion as K
+    op = importlib.import_module("fastuda.ops.scale_fusion")
+
+    from .test_pseudo_label import record_launch_guard
+
+    events = record_launch_guard(monkeypatch, op, K, "scale_fusion_fwd", "scale_fusion_bwd")
+    lr = torch.randn(1, 2, 3, 4, requires_grad=True)
+    att = torch.rand(1, 2, 3, 4, requires_grad=True)
+    hr = torch.randn(1, 2, 6, 8, requires_grad=True)
+    ops.scale_fusion(lr, att, hr, None, 2).sum().backward()
+    assert events[:3] == [("enter", "cpu"), "scale_fusion_fwd", ("exit", "cpu")]
+    assert events[3:] == [("enter", "cpu"), "scale_fusion_bwd", ("exit", "cpu")]
+
+
 # ----------------------------------------------------------------------------- tier 3: CUDA
 
 # HRDA training (stride-4 logits of a 1024 context crop at half resolution: 128 x 128,
@@ -537,9 +554,9 @@ def compile_kernels_for_sm90(has_box, classwise):
     common = dict(lr_ptr=f32, att_ptr=f32, hr_ptr=f32, box_ptr=box, h=h, w=w, hd=hd, wd=wd, C=C,
                   **strides("l", C * h * w, h * w, w), **strides("a", CA * h * w, h * w if classwise else 0, w),
                   **strides("h", C * hd * wd, hd * wd, wd), **strides("g", C * S * S * h * w, S * S * h * w, S * w))  # fmt: skip
-    by, bx = K.FWD_BLOCK
-    fwd = dict(common, out_ptr=f32, num_tiles_x=triton.cdiv(S * w, bx))
-    compile_for_sm90(K._scale_fusion_fwd_kernel, fwd, dict(ACC=tl.float32, S=S, HAS_BOX=has_box, BLOCK_Y=by, BLOCK_X=bx), K.FWD_NUM_WARPS)
+    bi, bj = K.FWD_BLOCK[S]
+    fwd = dict(common, out_ptr=f32, num_tiles_j=triton.cdiv(w, bj))
+    compile_for_sm90(K._scale_fusion_fwd_kernel, fwd, dict(ACC=tl.float32, S=S, HAS_BOX=has_box, BLOCK_I=bi, BLOCK_J=bj), K.FWD_NUM_WARPS)
     bi, bj = K.BWD_BLOCK[S]
     bwd = dict(common, grad_ptr=f32, dlr_ptr=f32, datt_ptr=f32, dhr_ptr=f32, num_att_planes=C,
                num_tiles_j=triton.cdiv(w, bj), num_lr_tiles=triton.cdiv(h, bi) * triton.cdiv(w, bj),

@@ -163,6 +163,34 @@ def test_strong_augment_generator_reproducible():
     assert torch.equal(a, b) and not torch.equal(a, x)
 
 
+def test_mic_jitter_shares_one_order_per_batch():
+    """MIC's one strong_transform call per batch: kornia draws per-image factors and ONE order.
+    The draws are replayed from the generator and the four ops applied one after the other."""
+    x = _image(5, 8, 8).double()
+    g = torch.Generator().manual_seed(11)
+    y = augment.color_jitter(x, g, prob=1.0, strength=0.2, shared=True)
+    g = torch.Generator().manual_seed(11)
+    torch.rand((), generator=g)  # apply
+    f = [0.8 + 0.4 * torch.rand(5, generator=g).double() for _ in range(3)]
+    f.append(-0.2 + 0.4 * torch.rand(5, generator=g).double())
+    order = torch.rand(1, 4, generator=g).argsort(1)[0].tolist()
+    ops = (augment._brightness, augment._contrast, augment._saturation, augment._hue)
+    m, s = augment._stats(x, augment.IMAGENET_MEAN, augment.IMAGENET_STD)
+    for i in range(5):
+        xi = (x[i : i + 1] * s + m).clamp(0, 1)
+        for j in order:
+            xi = ops[j](xi, f[j][i : i + 1])
+        torch.testing.assert_close(y[i : i + 1], (xi - m) / s, rtol=1e-6, atol=1e-6)
+
+
+def test_mic_blur_shares_one_sigma_per_batch():
+    x = _image(1, 24, 24).expand(4, 3, 24, 24)  # four copies of one image
+    shared = augment.gaussian_blur(x, torch.Generator().manual_seed(2), 1.0, shared=True)
+    assert all(torch.equal(shared[0], shared[i]) for i in range(1, 4)) and not torch.equal(shared, x)
+    own = augment.gaussian_blur(x, torch.Generator().manual_seed(2), 1.0)  # ClassMix: a sigma per image
+    assert not torch.equal(own[0], own[1])
+
+
 # ---------------------------------------------------------------- FD
 
 

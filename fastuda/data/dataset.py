@@ -10,14 +10,19 @@ Which label file is read: the converted ``*_labelTrainIds.png`` when it exists
 Cityscapes), else the released label through its lookup table. Both give the
 same train ids; the converted file is faster to read.
 
-Randomness in workers: each process draws crops and flips from its own
-``torch.Generator``. In a DataLoader worker it is seeded from the worker's
-seed (``get_worker_info().seed``: the loader's base seed + worker id, drawn
-anew each epoch unless workers persist), so workers differ, and a run is
-reproducible for a given loader seed (``make_loader(seed=...)``) and worker
-count. In the main process (``workers=0``) it is seeded from the dataset's
-``seed`` or else ``torch.initial_seed()``. The dataset name is mixed in, so
-a source and a target dataset with the same seed do not crop alike.
+Randomness: a pipeline draws its crop, flip and cat_max_ratio re-crops from
+the generator it is given. ``dataset[Draw(file, key=k)]`` (what the training
+loaders' ``IterationSampler`` yields) seeds it from (``seed``, the dataset
+name, k): the draw is a pure function of the seed and the global draw index,
+the same in every worker process, for any number of workers, and after a
+resume. ``dataset.item(file, generator)`` takes the generator from the caller
+(rare class sampling does). A plain int index (a user's own DataLoader,
+``make_loader``) draws from a per-process generator instead: seeded in a
+DataLoader worker from the worker's seed (``get_worker_info().seed``: the
+loader's base seed + worker id), so workers differ and a run is reproducible
+for a given loader seed and worker count; in the main process from ``seed``
+or else ``torch.initial_seed()``. The dataset name is mixed in, so a source
+and a target dataset with the same seed do not crop alike.
 """
 
 import os
@@ -31,6 +36,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from ._io import read_image, read_label
 from .labels import CITYSCAPES_CLASSES, NUM_CLASSES, LabelFormat, train_ids
+from .sampler import draw_generator
 from .transforms import Pipeline
 
 _SHOW = 5  # file names quoted in an error before "and N more"
@@ -106,6 +112,14 @@ class SegmentationDataset(Dataset):
         return read_label(sample.label, sample.label_format)
 
     def __getitem__(self, index: int) -> dict:
+        key = getattr(index, "key", None)  # a sampler's Draw: its random draws follow the draw index
+        generator = None
+        if self.pipeline is not None:
+            generator = draw_generator(self.seed, self.name, key) if key is not None else self._worker_generator()
+        return self.item(int(index), generator)
+
+    def item(self, index: int, generator: torch.Generator | None) -> dict:
+        """``dataset[index]`` with the pipeline's random draws taken from ``generator``."""
         sample = self.samples[index]
         image, label = self.read(index)
         if label is not None and tuple(label.shape) != tuple(image.shape[-2:]):
@@ -119,7 +133,7 @@ class SegmentationDataset(Dataset):
             if label is not None:
                 out["label"] = label.long()
         else:
-            out = self.pipeline(image, label, self._worker_generator())
+            out = self.pipeline(image, label, generator)
         out["index"] = index
         out["name"] = self.relative(sample.image)
         return out

@@ -13,8 +13,9 @@ torch tensors:
 - crop with mmseg's ``cat_max_ratio`` rule, flip, then normalise only the crop.
 
 Randomness comes from a ``torch.Generator`` passed in, so a pipeline is a pure
-function of (image, label, generator state). ``SegmentationDataset`` gives each
-DataLoader worker its own generator (see there).
+function of (image, label, generator state). In training, ``SegmentationDataset``
+seeds that generator from (seed, dataset, draw index), so every draw is
+reproducible in any worker and after a resume (see there and ``sampler.py``).
 
 Known difference: mmseg pads every segmentation field with 255, the valid mask
 included (which would make padded pixels weigh 255). The mask here pads with 0

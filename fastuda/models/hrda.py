@@ -26,6 +26,7 @@ import fastuda.ops as ops
 
 from .daformer_head import DAFormerHead
 from .segmentor import EncoderDecoder
+from .slide import paste_average, slide_inference, sliding_windows
 
 OUTPUT_STRIDE = 4  # the DAFormer head predicts at 1/4 of its input
 
@@ -96,36 +97,6 @@ def crop_at(x: torch.Tensor, box: torch.Tensor, size: int, dim: int) -> torch.Te
     return x.index_select(dim, rows).index_select(dim + 1, cols)
 
 
-def sliding_windows(height: int, width: int, crop, stride) -> list[tuple[int, int, int, int]]:
-    """mmseg's slide grid: windows of ``crop`` (an int or (h, w), clipped to the image) every
-    ``stride`` (int or (h, w)), the last one flush with the border; (y0, y1, x0, x1) each."""
-    crop_h, crop_w = (crop, crop) if isinstance(crop, int) else crop
-    stride_h, stride_w = (stride, stride) if isinstance(stride, int) else stride
-    crop_h, crop_w = min(crop_h, height), min(crop_w, width)
-    rows = max(height - crop_h + stride_h - 1, 0) // stride_h + 1
-    cols = max(width - crop_w + stride_w - 1, 0) // stride_w + 1
-    boxes = []
-    for r in range(rows):
-        for c in range(cols):
-            y1, x1 = min(r * stride_h + crop_h, height), min(c * stride_w + crop_w, width)
-            boxes.append((y1 - crop_h, y1, x1 - crop_w, x1))
-    return boxes
-
-
-def paste_average(parts: torch.Tensor, boxes, batch: int, size: tuple[int, int], stride: int = 1) -> torch.Tensor:
-    """Averages per-window maps into one canvas: ``parts`` (len(boxes) * batch, C, h, w) holds
-    window i's map for every image at rows [i * batch, (i + 1) * batch); each box (y0, y1, x0, x1)
-    is in input pixels and maps to box / stride on the (batch, C, *size) canvas. Every canvas
-    pixel must be covered by some box."""
-    canvas = parts.new_zeros((batch, parts.shape[1], *size))
-    count = parts.new_zeros((1, 1, *size))
-    for i, (y0, y1, x0, x1) in enumerate(boxes):
-        rows, cols = slice(y0 // stride, y1 // stride), slice(x0 // stride, x1 // stride)
-        canvas[:, :, rows, cols] += parts[i * batch : (i + 1) * batch]
-        count[:, :, rows, cols] += 1
-    return canvas / count
-
-
 class HRDASegmentor(EncoderDecoder):
     """MiT + DAFormer head at two scales with scale attention.
 
@@ -138,7 +109,8 @@ class HRDASegmentor(EncoderDecoder):
       9 crops of a 1024 input, in ONE batched call), overlaps averaged, fused
       with the full attention; returned at the input size.
     * ``slide_inference(img)``: test time: ``forward_pseudo`` on ``test_window``
-      windows every ``test_stride`` (batched), averaged, for any image size.
+      windows every ``test_stride`` (batched), averaged, for any image size
+      (``fastuda.models.slide``, the one slide implementation).
     """
 
     def __init__(
@@ -256,9 +228,19 @@ class HRDASegmentor(EncoderDecoder):
 
     def forward_pseudo(self, img: torch.Tensor) -> torch.Tensor:
         """Logits at the input size: the context at lr_scale plus the detail branch slid over
-        the whole input (overlaps averaged) and fused with the unmasked attention."""
-        self._check_input(img)
+        the whole input (overlaps averaged) and fused with the unmasked attention.
+
+        Published (``HRDAEncoderDecoder.encode_decode``) for sides that are multiples of 8,
+        the sizes it runs on: at others its context and detail maps disagree in size and
+        it fails. Those sides are zero-padded (the mean colour) at the bottom / right to
+        the next multiple of 8 here, and the logits cut back to the input size."""
+        if img.dim() != 4:
+            raise ValueError(f"img must have shape (B, 3, H, W), got {tuple(img.shape)}")
         B, _, H, W = img.shape
+        step = 2 * OUTPUT_STRIDE  # the context (x0.5) output grid must be exactly half the detail one
+        pad_h, pad_w = -H % step, -W % step
+        if pad_h or pad_w:
+            return self.forward_pseudo(F.pad(img, (0, pad_w, 0, pad_h)))[:, :, :H, :W]
         boxes = sliding_windows(H, W, self.detail_crop, self.detail_crop // 2)
         crops = torch.cat([img[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in boxes])  # (len(boxes) * B, 3, d, d)
         context_feats = self.backbone(self._context(img))
@@ -271,19 +253,10 @@ class HRDASegmentor(EncoderDecoder):
         return F.interpolate(fused, size=(H, W), mode="bilinear", align_corners=False)
 
     def slide_inference(self, img: torch.Tensor) -> torch.Tensor:
-        """Test-time logits at the input size for any H, W: windows of ``test_window``
-        every ``test_stride``, batched into one ``forward_pseudo`` call, averaged. The
-        input is padded to a multiple of 32 first (the padding is cut off again)."""
-        if img.dim() != 4:
-            raise ValueError(f"img must have shape (B, 3, H, W), got {tuple(img.shape)}")
-        B, _, H, W = img.shape
-        pad_h, pad_w = -H % 32, -W % 32
-        padded = F.pad(img, (0, pad_w, 0, pad_h))
-        Hp, Wp = padded.shape[2:]
-        boxes = sliding_windows(Hp, Wp, self.test_window, self.test_stride)
-        windows = torch.cat([padded[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in boxes])
-        window_logits = self.forward_pseudo(windows)  # (len(boxes) * B, C, h, w)
-        return paste_average(window_logits, boxes, B, (Hp, Wp))[:, :, :H, :W]
+        """Test-time logits at the input size for any H, W: ``forward_pseudo`` on windows of
+        ``test_window`` every ``test_stride`` over the image as it is, averaged
+        (``fastuda.models.slide.slide_inference``, mmseg's published one)."""
+        return slide_inference(self, img, self.test_window, self.test_stride)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         """Inference logits at the input size (``slide_inference``)."""

@@ -67,3 +67,10 @@ def use_triton(device: torch.device) -> bool:
             "interpreter; set TRITON_INTERPRET=1 before importing fastuda, or use backend 'auto'"
         )
     return True
+
+
+def device_guard(device: torch.device):
+    """Context for a Triton launch on ``device``'s tensors: Triton launches on the CURRENT CUDA
+    device, not on its arguments' device, so without this a ``cuda:1`` tensor would run on GPU 0
+    with pointers into GPU 1. A no-op off CUDA (the interpreter)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()

@@ -1,6 +1,7 @@
 """fastuda.ops.attention: scaled-dot-product attention (no mask, no dropout), fused forward and
 backward; the MiT efficient self-attention's core."""
 
+import contextlib
 import math
 import numbers
 
@@ -21,6 +22,13 @@ def _use_kernel(q: Tensor) -> bool:
     return use_triton(q.device) and not (q.dtype == torch.float64 and q.device.type == "cuda")
 
 
+def _on_device_of(x: Tensor):
+    """Context for a kernel launch on ``x``'s device: Triton launches on the *current* CUDA device,
+    not on the tensors' (torch's own ops follow the tensors), so without it tensors on cuda:1
+    would be handed to a kernel running on cuda:0."""
+    return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
+
+
 def _empty_bnhd(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """Uninitialised (B, H, L, D) like ``x``, stored as (B, L, H, D): the layout the kernels write
     (see kernels/attention.py, ``empty_bnhd``)."""
@@ -37,7 +45,8 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, T
     if _use_kernel(q):
         from fastuda.kernels.attention import attention_fwd
 
-        return attention_fwd(q, k, v, scale)
+        with _on_device_of(q):
+            return attention_fwd(q, k, v, scale)
     out, lse = reference.attention_forward(q, k, v, scale)
     return _empty_bnhd(q).copy_(out), lse
 
@@ -55,7 +64,8 @@ def _attention_backward(
     if _use_kernel(q):
         from fastuda.kernels.attention import attention_bwd
 
-        return attention_bwd(grad_out, q, k, v, out, lse, scale)
+        with _on_device_of(q):
+            return attention_bwd(grad_out, q, k, v, out, lse, scale)
     dq, dk, dv = reference.attention_backward(grad_out, q, k, v, out, lse, scale)
     return _empty_bnhd(q).copy_(dq), _empty_bnhd(k).copy_(dk), _empty_bnhd(v).copy_(dv)
 

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._backend import use_triton
+from ._backend import device_guard, use_triton
 from ._checks import FLOAT_DTYPES, check_bhw, check_int, check_labels, check_tensor
 
 
@@ -13,7 +13,8 @@ def _weighted_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | Non
     if use_triton(logits.device):
         from fastuda.kernels.cross_entropy import cross_entropy_fwd
 
-        return cross_entropy_fwd(logits, target, weight, ignore_index)
+        with device_guard(logits.device):
+            return cross_entropy_fwd(logits, target, weight, ignore_index)
     return reference.weighted_cross_entropy(logits, target, weight, ignore_index)
 
 
@@ -29,7 +30,8 @@ def _weighted_cross_entropy_backward(
     if use_triton(logits.device):
         from fastuda.kernels.cross_entropy import cross_entropy_bwd
 
-        return cross_entropy_bwd(grad_loss, logits, target, weight, ignore_index)
+        with device_guard(logits.device):
+            return cross_entropy_bwd(grad_loss, logits, target, weight, ignore_index)
     return reference.weighted_cross_entropy_backward(grad_loss, logits, target, weight, ignore_index)
 
 

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._backend import use_triton
+from ._backend import device_guard, use_triton
 from ._checks import FLOAT_DTYPES, check_bhw, check_int, check_tensor
 
 WEIGHT_MODES = ("batch", "image")
@@ -23,7 +23,8 @@ def _pseudo_label(
     if use_triton(logits.device):
         from fastuda.kernels.pseudo_label import pseudo_label_fwd
 
-        return pseudo_label_fwd(logits, threshold, ignore_top, ignore_bottom, weight_mode == "image", valid_mask)
+        with device_guard(logits.device):
+            return pseudo_label_fwd(logits, threshold, ignore_top, ignore_bottom, weight_mode == "image", valid_mask)
     return reference.pseudo_label(logits, threshold, ignore_top, ignore_bottom, weight_mode, valid_mask)
 
 

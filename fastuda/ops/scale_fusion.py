@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._backend import use_triton
+from ._backend import device_guard, use_triton
 from ._checks import FLOAT_DTYPES, check_same_device, check_tensor, value_checks_enabled
 
 # The Triton backward unrolls a (2 * scale)^2 gather window at compile time.
@@ -18,7 +18,8 @@ def _scale_fusion(
     if use_triton(lr_logits.device):
         from fastuda.kernels.scale_fusion import scale_fusion_fwd
 
-        return scale_fusion_fwd(lr_logits, attention, hr_logits, crop_box, scale)
+        with device_guard(lr_logits.device):
+            return scale_fusion_fwd(lr_logits, attention, hr_logits, crop_box, scale)
     return reference.scale_fusion(lr_logits, attention, hr_logits, crop_box, scale)
 
 
@@ -35,7 +36,8 @@ def _scale_fusion_backward(
     if use_triton(lr_logits.device):
         from fastuda.kernels.scale_fusion import scale_fusion_bwd
 
-        return scale_fusion_bwd(grad, lr_logits, attention, hr_logits, crop_box, scale)
+        with device_guard(lr_logits.device):
+            return scale_fusion_bwd(grad, lr_logits, attention, hr_logits, crop_box, scale)
     return reference.scale_fusion_backward(grad, lr_logits, attention, hr_logits, crop_box, scale)
 
 

@@ -7,10 +7,19 @@ Published semantics (mmseg/models/utils/dacs_transforms.py with kornia 0.5.8):
   draws its own factors, brightness b ~ U[1-s, 1+s] applied additively
   (x + b - 1), contrast c ~ U[1-s, 1+s] multiplicatively (x * c), saturation
   ~ U[1-s, 1+s] (HSV s * factor), hue h ~ U[-s, s] * 2 pi (HSV rotation), in
-  its own random order, clamped to [0, 1] after each; then re-normalised.
+  a random order, clamped to [0, 1] after each; then re-normalised.
 - Gaussian blur when U(0, 1) > 0.5 (one draw per iteration), sigma ~
-  U(0.15, 1.15) per image, kernel floor(ceil(0.1 d) - 0.5 + ceil(0.1 d) % 2)
+  U(0.15, 1.15), kernel floor(ceil(0.1 d) - 0.5 + ceil(0.1 d) % 2)
   per side d (51 at 512, 103 at 1024), reflect padding, on the normalised image.
+
+Which draws an image shares depends on how the published code calls
+``strong_transform``. DACS calls it once per mixed image (``dacs.py``), so
+after ClassMix every image has its own jitter order and blur sigma
+(``shared=False``, the default). MIC calls it once for the whole masked batch
+(``masking_consistency_module.py``): kornia's ColorJitter then draws one order
+for the batch (its factors stay per image) and ``gaussian_blur`` one sigma, so
+``shared=True`` shares the order and the sigma. The apply/skip decisions are
+one draw per call either way.
 
 Every random number comes from the ``generator`` argument, on the image's
 device; the apply/skip decisions are tensors selected with ``torch.where``,
@@ -97,8 +106,10 @@ def color_jitter(
     strength: float = 0.2,
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
+    shared: bool = False,
 ) -> Tensor:
-    """Colour jitter of the batch with probability ``prob`` (one draw), per-image factors and order."""
+    """Colour jitter of the batch with probability ``prob`` (one draw), per-image factors;
+    the order of the four ops per image, or one order for the batch when ``shared``."""
     B, device = image.shape[0], image.device
     apply = torch.rand((), generator=generator, device=device) < prob  # published: U > 0.2
     s = strength
@@ -109,7 +120,8 @@ def color_jitter(
         _uniform(B, -s, s, generator, device),  # hue, a fraction of a turn
     ]
     ops = (_brightness, _contrast, _saturation, _hue)
-    order = torch.rand(B, 4, generator=generator, device=device).argsort(1)  # (B, 4) a permutation per image
+    # (B, 4): a permutation per image, or one for all (kornia's one randperm(4) per call)
+    order = torch.rand(1 if shared else B, 4, generator=generator, device=device).argsort(1).expand(B, 4)
     m, sd = _stats(image, mean, std)
     x = (image * sd + m).clamp(0, 1)  # [0, 1] RGB (kornia expects it)
     for position in range(4):
@@ -153,12 +165,13 @@ def _blur_axis(x: Tensor, kernel: Tensor, dim: int) -> Tensor:
     return out.view(B, C, H, W)
 
 
-def gaussian_blur(image: Tensor, generator: torch.Generator | None, prob: float = 0.5) -> Tensor:
-    """Gaussian blur of the batch with probability ``prob`` (one draw), sigma ~ U(0.15, 1.15) per image."""
+def gaussian_blur(image: Tensor, generator: torch.Generator | None, prob: float = 0.5, shared: bool = False) -> Tensor:
+    """Gaussian blur of the batch with probability ``prob`` (one draw), sigma ~ U(0.15, 1.15)
+    per image, or one sigma for the batch when ``shared``."""
     B, _, H, W = image.shape
     device = image.device
     apply = torch.rand((), generator=generator, device=device) < prob  # published: U > 0.5
-    sigma = _uniform(B, 0.15, 1.15, generator, device).to(torch.float32)
+    sigma = _uniform(1 if shared else B, 0.15, 1.15, generator, device).to(torch.float32).expand(B)
     x = image
     ky, kx = blur_kernel_size(H), blur_kernel_size(W)
     if ky > 1 and ky // 2 < H:
@@ -169,7 +182,8 @@ def gaussian_blur(image: Tensor, generator: torch.Generator | None, prob: float 
 
 
 def strong_augment(image: Tensor, generator: torch.Generator | None, jitter_prob: float = 0.8,
-                   jitter_strength: float = 0.2, blur_prob: float = 0.5) -> Tensor:  # fmt: skip
-    """Colour jitter then blur, as the published ``strong_transform`` (ClassMix happens before)."""
-    image = color_jitter(image, generator, jitter_prob, jitter_strength)
-    return gaussian_blur(image, generator, blur_prob)
+                   jitter_strength: float = 0.2, blur_prob: float = 0.5, shared: bool = False) -> Tensor:  # fmt: skip
+    """Colour jitter then blur, as the published ``strong_transform`` (ClassMix happens before).
+    ``shared``: one jitter order and one blur sigma for the whole batch (MIC), see the module doc."""
+    image = color_jitter(image, generator, jitter_prob, jitter_strength, shared=shared)
+    return gaussian_blur(image, generator, blur_prob, shared)

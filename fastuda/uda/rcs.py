@@ -8,10 +8,13 @@ holds <= 3000 x min_crop_ratio pixels of c, runs the pipeline again (up to 10
 times; the last crop is kept). min_crop_ratio is 0.5 for DAFormer, 2.0 for
 HRDA / MIC.
 
-``RareClassSampling(dataset, ...)[k]`` ignores nothing: draw ``k`` seeds its
-own generator (with ``seed``), so the k-th draw is the same in any worker and
-after a resume. The class statistics are read from the dataset root when the
-converter wrote them, else computed in memory.
+``RareClassSampling(dataset, ...)[k]`` is draw ``k`` (the global draw index the
+training sampler yields): one generator seeded by (``seed``, k) picks the class
+and the file and then runs every pipeline pass, re-crops included
+(``dataset.item(file, generator)``), so the k-th draw is the same in any worker,
+for any number of workers, and after a resume. A dataset without ``item``
+(in memory, no random pipeline) is indexed plainly. The class statistics are
+read from the dataset root when the converter wrote them, else computed in memory.
 """
 
 from pathlib import Path
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fastuda.data.sampler import draw_generator
 from fastuda.data.stats import SampleStats, class_counts, rcs_probabilities, samples_with_class
 
 RETRIES = 10
@@ -73,15 +77,20 @@ class RareClassSampling(Dataset):
 
     def draw(self, k: int) -> tuple[int, int]:
         """(class, file index) of draw ``k``."""
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + k) % (1 << 63))
+        return self._draw(k)[:2]
+
+    def _draw(self, k: int) -> tuple[int, int, torch.Generator]:
+        """(class, file, the generator the pipeline passes of draw ``k`` continue from)."""
+        g = draw_generator(self.seed, "rcs", k)
         c = self.classes[int(torch.multinomial(self.probs, 1, generator=g))]
         files = self.files[c]
-        return c, files[int(torch.randint(len(files), (), generator=g))]
+        return c, files[int(torch.randint(len(files), (), generator=g))], g
 
     def __getitem__(self, k: int) -> dict:
-        c, index = self.draw(k)
+        c, index, g = self._draw(int(k))
+        fetch = getattr(self.dataset, "item", None)
         for _ in range(RETRIES):
-            sample = self.dataset[index]
+            sample = fetch(index, g) if fetch is not None else self.dataset[index]
             if int((sample["label"] == c).sum()) > self.min_pixels * self.min_crop_ratio:
                 break
         return sample

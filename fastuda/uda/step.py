@@ -171,7 +171,8 @@ def uda_step(
 
     # 5. MIC: the masked, strongly augmented target must predict the teacher's labels
     if u.mic_lambda > 0:
-        masked = strong_augment(tgt_img, generator, u.jitter_prob, u.jitter_strength, u.blur_prob)
+        # published MIC: one strong_transform call for the batch, so one jitter order and blur sigma
+        masked = strong_augment(tgt_img, generator, u.jitter_prob, u.jitter_strength, u.blur_prob, shared=True)
         masked = mask_image(masked, u.mic_block_size, u.mic_mask_ratio, generator)
         box = _detail_box(student, masked, generator)
         with amp:
