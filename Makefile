@@ -3,6 +3,8 @@
 #   make demo    the main job on its default (see README)
 #   make test    the test suite (CPU + Triton-interpreter tiers; CUDA tier when a GPU is present)
 #   make bench   the kernel benchmarks (CPU-sized shapes without a GPU)
+#   make gpu-check  CUDA tier + benchmarks at the real shapes (~8 min on one H200), table
+#                appended to bench/RESULTS.md; skips without a GPU
 #
 # Variables: PYTHON (interpreter that creates .venv), VENV, PYTEST_ARGS,
 # FASTUDA_SKIP_CUDA_BUILD (default: 1 when no NVIDIA GPU is visible: the CUDA
@@ -22,7 +24,7 @@ export FASTUDA_SKIP_CUDA_BUILD
 # one stamp per build flavour: a venv built CPU-only rebuilds once a GPU shows up
 STAMP := $(VENV)/.fastuda-installed-skipcuda$(FASTUDA_SKIP_CUDA_BUILD)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +51,9 @@ bench: $(STAMP)
 	mkdir -p .benchmarks
 	$(PY) -m pytest bench --benchmark-json=.benchmarks/bench.json $(PYTEST_ARGS)
 	$(PY) bench/report.py .benchmarks/bench.json
+
+gpu-check: $(STAMP)
+	$(PY) bench/gpu_check.py
 
 clean:
 	rm -rf build dist *.egg-info fastuda/_C*.so .pytest_cache .benchmarks

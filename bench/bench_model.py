@@ -58,7 +58,7 @@ def setup_hrda(provider):
     label = torch.randint(0, 19, (2, HRDA_CROP, HRDA_CROP), device=DEVICE)
     backend = "auto" if provider == "fastuda" else "reference"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=CUDA)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(DEVICE).manual_seed(0)  # the detail box is drawn on the device
 
     def step():
         with fastuda.ops.use_backend(backend), autocast:

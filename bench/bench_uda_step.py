@@ -12,6 +12,7 @@ import torch
 import fastuda.ops
 from fastuda import config
 from fastuda.runtime.build import build_segmentor
+from fastuda.runtime.compile import compile_student_teacher
 from fastuda.uda import build_optimizer, make_imnet_encoder, make_teacher, uda_step
 
 from .conftest import CUDA, DEVICE
@@ -24,8 +25,10 @@ TINY = [] if CUDA else ["model.backbone=mit_demo", "model.num_classes=19", "uda.
                         "uda.pseudo_ignore_bottom=8"]  # fmt: skip
 
 
-def setup(preset: str, provider: str):
-    """Returns (fn, info): one training iteration of ``preset`` with random data."""
+def setup(preset: str, provider: str, compile_backend: str = "inductor"):
+    """Returns (fn, info): one training iteration of ``preset`` with random data. Providers:
+    ``fastuda`` (fused ops), ``reference`` (fastuda.ops.reference), ``fastuda+compile``
+    (fused ops, the student's forward + loss and the teacher's forward compiled)."""
     if config.preset(preset).hrda.enabled:
         pytest.importorskip("fastuda.models.hrda")
     # random weights: the step is timed, not trained (from_pretrained=False lets FD run without a file)
@@ -41,21 +44,23 @@ def setup(preset: str, provider: str):
     batch = {"source": {"image": torch.randn(2, 3, h, w, device=DEVICE), "label": label},
              "target": {"image": torch.randn(2, 3, h, w, device=DEVICE)}}  # fmt: skip
     generator = torch.Generator(DEVICE).manual_seed(0)
-    backend = "auto" if provider == "fastuda" else "reference"
+    backend = "reference" if provider == "reference" else "auto"
+    fns = compile_student_teacher(compile_backend) if provider.endswith("+compile") else None
     dtype = torch.bfloat16 if CUDA else None
     iteration = [1]
 
     def step():
         with fastuda.ops.use_backend(backend):
             optimizer.zero_grad(set_to_none=True)
-            uda_step(student, teacher, batch, cfg, iteration[0], generator, imnet, dtype)
+            uda_step(student, teacher, batch, cfg, iteration[0], generator, imnet, dtype, fns=fns)
             optimizer.step()
         iteration[0] += 1
 
     return step, dict(preset=preset, backbone=cfg.model.backbone, crop=f"{h}x{w}", batch="2+2")
 
 
-@pytest.mark.parametrize("provider", ["fastuda", "reference"])
+# compiled on GPU only: Inductor takes minutes on a CPU
+@pytest.mark.parametrize("provider", ["fastuda", "reference"] + (["fastuda+compile"] if CUDA else []))
 @pytest.mark.parametrize("preset", list(CASES))
 def test_uda_step(benchmark, measure, preset, provider):
     fn, info = setup(preset, provider)

@@ -29,6 +29,7 @@ from fastuda.runtime import distributed
 from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, build_segmentor, test_settings
 from fastuda.runtime.checkpoint import (Best, load_training_checkpoint, remove_temporaries, restore, resume_config,
                                         resume_path, rng_state, seed_all, training_state, write_checkpoint)  # fmt: skip
+from fastuda.runtime.compile import BACKENDS, compile_student_teacher, graph_breaks
 from fastuda.runtime.evaluation import evaluate, report
 from fastuda.runtime.logging import RunLogger, run_metadata, tee_output
 from fastuda.runtime.pictures import prediction_grid
@@ -41,21 +42,23 @@ def _to(batch: dict, device) -> dict:
 
 def train(cfg: TrainConfig | None, out: str | Path | None = None, resume: str | Path | None = None,
           device: str | None = None, amp: str | None = None, progress: bool = True,
-          max_iters: int | None = None) -> dict:  # fmt: skip
+          max_iters: int | None = None, compile_backend: str | None = None) -> dict:  # fmt: skip
     """Trains ``cfg``; returns {"student", "teacher", "iteration", "eval": last scores, "out", "stopped"}.
 
     ``resume``: a checkpoint to continue (the CLI passes ``OUT/latest.pt`` when it exists); ``cfg``
     may then be None (the checkpoint's config). ``max_iters`` stops early (the schedule still runs to
     ``cfg.max_iters``): resuming such a run continues it exactly. Under torchrun every rank calls this.
+    ``compile_backend``: a torch.compile backend ("inductor", "aot_eager") for the student's forward +
+    loss and the teacher's forward (``fastuda.runtime.compile``; the result then has "graph_breaks").
     """
     d = distributed.init(device)
     try:
-        return _train(cfg, out, resume, d, amp, progress and d.main, max_iters)
+        return _train(cfg, out, resume, d, amp, progress and d.main, max_iters, compile_backend)
     finally:
         distributed.close(d)
 
 
-def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters) -> dict:
+def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, compile_backend) -> dict:
     out = Path(out or (Path(resume).parent if cfg is None else cfg.out.format(name=cfg.name)))
     state = load_training_checkpoint(resume) if resume is not None else None
     if state is not None:
@@ -81,6 +84,8 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters) -> d
     start, draws = restore(state, nets, optimizer, scheduler, generator, d.rank) if state is not None else (0, 0)
     dtype = amp_dtype(amp, d.device)
     scaler = torch.amp.GradScaler(d.device.type) if dtype == torch.float16 else None
+    fns = compile_student_teacher(compile_backend) if compile_backend else None
+    breaks_before = graph_breaks()  # the count is per process: report this run's
 
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +140,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters) -> d
         for it in range(start, stop):
             batch = {"source": _to(next(src_iter), d.device), "target": _to(next(tgt_iter), d.device)}
             optimizer.zero_grad(set_to_none=True)
-            loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, dtype, scaler)
+            loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, dtype, scaler, fns)
             distributed.all_reduce_gradients(student, d)
             if scaler is not None:
                 scaler.unscale_(optimizer)
@@ -173,9 +178,15 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters) -> d
             checkpoint(stop)
         if stop == cfg.max_iters and cfg.eval_interval >= 0:
             last_eval = run_eval(stop)
+    result = {"student": student, "teacher": teacher, "iteration": done, "eval": last_eval, "out": out,
+              "stopped": stopped, "rank": d.rank}  # fmt: skip
+    if compile_backend:
+        result["graph_breaks"] = graph_breaks() - breaks_before
+        logger.log(done, {"compile": compile_backend, "graph_breaks": result["graph_breaks"]})
+        if progress:
+            print(f"torch.compile ({compile_backend}): {result['graph_breaks']} graph breaks", flush=True)
     logger.close()
-    return {"student": student, "teacher": teacher, "iteration": done, "eval": last_eval, "out": out,
-            "stopped": stopped, "rank": d.rank}  # fmt: skip
+    return result
 
 
 @cli
@@ -192,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="autocast (default: bf16 on GPU, off on CPU)")
     parser.add_argument("--stop-at", type=int, default=None, help="stop after this iteration (resumable)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--compile", nargs="?", const="inductor", default=None, choices=BACKENDS,
+                        help="torch.compile the student's forward + loss and the teacher's forward "
+                             "(default backend: inductor)")  # fmt: skip
     args = parser.parse_intermixed_args(argv)
     if bad := [o for o in args.overrides if "=" not in o and o.endswith(".pt")]:
         parser.error(f"{bad[0]}: a checkpoint is given with --resume-from {bad[0]}")
@@ -203,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(str(e.args[0]) if e.args else str(e)) from None
     main_rank = int(os.environ.get("RANK", "0")) == 0  # torchrun: one train.log, rank 0's
     with tee_output(out / "train.log", header=run_metadata()["command"]) if main_rank else contextlib.nullcontext():
-        result = train(cfg, out, resume, args.device, args.amp, not args.no_progress, args.stop_at)
+        result = train(cfg, out, resume, args.device, args.amp, not args.no_progress, args.stop_at, args.compile)
+        if "graph_breaks" in result and args.no_progress and result["rank"] == 0:
+            print(f"torch.compile ({args.compile}): {result['graph_breaks']} graph breaks")
         if result["stopped"] and result["rank"] == 0:
             print(f"{result['stopped']}: stopped at iteration {result['iteration']}; run the same command to "
                   f"continue from {out / 'latest.pt'}", file=sys.stderr)  # fmt: skip

@@ -359,3 +359,221 @@ def test_rcs_recrops_until_the_class_is_in_the_crop():
     data.reads = 0
     sample = rcs[k]
     assert data.reads == 3 and int((sample["label"] == 1).sum()) == 20  # > 10 * 0.5 on the third try
+
+
+# ---------------------------------------------------------------- host syncs in the step
+#
+# A host sync is anything that makes the host wait for the device: reading a value
+# (.item(), float(), bool(), .tolist(): aten._local_scalar_dense), an op whose output
+# SHAPE depends on values (nonzero, unique, masked_select, boolean indexing), or a copy
+# between host and device (torch.tensor(..., device=cuda) copies from pageable memory and
+# synchronises; .cpu() waits for the result). The CPU test runs the whole step on meta
+# tensors (shapes only: the step's device stands in for CUDA) under a dispatch mode that
+# fails on each of the three, naming the op and the fastuda line that issued it. Meta
+# has no generator, so the step draws from the global RNG there. What meta cannot see
+# (kernel launchers: the Triton and CUDA code behind the ops) the CUDA-tier test below
+# covers with torch.cuda.set_sync_debug_mode("error").
+
+import contextlib  # noqa: E402
+
+from torch.overrides import TorchFunctionMode  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+
+from fastuda import config as _config  # noqa: E402
+from fastuda.uda import make_imnet_encoder, make_teacher, step as step_module, uda_step  # noqa: E402
+
+_DATA_DEPENDENT = (torch.Tag.dynamic_output_shape, torch.Tag.data_dependent_output)
+_COPIES = (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default)
+
+
+class HostSync(AssertionError):
+    pass
+
+
+def _fastuda_line() -> str:
+    import traceback
+
+    frames = [f for f in traceback.extract_stack() if "/fastuda/" in f.filename]
+    return f"{frames[-1].filename}:{frames[-1].lineno} {frames[-1].line}" if frames else "outside fastuda"
+
+
+class _DeviceOps(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
+        on_device = any(t.device.type != "cpu" for t in tensors)
+        if on_device and func is torch.ops.aten._local_scalar_dense.default:
+            raise HostSync(f"host read of a device value ({func}) at {_fastuda_line()}")
+        if on_device and any(tag in func.tags for tag in _DATA_DEPENDENT):
+            raise HostSync(f"data-dependent output shape ({func}) at {_fastuda_line()}")
+        if func in _COPIES:
+            src = args[1] if func is torch.ops.aten.copy_.default else args[0]
+            if func is torch.ops.aten.copy_.default:
+                dst = args[0].device
+            else:
+                dst = torch.device(kwargs.get("device") or src.device)
+            if (src.device.type == "cpu") != (dst.type == "cpu"):
+                raise HostSync(f"copy {src.device} -> {dst} ({func}) at {_fastuda_line()}")
+        return func(*args, **kwargs)
+
+
+class _HostData(TorchFunctionMode):
+    """torch.tensor(data, device=d) fills a meta (or fake) tensor below the dispatcher, so the
+    copy it makes on a real device is caught here, at the call."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in (torch.tensor, torch.as_tensor, torch.asarray):
+            device = torch.device(kwargs["device"]) if kwargs.get("device") is not None else None
+            data = args[0] if args else kwargs.get("data")
+            from_host = not isinstance(data, torch.Tensor) or data.device.type == "cpu"
+            if device is not None and device.type != "cpu" and from_host:
+                raise HostSync(f"copy cpu -> {device} (torch.{func.__name__} of host data) at {_fastuda_line()}")
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def SyncDetector():  # noqa: N802 (used like a class)
+    """Fails on a host read of a device value, a data-dependent output shape, or a copy
+    between the host and a device, at the op that does it."""
+    with _HostData(), _DeviceOps():
+        yield
+
+
+_TINY = ["data.synthetic_size=32", "data.batch_size=2", "model.backbone=mit_demo", "model.num_classes=6",
+         "model.pretrained=None", "uda.pseudo_ignore_top=2", "uda.pseudo_ignore_bottom=4", "uda.fd_classes=(4,5)",
+         "uda.mic_block_size=8"]  # fmt: skip
+_HRDA = ["data.synthetic_size=64", "hrda.hr_crop_size=32", "uda.mic_block_size=16"]
+STEPS = {"daformer": ("daformer_gta2cs", []), "hrda": ("hrda_gta2cs", _HRDA), "mic": ("mic_hrda_gta2cs", _HRDA)}
+
+
+def _step_setup(name: str, device):
+    """(student, teacher, imnet, batch, cfg) of a tiny ``name`` step on ``device``, random data."""
+    from fastuda.runtime.build import build_segmentor
+
+    preset, extra = STEPS[name]
+    cfg = _config.load_config(preset, _TINY + extra)
+    torch.manual_seed(0)
+    student = build_segmentor(cfg)
+    teacher, imnet = make_teacher(student), make_imnet_encoder(student.backbone)
+    S, K = cfg.data.synthetic_size, cfg.model.num_classes
+    batch = {"source": {"image": torch.randn(2, 3, S, S), "label": torch.randint(0, K, (2, S, S))},
+             "target": {"image": torch.randn(2, 3, S, S)}}  # fmt: skip
+    batch = {d: {k: v.to(device) for k, v in part.items()} for d, part in batch.items()}
+    return student.to(device), teacher.to(device), imnet.to(device), batch, cfg
+
+
+def _meta_step(name: str):
+    student, teacher, imnet, batch, cfg = _step_setup(name, "meta")
+    with SyncDetector():
+        loss, logs = uda_step(student, teacher, batch, cfg, 1, None, imnet)
+    return loss, logs, student
+
+
+@pytest.mark.parametrize("name", list(STEPS))
+def test_uda_step_has_no_host_sync(name):
+    loss, logs, student = _meta_step(name)
+    assert loss.device.type == "meta" and ("loss_mic" in logs) == (name == "mic") and "loss_fd" in logs
+    assert all(p.grad is not None for p in student.decode_head.parameters())  # the backward ran under the detector
+
+
+def _old_stats(x, mean, std):  # the per-call constant the step used to build (a host-to-device copy)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) / 255
+    return m, torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) / 255
+
+
+def _host_box(model, image, generator):  # the host-drawn HRDA box the step used to pass (ints)
+    from fastuda.models.hrda import random_detail_box
+
+    return random_detail_box(*image.shape[-2:], model.detail_crop, model.crop_divisible)
+
+
+def _reads_value(image, *args, **kwargs):
+    if float(image.mean()) > 1e9:  # a host read planted in the step
+        pass
+    return image
+
+
+def _boolean_index(image, *args, **kwargs):
+    return image[image.isfinite()].view_as(image)  # a boolean-mask read: its size depends on the values
+
+
+PLANTS = {
+    "constant copy": ("daformer", augment, "_stats", _old_stats, "copy cpu -> meta"),
+    "host HRDA box": ("hrda", step_module, "_detail_box", _host_box, "copy cpu -> meta"),
+    "value read": ("daformer", step_module, "strong_augment", _reads_value, "host read"),
+    "boolean mask": ("mic", step_module, "strong_augment", _boolean_index, "data-dependent"),
+}
+
+
+@pytest.mark.parametrize("plant", list(PLANTS))
+def test_planted_host_sync_fails_the_step(plant, monkeypatch):
+    """The detector can fail: each kind of sync, planted in a full step, is caught and located."""
+    name, module, attr, planted, message = PLANTS[plant]
+    monkeypatch.setattr(module, attr, planted)
+    with pytest.raises(HostSync, match=message) as info:
+        _meta_step(name)
+    assert "fastuda/" in str(info.value)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", list(STEPS))
+def test_uda_step_no_host_sync_on_cuda(name):
+    """The real kernels (Triton, CUDA ClassMix) under torch.cuda.set_sync_debug_mode("error"):
+    one warm-up step (lazy initialisation may sync once), then two checked steps."""
+    student, teacher, imnet, batch, cfg = _step_setup(name, "cuda")
+    generator = torch.Generator("cuda").manual_seed(0)
+    uda_step(student, teacher, batch, cfg, 0, generator, imnet, torch.bfloat16)
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for it in (1, 2):
+            student.zero_grad(set_to_none=True)
+            loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, torch.bfloat16)
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    assert torch.isfinite(loss) and ("loss_mic" in logs) == (name == "mic")
+
+
+@pytest.mark.cuda
+def test_scale_fusion_host_box_no_sync_on_cuda():
+    """A Python-int box reaches the GPU through a pinned, asynchronous copy."""
+    import fastuda.ops as ops
+
+    lr, att = torch.randn(2, 5, 16, 16, device="cuda"), torch.rand(2, 5, 16, 16, device="cuda")
+    hr = torch.randn(2, 5, 8, 12, device="cuda")
+    want = ops.scale_fusion(lr, att, hr, torch.tensor([4, 12, 8, 20], device="cuda"))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = ops.scale_fusion(lr, att, hr, (4, 12, 8, 20))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_device_box_draws_as_the_host_box():
+    """random_detail_box on a device makes the published draw (tested on the host form in test_hrda)."""
+    from fastuda.models.hrda import random_detail_box
+
+    for seed in range(20):
+        host = random_detail_box(96, 160, 32, 8, torch.Generator().manual_seed(seed))
+        device = random_detail_box(96, 160, 32, 8, torch.Generator().manual_seed(seed), device="cpu")
+        assert device.dtype == torch.int64 and tuple(device.tolist()) == host
+
+
+def test_device_constants_cached_and_trace_safe():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from fastuda.uda._constants import device_constant
+
+    a = device_constant((0.5, 2.0, 3.0), "cpu", torch.float32)
+    assert a is device_constant([0.5, 2.0, 3.0], torch.device("cpu"), torch.float32)
+    torch.testing.assert_close(a, torch.tensor([0.5, 2.0, 3.0]))
+    with torch.inference_mode():
+        b = device_constant((1, 2), "cpu", torch.int64)
+    assert not b.is_inference() and b.tolist() == [1, 2]
+    with FakeTensorMode():  # never cached: a fake tensor must not reach a later real step
+        fake = device_constant((7.0,), "cpu", torch.float16)
+    assert device_constant((7.0,), "cpu", torch.float16) is not fake

@@ -66,28 +66,46 @@ class HRDAHead(nn.Module):
         return torch.sigmoid(self.scale_attention(features))
 
 
-def random_detail_box(height: int, width: int, crop: int, divisible: int, generator: torch.Generator | None = None):
-    """(y0, y1, x0, x1) of a ``crop`` x ``crop`` box inside (height, width) with
-    offsets divisible by ``divisible``, drawn as HRDA's get_crop_bbox does:
-    offset = randint(0, (margin + 1) // divisible) * divisible. The draw uses a
-    CPU generator, so there is no device sync."""
+def random_detail_box(height: int, width: int, crop: int, divisible: int, generator: torch.Generator | None = None,
+                      device: torch.device | str | None = None):  # fmt: skip
+    """A ``crop`` x ``crop`` box (y0, y1, x0, x1) inside (height, width) with offsets
+    divisible by ``divisible``, drawn as HRDA's get_crop_bbox does: offset =
+    randint(0, (margin + 1) // divisible) * divisible, y then x, from ``generator``.
+
+    ``device=None``: 4 Python ints (a CPU draw). Otherwise a (4,) int64 tensor drawn on
+    ``device`` from a generator on that device: the training step's form, which never
+    reaches the host (no sync) and traces as a tensor under torch.compile. Both forms
+    make the same draws from the same generator state."""
     if crop > height or crop > width:
         raise ValueError(f"detail crop {crop} does not fit the input {height}x{width}")
 
-    def offset(margin: int) -> int:
+    def offset(margin: int) -> torch.Tensor:
         choices = max((margin + 1) // divisible, 1)
-        return int(torch.randint(0, choices, (), generator=generator)) * divisible
+        return torch.randint(0, choices, (), generator=generator, device=device) * divisible
 
     y, x = offset(height - crop), offset(width - crop)
-    return y, y + crop, x, x + crop
+    if device is None:
+        y, x = int(y), int(x)  # a CPU tensor: no sync
+        return y, y + crop, x, x + crop
+    return torch.stack([y, y + crop, x, x + crop])
+
+
+def crop_at(x: torch.Tensor, box: torch.Tensor, size: int, dim: int) -> torch.Tensor:
+    """The ``size`` x ``size`` window of ``x`` at rows box[0].. (dim) and columns box[2]..
+    (dim + 1), for a box held on the device: index_select reads the offsets on the device,
+    where slicing would need them on the host (a sync)."""
+    rows = box[0] + torch.arange(size, device=x.device)
+    cols = box[2] + torch.arange(size, device=x.device)
+    return x.index_select(dim, rows).index_select(dim + 1, cols)
 
 
 class HRDASegmentor(EncoderDecoder):
     """MiT + DAFormer head at two scales with scale attention.
 
     Three modes:
-    * ``forward_train(img)``: one random detail box per call, shared across the
-      batch; returns (fused logits (B, C, H/4, W/4), detail logits (B, C, d/4, d/4), box).
+    * ``forward_train(img, generator)``: one random detail box per call, shared across
+      the batch, drawn on the device; returns (fused logits (B, C, H/4, W/4), detail
+      logits (B, C, d/4, d/4), box as a (4,) device tensor).
     * ``forward_pseudo(img)``: the teacher's pseudo-label logits: the detail
       branch slides over the whole input (crop ``detail_crop``, stride half of it:
       9 crops of a 1024 input, in ONE batched call), overlaps averaged, fused
@@ -153,30 +171,58 @@ class HRDASegmentor(EncoderDecoder):
 
     # -- training ------------------------------------------------------------------------------
 
-    def forward_train(self, img: torch.Tensor, generator: torch.Generator | None = None, box=None):
-        """Returns (fused (B, C, H/4, W/4), detail (B, C, crop/4, crop/4), box in input pixels)."""
+    def _device_box(self, box, img: torch.Tensor) -> torch.Tensor:
+        """A caller's box as a (4,) int64 tensor on img's device; host boxes are checked here
+        (and cost one host-to-device copy: the training step draws its boxes on the device)."""
+        if isinstance(box, torch.Tensor):
+            if box.shape != (4,) or box.dtype.is_floating_point or box.dtype == torch.bool:
+                raise ValueError(
+                    f"box must be a (4,) integer tensor (y0, y1, x0, x1), got {box.dtype} {tuple(box.shape)}"
+                )
+            return box.to(img.device, torch.int64)
+        y0, y1, x0, x1 = box
+        H, W = img.shape[2:]
+        d, k = self.detail_crop, self.crop_divisible
+        if y1 - y0 != d or x1 - x0 != d or y0 % k or x0 % k or min(y0, x0) < 0 or y1 > H or x1 > W:
+            raise ValueError(f"box (y0, y1, x0, x1) = {tuple(box)} must be a {d}x{d} box inside {H}x{W} "
+                             f"with offsets divisible by {k}")  # fmt: skip
+        return torch.tensor(box, dtype=torch.int64, device=img.device)
+
+    def forward_train(self, img: torch.Tensor, generator: torch.Generator | None = None, box=None,
+                      return_features: bool = False):  # fmt: skip
+        """Returns (fused (B, C, H/4, W/4), detail (B, C, crop/4, crop/4), box) and, with
+        ``return_features``, the context features (what the ImageNet feature distance uses).
+
+        ``box``: (y0, y1, x0, x1) in input pixels, a (4,) device tensor or 4 ints; None draws
+        one from ``generator`` on img's device (``random_detail_box``). The returned box is
+        a (4,) int64 tensor on img's device; nothing here reads it on the host."""
         self._check_input(img)
         H, W = img.shape[2:]
         if box is None:
-            box = random_detail_box(H, W, self.detail_crop, self.crop_divisible, generator)
-        y0, y1, x0, x1 = box
-        context_feats, detail_feats = self._encode_pair(self._context(img), img[:, :, y0:y1, x0:x1])
+            box = random_detail_box(H, W, self.detail_crop, self.crop_divisible, generator, img.device)
+        else:
+            box = self._device_box(box, img)
+        detail_img = crop_at(img, box, self.detail_crop, 2)  # (B, 3, d, d)
+        context_feats, detail_feats = self._encode_pair(self._context(img), detail_img)
         context = self.decode_head.head(context_feats)  # (B, C, H/8, W/8)
         detail = self.decode_head.head(detail_feats)  # (B, C, crop/4, crop/4)
         attention = self.decode_head.attention(context_feats, context)
-        out_box = tuple(v // OUTPUT_STRIDE for v in box)  # the box on the fused (stride-4) grid
+        out_box = box // OUTPUT_STRIDE  # the box on the fused (stride-4) grid
         fused = ops.scale_fusion(context, attention, detail, crop_box=out_box, scale=2)
+        if return_features:
+            return fused, detail, box, context_feats
         return fused, detail, box
 
     def loss(self, fused, detail, box, label, weight=None) -> torch.Tensor:
         """(1 - lambda_d) CE(fused, label) + lambda_d CE(detail, label in the box), logits
-        resized bilinearly to the label size, pixel-weighted mean over all pixels."""
-        y0, y1, x0, x1 = box
+        resized bilinearly to the label size, pixel-weighted mean over all pixels. ``box``:
+        as ``forward_train`` returns it."""
         fused = F.interpolate(fused, size=label.shape[1:], mode="bilinear", align_corners=False)
         loss = (1 - self.detail_loss_weight) * ops.weighted_cross_entropy(fused, label, weight)
         if self.detail_loss_weight > 0:
-            crop_label = label[:, y0:y1, x0:x1]
-            crop_weight = None if weight is None else weight[:, y0:y1, x0:x1]
+            box = box if isinstance(box, torch.Tensor) else torch.tensor(box, device=label.device)
+            crop_label = crop_at(label, box, self.detail_crop, 1)
+            crop_weight = None if weight is None else crop_at(weight, box, self.detail_crop, 1)
             detail = F.interpolate(detail, size=crop_label.shape[1:], mode="bilinear", align_corners=False)
             loss = loss + self.detail_loss_weight * ops.weighted_cross_entropy(detail, crop_label, crop_weight)
         return loss

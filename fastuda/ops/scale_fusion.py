@@ -113,7 +113,13 @@ def _crop_box_tensor(crop_box, scale: int, lr_logits: Tensor, hr_logits: Tensor)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in crop_box):
         raise TypeError(f"crop_box must hold 4 ints (y0, y1, x0, x1), got {crop_box!r}")
     _check_box_values(tuple(crop_box), scale, out_hw, hr_hw)
-    return torch.tensor(crop_box, dtype=torch.int64, device=lr_logits.device)
+    device = lr_logits.device
+    if device.type != "cuda" or torch.compiler.is_compiling() or torch._guards.detect_fake_mode() is not None:
+        return torch.tensor(crop_box, dtype=torch.int64, device=device)
+    # torch.tensor(..., device="cuda") copies from pageable memory and waits for the stream
+    # (a host sync per call). A pinned source copies asynchronously; the caching host
+    # allocator keeps the pinned block alive until the copy has run.
+    return torch.tensor(crop_box, dtype=torch.int64).pin_memory().to(device, non_blocking=True)
 
 
 def scale_fusion(
@@ -145,7 +151,8 @@ def scale_fusion(
             ``scale``, as 4 ints or a (4,) integer tensor on any device; None:
             hr_logits covers the whole output (a' = attention). Pass a tensor
             when the box changes every step: under torch.compile a tensor box
-            traces once, while Python ints are baked into the graph.
+            traces once, while Python ints are baked into the graph. A host
+            box reaches a CUDA device by an asynchronous pinned copy (no sync).
         scale: the upsampling factor, an int in [1, 4].
 
     Returns:

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._constants import device_constant
+
 
 def downscale_label_ratio(label: Tensor, scale: int, min_ratio: float = 0.75, num_classes: int = 19,
                           ignore_index: int = 255) -> Tensor:  # fmt: skip
@@ -36,8 +38,10 @@ def feature_distance_mask(label: Tensor, feat_hw: tuple[int, int], classes, min_
     scale = label.shape[-1] // feat_hw[-1]
     small = downscale_label_ratio(label, scale, min_ratio, num_classes, ignore_index)
     small = small[:, : feat_hw[0], : feat_hw[1]]
-    things = torch.tensor(tuple(classes), dtype=small.dtype, device=small.device)
-    return torch.isin(small, things)
+    things = device_constant(classes, small.device, small.dtype)  # cached: no host copy per step
+    # a comparison, not torch.isin: isin switches to a unique()-based path (a host sync)
+    # when the class list is long relative to the feature map
+    return (small.unsqueeze(-1) == things).any(-1)
 
 
 def masked_feature_distance(student: Tensor, imnet: Tensor, mask: Tensor | None) -> Tensor:

@@ -9,12 +9,23 @@ returned logs are detached device tensors; the caller decides when to read them.
 
 The segmentor is used through a small interface, so HRDA plugs in unchanged:
 a plain ``EncoderDecoder`` (``extract_features`` + ``decode_head``), or a
-segmentor with ``forward_train(img, generator) -> outputs``,
-``loss(*outputs, label, weight) -> scalar`` and ``forward_pseudo(img) ->
-logits at input size`` (``fastuda.models.hrda.HRDASegmentor``).
+segmentor with ``detail_crop`` / ``crop_divisible``, ``forward_train(img, box=,
+return_features=True) -> (*outputs, features)``, ``loss(*outputs, label, weight)
+-> scalar`` and ``forward_pseudo(img) -> logits at input size``
+(``fastuda.models.hrda.HRDASegmentor``).
+
+Host syncs: every random number is drawn on the device from ``generator``
+(HRDA's detail box too), constants are cached on the device
+(``fastuda.uda._constants``), and no value is read back. ``tests/test_uda.py``
+proves it on CPU (the step on meta tensors, every host read, data-dependent
+shape or host-to-device copy flagged) and on a GPU
+(``torch.cuda.set_sync_debug_mode("error")``). The model calls go through
+``StepFunctions``, which ``--compile`` swaps for compiled ones.
 """
 
 import contextlib
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +33,7 @@ from torch import Tensor, nn
 
 import fastuda.ops as ops
 from fastuda.config import TrainConfig
+from fastuda.models.hrda import random_detail_box
 
 from .augment import strong_augment
 from .ema import ema_update, teacher_mode
@@ -36,23 +48,15 @@ def _resize(logits: Tensor, size) -> Tensor:
 
 
 def segmentation_loss(model: nn.Module, image: Tensor, label: Tensor, weight: Tensor | None,
-                      generator: torch.Generator) -> tuple[Tensor, list[Tensor] | None]:  # fmt: skip
+                      box: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
     """(loss, encoder features): CE of the logits resized to the label, times the
-    pixel weight, mean over all pixels (HRDA: its fused + detail loss, and the
-    context features)."""
+    pixel weight, mean over all pixels (HRDA: its fused + detail loss with the detail
+    ``box``, and the context features). No generator and no hooks: this is the part
+    ``fastuda.runtime.compile`` compiles."""
     if hasattr(model, "forward_train"):
-        # HRDA encodes the context crop first; its features are the ones FD uses (published:
-        # the low-resolution features). A hook keeps them without a second encoder pass.
-        calls = []
-        hook = model.backbone.register_forward_hook(lambda module, args, out: calls.append(out))
-        # HRDA draws its detail box on the host (no sync): a CPU generator, else the global CPU RNG
-        box_generator = generator if generator is not None and generator.device.type == "cpu" else None
-        try:
-            outputs = model.forward_train(image, box_generator)
-        finally:
-            hook.remove()
-        context_feats = [f[: image.shape[0]] for f in calls[0]]
-        return model.loss(*outputs, label, weight), context_feats
+        # HRDA: FD uses the context features (published: the low-resolution features)
+        fused, detail, box, context_feats = model.forward_train(image, box=box, return_features=True)
+        return model.loss(fused, detail, box, label, weight), context_feats
     feats = model.extract_features(image)
     logits = _resize(model.decode_head(feats), label.shape[-2:])
     return ops.weighted_cross_entropy(logits, label, weight), feats
@@ -64,6 +68,23 @@ def teacher_logits(teacher: nn.Module, image: Tensor) -> Tensor:
     if hasattr(teacher, "forward_pseudo"):
         return teacher.forward_pseudo(image)
     return _resize(teacher(image), image.shape[-2:])
+
+
+class StepFunctions(NamedTuple):
+    """The model calls of a step: eager by default, compiled by
+    ``fastuda.runtime.compile.compile_student_teacher``."""
+
+    student_loss: Callable = segmentation_loss  # (model, image, label, weight, box) -> (loss, feats)
+    teacher_logits: Callable = teacher_logits  # (teacher, image) -> logits at the input size
+
+
+def _detail_box(model: nn.Module, image: Tensor, generator: torch.Generator) -> Tensor | None:
+    """HRDA's random detail box, drawn on the device from the step's generator (outside
+    any compiled region: a generator argument breaks a torch.compile graph)."""
+    if not hasattr(model, "forward_train"):
+        return None
+    H, W = image.shape[-2:]
+    return random_detail_box(H, W, model.detail_crop, model.crop_divisible, generator, image.device)
 
 
 def _backward(loss: Tensor, scaler) -> None:
@@ -80,14 +101,17 @@ def uda_step(
     imnet_encoder: nn.Module | None = None,
     autocast_dtype: torch.dtype | None = None,
     scaler=None,
+    fns: StepFunctions | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """One iteration's losses and gradients (the optimiser step is the caller's).
 
     ``batch``: {"source": {"image", "label"}, "target": {"image"[, "valid_mask"]}}
     on the training device. ``generator``: a torch.Generator on that device
-    for ClassMix, augmentation, MIC masks and HRDA crops. Returns the total
-    loss and a dict of detached logs.
+    for ClassMix, augmentation, MIC masks and HRDA crops. ``fns``: the model
+    calls (``StepFunctions()``, eager, by default). Returns the total loss and a
+    dict of detached logs.
     """
+    fns = fns or StepFunctions()
     u = cfg.uda
     device = batch["source"]["image"].device
     amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
@@ -101,10 +125,11 @@ def uda_step(
         ema_update(teacher, student, iteration, u.alpha)
 
     # 1. source loss (+ ImageNet feature distance on thing classes, same graph)
+    box = _detail_box(student, src_img, generator)
     with amp:
-        src_loss, src_feats = segmentation_loss(student, src_img, src_lbl, None, generator)
+        src_loss, src_feats = fns.student_loss(student, src_img, src_lbl, None, box)
         loss = src_loss
-        if u.fd_lambda > 0 and imnet_encoder is not None and src_feats is not None:
+        if u.fd_lambda > 0 and imnet_encoder is not None:
             # the ImageNet encoder sees what the student's features came from (HRDA: the context at 0.5)
             fd_img = src_img if not hasattr(student, "lr_scale") else F.interpolate(
                 src_img, scale_factor=student.lr_scale, mode="bilinear", align_corners=False)
@@ -123,7 +148,7 @@ def uda_step(
     tgt_img = batch["target"]["image"]
     teacher_mode(teacher)
     with amp:
-        t_logits = teacher_logits(teacher, tgt_img)
+        t_logits = fns.teacher_logits(teacher, tgt_img)
     pseudo_lbl, pseudo_w = ops.pseudo_label(
         t_logits, u.pseudo_threshold, u.pseudo_ignore_top, u.pseudo_ignore_bottom, u.pseudo_weight_mode,
         batch["target"].get("valid_mask"),
@@ -137,8 +162,9 @@ def uda_step(
     mix_img = strong_augment(mix_img, generator, u.jitter_prob, u.jitter_strength, u.blur_prob)
 
     # 4. mixed loss, weighted by the pseudo-weight (1 on source pixels)
+    box = _detail_box(student, mix_img, generator)
     with amp:
-        mix_loss, _ = segmentation_loss(student, mix_img, mix_lbl, mix_w, generator)
+        mix_loss, _ = fns.student_loss(student, mix_img, mix_lbl, mix_w, box)
     _backward(mix_loss, scaler)
     logs["loss_mix"] = mix_loss.detach()
     total = total + logs["loss_mix"]
@@ -148,8 +174,9 @@ def uda_step(
         # published MIC: one strong_transform call for the batch, so one jitter order and blur sigma
         masked = strong_augment(tgt_img, generator, u.jitter_prob, u.jitter_strength, u.blur_prob, shared=True)
         masked = mask_image(masked, u.mic_block_size, u.mic_mask_ratio, generator)
+        box = _detail_box(student, masked, generator)
         with amp:
-            mic_loss, _ = segmentation_loss(student, masked, pseudo_lbl, pseudo_w, generator)
+            mic_loss, _ = fns.student_loss(student, masked, pseudo_lbl, pseudo_w, box)
             mic_loss = u.mic_lambda * mic_loss
         _backward(mic_loss, scaler)
         logs["loss_mic"] = mic_loss.detach()
