@@ -139,7 +139,9 @@ def test_checkpoint_contents_and_atomic_write(tmp_path):
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
-def test_uda_step_no_host_sync_and_per_term_backward():
+def test_uda_step_logs_and_per_term_backward():
+    """Logs stay tensors and every term reaches the gradients (the sync-free proof of the step
+    is tests/test_uda.py's detector, which fails on a planted sync)."""
     cfg = tiny("daformer_gta2cs")
     model = build_segmentor(cfg)
     from fastuda.uda import make_imnet_encoder, make_teacher
