@@ -124,10 +124,10 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
             print(f"\niteration {iteration}: target {cfg.data.eval_split}\n{table}", flush=True)
         return result
 
+    src_loader, tgt_loader = build_loaders(cfg, start, d.rank, d.world, draws)  # every data file checked first
     if state is None:
         checkpoint(0)  # from now on there is always a latest.pt to resume from
     # ---- the loop: one uda_step per iteration, the gradient average, the optimiser and the schedule
-    src_loader, tgt_loader = build_loaders(cfg, start, d.rank, d.world, draws)
     src_iter, tgt_iter = iter(src_loader), iter(tgt_loader)
     bar = None
     if progress:
