@@ -14,8 +14,8 @@ NETWORKS = {
     "daformer": ["demo"],
     # HRDA (two-scale, 64 px detail crops slid with stride 32), 19 classes (label-id PNGs too)
     # the same with the 19 Cityscapes classes (a released DAFormer at a tiny size)
-    "daformer19": ["demo", "model.num_classes=19", "data.num_classes=19"],
-    "hrda": ["demo", "hrda.enabled=true", "hrda.hr_crop_size=64", "model.num_classes=19", "data.num_classes=19"],
+    "daformer19": ["demo", "model.num_classes=19"],
+    "hrda": ["demo", "hrda.enabled=true", "hrda.hr_crop_size=64", "model.num_classes=19"],
 }
 
 

@@ -12,7 +12,7 @@ from fastuda.runtime.compile import compile_student_teacher
 from fastuda.uda import make_imnet_encoder, make_teacher, uda_step
 from fastuda.uda.step import _detail_box, segmentation_loss, teacher_logits
 
-_TINY = ["data.batch_size=2", "model.backbone=mit_demo", "model.num_classes=6", "model.pretrained=None",
+_TINY = ["data.batch_size=2", "model.backbone=mit_demo", "model.num_classes=19", "model.pretrained=None",
          "uda.pseudo_ignore_top=2", "uda.pseudo_ignore_bottom=4", "uda.fd_classes=(4,5)"]  # fmt: skip
 MODELS = {
     "daformer": ("daformer_gta2cs", ["data.synthetic_size=32"]),
@@ -22,7 +22,7 @@ MODELS = {
 
 def _setup(name: str):
     preset, extra = MODELS[name]
-    cfg = config.load_config(preset, _TINY + extra)
+    cfg = config.load_config(preset, _TINY + extra, from_pretrained=False)  # random weights: FD on without a file
     torch.manual_seed(0)
     student = build_segmentor(cfg)
     S, K = cfg.data.synthetic_size, cfg.model.num_classes

@@ -6,13 +6,14 @@ import torch
 
 from fastuda import config, train
 from fastuda.data import _fake
+from tests.test_train import demo_weights
 
 
 def _cfg(gta, cs, workers: int) -> config.TrainConfig:
     return config.load_config("daformer_gta2cs", [
         f"data.source_root={gta}", f"data.target_root={cs}", "data.resize=(128,64)", "data.crop_size=(32,32)",
         "data.batch_size=2", f"data.workers={workers}", "data.eval_samples=1", "model.backbone=mit_demo",
-        "model.pretrained=None", "rcs.min_pixels=0", "uda.pseudo_ignore_top=2", "uda.pseudo_ignore_bottom=4",
+        f"model.pretrained={demo_weights()}", "rcs.min_pixels=0", "uda.pseudo_ignore_top=2", "uda.pseudo_ignore_bottom=4",
         "uda.jitter_prob=1.0", "uda.blur_prob=1.0", "max_iters=2", "eval_interval=-1", "checkpoint_interval=0",
         "log_interval=1",
     ])  # fmt: skip

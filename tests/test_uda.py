@@ -440,7 +440,7 @@ def SyncDetector():  # noqa: N802 (used like a class)
         yield
 
 
-_TINY = ["data.synthetic_size=32", "data.batch_size=2", "model.backbone=mit_demo", "model.num_classes=6",
+_TINY = ["data.synthetic_size=32", "data.batch_size=2", "model.backbone=mit_demo", "model.num_classes=19",
          "model.pretrained=None", "uda.pseudo_ignore_top=2", "uda.pseudo_ignore_bottom=4", "uda.fd_classes=(4,5)",
          "uda.mic_block_size=8"]  # fmt: skip
 _HRDA = ["data.synthetic_size=64", "hrda.hr_crop_size=32", "uda.mic_block_size=16"]
@@ -452,7 +452,7 @@ def _step_setup(name: str, device):
     from fastuda.runtime.build import build_segmentor
 
     preset, extra = STEPS[name]
-    cfg = _config.load_config(preset, _TINY + extra)
+    cfg = _config.load_config(preset, _TINY + extra, from_pretrained=False)  # random weights: FD on without a file
     torch.manual_seed(0)
     student = build_segmentor(cfg)
     teacher, imnet = make_teacher(student), make_imnet_encoder(student.backbone)

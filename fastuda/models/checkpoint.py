@@ -439,7 +439,7 @@ def architecture(state: dict, path="checkpoint") -> Architecture:
 def config_architecture(cfg) -> Architecture:
     """The ``Architecture`` a ``TrainConfig`` builds."""
     m = cfg.model
-    head = "hrda" if (cfg.hrda.enabled or m.hrda) else m.decode_head
+    head = "hrda" if cfg.hrda.enabled else m.decode_head
     return Architecture(m.backbone, head, m.num_classes)
 
 
@@ -465,7 +465,7 @@ def config_for(found: Architecture, path="checkpoint"):
     cfg.model.backbone, cfg.model.pretrained = found.backbone, None
     if found.head != "hrda":
         cfg.model.decode_head, cfg.model.embed_dim = found.head, found.embed_dim
-    cfg.model.num_classes = cfg.data.num_classes = found.num_classes
+    cfg.model.num_classes = found.num_classes
     return cfg
 
 
