@@ -29,6 +29,7 @@ from .segmentor import EncoderDecoder
 from .slide import paste_average, slide_inference, sliding_windows
 
 OUTPUT_STRIDE = 4  # the DAFormer head predicts at 1/4 of its input
+MIN_SIDE = 64  # the smallest side forward_pseudo runs on: MiT needs 32 for the x0.5 context
 
 
 class HRDAHead(nn.Module):
@@ -236,12 +237,15 @@ class HRDASegmentor(EncoderDecoder):
         Published (``HRDAEncoderDecoder.encode_decode``) for sides that are multiples of 8,
         the sizes it runs on: at others its context and detail maps disagree in size and
         it fails. Those sides are zero-padded (the mean colour) at the bottom / right to
-        the next multiple of 8 here, and the logits cut back to the input size."""
+        the next multiple of 8 here (sides under 64, where the published code fails too, to
+        64), and the logits cut back to the input size."""
         if img.dim() != 4:
             raise ValueError(f"img must have shape (B, 3, H, W), got {tuple(img.shape)}")
         B, _, H, W = img.shape
         step = 2 * OUTPUT_STRIDE  # the context (x0.5) output grid must be exactly half the detail one
-        pad_h, pad_w = -H % step, -W % step
+        # MiT runs on sides of at least 32 (its first spatial reduction is an 8x8 convolution at
+        # stride 4), so the x0.5 context needs 64: smaller images are padded up to that as well
+        pad_h, pad_w = max(-H % step, MIN_SIDE - H), max(-W % step, MIN_SIDE - W)
         if pad_h or pad_w:
             return self.forward_pseudo(F.pad(img, (0, pad_w, 0, pad_h)))[:, :, :H, :W]
         boxes = sliding_windows(H, W, self.detail_crop, self.detail_crop // 2)
