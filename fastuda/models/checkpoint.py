@@ -294,19 +294,11 @@ def hf_v5_name(key: str) -> str:
     return key
 
 
-def _reverse_blocks(weight: torch.Tensor, parts: int) -> torch.Tensor:
-    """The 1x1 fuse conv's input channels in the other concatenation order: transformers (and
-    the original SegFormer) concatenate the levels deepest first, fastuda's SegFormerHead
-    shallowest first."""
-    return torch.cat(list(weight.chunk(parts, dim=1))[::-1], dim=1)
-
-
 def hf_to_model_keys(state: dict) -> dict:
     """A transformers Segformer state dict (4.x or 5.x names) -> fastuda ``EncoderDecoder`` keys
     (MiT ``backbone.*``; the decode head, when present, as ``SegFormerHead``). k and v
     projections are concatenated into MiT's ``kv``; an image-classification head is dropped."""
     out, kv = {}, {}
-    levels = 1 + max((int(m.group(1)) for k in state if (m := re.match(r"stages\.(\d+)\.", hf_v5_name(k)))), default=0)
     for key, value in state.items():
         name = hf_v5_name(key)
         if m := re.fullmatch(r"stages\.(\d+)\.(.+)", name):
@@ -329,7 +321,7 @@ def hf_to_model_keys(state: dict) -> dict:
         elif m := re.fullmatch(r"decode_head\.linear_projections\.(\d+)\.proj\.(.+)", name):
             out[f"decode_head.linear_c.{m.group(1)}.proj.{m.group(2)}"] = value
         elif name == "decode_head.linear_fuse.weight":
-            out["decode_head.linear_fuse.conv.weight"] = _reverse_blocks(value, levels)
+            out["decode_head.linear_fuse.conv.weight"] = value  # both concatenate the levels deepest first
         elif name.startswith("decode_head.batch_norm."):
             out[f"decode_head.linear_fuse.bn.{name.removeprefix('decode_head.batch_norm.')}"] = value
         elif name.startswith("decode_head.classifier."):
@@ -348,7 +340,6 @@ def model_to_hf_keys(state: dict) -> dict:
     """The inverse of ``hf_to_model_keys``: fastuda MiT (+ SegFormerHead) keys -> transformers 5.x
     names of ``SegformerForSemanticSegmentation`` (encoder keys prefixed ``segformer.``)."""
     block = {v: k for k, v in _HF_BLOCK.items()}
-    levels = sum(1 for k in state if re.fullmatch(r"backbone\.patch_embed\d+\.proj\.weight", k))
     out = {}
     for key, value in state.items():
         if key.endswith("num_batches_tracked") and not key.startswith("decode_head.linear_fuse.bn"):
@@ -369,7 +360,7 @@ def model_to_hf_keys(state: dict) -> dict:
         elif m := re.fullmatch(r"decode_head\.linear_c\.(\d+)\.proj\.(.+)", key):
             out[f"decode_head.linear_projections.{m.group(1)}.proj.{m.group(2)}"] = value
         elif key == "decode_head.linear_fuse.conv.weight":
-            out["decode_head.linear_fuse.weight"] = _reverse_blocks(value, levels)
+            out["decode_head.linear_fuse.weight"] = value
         elif key.startswith("decode_head.linear_fuse.bn."):
             out[f"decode_head.batch_norm.{key.removeprefix('decode_head.linear_fuse.bn.')}"] = value
         elif key.startswith("decode_head.linear_pred."):

@@ -107,7 +107,9 @@ class SegFormerHead(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[2:]
         embedded = [_resize_to(self.linear_c[str(i)](f), size) for i, f in enumerate(features)]
-        return self.linear_pred(self.dropout(self.linear_fuse(torch.cat(embedded, dim=1))))
+        # deepest level first, as SegFormer / mmseg concatenate (torch.cat([_c4, _c3, _c2, _c1])):
+        # released SegFormer-head weights and transformers' fuse conv expect that channel order
+        return self.linear_pred(self.dropout(self.linear_fuse(torch.cat(embedded[::-1], dim=1))))
 
 
 class _ASPPBranch(nn.Module):
