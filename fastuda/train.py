@@ -93,8 +93,8 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
         (out / "config.json").write_text(json.dumps({**to_dict(cfg), "run": run_metadata()}, indent=2))
     logger = RunLogger(out, enabled=d.main, resume_at=start if state is not None else None)
     best = Best(out, before=start if state is not None else None)
-    # read the evaluation split now: a bad one fails here, not after eval_interval iterations
-    eval_set, class_names = build_eval_dataset(cfg) if cfg.eval_interval >= 0 else (None, None)
+    # list and check the evaluation split now: a bad one fails here, not after eval_interval iterations
+    eval_set, class_names = build_eval_dataset(cfg, check=True) if cfg.eval_interval >= 0 else (None, None)
     last_eval: dict = {}
 
     def checkpoint(iteration: int) -> None:

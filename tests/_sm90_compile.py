@@ -25,22 +25,10 @@ if __name__ == "__main__":  # not when a test imports dots(): its process runs t
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.runtime import driver  # noqa: E402
 from triton.runtime.jit import JITFunction  # noqa: E402
 
-
-class _Sm90Driver:
-    """Just enough of a Triton driver for compiling: the target, a device and a stream id."""
-
-    def get_current_target(self):
-        return GPUTarget("cuda", 90, 32)
-
-    def get_current_device(self):
-        return 0
-
-    def get_current_stream(self, device=None):
-        return 0
+from fastuda.kernels.audit import _Sm90Driver  # noqa: E402  (the audit's stand-in driver)
 
 
 # (B, H, N, M, D, dtype, block_m override): the MiT-B5 / b0 shapes, the general paths, D = 128.

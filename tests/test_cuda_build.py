@@ -33,20 +33,24 @@ def test_cuda_source_compiles(source, tmp_path):
     assert result.returncode == 0, result.stderr[-5000:]
 
 
-def test_jit_fallback_builds_the_extension(tmp_path):
-    """Without the prebuilt fastuda._C, fastuda compiles csrc/ with ninja on first use."""
-    import subprocess
+def _jit_python(code: str, tmp_path, **env) -> str:
+    """The last line ``code`` prints in a fresh interpreter whose JIT builds go to ``tmp_path``."""
     import sys
 
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path), **env)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_jit_fallback_builds_the_extension(tmp_path):
+    """Without the prebuilt fastuda._C, fastuda compiles csrc/ with ninja on first use."""
     code = (
         "import torch; from fastuda._ext import _jit_load; _jit_load();"
         "label = torch.tensor([[[0, 2], [255, 2]]]);"
         "print(torch.ops.fastuda.class_presence(label, 3, 255).tolist())"
     )
-    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path), CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-5000:]
-    assert result.stdout.strip().splitlines()[-1] == "[[True, False, True, True]]"
+    assert _jit_python(code, tmp_path, CUDA_VISIBLE_DEVICES="") == "[[True, False, True, True]]"
 
 
 @pytest.mark.slow
@@ -83,8 +87,6 @@ def test_pip_install_links_the_cuda_runtime_torch_loaded(tmp_path):
 def test_jit_build_on_a_gpu_machine_compiles_and_links_the_cuda_kernels(tmp_path):
     """The JIT fallback when torch sees a GPU (faked: the kernels are compiled, not run):
     csrc/*.cu is compiled too and linked against torch's libcudart."""
-    import sys
-
     import torch
 
     if find_nvcc() is None or torch.version.cuda is None:
@@ -94,7 +96,4 @@ def test_jit_build_on_a_gpu_machine_compiles_and_links_the_cuda_kernels(tmp_path
         "from fastuda._ext import _jit_load, has_cuda_kernels; _jit_load();"
         "print(has_cuda_kernels())"
     )
-    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(tmp_path), TORCH_CUDA_ARCH_LIST="9.0")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-5000:]
-    assert result.stdout.strip().splitlines()[-1] == "True"
+    assert _jit_python(code, tmp_path, TORCH_CUDA_ARCH_LIST="9.0") == "True"

@@ -6,7 +6,7 @@ import torch
 
 from fastuda import config, train
 from fastuda.data import _fake
-from tests.test_train import demo_weights
+from tests.test_train import assert_same_networks, demo_weights
 
 
 def _cfg(gta, cs, workers: int) -> config.TrainConfig:
@@ -32,7 +32,4 @@ def test_file_datasets_resume_bit_for_bit(tmp_path):
     assert any(not torch.equal(a[n], b[n]) for n in a)  # the check below compares weights training changed
     resumed = train.train(None, tmp_path / "split", resume=tmp_path / "split" / "latest.pt", progress=False)
     assert resumed["iteration"] == 2
-    for key in ("student", "teacher"):
-        a, b = straight[key].state_dict(), resumed[key].state_dict()
-        for name in a:
-            torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=f"{key}.{name}")
+    assert_same_networks(straight, resumed)

@@ -116,6 +116,14 @@ def test_hrda_code_path_three_iterations(name, tmp_path):
     assert "loss_fd" in last and "loss_mix" in last and ("loss_mic" in last) == (cfg.uda.mic_lambda > 0)
 
 
+def assert_same_networks(straight: dict, resumed: dict) -> None:
+    """The student and teacher of two ``train`` results are equal bit for bit."""
+    for key in ("student", "teacher"):
+        a, b = straight[key].state_dict(), resumed[key].state_dict()
+        for name in a:
+            torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=f"{key}.{name}")
+
+
 def test_resume_equals_straight_run(tmp_path):
     cfg = tiny("daformer_gta2cs", "max_iters=4", "uda.jitter_prob=1.0", "uda.blur_prob=1.0")
     straight = train.train(cfg, tmp_path / "a", progress=False)
@@ -124,10 +132,7 @@ def test_resume_equals_straight_run(tmp_path):
     assert first["iteration"] == 2
     resumed = train.train(None, tmp_path / "b", resume=tmp_path / "b" / "latest.pt", progress=False)
     assert resumed["iteration"] == 4
-    for key in ("student", "teacher"):
-        a, b = straight[key].state_dict(), resumed[key].state_dict()
-        for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{key}.{k}")
+    assert_same_networks(straight, resumed)
 
 
 def test_checkpoint_contents_and_atomic_write(tmp_path):

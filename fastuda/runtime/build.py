@@ -165,15 +165,15 @@ def build_loaders(cfg: TrainConfig, start_iter: int, rank: int = 0, world: int =
     """(source, target) loaders of rank ``rank`` of ``world``, resuming at iteration ``start_iter``:
     at global draw ``start_draw`` (the draws the run has consumed; default ``start_iter x world x
     data.batch_size``, which a resume across world sizes must not assume). At start-up both
-    datasets and the evaluation split are listed, paired and their files checked, and the RCS
-    statistics checked against ``rcs.min_pixels``: a mistake costs seconds, not a run."""
+    datasets are listed, paired and their files checked (the evaluation split: by the run, with
+    ``build_eval_dataset(cfg, check=True)``), and the RCS statistics checked against
+    ``rcs.min_pixels``: a mistake costs seconds, not a run."""
     if start_draw is None:
         start_draw = start_iter * world * cfg.data.batch_size
     source, target = build_train_datasets(cfg)
     d = cfg.data
     check_data(source, f"data.source_root={d.source_root}")
     check_data(target, f"data.target_root={d.target_root}")
-    build_eval_dataset(cfg, check=True)
     if cfg.rcs.enabled:
         source = _rare_class_sampling(cfg, source)
     src_loader = _loader(source, cfg, cfg.seed, start_draw, cfg.rcs.enabled, rank, world)
