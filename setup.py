@@ -121,8 +121,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
+    # fastuda/kernels is a symlink to kernels/, a namespace package: see the module docstring
     packages=[*find_packages(include=["fastuda", "fastuda.*"]), "fastuda.kernels"],
-    package_dir={"fastuda": "fastuda", "fastuda.kernels": "kernels"},
     ext_modules=[_cuda_extension() if _want_cuda() else _cpu_extension()],
     cmdclass={"build_ext": _build_ext()},
     install_requires=[

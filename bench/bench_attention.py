@@ -17,7 +17,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import fastuda.ops
 
-from .conftest import CUDA, DEVICE
+from conftest import CUDA, DEVICE
 
 if CUDA:
     STAGES = [(1, 16384, 256, 64), (2, 4096, 256, 64), (5, 1024, 256, 64), (8, 256, 256, 64)]  # (H, N, M, D)

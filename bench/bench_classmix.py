@@ -13,9 +13,8 @@ import torch
 
 import fastuda.ops
 from fastuda.ops import reference
-from tests.test_classmix import published_classmix
-
-from .conftest import CUDA, DEVICE, PROVIDERS
+from conftest import CUDA, DEVICE, PROVIDERS  # first: it puts tests/ on sys.path
+from test_classmix import published_classmix  # tests/test_classmix.py: the published per-image loop
 
 SHAPES = [(2, 3, 512, 512), (2, 3, 1024, 1024)] if CUDA else [(2, 3, 128, 128), (2, 3, 256, 256)]
 NUM_CLASSES = 19

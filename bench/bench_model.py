@@ -16,7 +16,7 @@ import fastuda.ops
 from fastuda.config import HRDAConfig
 from fastuda.models import build_model
 
-from .conftest import CUDA, DEVICE
+from conftest import CUDA, DEVICE
 
 BACKBONE, SIZE = ("mit_b5", 512) if CUDA else ("mit_b0", 64)
 HRDA_CROP, HRDA_DETAIL = (1024, 512) if CUDA else (128, 64)

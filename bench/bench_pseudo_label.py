@@ -6,7 +6,7 @@ import torch
 import fastuda.ops
 from fastuda.ops import reference
 
-from .conftest import CUDA, DEVICE, PROVIDERS
+from conftest import CUDA, DEVICE, PROVIDERS
 
 SHAPES = [(2, 19, 512, 512), (2, 19, 1024, 1024)] if CUDA else [(2, 19, 64, 64), (2, 19, 128, 128)]
 DTYPES = [torch.float32, torch.bfloat16] if CUDA else [torch.float32]

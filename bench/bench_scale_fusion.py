@@ -23,7 +23,7 @@ import torch
 import fastuda.ops
 from fastuda.ops import reference
 
-from .conftest import CUDA, DEVICE, PROVIDERS
+from conftest import CUDA, DEVICE, PROVIDERS
 
 # name: (lr shape (B, C, h, w), box (y0, y1, x0, x1) in output coordinates or None)
 CASES = (

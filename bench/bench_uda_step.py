@@ -15,7 +15,7 @@ from fastuda.runtime.build import build_segmentor
 from fastuda.runtime.compile import compile_student_teacher
 from fastuda.uda import build_optimizer, make_imnet_encoder, make_teacher, uda_step
 
-from .conftest import CUDA, DEVICE
+from conftest import CUDA, DEVICE
 
 CASES = {
     "daformer_gta2cs": ["data.crop_size=(512,512)"] if CUDA else ["data.crop_size=(64,64)"],

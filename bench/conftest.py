@@ -14,11 +14,20 @@ reference, not the kernels.
 """
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import fastuda.ops
+
+# bench/ and tests/ are folders of modules, not packages (README, Layout): pytest, or the script
+# that runs a benchmark, puts bench/ first on sys.path; tests/ goes last, for the published-code
+# transcriptions the benchmarks compare against (test_classmix.published_classmix).
+TESTS = str(Path(__file__).resolve().parent.parent / "tests")
+if TESTS not in sys.path:
+    sys.path.append(TESTS)
 
 CUDA = torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") != "1"
 DEVICE = "cuda" if CUDA else "cpu"

@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # `bench` is a package beside `fastuda`
+# bench/ is a folder of modules, not a package (README, Layout): run as a script, this file's folder
+# is already first on sys.path, so the benchmark modules import by their own names.
 
 import torch  # noqa: E402
 
@@ -121,7 +122,7 @@ def cuda_tier(timeout: float) -> list[Row]:
 def attention_rows() -> list[Row]:
     import pytest
 
-    from bench import bench_attention as ba
+    import bench_attention as ba
 
     dtype = torch.bfloat16 if CUDA else torch.float32
     rows = []
@@ -148,7 +149,7 @@ def attention_rows() -> list[Row]:
 
 
 def bandwidth_rows(copy_gbs: float) -> list[Row]:
-    from bench import bench_classmix, bench_cross_entropy, bench_pseudo_label, bench_scale_fusion
+    import bench_classmix, bench_cross_entropy, bench_pseudo_label, bench_scale_fusion
 
     pl, ce, sf, cm = bench_pseudo_label, bench_cross_entropy, bench_scale_fusion, bench_classmix
     cases = []  # (op, shape, dtype, mode, setup thunk, target fraction of copy bandwidth)
@@ -181,7 +182,7 @@ def bandwidth_rows(copy_gbs: float) -> list[Row]:
 def one_step(preset: str, provider: str, compile_backend: str) -> dict:
     """In a child process: time one training iteration and its peak memory."""
     import fastuda.ops
-    from bench import bench_uda_step
+    import bench_uda_step
 
     fastuda.ops.set_value_checks("off")
     fn, info = bench_uda_step.setup(preset, provider, compile_backend)

@@ -1,5 +1,7 @@
 """fastuda: fast domain-adaptive semantic segmentation."""
 
+from fastuda._versions import check_versions
+
 __version__ = "0.1.0"
 
 __all__ = ["Segmenter", "export_hf"]
@@ -16,3 +18,6 @@ def __getattr__(name: str):
 
         return export_hf
     raise AttributeError(f"module 'fastuda' has no attribute {name!r}")
+
+
+check_versions()  # one warning per torch / triton / transformers outside the tested range

@@ -10,7 +10,7 @@ import fastuda.ops as ops
 from fastuda.nn import EfficientSelfAttention
 from fastuda.ops import reference
 
-from ._util import HOPPER_SHARED_MEMORY, check_sm90_records, compile_for_sm90
+from _util import HOPPER_SHARED_MEMORY, check_sm90_records, compile_for_sm90
 
 # (B, H, N, M, D): odd query / key counts (MiT-B5 at a 512 crop has M = 256 and N from 256 to 16384),
 # a single key, every MiT head count and both MiT head dims.
@@ -261,7 +261,7 @@ def test_kernels_compile_for_sm90_without_gpu():
 def test_duplicated_warpgroups_and_mma_sync_are_caught():
     """The checker fails on what the previous forward and backward compiled to (TTGIR lines of
     the 64 x 256 score tile over 8 warps, and the dq product on mma.sync)."""
-    from ._sm90_compile import dots
+    from _sm90_compile import dots
 
     old = """#mma = #ttg.nvidia_mma<{versionMajor = 3, versionMinor = 0, warpsPerCTA = [8, 1], instrShape = [16, 128, 16]}>
 #mma1 = #ttg.nvidia_mma<{versionMajor = 2, versionMinor = 0, warpsPerCTA = [1, 8], instrShape = [16, 8]}>

@@ -13,7 +13,7 @@ from fastuda.errors import UserError, run_cli
 from fastuda.models import build_model, load_checkpoint
 from fastuda.models.checkpoint import architecture, read_checkpoint, read_training_checkpoint
 
-from ._checkpoints import network, write_fastuda, write_released
+from _checkpoints import network, write_fastuda, write_released
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 import fastuda.ops as ops
 from fastuda.ops import reference
 
-from ._util import make_target
+from _util import make_target
 
 
 def published_presence(label, num_classes, ignore_index=255):

@@ -9,7 +9,7 @@ import torch
 import fastuda.ops as ops
 from fastuda.ops import reference
 
-from ._util import make_target
+from _util import make_target
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import fastuda.ops as ops
 from fastuda.ops import reference
 
-from ._util import ODD_SHAPES, channels_last_view, check_sm90_records, compile_for_sm90, make_logits, make_target
+from _util import ODD_SHAPES, channels_last_view, check_sm90_records, compile_for_sm90, make_logits, make_target
 
 
 def published_loss(logits, target, weight, ignore_index=255):
@@ -216,7 +216,7 @@ def test_triton_launches_run_under_the_device_guard(triton_cpu, monkeypatch):
     import fastuda.kernels.cross_entropy as K
     op = importlib.import_module("fastuda.ops.cross_entropy")
 
-    from .test_pseudo_label import record_launch_guard
+    from test_pseudo_label import record_launch_guard
 
     events = record_launch_guard(monkeypatch, op, K, "cross_entropy_fwd", "cross_entropy_bwd")
     logits, target, weight = make_case((1, 5, 3, 4))

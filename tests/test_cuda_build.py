@@ -62,7 +62,7 @@ def test_pip_install_links_the_cuda_runtime_torch_loaded(tmp_path):
     import torch
 
     from fastuda._ext import torch_cudart
-    from tests.test_package import check_installed_copy, copy_source_tree
+    from test_package import check_installed_copy, copy_source_tree
 
     if find_nvcc() is None or torch.version.cuda is None:
         pytest.skip("needs nvcc and a CUDA build of torch")

@@ -6,7 +6,7 @@ import torch
 
 from fastuda import config, train
 from fastuda.data import _fake
-from tests.test_train import assert_same_networks, demo_weights
+from test_train import assert_same_networks, demo_weights
 
 
 def _cfg(gta, cs, workers: int) -> config.TrainConfig:

@@ -254,7 +254,7 @@ def test_export_encoder_matches_transformers_features(tmp_path):
     import fastuda
     from fastuda.errors import UserError
 
-    from ._checkpoints import network, write_released
+    from _checkpoints import network, write_released
 
     _, daformer = network("daformer")
     path = write_released(tmp_path / "daformer.pth", daformer)

@@ -13,7 +13,7 @@ from fastuda import Segmenter, predict
 from fastuda.data.labels import CITYSCAPES_ID_TO_TRAIN_ID
 from fastuda.data.transforms import normalize
 
-from ._checkpoints import network, write_fastuda, write_released
+from _checkpoints import network, write_fastuda, write_released
 
 # (name, size (W, H), format, mode): odd sizes, grey and RGBA inputs, one in a sub-folder
 IMAGES = [("a.png", (53, 37), "PNG", "RGB"), ("b.jpg", (64, 48), "JPEG", "RGB"), ("sub/c.png", (70, 41), "PNG", "L"),

@@ -10,7 +10,7 @@ import torch
 import fastuda.ops as ops
 from fastuda.ops import reference
 
-from ._util import ODD_SHAPES, channels_last_view, make_logits
+from _util import ODD_SHAPES, channels_last_view, make_logits
 
 THRESHOLD = 0.968
 

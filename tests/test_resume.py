@@ -42,7 +42,7 @@ def test_cli_any_order_resume_flag_and_override_whitelist(tmp_path, capsys):
 
 
 def test_keep_last_best_fresh_log_and_temporaries(tmp_path):
-    from tests.test_train import tiny
+    from test_train import tiny
 
     (tmp_path / "log.jsonl").write_text('{"iter": 7, "loss": 1.0}\n')  # an old run's log, no checkpoint
     (tmp_path / ".latest.pt.tmp4242").write_bytes(b"torn")  # a write killed earlier

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import fastuda.ops as ops
 from fastuda.ops import reference
 
-from ._util import channels_last_view
+from _util import channels_last_view
 
 # (B, C, h, w), scale, box (y0, y1, x0, x1) in output coordinates or None, class-wise attention.
 # HRDA-like (a box inside the output), boxes touching the borders, no box, odd sizes,
@@ -431,7 +431,7 @@ def test_triton_launches_run_under_the_device_guard(triton_cpu, monkeypatch):
     import fastuda.kernels.scale_fusion as K
     op = importlib.import_module("fastuda.ops.scale_fusion")
 
-    from .test_pseudo_label import record_launch_guard
+    from test_pseudo_label import record_launch_guard
 
     events = record_launch_guard(monkeypatch, op, K, "scale_fusion_fwd", "scale_fusion_bwd")
     lr = torch.randn(1, 2, 3, 4, requires_grad=True)
@@ -576,9 +576,9 @@ def test_kernels_compile_for_sm90(has_box, classwise):
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = f"from tests.test_scale_fusion import compile_kernels_for_sm90 as f; f({has_box}, {classwise})"
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+    here = os.path.dirname(os.path.abspath(__file__))  # tests/ is a folder of modules, not a package
+    code = f"from test_scale_fusion import compile_kernels_for_sm90 as f; f({has_box}, {classwise})"
+    result = subprocess.run([sys.executable, "-c", code], cwd=here, env=env, capture_output=True, text=True)
     if "cannot import name 'ASTSource'" in result.stderr or "No module named 'triton.backends" in result.stderr:
         pytest.skip("this Triton has no ASTSource / GPUTarget")
     assert result.returncode == 0, result.stderr[-3000:]
