@@ -1,7 +1,10 @@
 """Build and install fastuda.
 
-The Python package is ``fastuda/``; the Triton kernels in ``kernels/`` are
-installed as ``fastuda.kernels`` (``kernels`` alone is taken on PyPI); the
+The Python package is ``fastuda/``, the only top-level import name. The Triton
+kernels live in ``kernels/``, a plain folder (no ``__init__.py``: ``kernels`` is
+taken on PyPI, and the repo root is on ``sys.path`` while this file runs);
+``fastuda/kernels`` is a symbolic link to it, so they are the namespace
+subpackage ``fastuda.kernels``, which the wheel holds as plain files. The
 C++/CUDA sources in ``csrc/`` become the extension ``fastuda._C``.
 
 When torch has CUDA and a CUDA toolkit (nvcc) is found, ``fastuda._C`` gets the
@@ -121,21 +124,22 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    # fastuda/kernels is a symlink to kernels/, a namespace package: see the module docstring
+    # fastuda.kernels: the folder kernels/ through the link fastuda/kernels, without __init__.py
     packages=[*find_packages(include=["fastuda", "fastuda.*"]), "fastuda.kernels"],
     ext_modules=[_cuda_extension() if _want_cuda() else _cpu_extension()],
     cmdclass={"build_ext": _build_ext()},
     install_requires=[
-        "torch>=2.11",
-        "triton>=3.6; platform_system == 'Linux'",
-        "timm",
-        "numpy",
+        # lower bounds: the oldest tested set, constraints-oldest.txt (tests/test_versions.py)
+        "torch>=2.11.0",
+        "triton>=3.6.0; platform_system == 'Linux'",
+        "timm>=1.0.20",
+        "numpy>=2.0.2",
         "pillow",
         "tqdm",
         "tensorboard",
     ],
     extras_require={
-        "dev": ["pytest", "pytest-benchmark", "ninja", "transformers", "build"],
-        "hf": ["transformers"],
+        "dev": ["pytest", "pytest-benchmark", "ninja", "transformers>=5.17.0", "build"],
+        "hf": ["transformers>=5.17.0"],
     },
 )

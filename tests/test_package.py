@@ -22,17 +22,18 @@ def run_python(code, cwd, **env):
 
 @pytest.mark.parametrize("where", ["repo", "elsewhere"])
 def test_kernels_install_as_fastuda_kernels(where, tmp_path):
+    """kernels/ is fastuda.kernels (fastuda/kernels links to it); the name kernels alone is left to
+    whoever publishes it (tests/test_shadowing.py)."""
     cwd = ROOT if where == "repo" else tmp_path
     code = (
-        "import importlib.util, fastuda.kernels, fastuda.ops, fastuda._C;"
+        "import fastuda.kernels, fastuda.ops, fastuda._C;"
         "from fastuda.kernels import pseudo_label, cross_entropy;"
-        "print(fastuda.kernels.__file__)"
+        "print(pseudo_label.__file__)"
     )
-    if where == "elsewhere":  # the install must not claim the top-level name `kernels` (taken on PyPI)
-        code += ";assert importlib.util.find_spec('kernels') is None"
     result = run_python(code, cwd)
     assert result.returncode == 0, result.stderr
-    assert pathlib.Path(result.stdout.strip()) == ROOT / "kernels" / "__init__.py"
+    assert pathlib.Path(result.stdout.strip()) == ROOT / "fastuda" / "kernels" / "pseudo_label.py"
+    assert pathlib.Path(result.stdout.strip()).resolve() == ROOT / "kernels" / "pseudo_label.py"
 
 
 def test_kernels_and_csrc_do_not_import_fastuda():
@@ -132,8 +133,8 @@ def copy_source_tree(dest: pathlib.Path) -> pathlib.Path:
     import shutil
 
     ignore = shutil.ignore_patterns("__pycache__", "*.so", "build", "*.egg-info")
-    for name in ("fastuda", "kernels", "csrc"):
-        shutil.copytree(ROOT / name, dest / name, ignore=ignore)
+    for name in ("fastuda", "kernels", "csrc"):  # fastuda/kernels stays a link to ../kernels
+        shutil.copytree(ROOT / name, dest / name, symlinks=True, ignore=ignore)
     for name in ("setup.py", "README.md"):
         shutil.copy(ROOT / name, dest / name)
     return dest
@@ -141,10 +142,10 @@ def copy_source_tree(dest: pathlib.Path) -> pathlib.Path:
 
 def check_installed_copy(site: pathlib.Path, cwd: pathlib.Path) -> str:
     code = (
-        "import torch, fastuda, fastuda.kernels, fastuda.ops, fastuda._C, fastuda.runtime.pictures;"
+        "import torch, fastuda, fastuda.kernels.pseudo_label, fastuda.ops, fastuda._C, fastuda.runtime.pictures;"
         "from fastuda._ext import has_cuda_kernels;"
         "label = torch.tensor([[[0, 2], [255, 2]]]);"
-        "print(fastuda.__file__, fastuda.kernels.__file__, fastuda._C.__file__, has_cuda_kernels());"
+        "print(fastuda.__file__, fastuda.kernels.pseudo_label.__file__, fastuda._C.__file__, has_cuda_kernels());"
         "print(torch.ops.fastuda.class_presence(label, 3, 255).tolist())"
     )
     result = run_python(code, cwd, PYTHONPATH=str(site), CUDA_VISIBLE_DEVICES="")
@@ -186,9 +187,11 @@ def test_build_wheel_holds_the_package_kernels_and_extension(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         metadata = zf.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+        top_level = zf.read(next(n for n in names if n.endswith(".dist-info/top_level.txt"))).decode().split()
         zf.extractall(tmp_path / "site")
     assert any(n.startswith("fastuda/_C.") and n.endswith(".so") for n in names)
-    assert {"fastuda/kernels/__init__.py", "fastuda/runtime/pictures.py", "fastuda/_ext.py"} <= set(names)
-    assert not any(n.startswith(("kernels/", "csrc/", "tests/")) for n in names)
+    assert {"fastuda/kernels/pseudo_label.py", "fastuda/runtime/pictures.py", "fastuda/_ext.py"} <= set(names)
+    assert not any(n.startswith(("kernels/", "csrc/", "tests/", "bench/")) for n in names)
+    assert top_level == ["fastuda"], top_level
     assert "Requires-Dist: tensorboard" in metadata and "Requires-Dist: pillow" in metadata
     assert check_installed_copy(tmp_path / "site", tmp_path) == "False"
