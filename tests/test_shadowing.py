@@ -75,8 +75,11 @@ def checkout(tmp_path_factory):
     return copy_checkout(tmp_path_factory.mktemp("checkout"))
 
 
-# this environment's import path (torch, setuptools, pip, whatever .pth files add), less this checkout
-ENV_PATH = [p for p in sys.path if p and not pathlib.Path(p).resolve().is_relative_to(ROOT)]
+# this environment's import path (torch, setuptools, pip, whatever .pth files add), less the root and
+# its folders (pytest put tests/ there); a venv inside the checkout (.venv) stays
+ENV_PATH = [
+    p for p in sys.path if os.path.isdir(p) and ROOT not in (pathlib.Path(p).resolve(), pathlib.Path(p).resolve().parent)
+]
 
 
 def pip_install_editable(venv: pathlib.Path, checkout: pathlib.Path, cwd: pathlib.Path, published):
