@@ -156,7 +156,9 @@ def test_python_dash_m_prints_one_line(files, module, tmp_path):
         argv += [str(files["text"]), "--out", str(tmp_path / "out")]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip().splitlines() == [
+    # beside the error, only import-time warnings of an untested torch / triton (make test-latest)
+    lines = [line for line in done.stderr.strip().splitlines() if "UnsupportedVersionWarning: " not in line]
+    assert lines == [
         f"error: checkpoint {files['truncated']} is truncated or damaged: its zip archive has no central directory "
         f"({files['truncated'].stat().st_size} bytes); copy or download it again"
     ]
