@@ -178,8 +178,13 @@ def _load_tile(base, rows, cols, stride_r, stride_c, row_mask, col_mask):
 
 # Not inlined: inlined into the forward's persistent loop over heads, the compiler hoists these
 # tiles' address arithmetic out of that loop and keeps it in registers through the inner loop,
-# where it spills. (noinline functions take scalar arguments only.)
-@triton.jit(noinline=True)
+# where it spills. (noinline functions take scalar arguments only.) Triton before 3.8 cannot lower
+# a noinline function that returns a tensor (3.6, the GPU machines' release: "type of return
+# operand 0 ... doesn't match function result type"), so there they are inlined.
+_KEYS_NOINLINE = tuple(int(part) for part in triton.__version__.split(".")[:2]) >= (3, 8)
+
+
+@triton.jit(noinline=_KEYS_NOINLINE)
 def _load_keys(base, start, stride_m, stride_d, M, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """Rows [start, start + BLOCK_M) of one head's (M, D) keys or values: (BLOCK_M, BLOCK_D)."""
     offs_m = start + tl.arange(0, BLOCK_M)
@@ -187,7 +192,7 @@ def _load_keys(base, start, stride_m, stride_d, M, D, BLOCK_M: tl.constexpr, BLO
     return _load_tile(base, offs_m, offs_d, stride_m, stride_d, offs_m < M, offs_d < D)
 
 
-@triton.jit(noinline=True)
+@triton.jit(noinline=_KEYS_NOINLINE)
 def _load_keys_t(base, start, stride_m, stride_d, M, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """The same tile transposed: (BLOCK_D, BLOCK_M)."""
     offs_m = start + tl.arange(0, BLOCK_M)
@@ -233,7 +238,7 @@ def _next_tile(q, k_t, v, m_i, l_i, acc, qk_scale, key_mask, MASKED: tl.constexp
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
-    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION, out_dtype=acc.dtype)
     return m_new, l_i * alpha + tl.sum(p, axis=1), acc
 
 
@@ -476,10 +481,10 @@ def _attention_bwd_kernel(
         p_t = tl.exp2(s_t - lse2[None, :])  # P^T, exact probabilities (the lse is the full row's)
         if not EVEN:
             p_t = tl.where(m_mask[:, None] & n_mask[None, :], p_t, 0.0)
-        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PRECISION)  # (BLOCK_M, BLOCK_D)
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PRECISION, out_dtype=dv.dtype)  # (BLOCK_M, BLOCK_D)
         dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
         ds_t = p_t * (dp_t - delta[None, :])  # dS^T
-        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION)  # (BLOCK_M, BLOCK_D)
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=PRECISION, out_dtype=dk.dtype)  # (BLOCK_M, BLOCK_D)
         if FUSED_DQ:
             # This program saw every key of these queries: dq is complete. wgmma needs 64 rows
             # per warpgroup: with BLOCK_N < 64 queries the product is taken transposed, with the
@@ -578,7 +583,7 @@ def _attention_bwd_dq_kernel(
             p = tl.where(m_mask[None, :], p, 0.0)
         dp = tl.dot(do, v_t, input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
         ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(k_t.dtype), tl.trans(k_t), dq, input_precision=PRECISION)  # (BLOCK_N, BLOCK_D)
+        dq = tl.dot(ds.to(k_t.dtype), tl.trans(k_t), dq, input_precision=PRECISION, out_dtype=dq.dtype)  # (BLOCK_N, BLOCK_D)
     dq_out = dq_ptr + b * stride_dqb + h * stride_dqh
     _store_tile(dq_out, dq * scale, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
 
