@@ -55,6 +55,11 @@ def make_published(site: pathlib.Path, names) -> pathlib.Path:
     return site
 
 
+def lines(stdout):
+    """``name value`` lines printed by a child process, as a dict."""
+    return dict(line.split(" ", 1) for line in stdout.strip().splitlines())
+
+
 @pytest.fixture(scope="module")
 def published(tmp_path_factory):
     return make_published(tmp_path_factory.mktemp("published"), ROOT_FOLDERS)
@@ -126,19 +131,16 @@ def test_pip_install_editable_beside_a_published_kernels(where, installs, publis
     }
 
 
-def lines(stdout):
-    return dict(line.split(" ", 1) for line in stdout.strip().splitlines())
-
-
 def test_the_root_offers_no_package_but_fastuda():
     """What the repo root puts on sys.path: the package fastuda, setup.py (which pip runs) and
-    folders without __init__ (namespace portions at most, which lose to any published package)."""
-    entries = {p.name for p in ROOT.iterdir() if not p.name.startswith(".")}
-    assert set(ROOT_FOLDERS) | {"fastuda"} <= entries
-    modules = {p.name for p in ROOT.glob("*.py")} | {p.name for p in ROOT.glob("*.so")}
+    folders without __init__ (namespace portions at most, which lose to any published package).
+    Every folder counts, tracked or not (build/, runs/), except hidden ones (.git, .venv)."""
+    folders = {p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    assert set(ROOT_FOLDERS) | {"fastuda"} <= folders
+    packages = sorted(name for name in folders - {"fastuda"} if list((ROOT / name).glob("__init__.*")))
+    assert not packages, f"regular packages at the root: {packages}"
+    modules = {p.name for p in ROOT.iterdir() if p.suffix in (".py", ".so", ".pyc") or p.name.endswith(".pth")}
     assert modules == {"setup.py"}, f"modules at the root: {sorted(modules)}"
-    for name in ROOT_FOLDERS:
-        assert not list((ROOT / name).glob("__init__.*")), f"{name}/ is a regular package"
     assert (ROOT / "fastuda" / "kernels").is_symlink()
     assert (ROOT / "fastuda" / "kernels").resolve() == ROOT / "kernels"
 
