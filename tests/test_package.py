@@ -14,10 +14,14 @@ import fastuda.ops as ops
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run_python(code, cwd, **env):
-    environ = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "PYTHONPATH")}
+def run_python(code, cwd, *flags, python=None, **env):
+    """``python [flags] -c code`` in ``cwd`` (this interpreter unless ``python``), without this
+    process's TRITON_INTERPRET, PYTHONPATH and PYTHONSAFEPATH; ``env`` sets variables."""
+    drop = ("TRITON_INTERPRET", "PYTHONPATH", "PYTHONSAFEPATH")
+    environ = {k: v for k, v in os.environ.items() if k not in drop}
     environ.update(env)
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=environ, capture_output=True, text=True)
+    cmd = [str(python or sys.executable), *flags, "-c", code]
+    return subprocess.run(cmd, cwd=cwd, env=environ, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("where", ["repo", "elsewhere"])
@@ -128,12 +132,13 @@ def test_extension_without_cuda_kernels_is_refused_on_a_gpu_machine(tmp_path):
     assert "FASTUDA_SKIP_CUDA_BUILD unset" in last
 
 
-def copy_source_tree(dest: pathlib.Path) -> pathlib.Path:
-    """What a source distribution holds, without this checkout's build outputs."""
+def copy_source_tree(dest: pathlib.Path, folders=("fastuda", "kernels", "csrc")) -> pathlib.Path:
+    """What a source distribution holds (or, with more ``folders``, a checkout), without this
+    checkout's build outputs."""
     import shutil
 
     ignore = shutil.ignore_patterns("__pycache__", "*.so", "build", "*.egg-info")
-    for name in ("fastuda", "kernels", "csrc"):  # fastuda/kernels stays a link to ../kernels
+    for name in folders:  # fastuda/kernels stays a link to ../kernels
         shutil.copytree(ROOT / name, dest / name, symlinks=True, ignore=ignore)
     for name in ("setup.py", "README.md"):
         shutil.copy(ROOT / name, dest / name)

@@ -17,22 +17,15 @@ The tests of PyPI's real ``kernels`` and of transformers run against whatever is
 import importlib.metadata
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
 import pytest
+from test_package import copy_source_tree, run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # every folder at the root a checkout has (the stand-ins take their names); fastuda is the package
 ROOT_FOLDERS = ["bench", "csrc", "docs", "kernels", "tests"]
-
-
-def run_python(code, cwd, *flags, python=None, pythonpath=()):
-    environ = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "PYTHONPATH", "PYTHONSAFEPATH")}
-    environ.update(PYTHONPATH=os.pathsep.join(map(str, pythonpath)))
-    cmd = [str(python or sys.executable), *flags, "-c", code]
-    return subprocess.run(cmd, cwd=cwd, env=environ, capture_output=True, text=True, timeout=300)
 
 
 def make_published(site: pathlib.Path, names) -> pathlib.Path:
@@ -65,19 +58,9 @@ def published(tmp_path_factory):
     return make_published(tmp_path_factory.mktemp("published"), ROOT_FOLDERS)
 
 
-def copy_checkout(dest: pathlib.Path) -> pathlib.Path:
-    """The files of a checkout (links kept as links), without build outputs."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.so", "build", "*.egg-info")
-    for name in ("fastuda", *ROOT_FOLDERS):
-        shutil.copytree(ROOT / name, dest / name, symlinks=True, ignore=ignore)
-    for name in ("setup.py", "README.md"):
-        shutil.copy(ROOT / name, dest / name)
-    return dest
-
-
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
-    return copy_checkout(tmp_path_factory.mktemp("checkout"))
+    return copy_source_tree(tmp_path_factory.mktemp("checkout"), ("fastuda", *ROOT_FOLDERS))
 
 
 # this environment's import path (torch, setuptools, pip, whatever .pth files add), less the root and
@@ -123,7 +106,7 @@ def test_pip_install_editable_beside_a_published_kernels(where, installs, publis
         "print('fastuda.kernels', importlib.util.find_spec('fastuda.kernels.pseudo_label').origin)"
     )
     cwd = checkout if where == "repo-root" else tmp_path
-    found = lines(run_python(code, cwd, python=venv / "bin" / "python", pythonpath=[published]).stdout)
+    found = lines(run_python(code, cwd, python=venv / "bin" / "python", PYTHONPATH=str(published)).stdout)
     assert found == {
         "kernels": str(published / "kernels" / "__init__.py"),
         "fastuda": str(checkout / "fastuda" / "__init__.py"),
@@ -161,7 +144,7 @@ def test_published_packages_win_over_the_root_folders(where, published, checkout
     home = checkout if where == "checkout-on-pythonpath" else ROOT
     before = [checkout] if where == "checkout-on-pythonpath" else []
     code = FIND + "".join(f";import {n}; print({n!r}, {n}.__file__)" for n in ROOT_FOLDERS)
-    result = run_python(code, cwd, pythonpath=[*before, published])
+    result = run_python(code, cwd, PYTHONPATH=os.pathsep.join(map(str, [*before, published])))
     assert result.returncode == 0, result.stderr[-3000:]
     found = lines(result.stdout)
     for name in ROOT_FOLDERS:
@@ -190,7 +173,7 @@ def test_without_a_published_package_nothing_of_fastuda_answers(where, installs,
         f"print({n!r}, spec and (spec.origin, list(spec.submodule_search_locations)))"
         for n in ROOT_FOLDERS
     )
-    result = run_python(code, cwd, *flags, python=python, pythonpath=pythonpath)
+    result = run_python(code, cwd, *flags, python=python, PYTHONPATH=os.pathsep.join(map(str, pythonpath)))
     assert result.returncode == 0, result.stderr[-3000:]
     found = lines(result.stdout)
     assert found["fastuda"] == str(checkout / "fastuda" / "__init__.py")
@@ -222,7 +205,7 @@ def test_installed_kernels_and_transformers_import(where, checkout, tmp_path):
         "spec = importlib.util.find_spec('kernels');"
         "print('kernels', spec and spec.origin)"
     )
-    result = run_python(code, cwd, pythonpath=pythonpath)
+    result = run_python(code, cwd, PYTHONPATH=os.pathsep.join(map(str, pythonpath)))
     assert result.returncode == 0, result.stderr[-3000:]
     real = real_kernels_init()
     assert lines(result.stdout)["kernels"] == str(real), "import kernels must give PyPI's kernels, or nothing"
