@@ -1,6 +1,6 @@
 # fastuda: every target installs what it needs into .venv first.
 #
-#   make demo    the main job on its default (see README)
+#   make demo    the main job on its default (see README.md)
 #   make test    the test suite (CPU + Triton-interpreter tiers; CUDA tier when a GPU is present)
 #   make test-latest  the test suite against the newest releases (own venv, .venv-latest, no pins)
 #   make test-oldest  the test suite against the oldest supported set (.venv-oldest,

@@ -22,7 +22,7 @@ import torch
 
 import fastuda.ops
 
-# bench/ and tests/ are folders of modules, not packages (README, Layout): pytest, or the script
+# bench/ and tests/ are folders of modules, not packages (docs/layout.md): pytest, or the script
 # that runs a benchmark, puts bench/ first on sys.path; tests/ goes last, for the published-code
 # transcriptions the benchmarks compare against (test_classmix.published_classmix).
 TESTS = str(Path(__file__).resolve().parent.parent / "tests")

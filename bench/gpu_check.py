@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench/ is a folder of modules, not a package (README, Layout): run as a script, this file's folder
+# bench/ is a folder of modules, not a package (docs/layout.md): run as a script, this file's folder
 # is already first on sys.path, so the benchmark modules import by their own names.
 
 import torch  # noqa: E402

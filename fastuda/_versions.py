@@ -3,7 +3,7 @@
 The supported range of each runs from the oldest tested set (``constraints-oldest.txt``, which
 ``make test-oldest`` installs: the GPU machines' torch 2.11 / triton 3.6 / transformers 5.17) to the
 set ``make`` installs by default (``constraints.txt``). ``tests/test_versions.py`` holds both files
-to this table, so moving the constraints forward (README, Installing) means moving it too.
+to this table, so moving the constraints forward (docs/installing.md) means moving it too.
 
 A release outside the range gets one ``UnsupportedVersionWarning`` per package at ``import
 fastuda``, naming the version and the range, instead of a failure deep inside a later call. Newer

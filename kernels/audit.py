@@ -712,7 +712,7 @@ def report(result: dict) -> str:
 
 
 def summary(result: dict) -> str:
-    """One row per (op, dtype, kernel, config), worst case over the shapes (the README's table)."""
+    """One row per (op, dtype, kernel, config), worst case over the shapes (docs/testing.md's table)."""
     groups = {}
     for r in result["launches"]:
         dtype = r["case"].split()[-1]

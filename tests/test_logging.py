@@ -99,7 +99,7 @@ def test_run_metadata_version_commit_and_command():
 
 
 def test_train_run_directory(tmp_path, monkeypatch):
-    """One tiny run through the CLI: every output the README lists under "Run outputs"."""
+    """One tiny run through the CLI: every output docs/training.md lists under "Run outputs"."""
     from fastuda import config, train
 
     out = tmp_path / "run"

@@ -1,7 +1,7 @@
 """fastuda answers to one top-level import name, ``fastuda``, and hides no package someone else publishes.
 
 The repo root's folders (``kernels/``, ``tests/``, ``bench/``, ``csrc/``, ``docs/``) are plain folders,
-not packages, and ``fastuda/kernels`` is a link to ``kernels/`` (README, Layout). A folder on
+not packages, and ``fastuda/kernels`` is a link to ``kernels/`` (docs/layout.md). A folder on
 ``sys.path`` without ``__init__.py`` is at most a namespace portion, which Python passes over for any
 regular package or module of the same name anywhere on the path, so the repo root on ``sys.path``
 (pytest's rootdir, ``python -m`` run from a checkout, setup.py's own process, a ``PYTHONPATH``

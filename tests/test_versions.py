@@ -1,5 +1,5 @@
 """The supported range of torch / triton / transformers: the warning at import, and the constraints
-files it must agree with (fastuda/_versions.py, README "Installing")."""
+files it must agree with (fastuda/_versions.py, docs/installing.md)."""
 
 import os
 import pathlib

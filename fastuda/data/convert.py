@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({STATS_FILE}, samples_with_class.json) of a released dataset.",
     )
     parser.add_argument("dataset", choices=DATASETS)
-    parser.add_argument("root", help="the dataset folder as released (see the README's Datasets section)")
+    parser.add_argument("root", help="the dataset folder as released (see docs/datasets.md)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, at most 16)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
