@@ -149,7 +149,10 @@ def attention_rows() -> list[Row]:
 
 
 def bandwidth_rows(copy_gbs: float) -> list[Row]:
-    import bench_classmix, bench_cross_entropy, bench_pseudo_label, bench_scale_fusion
+    import bench_classmix
+    import bench_cross_entropy
+    import bench_pseudo_label
+    import bench_scale_fusion
 
     pl, ce, sf, cm = bench_pseudo_label, bench_cross_entropy, bench_scale_fusion, bench_classmix
     cases = []  # (op, shape, dtype, mode, setup thunk, target fraction of copy bandwidth)
