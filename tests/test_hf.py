@@ -296,3 +296,37 @@ def test_predict_from_a_transformers_folder(tmp_path):
     assert torch.equal(labels, want)
     seg = Segmenter.from_checkpoint(folder, "cpu")
     assert "mit_demo + segformer" in repr(seg) and (tmp_path / "out" / "labelIds" / "x.png").is_file()
+
+
+def test_segformer_head_both_ways_is_transformers_decode_head():
+    """transformers' SegformerDecodeHead, run directly (it concatenates the levels deepest first), in float64:
+    its weights loaded into fastuda's head give its logits, and fastuda's head exported (model_to_hf_keys)
+    into a fresh SegformerDecodeHead gives fastuda's, both to rounding."""
+    from transformers.models.segformer.modeling_segformer import SegformerDecodeHead
+
+    from fastuda.models import build_model
+    from fastuda.models.checkpoint import model_to_hf_keys
+
+    model = build_model(backbone="mit_demo", decode_head="segformer", num_classes=5, embed_dim=24).double().eval()
+    widths = list(model.backbone.embed_dims)
+    config = tiny_config(num_encoder_blocks=4, hidden_sizes=widths, depths=[1] * 4, sr_ratios=[1] * 4,
+                         num_attention_heads=[1] * 4, decoder_hidden_size=24)  # fmt: skip
+    torch.manual_seed(5)
+    hf = SegformerDecodeHead(config).double().eval()
+    with torch.no_grad():
+        for name, t in hf.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5 if name.endswith(("running_var", "weight")) and t.dim() == 1
+                        else torch.rand_like(t) - 0.5)  # fmt: skip
+    x = [torch.randn(2, w, 19 // 2**i + 1, 27 // 2**i + 1, dtype=torch.float64) for i, w in enumerate(widths)]
+    encoder = {k: v for k, v in model_to_hf_keys(model.state_dict()).items() if not k.startswith("decode_head.")}
+    load_checkpoint(model, {**encoder, **{f"decode_head.{k}": v for k, v in hf.state_dict().items()}}, strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode_head(x), hf(x), rtol=1e-12, atol=1e-12)
+        for p in model.decode_head.parameters():  # new weights, then out to transformers
+            p.add_(torch.randn_like(p))
+        fresh = SegformerDecodeHead(config).double().eval()
+        exported = model_to_hf_keys(model.state_dict())
+        fresh.load_state_dict({k.removeprefix("decode_head."): v for k, v in exported.items()
+                               if k.startswith("decode_head.")}, strict=True)  # fmt: skip
+        torch.testing.assert_close(fresh(x), model.decode_head(x), rtol=1e-12, atol=1e-12)

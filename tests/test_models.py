@@ -239,3 +239,93 @@ def test_build_model_errors():
     with pytest.raises(TypeError):
         build_model(ModelConfig(), depth=3)
     assert isinstance(build_model(backbone="mit_b0").decode_head, DAFormerHead)
+
+
+# ----------------------------------------------------------------------------- SegFormer head vs the published heads
+# Each checkpoint layout against its own published forward, transcribed independently of fastuda, in float64:
+# lhoyer/DAFormer mmseg/models/decode_heads/segformer_head.py ("Model construction with loop": levels
+# concatenated in in_index order, shallowest first) and NVlabs/SegFormer's (linear_c1..4,
+# torch.cat([_c4, _c3, _c2, _c1])). Both: MLP = flatten(2).transpose(1, 2) -> Linear; resize = bilinear,
+# align_corners=False to c1's size; linear_fuse = mmcv ConvModule (1x1 conv without bias, BN, ReLU); dropout
+# (identity in eval); linear_pred 1x1 conv. Transformers' SegformerDecodeHead is run directly in test_hf.py.
+
+
+def _mlp(x, p, prefix):
+    n, _, h, w = x.shape
+    y = torch.nn.functional.linear(x.flatten(2).transpose(1, 2), p[prefix + "proj.weight"], p[prefix + "proj.bias"])
+    return y.permute(0, 2, 1).reshape(n, -1, h, w)
+
+
+def _conv_module_and_pred(c, p):
+    bn = "decode_head.linear_fuse.bn."
+    y = torch.nn.functional.conv2d(c, p["decode_head.linear_fuse.conv.weight"])
+    y = torch.nn.functional.batch_norm(y, p[bn + "running_mean"], p[bn + "running_var"], p[bn + "weight"], p[bn + "bias"],
+                                       training=False, eps=1e-5)  # fmt: skip
+    return torch.nn.functional.conv2d(torch.relu(y), p["decode_head.linear_pred.weight"], p["decode_head.linear_pred.bias"])
+
+
+def _resize(x, like):
+    return torch.nn.functional.interpolate(x, size=like.shape[2:], mode="bilinear", align_corners=False)
+
+
+def daformer_segformer_head(x, p):
+    """The published DAFormer / HRDA / MIC SegFormerHead.forward (in_index 0..3), on state dict ``p``."""
+    _c = {}
+    for i in range(len(x)):
+        _c[i] = _mlp(x[i], p, f"decode_head.linear_c.{i}.")
+        if i != 0:
+            _c[i] = _resize(_c[i], x[0])
+    return _conv_module_and_pred(torch.cat(list(_c.values()), dim=1), p)
+
+
+def nvlabs_segformer_head(x, p):
+    """NVlabs SegFormer's SegFormerHead.forward, on state dict ``p``."""
+    c1, c2, c3, c4 = x
+    _c4 = _resize(_mlp(c4, p, "decode_head.linear_c4."), c1)
+    _c3 = _resize(_mlp(c3, p, "decode_head.linear_c3."), c1)
+    _c2 = _resize(_mlp(c2, p, "decode_head.linear_c2."), c1)
+    _c1 = _mlp(c1, p, "decode_head.linear_c1.")
+    return _conv_module_and_pred(torch.cat([_c4, _c3, _c2, _c1], dim=1), p)
+
+
+def published_segformer_file(path, layout, embed=24, classes=5):
+    """An mmseg checkpoint ({"meta", "state_dict"}) of a mit_demo + SegFormer head in ``layout``'s keys
+    ("daformer": linear_c.0..3, "nvlabs": linear_c1..4), random float64 weights and BN statistics, with the
+    unused conv_seg that both heads inherit from BaseDecodeHead. Returns (path, state, level widths)."""
+    g = torch.Generator().manual_seed(7)
+    model = build_model(backbone="mit_demo", decode_head="segformer", num_classes=classes, embed_dim=embed)
+    state = {k: v.double() for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    widths = tuple(model.backbone.embed_dims)
+
+    def rand(*shape, lo=-0.5, hi=0.5):
+        return torch.rand(*shape, generator=g, dtype=torch.float64) * (hi - lo) + lo
+
+    for i, w in enumerate(widths):
+        name = f"decode_head.linear_c.{i}." if layout == "daformer" else f"decode_head.linear_c{i + 1}."
+        state[name + "proj.weight"], state[name + "proj.bias"] = rand(embed, w), rand(embed)
+    state["decode_head.linear_fuse.conv.weight"] = rand(embed, embed * len(widths), 1, 1)
+    for k, (lo, hi) in {"weight": (0.5, 1.5), "bias": (-0.5, 0.5), "running_mean": (-0.5, 0.5),
+                        "running_var": (0.5, 1.5)}.items():  # fmt: skip
+        state[f"decode_head.linear_fuse.bn.{k}"] = rand(embed, lo=lo, hi=hi)
+    state["decode_head.linear_fuse.bn.num_batches_tracked"] = torch.tensor(100)
+    state["decode_head.linear_pred.weight"], state["decode_head.linear_pred.bias"] = rand(classes, embed, 1, 1), rand(classes)
+    state["decode_head.conv_seg.weight"], state["decode_head.conv_seg.bias"] = rand(classes, embed, 1, 1), rand(classes)
+    torch.save({"meta": {"mmseg_version": "0.16.0"}, "state_dict": state}, path)
+    return path, state, widths
+
+
+@pytest.mark.parametrize("layout, published", [("daformer", daformer_segformer_head), ("nvlabs", nvlabs_segformer_head)])
+def test_segformer_head_is_each_published_head(tmp_path, layout, published):
+    """A published SegFormer-head file loads (strict) into fastuda's head, which then computes that file's own
+    published forward to float64 rounding; sizes that make every level's resize non-trivial."""
+    path, state, widths = published_segformer_file(tmp_path / f"{layout}.pth", layout)
+    model = build_model(backbone="mit_demo", decode_head="segformer", num_classes=5, embed_dim=24).double().eval()
+    report = load_checkpoint(model, path, strict=True)
+    assert report.loaded == len([k for k in model.state_dict()])
+    g = torch.Generator().manual_seed(3)
+    x = [torch.randn(2, w, 19 // 2**i + 1, 27 // 2**i + 1, generator=g, dtype=torch.float64) for i, w in enumerate(widths)]
+    with torch.no_grad():
+        got = model.decode_head(x)
+    want = published(x, state)
+    assert got.dtype == torch.float64 and got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -15,6 +15,12 @@ One reader, ``read_checkpoint(path) -> (kind, state)``, recognises every layout 
   in the key names of transformers 4.x or 5.x (``SegformerModel``, ``...ForSemanticSegmentation``,
   ``...ForImageClassification``).
 
+SegFormer head: fastuda's ``SegFormerHead`` concatenates the levels shallowest first, as the
+published DAFormer / HRDA / MIC ``segformer_head.py`` does (``FUSE_ORDER``). A layout that
+concatenates deepest first (NVlabs' SegFormer, keys ``linear_c1..4``; transformers) has the
+input-channel blocks of its fuse conv reversed on load and on export, and so do fastuda
+checkpoints written while fastuda concatenated deepest first (``FORMAT``, ``upgrade_fastuda``).
+
 A ``module.`` prefix (DataParallel, DDP) is dropped everywhere. Files are read with
 ``torch.load(weights_only=True)`` (no arbitrary code runs), with NumPy's array and scalar
 types allowed: fastuda's checkpoints keep NumPy's RNG state. Anything that is not a
@@ -23,9 +29,13 @@ checkpoint, a truncated file, an empty one, a folder or another architecture is 
 """
 
 import dataclasses
+import json
 import os
 import re
+import subprocess
+import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +54,27 @@ KINDS = {
     "hf": "Hugging Face Segformer",
 }
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+# fastuda's SegFormerHead input order of the fuse conv: the published DAFormer head's.
+FUSE_ORDER = "shallowest first"
+FUSE_KEY = "decode_head.linear_fuse.conv.weight"
+# fastuda checkpoint format (the "format" entry of a training checkpoint). Files without it were
+# written either before 9e7f30b or from 9e7f30b until this entry came (SegFormer head deepest
+# first); ``upgrade_fastuda`` tells them apart. 2: SegFormer head shallowest first.
+FORMAT = 2
+# The commit that made the SegFormer head concatenate deepest first; its descendants up to FORMAT 2
+# wrote unmarked checkpoints in that order. Main's commits of that era, for installs without git:
+_DEEPEST_FIRST_SINCE = "9e7f30bbc840600d5550ff068bf046833e07a2a3"
+_DEEPEST_FIRST_COMMITS = frozenset({
+    "4bf36af571ffb154749abc979c3a8cab65e91414", "a985180b7d67ca5f2bd74e096e950dec26c72b73",
+    "2b796ef5fe883ea1ee1d41f1e20a17fef585430d", "fa238ca43e3aa12881be8b94ef13c91133a53997",
+    "8b9e09262144fbfdf10aea862b9490b397957f1f", "f7aa461fa18b5e81838b6bbad8b41f8553bd88d0",
+    "727a0141ca01af8cbe93a72b6b65c9b2f8f041e7", "15b35731ced648a9067808da7be1871af35f4dbb",
+    "48d60d62ae93f706be7eccbd7d4935012df715ec", "7ebbfa690429e3f0dcead033e47a9adfbc61f70c",
+    "68f84ea36ffb864fc298dacb465f20b611946575", "eadc7885550fc09e5084840899f19e9540f5ad95",
+    "95cde3cc9fbd492e1ce73152ce444f658e009254", "3acfc32961bb97ea46157e53fb0cfd3c001cd836",
+    "9e7f30bbc840600d5550ff068bf046833e07a2a3",
+})  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -157,7 +188,8 @@ def read_checkpoint(path) -> tuple[str, dict]:
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path} not found")
     obj = _read_folder(path) if os.path.isdir(path) else _read_file(path)
-    return classify(obj, path), obj
+    kind = classify(obj, path)
+    return kind, upgrade_fastuda(obj, path) if kind == "fastuda" else obj
 
 
 def classify(obj, path: str = "checkpoint") -> str:
@@ -227,9 +259,10 @@ def to_model_keys(checkpoint: dict, which: str = "model") -> tuple[dict, str]:
         prefixes = {k.split(".", 1)[0] for k in state}
         if which not in prefixes:
             raise UserError(f"UDA checkpoint has no {which!r} weights; it has {sorted(prefixes & set(UDA_MODELS))}")
-        return {k.removeprefix(which + "."): v for k, v in state.items() if k.startswith(which + ".")}, f"UDA ({which})"
+        picked = {k.removeprefix(which + "."): v for k, v in state.items() if k.startswith(which + ".")}
+        return segformer_head_keys(picked), f"UDA ({which})"
     if kind == "mmseg":
-        return state, "mmseg"
+        return segformer_head_keys(state), "mmseg"
     if kind == "hf":
         return hf_to_model_keys(state), "Hugging Face Segformer"
     # A bare encoder (SegFormer ImageNet MiT): its classifier is not ours.
@@ -242,6 +275,7 @@ def read_model_state(path_or_state_dict, which: str = "model") -> tuple[dict, st
         raise ValueError(f"which must be one of {UDA_MODELS}, got {which!r}")
     if isinstance(path_or_state_dict, dict):
         kind, obj = classify(path_or_state_dict), path_or_state_dict
+        obj = upgrade_fastuda(obj) if kind == "fastuda" else obj
     else:
         kind, obj = read_checkpoint(path_or_state_dict)
     try:
@@ -253,6 +287,96 @@ def read_model_state(path_or_state_dict, which: str = "model") -> tuple[dict, st
 
 def _name(path_or_state_dict) -> str:
     return "checkpoint" if isinstance(path_or_state_dict, dict) else os.fspath(path_or_state_dict)
+
+
+# ----------------------------------------------------------------------------- SegFormer head order
+
+
+def reverse_fuse_blocks(weight: torch.Tensor, levels: int) -> torch.Tensor:
+    """The SegFormer head's fuse conv ``weight`` (out, levels * embed, 1, 1) with its input-channel
+    blocks, one per level, in the other order (shallowest first <-> deepest first; its own inverse)."""
+    if levels < 1 or weight.shape[1] % levels:
+        raise ValueError(f"fuse conv weight {tuple(weight.shape)} has no {levels} equal input blocks")
+    return torch.cat(list(weight.chunk(levels, dim=1))[::-1], dim=1)
+
+
+def fuse_levels(state: dict) -> int:
+    """How many levels a SegFormer head state dict (fastuda keys) embeds."""
+    return sum(1 for k in state if re.fullmatch(r"decode_head\.linear_c\.\d+\.proj\.weight", k))
+
+
+def segformer_head_keys(state: dict) -> dict:
+    """An mmseg-style state dict (``backbone.*``, ``decode_head.*``) with a SegFormer head in
+    fastuda's keys and order. The published DAFormer head (``linear_c.0..3``) is fastuda's already;
+    NVlabs' SegFormer (``linear_c1..4``) concatenates deepest first (``torch.cat([_c4, _c3, _c2,
+    _c1])``), so its fuse conv's blocks are reversed. Both heads inherit mmseg's ``conv_seg``, which
+    their forward never uses: dropped. Any other state dict is returned as it is."""
+    if "decode_head.linear_pred.weight" not in state:
+        return state
+    out = {}
+    for key, value in state.items():
+        if key.startswith("decode_head.conv_seg."):
+            continue
+        if m := re.fullmatch(r"decode_head\.linear_c([1-9])\.(.+)", key):
+            key = f"decode_head.linear_c.{int(m.group(1)) - 1}.{m.group(2)}"
+        out[key] = value
+    if FUSE_KEY in out and any(re.match(r"decode_head\.linear_c[1-9]\.", k) for k in state):
+        out[FUSE_KEY] = reverse_fuse_blocks(out[FUSE_KEY], fuse_levels(out))
+    return out
+
+
+def _is_ancestor(ancestor: str, commit: str) -> bool | None:
+    """Whether ``commit`` descends from ``ancestor`` in the git checkout fastuda runs from; None
+    when that cannot be told (no git, not a checkout, an unknown commit)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        done = subprocess.run(["git", "-C", str(root), "merge-base", "--is-ancestor", ancestor, commit],
+                              capture_output=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {0: True, 1: False}.get(done.returncode)
+
+
+def _written_deepest_first(path) -> bool:
+    """Whether an unmarked fastuda checkpoint (no ``format``) was written while fastuda's SegFormer
+    head concatenated deepest first: from the git commit in the run record (``config.json`` beside
+    the checkpoint, ``run.git_commit``). Without one that tells, the newer order is assumed, with a
+    warning."""
+    commit = None
+    if path is not None:
+        try:
+            record = json.loads((Path(path).parent / "config.json").read_text())
+            commit = record["run"]["git_commit"]
+        except (OSError, ValueError, KeyError, TypeError):
+            commit = None
+    if commit in _DEEPEST_FIRST_COMMITS:
+        return True
+    if isinstance(commit, str) and (descends := _is_ancestor(_DEEPEST_FIRST_SINCE, commit)) is not None:
+        return descends
+    where = f"{path}" if path is not None else "a fastuda checkpoint passed as a dict"
+    warnings.warn(
+        f"{where} has a SegFormer head and no format entry, and no run record says which fastuda wrote it: "
+        f"assuming commit {_DEEPEST_FIRST_SINCE[:7]} or later (fuse conv deepest first; converted). If it was "
+        "written before 2026-12-01, set its 'format' entry to 2 to load it unchanged",
+        stacklevel=3,
+    )
+    return True
+
+
+def upgrade_fastuda(obj: dict, path=None) -> dict:
+    """A fastuda training checkpoint in ``FORMAT``: a new dict (``obj`` is left alone) whose
+    student / teacher SegFormer head has its fuse conv in ``FUSE_ORDER`` and whose ``format`` is
+    ``FORMAT``; ``fuse_reversed`` is True where the blocks were reversed (``restore`` then
+    reverses the optimiser's moments too). Marked checkpoints come back as they are."""
+    if obj.get("format", 1) >= FORMAT:
+        return obj
+    out = {**obj, "format": FORMAT}
+    heads = [k for k in ("student", "teacher") if isinstance(obj.get(k), dict) and FUSE_KEY in obj[k]]
+    if heads and _written_deepest_first(path):
+        for k in heads:
+            out[k] = {**obj[k], FUSE_KEY: reverse_fuse_blocks(obj[k][FUSE_KEY], fuse_levels(obj[k]))}
+        out["fuse_reversed"] = True
+    return out
 
 
 # ----------------------------------------------------------------------------- Hugging Face keys
@@ -321,7 +445,7 @@ def hf_to_model_keys(state: dict) -> dict:
         elif m := re.fullmatch(r"decode_head\.linear_projections\.(\d+)\.proj\.(.+)", name):
             out[f"decode_head.linear_c.{m.group(1)}.proj.{m.group(2)}"] = value
         elif name == "decode_head.linear_fuse.weight":
-            out["decode_head.linear_fuse.conv.weight"] = value  # both concatenate the levels deepest first
+            out[FUSE_KEY] = value  # deepest first: reversed below, once the levels are counted
         elif name.startswith("decode_head.batch_norm."):
             out[f"decode_head.linear_fuse.bn.{name.removeprefix('decode_head.batch_norm.')}"] = value
         elif name.startswith("decode_head.classifier."):
@@ -333,6 +457,8 @@ def hf_to_model_keys(state: dict) -> dict:
     for (i, j, param), parts in kv.items():
         if set(parts) == {"k_proj", "v_proj"}:
             out[f"backbone.block{i}.{j}.attn.kv.{param}"] = torch.cat([parts["k_proj"], parts["v_proj"]])
+    if FUSE_KEY in out:  # transformers' SegformerDecodeHead: torch.cat(all_hidden_states[::-1])
+        out[FUSE_KEY] = reverse_fuse_blocks(out[FUSE_KEY], fuse_levels(out))
     return out
 
 
@@ -359,8 +485,8 @@ def model_to_hf_keys(state: dict) -> dict:
                 out[f"{prefix}{block[module]}.{param}"] = value
         elif m := re.fullmatch(r"decode_head\.linear_c\.(\d+)\.proj\.(.+)", key):
             out[f"decode_head.linear_projections.{m.group(1)}.proj.{m.group(2)}"] = value
-        elif key == "decode_head.linear_fuse.conv.weight":
-            out["decode_head.linear_fuse.weight"] = value
+        elif key == FUSE_KEY:  # transformers concatenates deepest first
+            out["decode_head.linear_fuse.weight"] = reverse_fuse_blocks(value, fuse_levels(state))
         elif key.startswith("decode_head.linear_fuse.bn."):
             out[f"decode_head.batch_norm.{key.removeprefix('decode_head.linear_fuse.bn.')}"] = value
         elif key.startswith("decode_head.linear_pred."):

@@ -87,7 +87,8 @@ class DAFormerHead(nn.Module):
 
 class SegFormerHead(nn.Module):
     """SegFormer's all-MLP decoder: Linear embedding of each level to ``embed_dim``,
-    resize to stride 4, concatenate, 1x1 ConvBNReLU fuse, Dropout2d, 1x1 classifier."""
+    resize to stride 4, concatenate (shallowest level first: DAFormer's published head; see
+    ``checkpoint.FUSE_ORDER``), 1x1 ConvBNReLU fuse, Dropout2d, 1x1 classifier."""
 
     def __init__(
         self,
@@ -107,9 +108,10 @@ class SegFormerHead(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[2:]
         embedded = [_resize_to(self.linear_c[str(i)](f), size) for i, f in enumerate(features)]
-        # deepest level first, as SegFormer / mmseg concatenate (torch.cat([_c4, _c3, _c2, _c1])):
-        # released SegFormer-head weights and transformers' fuse conv expect that channel order
-        return self.linear_pred(self.dropout(self.linear_fuse(torch.cat(embedded[::-1], dim=1))))
+        # shallowest level first, as the published DAFormer / HRDA / MIC segformer_head.py does (so their
+        # weights load with only a prefix change). NVlabs' SegFormer and transformers concatenate deepest
+        # first: their fuse conv's input blocks are reversed on load / export (models.checkpoint).
+        return self.linear_pred(self.dropout(self.linear_fuse(torch.cat(embedded, dim=1))))
 
 
 class _ASPPBranch(nn.Module):

@@ -56,13 +56,17 @@ def forward_full(model: nn.Module, image: Tensor) -> Tensor:
 def slide_inference(model: nn.Module, image: Tensor, crop, stride) -> Tensor:
     """Logits (B, K, H, W) averaged over crop windows (see the module doc), for any H, W; all
     windows of an image in one batched call (mmseg's ``batched_slide``, as HRDA configures it).
-    ``crop`` and ``stride``: an int or (h, w)."""
+    ``crop`` and ``stride``: an int or (h, w). The result has the image's dtype (the logits' where
+    those are wider: float32 logits of an autocast model on a float32 image stay float32)."""
     if image.dim() != 4:
         raise ValueError(f"image must have shape (B, 3, H, W), got {tuple(image.shape)}")
     B, _, H, W = image.shape
     boxes = sliding_windows(H, W, crop, stride)
     windows = torch.cat([image[:, :, y0:y1, x0:x1] for y0, y1, x0, x1 in boxes])  # (n*B, 3, ch, cw)
-    return paste_average(forward_full(model, windows).float(), boxes, B, (H, W))
+    logits = forward_full(model, windows)
+    # sums of overlapping windows: at least float32 (bf16 / fp16 logits of autocast), float64 kept as it is
+    summed = paste_average(logits.to(torch.promote_types(logits.dtype, torch.float32)), boxes, B, (H, W))
+    return summed.to(torch.promote_types(image.dtype, logits.dtype))
 
 
 @torch.no_grad()

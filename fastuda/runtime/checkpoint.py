@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from fastuda.config import TrainConfig, from_dict, to_dict
+from fastuda.models.checkpoint import FORMAT, FUSE_KEY, fuse_levels, reverse_fuse_blocks
 
 # Fields a resumed run may change: where data and outputs live, how long it runs, how
 # often it logs / evaluates / saves, how many workers decode, how evaluation is sampled.
@@ -61,10 +62,12 @@ def training_state(nets: dict, optimizer, scheduler, rngs: list, iteration: int,
                    cfg: TrainConfig) -> dict:  # fmt: skip
     """What ``latest.pt`` holds: ``nets`` ({"student", "teacher", "imnet"}, None where absent),
     the optimiser and schedule, every rank's RNG states, the iteration, the global draws
-    consumed (the data order continues there, whatever the next world size), the config."""
+    consumed (the data order continues there, whatever the next world size), the config, and the
+    checkpoint ``format`` (``fastuda.models.checkpoint.FORMAT``)."""
     return {**{k: m.state_dict() if m is not None else None for k, m in nets.items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs,
-            "iteration": iteration, "draws": draws, "world": world, "config": to_dict(cfg)}  # fmt: skip
+            "iteration": iteration, "draws": draws, "world": world, "config": to_dict(cfg),
+            "format": FORMAT}  # fmt: skip
 
 
 def restore(state: dict, nets: dict, optimizer, scheduler, generator: torch.Generator, rank: int) -> tuple[int, int]:
@@ -74,6 +77,12 @@ def restore(state: dict, nets: dict, optimizer, scheduler, generator: torch.Gene
         if m is not None:
             m.load_state_dict(state[k])
     optimizer.load_state_dict(state["optimizer"])
+    if state.get("fuse_reversed"):  # an old-order SegFormer head (upgrade_fastuda): its moments follow
+        fuse = dict(nets["student"].named_parameters())[FUSE_KEY]
+        moments = optimizer.state.get(fuse, {})
+        for name, value in moments.items():
+            if torch.is_tensor(value) and value.shape == fuse.shape:
+                moments[name] = reverse_fuse_blocks(value, fuse_levels(state["student"]))
     scheduler.load_state_dict(state["scheduler"])
     rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
     if rank < len(rngs):
