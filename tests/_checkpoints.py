@@ -6,6 +6,7 @@ import random
 import torch
 
 from fastuda.config import PRESETS, apply_overrides, load_config, to_dict
+from fastuda.models.checkpoint import FORMAT
 from fastuda.runtime.build import build_segmentor
 from fastuda.runtime.checkpoint import rng_state
 
@@ -39,7 +40,7 @@ def write_fastuda(path, cfg, model):
     teacher = {k: v + 1 for k, v in model.state_dict().items()}
     torch.save({"student": model.state_dict(), "teacher": teacher, "imnet": None, "optimizer": opt.state_dict(),
                 "scheduler": {"last_epoch": 3}, "rng": rng_state(torch.Generator()), "iteration": 3,
-                "config": to_dict(cfg)}, path)  # fmt: skip
+                "config": to_dict(cfg), "format": FORMAT}, path)  # fmt: skip
     random.random()  # the rng state above is a snapshot, not a reference
     return path
 

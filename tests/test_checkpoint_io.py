@@ -162,3 +162,157 @@ def test_python_dash_m_prints_one_line(files, module, tmp_path):
         f"error: checkpoint {files['truncated']} is truncated or damaged: its zip archive has no central directory "
         f"({files['truncated'].stat().st_size} bytes); copy or download it again"
     ]
+
+
+# ----------------------------------------------------------------------------- SegFormer head order of old checkpoints
+# From 9e7f30b until format 2, fastuda's SegFormerHead concatenated the levels deepest first and its training
+# checkpoints carried no "format" entry; before 9e7f30b it concatenated shallowest first, as now. The forward of
+# each era is transcribed here on the saved state dict, in float64.
+
+DEEPEST_FIRST_COMMIT = "9e7f30bbc840600d5550ff068bf046833e07a2a3"  # made the head concatenate deepest first
+SHALLOWEST_FIRST_COMMIT = "835cf695f29108674479c70dfcaa914136883177"  # 9e7f30b~2: before it
+
+
+def _head_forward(x, p, deepest_first):
+    """fastuda's SegFormerHead of either era on state dict ``p`` (fastuda keys), eval mode."""
+    f = torch.nn.functional
+    levels = []
+    for i, xi in enumerate(x):
+        n, _, h, w = xi.shape
+        y = f.linear(xi.flatten(2).transpose(1, 2), p[f"decode_head.linear_c.{i}.proj.weight"],
+                     p[f"decode_head.linear_c.{i}.proj.bias"]).transpose(1, 2).reshape(n, -1, h, w)  # fmt: skip
+        levels.append(f.interpolate(y, size=x[0].shape[2:], mode="bilinear", align_corners=False))
+    cat = torch.cat(levels[::-1] if deepest_first else levels, dim=1)
+    bn = "decode_head.linear_fuse.bn."
+    y = f.batch_norm(f.conv2d(cat, p["decode_head.linear_fuse.conv.weight"]), p[bn + "running_mean"],
+                     p[bn + "running_var"], p[bn + "weight"], p[bn + "bias"], training=False, eps=1e-5)  # fmt: skip
+    return f.conv2d(torch.relu(y), p["decode_head.linear_pred.weight"], p["decode_head.linear_pred.bias"])
+
+
+def _segformer(seed):
+    torch.manual_seed(seed)
+    model = build_model(backbone="mit_demo", decode_head="segformer", num_classes=5, embed_dim=24).double()
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5 if name.endswith("running_var") else torch.rand_like(t) - 0.5)
+    return model.eval()
+
+
+def _unmarked_checkpoint(folder, commit):
+    """A fastuda training checkpoint as the unmarked eras wrote it (no "format"), with its run record
+    (config.json, run.git_commit) beside it when ``commit`` is given."""
+    import json
+
+    from fastuda.config import PRESETS, to_dict
+
+    folder.mkdir()
+    state = _segformer(11).state_dict()
+    cfg = to_dict(PRESETS["demo"]())
+    torch.save({"student": state, "teacher": {k: v + 1 for k, v in state.items()}, "imnet": None, "optimizer": {},
+                "scheduler": {}, "rng": [], "iteration": 3, "config": cfg}, folder / "latest.pt")  # fmt: skip
+    if commit is not None:
+        (folder / "config.json").write_text(json.dumps({**cfg, "run": {"git_commit": commit}}))
+    return folder / "latest.pt", state
+
+
+def _features(model):
+    g = torch.Generator().manual_seed(2)
+    return [torch.randn(2, w, 19 // 2**i + 1, 27 // 2**i + 1, generator=g, dtype=torch.float64)
+            for i, w in enumerate(model.backbone.embed_dims)]  # fmt: skip
+
+
+@pytest.mark.parametrize("which", ["model", "ema_model"])
+def test_unmarked_checkpoint_of_the_deepest_first_era_keeps_its_function(tmp_path, which):
+    path, state = _unmarked_checkpoint(tmp_path / "run", DEEPEST_FIRST_COMMIT)
+    saved = state if which == "model" else {k: v + 1 for k, v in state.items()}
+    model = _segformer(0)
+    load_checkpoint(model, path, strict=True, which=which)
+    x = _features(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode_head(x), _head_forward(x, saved, deepest_first=True), rtol=1e-12, atol=1e-12)
+    _, upgraded = read_checkpoint(path)
+    assert upgraded["format"] == 2 and upgraded["fuse_reversed"] is True
+
+
+def test_unmarked_checkpoint_from_before_9e7f30b_loads_unchanged(tmp_path):
+    from fastuda.models.checkpoint import _is_ancestor
+
+    if _is_ancestor(DEEPEST_FIRST_COMMIT, SHALLOWEST_FIRST_COMMIT) is None:
+        pytest.skip("fastuda is not run from a git checkout that holds its history")
+    path, state = _unmarked_checkpoint(tmp_path / "run", SHALLOWEST_FIRST_COMMIT)
+    model = _segformer(0)
+    load_checkpoint(model, path, strict=True)
+    x = _features(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode_head(x), _head_forward(x, state, deepest_first=False), rtol=1e-12, atol=1e-12)
+
+
+def test_unmarked_checkpoint_without_run_record_warns_and_assumes_the_newer_era(tmp_path):
+    path, state = _unmarked_checkpoint(tmp_path / "run", None)
+    model = _segformer(0)
+    with pytest.warns(UserWarning, match="no format entry.*assuming commit 9e7f30b"):
+        load_checkpoint(model, path, strict=True)
+    x = _features(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode_head(x), _head_forward(x, state, deepest_first=True), rtol=1e-12, atol=1e-12)
+
+
+def test_marked_checkpoint_loads_unchanged_and_train_marks_its_checkpoints(tmp_path, recwarn):
+    from fastuda.config import PRESETS
+    from fastuda.runtime.checkpoint import training_state
+
+    model = _segformer(3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0)
+    state = training_state({"student": model, "teacher": None, "imnet": None}, opt, sched, [], 0, 0, 1, PRESETS["demo"]())
+    assert state["format"] == 2
+    torch.save(state, tmp_path / "latest.pt")
+    fresh = _segformer(0)
+    load_checkpoint(fresh, tmp_path / "latest.pt", strict=True)
+    x = _features(model)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.decode_head(x), _head_forward(x, model.state_dict(), deepest_first=False),
+                                   rtol=1e-12, atol=1e-12)  # fmt: skip
+    assert not [w for w in recwarn if "format" in str(w.message)]
+
+
+def test_resume_of_a_deepest_first_checkpoint_reverses_the_optimiser_moments(tmp_path):
+    """The upgraded run continues as the saved one would have: weights and AdamW moments of the fuse conv
+    both follow the new order (written by hand here: one block per level, reversed)."""
+    import json
+
+    from fastuda.config import PRESETS, to_dict
+    from fastuda.runtime.checkpoint import restore, rng_state
+
+    key = "decode_head.linear_fuse.conv.weight"
+    model = _segformer(4).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(1, 3, 32, 32, dtype=torch.float64)).square().mean().backward()
+    opt.step()
+
+    def old(t):  # shallowest-first blocks -> deepest-first
+        return torch.cat(list(t.chunk(4, dim=1))[::-1], dim=1)
+
+    student = {**model.state_dict(), key: old(model.state_dict()[key])}
+    saved_opt = opt.state_dict()
+    index = [name for name, _ in model.named_parameters()].index(key)
+    moments = {k: old(v) if torch.is_tensor(v) and v.dim() == 4 else v for k, v in saved_opt["state"][index].items()}
+    saved_opt = {**saved_opt, "state": {**saved_opt["state"], index: moments}}
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0)
+    (tmp_path / "config.json").write_text(json.dumps({"run": {"git_commit": DEEPEST_FIRST_COMMIT}}))
+    torch.save({"student": student, "teacher": None, "imnet": None, "optimizer": saved_opt, "scheduler": sched.state_dict(),
+                "rng": [rng_state(torch.Generator())], "iteration": 1, "draws": 2,
+                "config": to_dict(PRESETS["demo"]())}, tmp_path / "latest.pt")  # fmt: skip
+    fresh = _segformer(0).train()
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
+    fresh_sched = torch.optim.lr_scheduler.LambdaLR(fresh_opt, lambda i: 1.0)
+    state = read_training_checkpoint(tmp_path / "latest.pt")
+    assert restore(state, {"student": fresh, "teacher": None, "imnet": None}, fresh_opt, fresh_sched,
+                   torch.Generator(), 0) == (1, 2)  # fmt: skip
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[k], v, rtol=0, atol=0, msg=k)
+    fuse = dict(fresh.named_parameters())[key]
+    for name in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(fresh_opt.state[fuse][name], opt.state[dict(model.named_parameters())[key]][name],
+                                   rtol=0, atol=0)  # fmt: skip
