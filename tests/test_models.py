@@ -329,3 +329,26 @@ def test_segformer_head_is_each_published_head(tmp_path, layout, published):
     want = published(x, state)
     assert got.dtype == torch.float64 and got.shape == want.shape
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- slide inference dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_slide_inference_returns_the_images_dtype(dtype):
+    """Windows of 16 every 8 (up to 4 overlap a pixel); each window's "logits" are its pixels doubled, so the
+    average is 2 x the image to an ulp: in float64 no float32 rounding, in bfloat16 exactly, although
+    bfloat16 could not hold the sums of 3 (accumulated in float32, returned in bfloat16)."""
+    from fastuda.models.slide import slide_inference
+
+    class Doubling(torch.nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    img = torch.randn(2, 3, 37, 53, dtype=torch.float64).to(dtype)
+    with torch.no_grad():
+        got = slide_inference(Doubling(), img, 16, 8)
+    assert got.dtype == dtype
+    # (3x) / 3 rounds by an ulp in float64 / float32; float32 sums of bfloat16 values round back to them exactly
+    rtol = 0 if dtype == torch.bfloat16 else 2 * torch.finfo(dtype).eps
+    torch.testing.assert_close(got, img * 2, rtol=rtol, atol=0)
