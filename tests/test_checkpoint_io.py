@@ -316,3 +316,19 @@ def test_resume_of_a_deepest_first_checkpoint_reverses_the_optimiser_moments(tmp
     for name in ("exp_avg", "exp_avg_sq"):
         torch.testing.assert_close(fresh_opt.state[fuse][name], opt.state[dict(model.named_parameters())[key]][name],
                                    rtol=0, atol=0)  # fmt: skip
+
+
+def test_mmsegmentations_own_segformer_head_is_named_and_refused(tmp_path):
+    """mmsegmentation's SegformerHead (ConvModule with BN and ReLU per level, then fusion_conv) computes another
+    function than the all-MLP head: no key mapping can load it, so the error says so."""
+    model = build_model(backbone="mit_demo", decode_head="segformer", num_classes=5, embed_dim=24)
+    state = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    for i, w in enumerate(model.backbone.embed_dims):
+        state[f"decode_head.convs.{i}.conv.weight"] = torch.randn(24, w, 1, 1)
+        state.update({f"decode_head.convs.{i}.bn.{n}": torch.rand(24) for n in ("weight", "bias", "running_mean", "running_var")})
+    state["decode_head.fusion_conv.conv.weight"] = torch.randn(24, 96, 1, 1)
+    state["decode_head.conv_seg.weight"], state["decode_head.conv_seg.bias"] = torch.randn(5, 24, 1, 1), torch.randn(5)
+    torch.save({"meta": {}, "state_dict": state}, tmp_path / "mmseg_segformer.pth")
+    _, content = read_checkpoint(tmp_path / "mmseg_segformer.pth")
+    with pytest.raises(UserError, match="mmseg_segformer.pth: mmsegmentation's SegformerHead .* is not SegFormer's all-MLP"):
+        architecture(content["state_dict"], tmp_path / "mmseg_segformer.pth")

@@ -545,6 +545,10 @@ def architecture(state: dict, path="checkpoint") -> Architecture:
     if "decode_head.linear_pred.weight" in state:
         return Architecture(backbone, "segformer", rows("decode_head.linear_pred.weight"),
                             rows("decode_head.linear_c.0.proj.weight"))  # fmt: skip
+    if "decode_head.fusion_conv.conv.weight" in state:  # mmsegmentation's own SegformerHead
+        raise UserError(f"{path}: mmsegmentation's SegformerHead (convs.*, fusion_conv) is not SegFormer's all-MLP "
+                        "head: each level goes through a 1x1 conv, BatchNorm and ReLU before the resize; fastuda "
+                        "has the head of NVlabs' SegFormer and DAFormer (linear_c*, linear_fuse, linear_pred)")  # fmt: skip
     if "decode_head.aspp_modules.0.conv.weight" in state:
         return Architecture(backbone, "deeplabv2", rows("decode_head.aspp_modules.0.conv.weight"))
     if any(k.startswith("decode_head.") for k in state):
