@@ -47,8 +47,8 @@ def test_tables_match_the_code_they_describe():
     assert config.DATASET_CLASSES == {"gta": NUM_CLASSES, "synthia": NUM_CLASSES, "cityscapes": NUM_CLASSES,
                                       "synthetic": SYNTHETIC_CLASSES}  # fmt: skip
     assert set(config.MIT_BACKBONES) == set(MIT_VARIANTS)
-    assert set(config.RECIPE_CROP) == set(RECIPES)
-    assert config.RECIPE_CROP["daformer"] == _CROP["daformer"] and config.RECIPE_CROP["mic"] == _CROP["hrda"]
+    assert set(config.validation.RECIPE_CROP) == set(RECIPES)
+    assert config.validation.RECIPE_CROP["daformer"] == _CROP["daformer"] and config.validation.RECIPE_CROP["mic"] == _CROP["hrda"]
 
 
 def test_messages_name_key_value_and_expectation():

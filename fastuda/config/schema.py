@@ -1,0 +1,150 @@
+"""The typed configuration: one dataclass per section, each field with its meaning in the
+papers (comment) and what it accepts (``check``, applied by ``fastuda.config.validate``)."""
+
+import dataclasses
+
+from .checks import (NAME, NON_NEGATIVE, POSITIVE, at_least, between, each, field, multiple_of, one_of, optional,
+                     path_template)  # fmt: skip
+
+# Classes of each dataset name (tests check these against fastuda.data).
+DATASET_CLASSES = {"gta": 19, "synthia": 19, "cityscapes": 19, "synthetic": 6}
+BACKBONES = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5", "mit_demo", "resnet50", "resnet101")
+MIT_BACKBONES = tuple(b for b in BACKBONES if b.startswith("mit_"))
+
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The segmentation network (DAFormer: MiT-B5 + DAFormer head). HRDA's two-scale
+    model is ``TrainConfig.hrda`` (``build_model(cfg, hrda=...)``)."""
+
+    backbone: str = field("mit_b5", one_of(*BACKBONES))  # encoder: MiT b0..b5 (mit_demo: the demo's), or a ResNet
+    # daformer (context-aware fusion) | segformer (all-MLP) | deeplabv2 (ASPP)
+    decode_head: str = field("daformer", one_of("daformer", "segformer", "deeplabv2"))
+    num_classes: int = field(19, between(1, 254))  # K, the Cityscapes train ids
+    drop_path_rate: float = field(0.1, between(0, 1, hi_open=True))  # stochastic depth of the last MiT block
+    # head embedding width (every head: DAFormer, its HRDA scale attention, SegFormer);
+    # None: DAFormer 256 (32 for mit_demo), SegFormer 768 (256 for b0)
+    embed_dim: int | None = field(None, optional(at_least(1)))
+    pretrained: str | None = None  # ImageNet encoder weights, e.g. pretrained/mit_b5.pth
+    sync_bn: bool = False  # BatchNorm statistics over all GPUs (SyncBatchNorm; with torchrun); published: per GPU
+
+@dataclasses.dataclass
+class DataConfig:
+    """Source (labelled) and target (unlabelled) data and their pipelines."""
+
+    source: str = field("gta", one_of("gta", "synthia", "synthetic"))  # S (synthetic: the demo's procedural scenes)
+    source_root: str = "data/gta"  # dataset root as released (or converted); checked at start-up
+    target: str = field("cityscapes", one_of("cityscapes", "synthetic"))  # T
+    target_root: str = "data/cityscapes"
+    # published pipeline: daformer (crop 512) | hrda / mic (crop 1024, valid pseudo mask)
+    recipe: str = field("daformer", one_of("daformer", "hrda", "mic"))
+    # (h, w) training crop; None: the recipe's (the synthetic scenes are not cropped)
+    crop_size: tuple[int, int] | None = field(None, optional(each(POSITIVE)))
+    # (long, short) keep-ratio resize; None: the recipe's (e.g. 1280x720)
+    resize: tuple[int, int] | None = field(None, optional(each(POSITIVE)))
+    batch_size: int = field(2, at_least(1))  # images per domain per iteration (2 source + 2 target)
+    workers: int = field(4, at_least(0))  # decoding processes per loader
+    eval_split: str = field("val", one_of("val", "train"))  # target split used for evaluation
+    eval_samples: int | None = field(None, optional(at_least(1)))  # evaluate on the first N images only (None: all)
+    # synthetic demo only
+    synthetic_size: int = field(64, multiple_of(8))  # scene side in pixels
+    synthetic_samples: int = field(256, at_least(1))  # scenes per domain (train); the same number again for validation
+
+
+@dataclasses.dataclass
+class RCSConfig:
+    """Rare class sampling (DAFormer Sec. 3.3)."""
+
+    enabled: bool = True  # sample source images by their rare classes
+    temperature: float = field(0.01, POSITIVE)  # T in P(c) = softmax((1 - f_c) / T)
+    # a file is eligible for class c with more than this many pixels of c (original res.)
+    min_pixels: int = field(3000, NON_NEGATIVE)
+    # re-crop (up to 10 times) until the crop holds > min_pixels * ratio of c
+    min_crop_ratio: float = field(0.5, NON_NEGATIVE)
+
+
+@dataclasses.dataclass
+class UDAConfig:
+    """Self-training (DACS) and its DAFormer / HRDA / MIC additions."""
+
+    # dacs: EMA teacher + ClassMix self-training | source_only: the source loss alone
+    mode: str = field("dacs", one_of("dacs", "source_only"))
+    alpha: float = field(0.999, between(0, 1, hi_open=True))  # EMA momentum, alpha_t = min(1 - 1/(t + 1), alpha)
+    # tau: confidence a pixel must reach to count in the pseudo-weight q
+    pseudo_threshold: float = field(0.968, between(0, 1, lo_open=True))
+    # batch (published: one q per batch) | image (the paper's per-image q)
+    pseudo_weight_mode: str = field("batch", one_of("batch", "image"))
+    pseudo_ignore_top: int = field(15, NON_NEGATIVE)  # rows of the crop whose pseudo-weight is 0 (DAFormer: sky)
+    pseudo_ignore_bottom: int = field(120, NON_NEGATIVE)  # last rows of the crop whose pseudo-weight is 0
+    mix_batch_pool: bool = True  # ClassMix draws from the classes of the whole batch (published) or the image
+    mix_include_ignore: bool = True  # the ignore label counts as a class in that pool (published)
+    # probability of colour jitter on the mixed image (published: applied if U > 0.2)
+    jitter_prob: float = field(0.8, between(0, 1))
+    # s: brightness, contrast, saturation and hue strength (kornia ColorJitter; hue at most 0.5)
+    jitter_strength: float = field(0.2, between(0, 0.5))
+    # probability of Gaussian blur (sigma ~ U(0.15, 1.15), kernel ~ 0.1 x image size)
+    blur_prob: float = field(0.5, between(0, 1))
+    fd_lambda: float = field(0.005, NON_NEGATIVE)  # lambda_FD, ImageNet feature distance on thing classes (0: off)
+    # r: a feature cell takes its majority class if it covers >= r of the cell
+    fd_min_ratio: float = field(0.75, between(0, 1, lo_open=True))
+    fd_classes: tuple[int, ...] = field((6, 7, 11, 12, 13, 14, 15, 16, 17, 18), each(NON_NEGATIVE))  # thing classes
+    mic_lambda: float = field(0.0, NON_NEGATIVE)  # lambda_MIC, masked image consistency (0: off; MIC: 1)
+    mic_mask_ratio: float = field(0.7, between(0, 1, hi_open=True))  # r: fraction of patches masked out
+    mic_block_size: int = field(64, at_least(1))  # b: masked patch size in pixels (32 for MIC on DAFormer at half res.)
+
+
+@dataclasses.dataclass
+class HRDAConfig:
+    """Multi-resolution training (HRDA), the one home of its keys: read by ``build_model``
+    (the architecture) and by training. The context crop is the training crop at 0.5
+    (fixed: the fused scale_fusion kernel upsamples by 2)."""
+
+    enabled: bool = False  # context + detail crops with learned scale attention
+    hr_crop_size: int = field(512, multiple_of(8))  # side of the (square) detail crop from the full-resolution crop
+    hr_loss_weight: float = field(0.1, between(0, 1))  # lambda_d: weight of the detail crop's own loss
+    crop_coord_divisible: int = field(8, multiple_of(8))  # detail crop offsets are multiples of this
+    # ablation: a constant scale attention instead of the learned one (None: learned, as published)
+    fixed_attention: float | None = field(None, optional(between(0, 1)))
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """AdamW with parameter groups; linear warm-up then poly decay."""
+
+    lr: float = field(6e-5, POSITIVE)  # eta, the encoder's learning rate
+    head_lr_mult: float = field(10.0, POSITIVE)  # parameters named *head* learn at lr x this
+    weight_decay: float = field(0.01, NON_NEGATIVE)  # AdamW decoupled decay (0 on encoder norms and pos_block)
+    betas: tuple[float, float] = field((0.9, 0.999), each(between(0, 1, hi_open=True)))
+    warmup_iters: int = field(1500, NON_NEGATIVE)  # t_warm, linear warm-up iterations
+    warmup_ratio: float = field(1e-6, between(0, 1, lo_open=True))  # warm-up starts at lr x this
+    power: float = field(1.0, POSITIVE)  # poly decay exponent: lr x (1 - t / max_iters) ** power
+    grad_clip: float | None = field(None, optional(POSITIVE))  # max gradient norm (None: no clipping, as published)
+
+
+@dataclasses.dataclass
+class CheckpointConfig:
+    """What a run keeps on disk besides ``latest.pt`` (and ``best.pt``, the best mIoU so far)."""
+
+    keep_last: int | None = field(None, optional(at_least(1)))  # keep the newest N iter_N.pt checkpoints (None: all)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One training run: ``python -m fastuda.train PRESET [key=value ...]``."""
+
+    name: str = field("daformer_gta2cs", NAME)
+    model: ModelConfig = field(factory=ModelConfig)
+    data: DataConfig = field(factory=DataConfig)
+    uda: UDAConfig = field(factory=UDAConfig)
+    rcs: RCSConfig = field(factory=RCSConfig)
+    hrda: HRDAConfig = field(factory=HRDAConfig)
+    optim: OptimConfig = field(factory=OptimConfig)
+    max_iters: int = field(40000, at_least(1))  # training iterations (the poly schedule reaches 0 here)
+    seed: int = field(0, NON_NEGATIVE)  # DAFormer 0, HRDA 1, MIC 2
+    eval_interval: int = field(4000, at_least(-1))  # evaluate every N iterations (0: at the end only, -1: never)
+    checkpoint_interval: int = field(4000, NON_NEGATIVE)  # write a checkpoint every N iterations (and at the end)
+    checkpoint: CheckpointConfig = field(factory=CheckpointConfig)
+    log_interval: int = field(50, at_least(1))  # loss / lr to JSONL every N iterations
+    out: str = field("runs/{name}", path_template())  # output directory ({name} is replaced)
+

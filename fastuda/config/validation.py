@@ -1,0 +1,94 @@
+"""Validation: every field's own check, then the rules across fields (torchtitan's
+``config/validation.py``). A config is validated once, when loaded, before anything is built."""
+
+from pathlib import Path
+
+from fastuda.errors import UserError
+
+from .checks import check_fields
+from .schema import DATASET_CLASSES, MIT_BACKBONES, TrainConfig
+
+RECIPE_CROP = {"daformer": (512, 512), "hrda": (1024, 1024), "mic": (1024, 1024)}  # moves to recipes.py next
+
+
+def train_crop(cfg: TrainConfig) -> tuple[int, int]:
+    """(h, w) of the training crop: data.crop_size, the synthetic scene, or the recipe's."""
+    if cfg.data.source == "synthetic":
+        return cfg.data.synthetic_size, cfg.data.synthetic_size
+    return tuple(cfg.data.crop_size or RECIPE_CROP[cfg.data.recipe])
+
+
+def _check_across(cfg: TrainConfig, from_pretrained: bool) -> None:
+    d, m, u, h = cfg.data, cfg.model, cfg.uda, cfg.hrda
+    synthetic = (d.source == "synthetic", d.target == "synthetic")
+    if synthetic[0] != synthetic[1]:
+        raise UserError(f"data.source={d.source!r} with data.target={d.target!r}: the synthetic demo needs both "
+                        "'synthetic', a released dataset needs neither")  # fmt: skip
+    for key, name in (("data.source", d.source), ("data.target", d.target)):
+        if m.num_classes != DATASET_CLASSES[name]:
+            raise UserError(f"model.num_classes={m.num_classes} but {key}={name!r} has {DATASET_CLASSES[name]} "
+                            f"classes; expected model.num_classes={DATASET_CLASSES[name]}")  # fmt: skip
+    if synthetic[0]:
+        side = d.synthetic_size
+        if d.crop_size is not None and tuple(d.crop_size) != (side, side):
+            raise UserError(f"data.crop_size={d.crop_size}: the synthetic scenes are not cropped (they are "
+                            f"data.synthetic_size={side} square); expected None or ({side}, {side})")  # fmt: skip
+        if d.resize is not None:
+            raise UserError(f"data.resize={d.resize}: the synthetic scenes are not resized; expected None "
+                            "(set data.synthetic_size)")  # fmt: skip
+    crop_h, crop_w = train_crop(cfg)
+    crop_key = "data.synthetic_size" if synthetic[0] else "data.crop_size"
+    if u.mode == "dacs" and u.pseudo_ignore_top + u.pseudo_ignore_bottom >= crop_h:
+        raise UserError(f"uda.pseudo_ignore_top={u.pseudo_ignore_top} + uda.pseudo_ignore_bottom="
+                        f"{u.pseudo_ignore_bottom} leave no row of the {crop_h}-row training crop ({crop_key}); "
+                        f"expected a sum < {crop_h}")  # fmt: skip
+    if m.decode_head in ("daformer", "segformer") and m.backbone not in MIT_BACKBONES:
+        raise UserError(f"model.decode_head={m.decode_head!r} needs a 4-level MiT encoder, got model.backbone="
+                        f"{m.backbone!r}; expected one of {', '.join(MIT_BACKBONES)} (or model.decode_head=deeplabv2)")
+    if m.embed_dim is not None and m.decode_head == "deeplabv2":
+        raise UserError(f"model.embed_dim={m.embed_dim}: the deeplabv2 head has no embedding; expected None")
+    if m.backbone in MIT_BACKBONES and min(crop_h, crop_w) < 32:  # stage 1's spatial reduction is an 8x8 conv
+        raise UserError(f"{crop_key}: the MiT encoder needs a training crop of at least 32x32, got {crop_h}x{crop_w}")
+    if h.enabled:
+        if min(crop_h, crop_w) < 64 or h.hr_crop_size < 32:  # the 0.5 context and the detail crop feed MiT
+            raise UserError(f"hrda.hr_crop_size={h.hr_crop_size} with a {crop_h}x{crop_w} crop ({crop_key}): HRDA "
+                            "feeds MiT the crop at 0.5 and the detail crop; expected a crop of at least 64x64 "
+                            "and hrda.hr_crop_size >= 32")  # fmt: skip
+        if m.decode_head != "daformer" or m.backbone not in MIT_BACKBONES:
+            raise UserError(f"hrda.enabled=True needs a MiT backbone and the daformer head, got model.backbone="
+                            f"{m.backbone!r} and model.decode_head={m.decode_head!r}")  # fmt: skip
+        if crop_h % 32 or crop_w % 32:
+            raise UserError(f"{crop_key}: HRDA's training crop must be multiples of 32, got {crop_h}x{crop_w}")
+        if h.hr_crop_size > min(crop_h, crop_w):
+            raise UserError(f"hrda.hr_crop_size={h.hr_crop_size} does not fit the {crop_h}x{crop_w} training crop "
+                            f"({crop_key}); expected at most {min(crop_h, crop_w)}")  # fmt: skip
+        if h.hr_crop_size % h.crop_coord_divisible:
+            raise UserError(f"hrda.hr_crop_size={h.hr_crop_size}: expected a multiple of hrda.crop_coord_divisible="
+                            f"{h.crop_coord_divisible}")  # fmt: skip
+    if u.fd_lambda > 0:
+        if bad := [c for c in u.fd_classes if c >= m.num_classes]:
+            raise UserError(f"uda.fd_classes={u.fd_classes}: {bad} are not classes of model.num_classes="
+                            f"{m.num_classes}; expected values < {m.num_classes}")  # fmt: skip
+        if from_pretrained and not m.pretrained:
+            raise UserError(f"uda.fd_lambda={u.fd_lambda} needs ImageNet encoder weights but model.pretrained=None; "
+                            "expected model.pretrained=<mit_b*.pth> or uda.fd_lambda=0")  # fmt: skip
+    if from_pretrained and m.pretrained:
+        if not Path(m.pretrained).is_file():
+            raise UserError(f"model.pretrained={m.pretrained}: file not found; expected the SegFormer ImageNet "
+                            "weights (mit_b*.pth) there, or model.pretrained=None to start from scratch")  # fmt: skip
+
+
+def validate(cfg: TrainConfig, from_pretrained: bool = True) -> TrainConfig:
+    """Checks every field (type, allowed values or range) and the rules across fields;
+    the first problem is a ``UserError`` naming the key, the value and what was expected.
+    Ints given for floats and lists for tuples are converted in place. Returns ``cfg``.
+
+    ``from_pretrained``: the run starts from ``model.pretrained`` (a fresh training run), so
+    the file must exist and FD needs it. False when the weights come from a checkpoint.
+    The data-dependent rules (files, RCS ``min_pixels`` against the class statistics) are
+    checked at start-up by ``fastuda.runtime.build``.
+    """
+    check_fields(cfg, "")
+    _check_across(cfg, from_pretrained)
+    return cfg
+
