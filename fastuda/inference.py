@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastuda.config import resize, test_windows
 from fastuda.errors import UserError
 
 ImageLike = str | Path | np.ndarray | Tensor  # or a PIL.Image.Image
@@ -89,7 +90,7 @@ class Segmenter:
             read_checkpoint,
             to_model_keys,
         )
-        from fastuda.runtime.build import build_segmentor, test_settings
+        from fastuda.runtime.build import build_segmentor
 
         kind, content = read_checkpoint(path)
         which = "ema_model" if teacher else "model"
@@ -115,7 +116,7 @@ class Segmenter:
             load_checkpoint(model, content, strict=True, which=which)
         except RuntimeError as e:  # strict: the report of what differs
             raise UserError(f"{path}: the checkpoint does not fit {found}: {e}") from None
-        crop, stride = test_settings(cfg)
+        crop, stride = test_windows(cfg)
         if scale == "config":
             scale = _test_scale(cfg)
         seg = cls(model, num_classes=cfg.model.num_classes, class_names=_class_names(cfg, content), crop=crop,
@@ -220,11 +221,7 @@ def _test_scale(cfg) -> tuple[int, int] | None:
     """The config's test resize (long, short): the target's test pipeline; None for the demo."""
     if cfg.data.target == "synthetic":
         return None
-    if cfg.data.resize is not None:
-        return tuple(cfg.data.resize)
-    from fastuda.data import preset_pipeline
-
-    return tuple(preset_pipeline(cfg.data.recipe, cfg.data.target, train=False).scale)
+    return resize(cfg, cfg.data.target)
 
 
 def _class_names(cfg, content: dict) -> tuple[str, ...] | None:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from fastuda.config import TrainConfig, load_config, to_dict, validate
+from fastuda.config import TrainConfig, load_config, test_windows, to_dict, validate
 from fastuda.errors import UserError, cli
 from fastuda.runtime import distributed
-from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, build_segmentor, test_settings
+from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, build_segmentor
 from fastuda.runtime.checkpoint import (Best, load_training_checkpoint, remove_temporaries, restore, resume_config,
                                         resume_path, rng_state, seed_all, training_state, write_checkpoint)  # fmt: skip
 from fastuda.runtime.compile import BACKENDS, compile_student_teacher, graph_breaks
@@ -108,7 +108,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
 
     def run_eval(iteration: int) -> dict:
         distributed.broadcast_state([student], d, params=False)  # evaluate rank 0's BN statistics
-        crop, stride = test_settings(cfg)
+        crop, stride = test_windows(cfg)
         cm = evaluate(student, eval_set, cfg.model.num_classes, d.device, crop, stride, cfg.data.eval_samples, dtype,
                       shard=(d.rank, d.world))  # fmt: skip
         cm = distributed.all_reduce_sum(cm, d)

@@ -41,14 +41,19 @@ def test_presets_are_valid(name):
 def test_tables_match_the_code_they_describe():
     from fastuda.data import NUM_CLASSES
     from fastuda.data.synthetic import NUM_CLASSES as SYNTHETIC_CLASSES
-    from fastuda.data.transforms import _CROP, RECIPES
+    from fastuda.data import preset_pipeline
     from fastuda.models import MIT_VARIANTS
 
     assert config.DATASET_CLASSES == {"gta": NUM_CLASSES, "synthia": NUM_CLASSES, "cityscapes": NUM_CLASSES,
                                       "synthetic": SYNTHETIC_CLASSES}  # fmt: skip
     assert set(config.MIT_BACKBONES) == set(MIT_VARIANTS)
-    assert set(config.validation.RECIPE_CROP) == set(RECIPES)
-    assert config.validation.RECIPE_CROP["daformer"] == _CROP["daformer"] and config.validation.RECIPE_CROP["mic"] == _CROP["hrda"]
+    # one recipe table: what validation checks is what the data pipeline crops (published: 512 / 1024)
+    for recipe in config.RECIPES:
+        cfg = config.preset("daformer_gta2cs")
+        cfg.data.recipe, cfg.data.crop_size = recipe, None
+        assert preset_pipeline(recipe, "gta").crop_size == config.train_crop(cfg)
+    assert {r: config.RECIPES[r].crop for r in config.RECIPES} == {"daformer": (512, 512), "hrda": (1024, 1024),
+                                                                  "mic": (1024, 1024)}  # fmt: skip
 
 
 def test_messages_name_key_value_and_expectation():

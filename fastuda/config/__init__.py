@@ -16,10 +16,11 @@ from .presets import (PRESETS, daformer_gta2cs, daformer_synthia2cs, demo, demo_
                       hrda_synthia2cs, mic_hrda_gta2cs, preset, source_only_gta2cs)  # fmt: skip
 from .schema import (BACKBONES, DATASET_CLASSES, MIT_BACKBONES, CheckpointConfig, DataConfig, HRDAConfig, ModelConfig,
                      OptimConfig, RCSConfig, TrainConfig, UDAConfig)  # fmt: skip
-from .validation import train_crop, validate
+from .recipes import DATASETS, RECIPES, Dataset, Recipe, recipe_resize, resize, test_windows, train_crop
+from .validation import validate
 
 __all__ = [
-    "BACKBONES", "DATASET_CLASSES", "MIT_BACKBONES", "MOVED", "PRESETS", "Check", "CheckpointConfig", "ConfigKeyError",
+    "BACKBONES", "DATASETS", "DATASET_CLASSES", "Dataset", "RECIPES", "Recipe", "recipe_resize", "resize", "test_windows", "MIT_BACKBONES", "MOVED", "PRESETS", "Check", "CheckpointConfig", "ConfigKeyError",
     "DataConfig", "HRDAConfig", "ModelConfig", "OptimConfig", "RCSConfig", "TrainConfig", "UDAConfig", "all_keys",
     "apply_overrides", "check_fields", "daformer_gta2cs", "daformer_synthia2cs", "demo", "demo_source_only", "field",
     "from_dict", "hrda_gta2cs", "hrda_synthia2cs", "load_config", "mic_hrda_gta2cs", "preset", "set_value",

@@ -5,9 +5,10 @@ import dataclasses
 
 from .checks import (NAME, NON_NEGATIVE, POSITIVE, at_least, between, each, field, multiple_of, one_of, optional,
                      path_template)  # fmt: skip
+from .recipes import DATASETS, RECIPES
 
 # Classes of each dataset name (tests check these against fastuda.data).
-DATASET_CLASSES = {"gta": 19, "synthia": 19, "cityscapes": 19, "synthetic": 6}
+DATASET_CLASSES = {name: d.classes for name, d in DATASETS.items()}
 BACKBONES = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5", "mit_demo", "resnet50", "resnet101")
 MIT_BACKBONES = tuple(b for b in BACKBONES if b.startswith("mit_"))
 
@@ -38,7 +39,7 @@ class DataConfig:
     target: str = field("cityscapes", one_of("cityscapes", "synthetic"))  # T
     target_root: str = "data/cityscapes"
     # published pipeline: daformer (crop 512) | hrda / mic (crop 1024, valid pseudo mask)
-    recipe: str = field("daformer", one_of("daformer", "hrda", "mic"))
+    recipe: str = field("daformer", one_of(*RECIPES))
     # (h, w) training crop; None: the recipe's (the synthetic scenes are not cropped)
     crop_size: tuple[int, int] | None = field(None, optional(each(POSITIVE)))
     # (long, short) keep-ratio resize; None: the recipe's (e.g. 1280x720)

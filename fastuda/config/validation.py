@@ -6,16 +6,8 @@ from pathlib import Path
 from fastuda.errors import UserError
 
 from .checks import check_fields
+from .recipes import train_crop
 from .schema import DATASET_CLASSES, MIT_BACKBONES, TrainConfig
-
-RECIPE_CROP = {"daformer": (512, 512), "hrda": (1024, 1024), "mic": (1024, 1024)}  # moves to recipes.py next
-
-
-def train_crop(cfg: TrainConfig) -> tuple[int, int]:
-    """(h, w) of the training crop: data.crop_size, the synthetic scene, or the recipe's."""
-    if cfg.data.source == "synthetic":
-        return cfg.data.synthetic_size, cfg.data.synthetic_size
-    return tuple(cfg.data.crop_size or RECIPE_CROP[cfg.data.recipe])
 
 
 def _check_across(cfg: TrainConfig, from_pretrained: bool) -> None:

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fastuda.config.recipes import DATASETS, RECIPES, recipe_resize
+
 from .labels import IGNORE_INDEX
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255 (mmseg img_norm_cfg)
@@ -238,20 +240,11 @@ class Pipeline:
                 out["valid_mask"] = pad_to(out["valid_mask"], self.crop_size, False)
         return out
 
-
-# Published resize scales (mmseg img_scale) per recipe and dataset.
-_SCALES = {
-    "daformer": {"gta": (1280, 720), "synthia": (1280, 760), "cityscapes": (1024, 512)},
-    "hrda": {"gta": (2560, 1440), "synthia": (2560, 1520), "cityscapes": (2048, 1024)},
-}
-_CROP = {"daformer": (512, 512), "hrda": (1024, 1024)}
-RECIPES = ("daformer", "hrda", "mic")
-
-
 def preset_pipeline(recipe: str, dataset: str, train: bool = True) -> Pipeline:
     """The published pipeline of ``recipe`` ("daformer", "hrda", "mic") for ``dataset``.
 
-    Training (DAFormer ``uda_*_512x512.py``, HRDA ``uda_*HR_*_1024x1024.py``):
+    Training (DAFormer ``uda_*_512x512.py``, HRDA ``uda_*HR_*_1024x1024.py``; the sizes
+    are ``fastuda.config.RECIPES`` and ``DATASETS``):
 
     ===========  ==========================  =======================
     dataset      DAFormer (crop 512)         HRDA / MIC (crop 1024)
@@ -272,18 +265,18 @@ def preset_pipeline(recipe: str, dataset: str, train: bool = True) -> Pipeline:
     """
     recipe = recipe.lower()
     if recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
-    key = "hrda" if recipe == "mic" else recipe
+        raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {recipe!r}")
     dataset = {"gta5": "gta"}.get(dataset.lower(), dataset.lower())
-    if dataset not in _SCALES[key]:
-        raise ValueError(f"dataset must be one of {tuple(_SCALES[key])}, got {dataset!r}")
-    scale = _SCALES[key][dataset]
+    resized = tuple(name for name, row in DATASETS.items() if row.resize_half is not None)
+    if dataset not in resized:
+        raise ValueError(f"dataset must be one of {resized}, got {dataset!r}")
+    scale = recipe_resize(recipe, dataset)
     if not train:
         return Pipeline(scale=scale, resize_label=False)
-    hrda_target = key == "hrda" and dataset == "cityscapes"
+    hrda_target = RECIPES[recipe].full_resolution and dataset == "cityscapes"
     return Pipeline(
         scale=scale,
-        crop_size=_CROP[key],
+        crop_size=RECIPES[recipe].crop,
         cat_max_ratio=1.0 if hrda_target else 0.75,
         flip_prob=0.5,
         pseudo_margins=HRDA_PSEUDO_MARGINS if hrda_target else None,

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from fastuda.config import TrainConfig
+from fastuda.config import TrainConfig, resize, train_crop
 from fastuda.errors import UserError
 from fastuda.data.sampler import IterationSampler
 
@@ -36,13 +36,6 @@ def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
-def test_settings(cfg: TrainConfig) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
-    """(crop, stride) for slide inference: HRDA 1024 / 512; None (whole image) otherwise."""
-    if cfg.hrda.enabled and cfg.data.target != "synthetic":
-        return (1024, 1024), (512, 512)
-    return None, None
-
-
 # ---------------------------------------------------------------- data
 
 
@@ -50,12 +43,9 @@ def _pipeline(cfg: TrainConfig, dataset: str, train: bool):
     from fastuda.data import preset_pipeline
 
     pipe = preset_pipeline(cfg.data.recipe, dataset, train)
-    changes = {}
-    if cfg.data.resize is not None:
-        changes["scale"] = tuple(cfg.data.resize)
-    if train and cfg.data.crop_size is not None:
-        changes["crop_size"] = tuple(cfg.data.crop_size)
-    return dataclasses.replace(pipe, **changes) if changes else pipe
+    # the recipe's sizes unless data.resize / data.crop_size say otherwise (fastuda.config.recipes)
+    sizes = {"scale": resize(cfg, dataset), "crop_size": train_crop(cfg)} if train else {"scale": resize(cfg, dataset)}
+    return dataclasses.replace(pipe, **sizes)
 
 
 def _dataset(cfg: TrainConfig, which: str, split: str, train: bool, seed: int | None = None):

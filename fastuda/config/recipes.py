@@ -1,0 +1,83 @@
+"""The published pipelines' sizes, the one home of each: the training crop, each dataset's
+resize, the test windows. Validation (``fastuda.config.validate``), the data pipeline
+(``fastuda.data.preset_pipeline``) and inference (``fastuda.runtime.build``, ``Segmenter``)
+all read them here.
+
+A new recipe is one row of ``RECIPES``; a new dataset is one row of ``DATASETS`` (its class
+count and its resize at DAFormer's and at HRDA's resolution, as in the published
+``configs/_base_/datasets/*.py``).
+"""
+
+import dataclasses
+
+Size = tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A published training recipe (DAFormer ``uda_*_512x512.py``, HRDA / MIC ``uda_*HR_*_1024x1024.py``)."""
+
+    crop: Size  # (h, w) random training crop
+    full_resolution: bool  # resize to the dataset's full-resolution size (HRDA) or to half of it (DAFormer)
+    # HRDA's slide inference (mmseg test_cfg mode='slide'): window (h, w) and stride; the
+    # single-scale models infer on the whole (resized) image
+    test_window: Size
+    test_stride: Size
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A dataset's place in the recipes."""
+
+    classes: int  # K of its labels (the Cityscapes train ids: 19)
+    # (long, short) keep-ratio resize (mmseg img_scale) at DAFormer's / HRDA's resolution;
+    # None: not resized (the synthetic scenes are generated at data.synthetic_size)
+    resize_half: Size | None
+    resize_full: Size | None
+
+
+RECIPES = {
+    "daformer": Recipe(crop=(512, 512), full_resolution=False, test_window=(1024, 1024), test_stride=(512, 512)),
+    "hrda": Recipe(crop=(1024, 1024), full_resolution=True, test_window=(1024, 1024), test_stride=(512, 512)),
+    "mic": Recipe(crop=(1024, 1024), full_resolution=True, test_window=(1024, 1024), test_stride=(512, 512)),
+}
+
+DATASETS = {
+    "gta": Dataset(classes=19, resize_half=(1280, 720), resize_full=(2560, 1440)),
+    "synthia": Dataset(classes=19, resize_half=(1280, 760), resize_full=(2560, 1520)),
+    "cityscapes": Dataset(classes=19, resize_half=(1024, 512), resize_full=(2048, 1024)),
+    "synthetic": Dataset(classes=6, resize_half=None, resize_full=None),
+}
+
+
+def recipe_resize(recipe: str, dataset: str) -> Size | None:
+    """The published (long, short) resize of ``dataset`` under ``recipe``."""
+    row = DATASETS[dataset]
+    return row.resize_full if RECIPES[recipe].full_resolution else row.resize_half
+
+
+# ---------------------------------------------------------------- what a config asks for
+# (the recipe's sizes unless data.crop_size / data.resize say otherwise)
+
+
+def train_crop(cfg) -> Size:
+    """(h, w) of the training crop: data.crop_size, the synthetic scene, or the recipe's."""
+    if cfg.data.source == "synthetic":
+        return cfg.data.synthetic_size, cfg.data.synthetic_size
+    return tuple(cfg.data.crop_size or RECIPES[cfg.data.recipe].crop)
+
+
+def resize(cfg, dataset: str) -> Size | None:
+    """(long, short) resize of ``dataset`` (train and test): data.resize, or the recipe's."""
+    if cfg.data.resize is not None:
+        return tuple(cfg.data.resize)
+    return recipe_resize(cfg.data.recipe, dataset)
+
+
+def test_windows(cfg) -> tuple[Size | None, Size | None]:
+    """(window, stride) of slide inference: the recipe's for HRDA; None (the whole image) for
+    single-scale models and the synthetic scenes."""
+    if cfg.hrda.enabled and cfg.data.target != "synthetic":
+        r = RECIPES[cfg.data.recipe]
+        return r.test_window, r.test_stride
+    return None, None
