@@ -64,10 +64,16 @@ def _check_across(cfg: TrainConfig, from_pretrained: bool) -> None:
         if from_pretrained and not m.pretrained:
             raise UserError(f"uda.fd_lambda={u.fd_lambda} needs ImageNet encoder weights but model.pretrained=None; "
                             "expected model.pretrained=<mit_b*.pth> or uda.fd_lambda=0")  # fmt: skip
-    if from_pretrained and m.pretrained:
-        if not Path(m.pretrained).is_file():
-            raise UserError(f"model.pretrained={m.pretrained}: file not found; expected the SegFormer ImageNet "
-                            "weights (mit_b*.pth) there, or model.pretrained=None to start from scratch")  # fmt: skip
+    if from_pretrained:
+        check_pretrained(m.pretrained)
+
+
+def check_pretrained(path: str | None) -> None:
+    """``model.pretrained`` names a file (or is None); read by ``validate`` and, for configs
+    built in code, by ``fastuda.runtime.build.build_segmentor``."""
+    if path and not Path(path).is_file():
+        raise UserError(f"model.pretrained={path}: file not found; expected the SegFormer ImageNet weights "
+                        "(mit_b*.pth) there, or model.pretrained=None to start from scratch")  # fmt: skip
 
 
 def validate(cfg: TrainConfig, from_pretrained: bool = True) -> TrainConfig:

@@ -4,12 +4,11 @@ Shared by ``fastuda.train``, ``fastuda.evaluate`` and ``fastuda.predict``.
 """
 
 import dataclasses
-from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from fastuda.config import TrainConfig, resize, train_crop
+from fastuda.config import TrainConfig, check_pretrained, resize, train_crop
 from fastuda.errors import UserError
 from fastuda.data.sampler import IterationSampler
 
@@ -20,11 +19,7 @@ def build_segmentor(cfg: TrainConfig, pretrained: bool = True) -> torch.nn.Modul
     from fastuda.models import build_model
 
     model_cfg = cfg.model if pretrained else dataclasses.replace(cfg.model, pretrained=None)
-    if model_cfg.pretrained and not Path(model_cfg.pretrained).is_file():
-        raise UserError(
-            f"model.pretrained={model_cfg.pretrained}: file not found; expected the SegFormer ImageNet weights "
-            "(mit_b*.pth) there, or model.pretrained=None to start from scratch"
-        )
+    check_pretrained(model_cfg.pretrained)
     # HRDA: the (pretrained) MiT encoder shared by both scales, fresh HRDA heads
     return build_model(model_cfg, hrda=cfg.hrda)
 
