@@ -81,11 +81,10 @@ class Segmenter:
             scale: ``"config"`` (the config's test resize), None (the image's own size) or
                 (long, short).
         """
-        from fastuda.config import TrainConfig, apply_overrides, from_dict, load_config
+        from fastuda.config import TrainConfig, apply_overrides, config_for, from_dict, load_config
         from fastuda.models.checkpoint import (
             architecture,
             check_architecture,
-            config_for,
             load_checkpoint,
             read_checkpoint,
             to_model_keys,

@@ -7,12 +7,13 @@ import difflib
 import json
 from pathlib import Path
 
+from fastuda._fields import check_fields
 from fastuda.errors import UserError
 
-from .checks import check_fields
 from .presets import PRESETS, preset
 from .schema import TrainConfig
 from .validation import validate
+
 
 class ConfigKeyError(UserError, KeyError):
     """An unknown or misplaced config key (a KeyError too, for older callers)."""

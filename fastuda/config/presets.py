@@ -98,3 +98,18 @@ def preset(name: str) -> TrainConfig:
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"unknown preset {name!r}.{hint} Presets: {', '.join(PRESETS)} (or a .json config file)")
     return PRESETS[name]()
+
+
+def config_for(found, path="checkpoint") -> TrainConfig:
+    """The ``TrainConfig`` of a released checkpoint, from its architecture (``fastuda.models.
+    checkpoint.architecture``): the published recipe (HRDA / MIC for an HRDA network, DAFormer
+    otherwise) with its network."""
+    if found.head is None:
+        raise UserError(f"{path} holds a {found}, not a segmentation network: load it into a model "
+                        "(model.pretrained=...) rather than predicting with it")  # fmt: skip
+    cfg = hrda_gta2cs() if found.head == "hrda" else daformer_gta2cs()
+    cfg.model.backbone, cfg.model.pretrained = found.backbone, None
+    if found.head != "hrda":
+        cfg.model.decode_head, cfg.model.embed_dim = found.head, found.embed_dim
+    cfg.model.num_classes = found.num_classes
+    return cfg

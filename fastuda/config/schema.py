@@ -3,32 +3,18 @@ papers (comment) and what it accepts (``check``, applied by ``fastuda.config.val
 
 import dataclasses
 
-from .checks import (NAME, NON_NEGATIVE, POSITIVE, at_least, between, each, field, multiple_of, one_of, optional,
-                     path_template)  # fmt: skip
+from fastuda._fields import (NAME, NON_NEGATIVE, POSITIVE, at_least, between, each, field, multiple_of, one_of,
+                             optional, path_template)  # fmt: skip
+from fastuda.models.config import HRDAConfig, ModelConfig
+
 from .recipes import DATASETS, RECIPES
 
 # Classes of each dataset name (tests check these against fastuda.data).
 DATASET_CLASSES = {name: d.classes for name, d in DATASETS.items()}
-BACKBONES = ("mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5", "mit_demo", "resnet50", "resnet101")
-MIT_BACKBONES = tuple(b for b in BACKBONES if b.startswith("mit_"))
 
+# The network's sections (ModelConfig, HRDAConfig) live with the models (fastuda.models.config),
+# beside the registry of names they are checked against.
 
-
-@dataclasses.dataclass
-class ModelConfig:
-    """The segmentation network (DAFormer: MiT-B5 + DAFormer head). HRDA's two-scale
-    model is ``TrainConfig.hrda`` (``build_model(cfg, hrda=...)``)."""
-
-    backbone: str = field("mit_b5", one_of(*BACKBONES))  # encoder: MiT b0..b5 (mit_demo: the demo's), or a ResNet
-    # daformer (context-aware fusion) | segformer (all-MLP) | deeplabv2 (ASPP)
-    decode_head: str = field("daformer", one_of("daformer", "segformer", "deeplabv2"))
-    num_classes: int = field(19, between(1, 254))  # K, the Cityscapes train ids
-    drop_path_rate: float = field(0.1, between(0, 1, hi_open=True))  # stochastic depth of the last MiT block
-    # head embedding width (every head: DAFormer, its HRDA scale attention, SegFormer);
-    # None: DAFormer 256 (32 for mit_demo), SegFormer 768 (256 for b0)
-    embed_dim: int | None = field(None, optional(at_least(1)))
-    pretrained: str | None = None  # ImageNet encoder weights, e.g. pretrained/mit_b5.pth
-    sync_bn: bool = False  # BatchNorm statistics over all GPUs (SyncBatchNorm; with torchrun); published: per GPU
 
 @dataclasses.dataclass
 class DataConfig:
@@ -93,20 +79,6 @@ class UDAConfig:
     mic_lambda: float = field(0.0, NON_NEGATIVE)  # lambda_MIC, masked image consistency (0: off; MIC: 1)
     mic_mask_ratio: float = field(0.7, between(0, 1, hi_open=True))  # r: fraction of patches masked out
     mic_block_size: int = field(64, at_least(1))  # b: masked patch size in pixels (32 for MIC on DAFormer at half res.)
-
-
-@dataclasses.dataclass
-class HRDAConfig:
-    """Multi-resolution training (HRDA), the one home of its keys: read by ``build_model``
-    (the architecture) and by training. The context crop is the training crop at 0.5
-    (fixed: the fused scale_fusion kernel upsamples by 2)."""
-
-    enabled: bool = False  # context + detail crops with learned scale attention
-    hr_crop_size: int = field(512, multiple_of(8))  # side of the (square) detail crop from the full-resolution crop
-    hr_loss_weight: float = field(0.1, between(0, 1))  # lambda_d: weight of the detail crop's own loss
-    crop_coord_divisible: int = field(8, multiple_of(8))  # detail crop offsets are multiples of this
-    # ablation: a constant scale attention instead of the learned one (None: learned, as published)
-    fixed_attention: float | None = field(None, optional(between(0, 1)))
 
 
 @dataclasses.dataclass

@@ -3,11 +3,12 @@
 
 from pathlib import Path
 
+from fastuda._fields import check_fields
 from fastuda.errors import UserError
+from fastuda.models.registry import MIT_BACKBONES
 
-from .checks import check_fields
 from .recipes import train_crop
-from .schema import DATASET_CLASSES, MIT_BACKBONES, TrainConfig
+from .schema import DATASET_CLASSES, TrainConfig
 
 
 def _check_across(cfg: TrainConfig, from_pretrained: bool) -> None:

@@ -212,7 +212,7 @@ def _segformer_config(state: dict, arch, whole: bool):
     from transformers import SegformerConfig
 
     from fastuda.data.labels import CITYSCAPES_CLASSES
-    from fastuda.models.mit import mit
+    from fastuda.models import mit
 
     encoder = mit(arch.backbone, drop_path_rate=0.0)  # heads, reduction ratios and MLP widths of the variant
     blocks = [getattr(encoder, f"block{i}")[0] for i in range(1, 5)]

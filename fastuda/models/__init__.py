@@ -3,68 +3,54 @@
     model = build_model(ModelConfig(backbone="mit_b5", decode_head="daformer"))
     load_checkpoint(model, "daformer_gta2cs.pth")       # or mit_b5.pth, or an mmseg file
     logits = model(images)                              # (B, 19, H/4, W/4)
+
+Every backbone and head is named once, in ``registry``. The package imports its modules on
+first use (PEP 562, as ``fastuda/__init__.py`` does): ``registry`` and ``config`` hold no torch,
+so ``fastuda.config`` checks model names without loading torch.
 """
 
-from fastuda.config import HRDAConfig, ModelConfig
+import importlib
 
-from .checkpoint import LoadReport, load_checkpoint
-from .daformer_head import DAFormerHead, DeepLabV2Head, SegFormerHead
-from .hrda import HRDAHead, HRDASegmentor, random_detail_box, sliding_windows
-from .mit import VARIANTS as MIT_VARIANTS
-from .mit import MixVisionTransformer, mit, mit_b0, mit_b1, mit_b2, mit_b3, mit_b4, mit_b5
-from .segmentor import EncoderDecoder, TimmResNet
+from .config import HRDAConfig, ModelConfig
+from .registry import BACKBONES, HEADS, MIT_BACKBONES
 
-HEADS = ("daformer", "segformer", "deeplabv2")
+# public name -> (module, attribute)
+_LAZY = {
+    "build_model": ("build", "build_model"),
+    "LoadReport": ("checkpoint", "LoadReport"),
+    "load_checkpoint": ("checkpoint", "load_checkpoint"),
+    "DAFormerHead": ("daformer_head", "DAFormerHead"),
+    "DeepLabV2Head": ("daformer_head", "DeepLabV2Head"),
+    "SegFormerHead": ("daformer_head", "SegFormerHead"),
+    "HRDAHead": ("hrda", "HRDAHead"),
+    "HRDASegmentor": ("hrda", "HRDASegmentor"),
+    "random_detail_box": ("hrda", "random_detail_box"),
+    "sliding_windows": ("hrda", "sliding_windows"),
+    # MiT lives in mix_transformer.py (mmseg's and NVlabs' name): a module named mit would shadow the
+    # constructor fastuda.models.mit once imported
+    "MIT_VARIANTS": ("mix_transformer", "VARIANTS"),
+    "MixVisionTransformer": ("mix_transformer", "MixVisionTransformer"),
+    **{name: ("mix_transformer", name)
+       for name in ("mit", "mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5", "mit_demo")},  # fmt: skip
+    "EncoderDecoder": ("segmentor", "EncoderDecoder"),
+    "TimmResNet": ("segmentor", "TimmResNet"),
+}
 
 
-def _head_width(cfg: ModelConfig) -> int:
-    """DAFormer head width (its HRDA scale attention's too): model.embed_dim, else 256 (32 for the demo)."""
-    return cfg.embed_dim or (32 if cfg.backbone == "mit_demo" else 256)
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'fastuda.models' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    return getattr(importlib.import_module(f".{module}", __name__), attribute)
 
 
-def build_model(cfg: ModelConfig | None = None, hrda: HRDAConfig | bool | None = None, **overrides) -> EncoderDecoder:
-    """Builds the segmentor of ``cfg`` (fields may be overridden by keyword). An
-    ``EncoderDecoder``'s ``forward(img)`` returns logits at stride 4 (stride 8 for
-    DeepLabV2); with ``hrda`` enabled (``HRDAConfig(enabled=True, ...)``, the training
-    config's ``hrda`` section; ``True``: its defaults) an ``HRDASegmentor`` (see its modes). ``cfg`` is
-    assumed valid (``fastuda.config.validate``); the checks here guard direct callers."""
-    cfg = ModelConfig(**{**vars(cfg or ModelConfig()), **overrides})
-    if isinstance(hrda, bool):
-        hrda = HRDAConfig(enabled=hrda)
-    if cfg.decode_head not in HEADS:
-        raise ValueError(f"decode_head must be one of {HEADS}, got {cfg.decode_head!r}")
-    if cfg.backbone in MIT_VARIANTS:
-        backbone = mit(cfg.backbone, drop_path_rate=cfg.drop_path_rate)
-    elif cfg.backbone.startswith("resnet"):
-        backbone = TimmResNet(cfg.backbone)
-    else:
-        raise ValueError(f"backbone must be one of {sorted(MIT_VARIANTS)} or a timm resnet name, got {cfg.backbone!r}")
-    channels = backbone.out_channels
-    if cfg.decode_head != "deeplabv2" and len(channels) != 4:
-        raise ValueError(f"decode_head {cfg.decode_head!r} needs a 4-level encoder (MiT), got backbone {cfg.backbone!r}")
-    if hrda is not None and hrda.enabled:
-        if cfg.decode_head != "daformer" or cfg.backbone not in MIT_VARIANTS:
-            raise ValueError(f"hrda needs a MiT backbone and the daformer head, got {cfg.backbone!r} + {cfg.decode_head!r}")
-        model = HRDASegmentor(backbone, cfg.num_classes, detail_crop=hrda.hr_crop_size,
-                              crop_divisible=hrda.crop_coord_divisible, detail_loss_weight=hrda.hr_loss_weight,
-                              fixed_attention=hrda.fixed_attention, embed_dim=_head_width(cfg))  # fmt: skip
-    elif cfg.decode_head == "daformer":
-        width = _head_width(cfg)
-        model = EncoderDecoder(backbone, DAFormerHead(channels, cfg.num_classes, embed_dim=width, channels=width))
-    elif cfg.decode_head == "segformer":
-        embed_dim = cfg.embed_dim or (256 if cfg.backbone == "mit_b0" else 768)
-        model = EncoderDecoder(backbone, SegFormerHead(channels, cfg.num_classes, embed_dim=embed_dim))
-    else:
-        model = EncoderDecoder(backbone, DeepLabV2Head(channels[-1], cfg.num_classes))
-    if cfg.pretrained:
-        report = load_checkpoint(model, cfg.pretrained)
-        if report.missing and any(k.startswith("backbone.") for k in report.missing):
-            raise RuntimeError(f"pretrained weights {cfg.pretrained} do not fit backbone {cfg.backbone}:\n{report}")
-    return model
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
-    "DAFormerHead", "DeepLabV2Head", "EncoderDecoder", "HRDAHead", "HRDASegmentor", "LoadReport", "MixVisionTransformer", "ModelConfig",
-    "SegFormerHead", "TimmResNet", "build_model", "load_checkpoint", "mit", "mit_b0", "mit_b1", "mit_b2", "mit_b3",
-    "mit_b4", "mit_b5", "random_detail_box", "sliding_windows",
+    "BACKBONES", "DAFormerHead", "DeepLabV2Head", "EncoderDecoder", "HEADS", "HRDAConfig", "HRDAHead", "MIT_VARIANTS",
+    "HRDASegmentor", "LoadReport", "MIT_BACKBONES", "MixVisionTransformer", "ModelConfig", "SegFormerHead",
+    "TimmResNet", "build_model", "load_checkpoint", "mit", "mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5",
+    "mit_demo", "random_detail_box", "sliding_windows",
 ]  # fmt: skip

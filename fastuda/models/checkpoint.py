@@ -515,7 +515,7 @@ class Architecture:
 def architecture(state: dict, path="checkpoint") -> Architecture:
     """The ``Architecture`` of a state dict keyed like the model (``to_model_keys``)."""
     if "backbone.patch_embed1.proj.weight" in state:
-        from .mit import VARIANTS
+        from .mix_transformer import VARIANTS
 
         dims = tuple(state[f"backbone.patch_embed{i}.proj.weight"].shape[0] for i in range(1, 5)
                      if f"backbone.patch_embed{i}.proj.weight" in state)  # fmt: skip
@@ -572,22 +572,6 @@ def check_architecture(found: Architecture, cfg, path) -> None:
     if found.num_classes is not None and found.num_classes != want.num_classes:
         raise UserError(f"{path}: checkpoint predicts {found.num_classes} classes, config asks for {want.num_classes} "
                         f"(model.num_classes)")  # fmt: skip
-
-
-def config_for(found: Architecture, path="checkpoint"):
-    """The ``TrainConfig`` of a released checkpoint, from its architecture: the published
-    recipe (HRDA / MIC for an HRDA network, DAFormer otherwise) with its network."""
-    from fastuda.config import daformer_gta2cs, hrda_gta2cs
-
-    if found.head is None:
-        raise UserError(f"{path} holds a {found}, not a segmentation network: load it into a model "
-                        "(model.pretrained=...) rather than predicting with it")  # fmt: skip
-    cfg = hrda_gta2cs() if found.head == "hrda" else daformer_gta2cs()
-    cfg.model.backbone, cfg.model.pretrained = found.backbone, None
-    if found.head != "hrda":
-        cfg.model.decode_head, cfg.model.embed_dim = found.head, found.embed_dim
-    cfg.model.num_classes = found.num_classes
-    return cfg
 
 
 # ----------------------------------------------------------------------------- loading

@@ -137,3 +137,29 @@ class DeepLabV2Head(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
         return torch.stack([branch(x) for branch in self.aspp_modules]).sum(0)
+
+
+# ----------------------------------------------------------------------------- constructors
+# (``registry.HEADS``): every head from the encoder's channels, the classes and model.embed_dim
+
+
+def daformer_width(embed_dim: int | None, backbone: str) -> int:
+    """DAFormer head width (its HRDA scale attention's too): model.embed_dim, else 256 (32 for the demo)."""
+    return embed_dim or (32 if backbone == "mit_demo" else 256)
+
+
+def daformer_head(in_channels: Sequence[int], num_classes: int, *, embed_dim: int | None = None,
+                  backbone: str = "") -> DAFormerHead:  # fmt: skip
+    width = daformer_width(embed_dim, backbone)
+    return DAFormerHead(in_channels, num_classes, embed_dim=width, channels=width)
+
+
+def segformer_head(in_channels: Sequence[int], num_classes: int, *, embed_dim: int | None = None,
+                   backbone: str = "") -> SegFormerHead:  # fmt: skip
+    # SegFormer's published widths: 768 for B1..B5, 256 for B0
+    return SegFormerHead(in_channels, num_classes, embed_dim=embed_dim or (256 if backbone == "mit_b0" else 768))
+
+
+def deeplabv2_head(in_channels: Sequence[int], num_classes: int, *, embed_dim: int | None = None,
+                   backbone: str = "") -> DeepLabV2Head:  # fmt: skip
+    return DeepLabV2Head(in_channels[-1], num_classes)  # the last level only; no embedding (embed_dim unused)

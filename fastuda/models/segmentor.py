@@ -38,3 +38,8 @@ class TimmResNet(nn.Module):
 
     def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
         return self.body(img)
+
+
+# The published DeepLabV2 ResNets have no stochastic depth: model.drop_path_rate is MiT's alone.
+def resnet50(drop_path_rate: float = 0.0) -> TimmResNet: return TimmResNet("resnet50")  # noqa: E704
+def resnet101(drop_path_rate: float = 0.0) -> TimmResNet: return TimmResNet("resnet101")  # noqa: E704

@@ -1,5 +1,7 @@
 """What a config field accepts: hand-written checks declared next to each field
-(``dataclasses.field`` metadata, see ``schema``) and ``check_fields``, which applies them.
+(``dataclasses.field`` metadata; ``fastuda.config.schema``, ``fastuda.models.config``) and
+``check_fields``, which applies them. Outside ``fastuda.config`` so that the model configs,
+which live with the models, need nothing of the training config.
 
 Not pydantic: the configs stay plain dataclasses (presets assign attributes, checkpoints store
 ``dataclasses.asdict``), the overrides keep their own parser, and every message names the
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastuda.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class Check:

@@ -167,3 +167,4 @@ def mit_b2(**kwargs) -> MixVisionTransformer: return mit("mit_b2", **kwargs)  # 
 def mit_b3(**kwargs) -> MixVisionTransformer: return mit("mit_b3", **kwargs)  # noqa: E704
 def mit_b4(**kwargs) -> MixVisionTransformer: return mit("mit_b4", **kwargs)  # noqa: E704
 def mit_b5(**kwargs) -> MixVisionTransformer: return mit("mit_b5", **kwargs)  # noqa: E704
+def mit_demo(**kwargs) -> MixVisionTransformer: return mit("mit_demo", **kwargs)  # noqa: E704
