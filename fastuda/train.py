@@ -4,7 +4,7 @@
     python -m fastuda.train demo max_iters=200 --out runs/demo      # again: continues runs/demo/latest.pt
     torchrun --nproc_per_node=4 -m fastuda.train daformer_gta2cs ...  # data.batch_size is per GPU
 
-Presets and fields: fastuda/config.py; overrides are dotted and typed, in any order with
+Presets and fields: fastuda/config/ (presets.py, schema.py); overrides are dotted and typed, in any order with
 the options. Outputs in ``--out`` (default ``runs/<name>``): ``log.jsonl``, TensorBoard
 events, ``latest.pt`` (from iteration 0 on), ``iter_N.pt`` and ``best.pt``. A run whose
 ``OUT/latest.pt`` exists continues it, exactly; overrides may then change only

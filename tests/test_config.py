@@ -120,3 +120,29 @@ def test_embed_dim_reaches_every_hrda_head():
     assert head.conv_seg.in_channels == 24 and attention.conv_seg.in_channels == 24
     default = build_model(ModelConfig(backbone="mit_demo", num_classes=6), hrda=True)
     assert default.decode_head.head.conv_seg.in_channels == 32  # the demo's width, as without HRDA
+
+
+def test_the_registry_names_every_model_once():
+    from fastuda.models import build_model, registry
+
+    # every registered name resolves to a constructor, and the config accepts exactly these names
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    assert fields["backbone"].metadata["check"].choices == tuple(registry.BACKBONES)
+    assert fields["decode_head"].metadata["check"].choices == tuple(registry.HEADS)
+    assert all(callable(registry.backbone_constructor(n)) for n in registry.BACKBONES)
+    built = {head: type(build_model(backbone="mit_demo", decode_head=head, num_classes=3).decode_head).__name__
+             for head in registry.HEADS}  # fmt: skip
+    assert built == {"daformer": "DAFormerHead", "segformer": "SegFormerHead", "deeplabv2": "DeepLabV2Head"}
+    with pytest.raises(UserError, match="model.backbone='mit_b6': expected one of mit_b0, .*resnet101; did you mean"):
+        load_config("demo", ["model.backbone=mit_b6"])
+
+
+def test_the_config_imports_no_torch_and_the_models_no_training_config():
+    import subprocess
+    import sys
+
+    for code in ("import sys, fastuda.config; assert 'torch' not in sys.modules, 'the config imports torch'",
+                 "import sys, fastuda.models.build, fastuda.models.checkpoint, fastuda.models.hrda; "
+                 "assert 'fastuda.config' not in sys.modules, 'the models import the training config'"):  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
