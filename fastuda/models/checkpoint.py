@@ -15,8 +15,12 @@ One reader, ``read_checkpoint(path) -> (kind, state)``, recognises every layout 
   in the key names of transformers 4.x or 5.x (``SegformerModel``, ``...ForSemanticSegmentation``,
   ``...ForImageClassification``).
 
+This file reads the files and tells their layouts apart; the key remaps of the external layouts
+live beside the model they load into (``mix_transformer``: SegFormer's ImageNet encoders and transformers'
+Segformer; ``daformer_head``: the SegFormer head of NVlabs and mmseg files).
+
 SegFormer head: fastuda's ``SegFormerHead`` concatenates the levels shallowest first, as the
-published DAFormer / HRDA / MIC ``segformer_head.py`` does (``FUSE_ORDER``). A layout that
+published DAFormer / HRDA / MIC ``segformer_head.py`` does (``daformer_head.FUSE_ORDER``). A layout that
 concatenates deepest first (NVlabs' SegFormer, keys ``linear_c1..4``; transformers) has the
 input-channel blocks of its fuse conv reversed on load and on export, and so do fastuda
 checkpoints written while fastuda concatenated deepest first (``FORMAT``, ``upgrade_fastuda``).
@@ -43,6 +47,9 @@ from torch import nn
 
 from fastuda.errors import UserError
 
+from .daformer_head import FUSE_KEY, fuse_levels, reverse_fuse_blocks, segformer_head_keys
+from .mix_transformer import VARIANTS, hf_to_model_keys, imagenet_to_model_keys
+
 UDA_MODELS = ("model", "ema_model", "imnet_model")
 # which= of a released UDA checkpoint -> the entry of a fastuda.train checkpoint
 _FASTUDA_ENTRY = {"model": "student", "ema_model": "teacher", "imnet_model": "imnet"}
@@ -55,9 +62,6 @@ KINDS = {
 }
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
-# fastuda's SegFormerHead input order of the fuse conv: the published DAFormer head's.
-FUSE_ORDER = "shallowest first"
-FUSE_KEY = "decode_head.linear_fuse.conv.weight"
 # fastuda checkpoint format (the "format" entry of a training checkpoint). Files without it were
 # written either before 9e7f30b or from 9e7f30b until this entry came (SegFormer head deepest
 # first); ``upgrade_fastuda`` tells them apart. 2: SegFormer head shallowest first.
@@ -215,6 +219,10 @@ def classify(obj, path: str = "checkpoint") -> str:
                     f"of {', '.join(KINDS.values())}")  # fmt: skip
 
 
+def _is_hf(state: dict) -> bool:
+    return any(re.match(r"(segformer\.)?(encoder\.patch_embeddings|stages\.\d+\.patch_embeddings)\.", k) for k in state)
+
+
 def _tensors(obj: dict) -> dict:
     state = obj.get("state_dict", obj) if isinstance(obj.get("state_dict"), dict) else obj
     return {k.removeprefix("module."): v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
@@ -265,8 +273,7 @@ def to_model_keys(checkpoint: dict, which: str = "model") -> tuple[dict, str]:
         return segformer_head_keys(state), "mmseg"
     if kind == "hf":
         return hf_to_model_keys(state), "Hugging Face Segformer"
-    # A bare encoder (SegFormer ImageNet MiT): its classifier is not ours.
-    return {f"backbone.{k}": v for k, v in state.items() if not k.startswith("head.")}, "ImageNet MiT"
+    return imagenet_to_model_keys(state), "ImageNet MiT"
 
 
 def read_model_state(path_or_state_dict, which: str = "model") -> tuple[dict, str, str]:
@@ -289,40 +296,7 @@ def _name(path_or_state_dict) -> str:
     return "checkpoint" if isinstance(path_or_state_dict, dict) else os.fspath(path_or_state_dict)
 
 
-# ----------------------------------------------------------------------------- SegFormer head order
-
-
-def reverse_fuse_blocks(weight: torch.Tensor, levels: int) -> torch.Tensor:
-    """The SegFormer head's fuse conv ``weight`` (out, levels * embed, 1, 1) with its input-channel
-    blocks, one per level, in the other order (shallowest first <-> deepest first; its own inverse)."""
-    if levels < 1 or weight.shape[1] % levels:
-        raise ValueError(f"fuse conv weight {tuple(weight.shape)} has no {levels} equal input blocks")
-    return torch.cat(list(weight.chunk(levels, dim=1))[::-1], dim=1)
-
-
-def fuse_levels(state: dict) -> int:
-    """How many levels a SegFormer head state dict (fastuda keys) embeds."""
-    return sum(1 for k in state if re.fullmatch(r"decode_head\.linear_c\.\d+\.proj\.weight", k))
-
-
-def segformer_head_keys(state: dict) -> dict:
-    """An mmseg-style state dict (``backbone.*``, ``decode_head.*``) with a SegFormer head in
-    fastuda's keys and order. The published DAFormer head (``linear_c.0..3``) is fastuda's already;
-    NVlabs' SegFormer (``linear_c1..4``) concatenates deepest first (``torch.cat([_c4, _c3, _c2,
-    _c1])``), so its fuse conv's blocks are reversed. Both heads inherit mmseg's ``conv_seg``, which
-    their forward never uses: dropped. Any other state dict is returned as it is."""
-    if "decode_head.linear_pred.weight" not in state:
-        return state
-    out = {}
-    for key, value in state.items():
-        if key.startswith("decode_head.conv_seg."):
-            continue
-        if m := re.fullmatch(r"decode_head\.linear_c([1-9])\.(.+)", key):
-            key = f"decode_head.linear_c.{int(m.group(1)) - 1}.{m.group(2)}"
-        out[key] = value
-    if FUSE_KEY in out and any(re.match(r"decode_head\.linear_c[1-9]\.", k) for k in state):
-        out[FUSE_KEY] = reverse_fuse_blocks(out[FUSE_KEY], fuse_levels(out))
-    return out
+# ----------------------------------------------------------------------------- fastuda's format
 
 
 def _is_ancestor(ancestor: str, commit: str) -> bool | None:
@@ -379,123 +353,6 @@ def upgrade_fastuda(obj: dict, path=None) -> dict:
     return out
 
 
-# ----------------------------------------------------------------------------- Hugging Face keys
-
-# transformers 4.x names -> 5.x names (transformers' own conversion_mapping.py for Segformer)
-_HF_V4_TO_V5 = [
-    (r"encoder\.patch_embeddings\.(\d+)\.", r"stages.\1.patch_embeddings."),
-    (r"encoder\.block\.(\d+)\.", r"stages.\1.blocks."),
-    (r"encoder\.layer_norm\.(\d+)\.", r"stages.\1.layer_norm."),
-    (r"attention\.self\.query\.", "attention.q_proj."),
-    (r"attention\.self\.key\.", "attention.k_proj."),
-    (r"attention\.self\.value\.", "attention.v_proj."),
-    (r"attention\.self\.sr\.", "attention.sequence_reduction.sequence_reduction."),
-    (r"attention\.self\.layer_norm\.", "attention.sequence_reduction.layer_norm."),
-    (r"attention\.output\.dense\.", "attention.o_proj."),
-    (r"mlp\.dense1\.", "mlp.fc1."),
-    (r"mlp\.dense2\.", "mlp.fc2."),
-    (r"layer_norm_1\.", "layernorm_before."),
-    (r"layer_norm_2\.", "layernorm_after."),
-    (r"decode_head\.linear_c\.", "decode_head.linear_projections."),
-]
-# 5.x block names -> MiT names
-_HF_BLOCK = {
-    "layernorm_before": "norm1", "layernorm_after": "norm2", "attention.q_proj": "attn.q", "attention.o_proj": "attn.proj",
-    "attention.sequence_reduction.sequence_reduction": "attn.sr", "attention.sequence_reduction.layer_norm": "attn.norm",
-    "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "mlp.dwconv.dwconv": "mlp.dwconv.dwconv",
-}  # fmt: skip
-
-
-def _is_hf(state: dict) -> bool:
-    return any(re.match(r"(segformer\.)?(encoder\.patch_embeddings|stages\.\d+\.patch_embeddings)\.", k) for k in state)
-
-
-def hf_v5_name(key: str) -> str:
-    """A transformers Segformer key in 5.x naming, without the ``segformer.`` prefix."""
-    key = key.removeprefix("segformer.")
-    for pattern, repl in _HF_V4_TO_V5:
-        key = re.sub(pattern, repl, key)
-    return key
-
-
-def hf_to_model_keys(state: dict) -> dict:
-    """A transformers Segformer state dict (4.x or 5.x names) -> fastuda ``EncoderDecoder`` keys
-    (MiT ``backbone.*``; the decode head, when present, as ``SegFormerHead``). k and v
-    projections are concatenated into MiT's ``kv``; an image-classification head is dropped."""
-    out, kv = {}, {}
-    for key, value in state.items():
-        name = hf_v5_name(key)
-        if m := re.fullmatch(r"stages\.(\d+)\.(.+)", name):
-            i, rest = int(m.group(1)) + 1, m.group(2)
-            if rest.startswith("patch_embeddings."):
-                rest = rest.removeprefix("patch_embeddings.").replace("layer_norm.", "norm.")
-                out[f"backbone.patch_embed{i}.{rest}"] = value
-            elif rest.startswith("layer_norm."):
-                out[f"backbone.norm{i}.{rest.removeprefix('layer_norm.')}"] = value
-            elif b := re.fullmatch(r"blocks\.(\d+)\.(.+)\.(weight|bias)", rest):
-                j, module, param = b.groups()
-                if module in ("attention.k_proj", "attention.v_proj"):
-                    kv.setdefault((i, j, param), {})[module[-6:]] = value
-                elif module in _HF_BLOCK:
-                    out[f"backbone.block{i}.{j}.{_HF_BLOCK[module]}.{param}"] = value
-                else:
-                    out[f"hf.{key}"] = value  # unknown: reported as unexpected
-            else:
-                out[f"hf.{key}"] = value
-        elif m := re.fullmatch(r"decode_head\.linear_projections\.(\d+)\.proj\.(.+)", name):
-            out[f"decode_head.linear_c.{m.group(1)}.proj.{m.group(2)}"] = value
-        elif name == "decode_head.linear_fuse.weight":
-            out[FUSE_KEY] = value  # deepest first: reversed below, once the levels are counted
-        elif name.startswith("decode_head.batch_norm."):
-            out[f"decode_head.linear_fuse.bn.{name.removeprefix('decode_head.batch_norm.')}"] = value
-        elif name.startswith("decode_head.classifier."):
-            out[f"decode_head.linear_pred.{name.removeprefix('decode_head.classifier.')}"] = value
-        elif name.startswith("classifier."):
-            continue  # SegformerForImageClassification's ImageNet classifier
-        else:
-            out[f"hf.{key}"] = value
-    for (i, j, param), parts in kv.items():
-        if set(parts) == {"k_proj", "v_proj"}:
-            out[f"backbone.block{i}.{j}.attn.kv.{param}"] = torch.cat([parts["k_proj"], parts["v_proj"]])
-    if FUSE_KEY in out:  # transformers' SegformerDecodeHead: torch.cat(all_hidden_states[::-1])
-        out[FUSE_KEY] = reverse_fuse_blocks(out[FUSE_KEY], fuse_levels(out))
-    return out
-
-
-def model_to_hf_keys(state: dict) -> dict:
-    """The inverse of ``hf_to_model_keys``: fastuda MiT (+ SegFormerHead) keys -> transformers 5.x
-    names of ``SegformerForSemanticSegmentation`` (encoder keys prefixed ``segformer.``)."""
-    block = {v: k for k, v in _HF_BLOCK.items()}
-    out = {}
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked") and not key.startswith("decode_head.linear_fuse.bn"):
-            continue
-        if m := re.fullmatch(r"backbone\.patch_embed(\d+)\.(proj|norm)\.(.+)", key):
-            i, module, param = int(m.group(1)) - 1, m.group(2), m.group(3)
-            out[f"segformer.stages.{i}.patch_embeddings.{'layer_norm' if module == 'norm' else 'proj'}.{param}"] = value
-        elif m := re.fullmatch(r"backbone\.norm(\d+)\.(.+)", key):
-            out[f"segformer.stages.{int(m.group(1)) - 1}.layer_norm.{m.group(2)}"] = value
-        elif m := re.fullmatch(r"backbone\.block(\d+)\.(\d+)\.(.+)\.(weight|bias)", key):
-            i, j, module, param = int(m.group(1)) - 1, m.group(2), m.group(3), m.group(4)
-            prefix = f"segformer.stages.{i}.blocks.{j}."
-            if module == "attn.kv":
-                k, v = value.chunk(2)
-                out[f"{prefix}attention.k_proj.{param}"], out[f"{prefix}attention.v_proj.{param}"] = k, v
-            else:
-                out[f"{prefix}{block[module]}.{param}"] = value
-        elif m := re.fullmatch(r"decode_head\.linear_c\.(\d+)\.proj\.(.+)", key):
-            out[f"decode_head.linear_projections.{m.group(1)}.proj.{m.group(2)}"] = value
-        elif key == FUSE_KEY:  # transformers concatenates deepest first
-            out["decode_head.linear_fuse.weight"] = reverse_fuse_blocks(value, fuse_levels(state))
-        elif key.startswith("decode_head.linear_fuse.bn."):
-            out[f"decode_head.batch_norm.{key.removeprefix('decode_head.linear_fuse.bn.')}"] = value
-        elif key.startswith("decode_head.linear_pred."):
-            out[f"decode_head.classifier.{key.removeprefix('decode_head.linear_pred.')}"] = value
-        else:
-            raise ValueError(f"no transformers Segformer equivalent for {key}")
-    return out
-
-
 # ----------------------------------------------------------------------------- architecture
 
 
@@ -515,8 +372,6 @@ class Architecture:
 def architecture(state: dict, path="checkpoint") -> Architecture:
     """The ``Architecture`` of a state dict keyed like the model (``to_model_keys``)."""
     if "backbone.patch_embed1.proj.weight" in state:
-        from .mix_transformer import VARIANTS
-
         dims = tuple(state[f"backbone.patch_embed{i}.proj.weight"].shape[0] for i in range(1, 5)
                      if f"backbone.patch_embed{i}.proj.weight" in state)  # fmt: skip
         depths = tuple(1 + max((int(k.split(".")[2]) for k in state if k.startswith(f"backbone.block{i}.")), default=-1)

@@ -14,6 +14,7 @@ names match mmseg's (``embed_layers``, ``fuse_layer``, ``conv_seg``,
 released checkpoints load with only the ``decode_head.`` prefix removed.
 """
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -88,7 +89,7 @@ class DAFormerHead(nn.Module):
 class SegFormerHead(nn.Module):
     """SegFormer's all-MLP decoder: Linear embedding of each level to ``embed_dim``,
     resize to stride 4, concatenate (shallowest level first: DAFormer's published head; see
-    ``checkpoint.FUSE_ORDER``), 1x1 ConvBNReLU fuse, Dropout2d, 1x1 classifier."""
+    ``FUSE_ORDER``), 1x1 ConvBNReLU fuse, Dropout2d, 1x1 classifier."""
 
     def __init__(
         self,
@@ -110,7 +111,7 @@ class SegFormerHead(nn.Module):
         embedded = [_resize_to(self.linear_c[str(i)](f), size) for i, f in enumerate(features)]
         # shallowest level first, as the published DAFormer / HRDA / MIC segformer_head.py does (so their
         # weights load with only a prefix change). NVlabs' SegFormer and transformers concatenate deepest
-        # first: their fuse conv's input blocks are reversed on load / export (models.checkpoint).
+        # first: their fuse conv's input blocks are reversed on load / export (segformer_head_keys below).
         return self.linear_pred(self.dropout(self.linear_fuse(torch.cat(embedded, dim=1))))
 
 
@@ -137,6 +138,48 @@ class DeepLabV2Head(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
         return torch.stack([branch(x) for branch in self.aspp_modules]).sum(0)
+
+
+# ----------------------------------------------------------------------------- checkpoint remapping
+# The SegFormer head of other layouts into SegFormerHead's keys and fuse order (files are read
+# and their layouts detected in ``checkpoint.py``; transformers' keys: ``mix_transformer``).
+
+# fastuda's SegFormerHead input order of the fuse conv: the published DAFormer head's.
+FUSE_ORDER = "shallowest first"
+FUSE_KEY = "decode_head.linear_fuse.conv.weight"
+
+
+def reverse_fuse_blocks(weight: torch.Tensor, levels: int) -> torch.Tensor:
+    """The SegFormer head's fuse conv ``weight`` (out, levels * embed, 1, 1) with its input-channel
+    blocks, one per level, in the other order (shallowest first <-> deepest first; its own inverse)."""
+    if levels < 1 or weight.shape[1] % levels:
+        raise ValueError(f"fuse conv weight {tuple(weight.shape)} has no {levels} equal input blocks")
+    return torch.cat(list(weight.chunk(levels, dim=1))[::-1], dim=1)
+
+
+def fuse_levels(state: dict) -> int:
+    """How many levels a SegFormer head state dict (fastuda keys) embeds."""
+    return sum(1 for k in state if re.fullmatch(r"decode_head\.linear_c\.\d+\.proj\.weight", k))
+
+
+def segformer_head_keys(state: dict) -> dict:
+    """An mmseg-style state dict (``backbone.*``, ``decode_head.*``) with a SegFormer head in
+    fastuda's keys and order. The published DAFormer head (``linear_c.0..3``) is fastuda's already;
+    NVlabs' SegFormer (``linear_c1..4``) concatenates deepest first (``torch.cat([_c4, _c3, _c2,
+    _c1])``), so its fuse conv's blocks are reversed. Both heads inherit mmseg's ``conv_seg``, which
+    their forward never uses: dropped. Any other state dict is returned as it is."""
+    if "decode_head.linear_pred.weight" not in state:
+        return state
+    out = {}
+    for key, value in state.items():
+        if key.startswith("decode_head.conv_seg."):
+            continue
+        if m := re.fullmatch(r"decode_head\.linear_c([1-9])\.(.+)", key):
+            key = f"decode_head.linear_c.{int(m.group(1)) - 1}.{m.group(2)}"
+        out[key] = value
+    if FUSE_KEY in out and any(re.match(r"decode_head\.linear_c[1-9]\.", k) for k in state):
+        out[FUSE_KEY] = reverse_fuse_blocks(out[FUSE_KEY], fuse_levels(out))
+    return out
 
 
 # ----------------------------------------------------------------------------- constructors

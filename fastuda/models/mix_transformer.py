@@ -9,6 +9,7 @@ load unchanged; the attention is ``fastuda.nn.EfficientSelfAttention`` and runs
 the fused ``fastuda.ops.attention`` kernel on CUDA.
 """
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +17,8 @@ from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
 from fastuda.nn import EfficientSelfAttention
+
+from .daformer_head import FUSE_KEY, fuse_levels, reverse_fuse_blocks
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -140,6 +143,131 @@ def _init_weights(m: nn.Module) -> None:
         if m.bias is not None:
             nn.init.zeros_(m.bias)
 
+
+# ----------------------------------------------------------------------------- checkpoint remapping
+# External layouts of MiT into fastuda's keys (the files are read and their layout detected in
+# ``checkpoint.py``): SegFormer's ImageNet encoders, and transformers' Segformer (MiT and, for
+# ``SegformerForSemanticSegmentation``, its all-MLP head: ``daformer_head.SegFormerHead``).
+
+
+def imagenet_to_model_keys(state: dict) -> dict:
+    """SegFormer's ImageNet ``mit_b*.pth`` -> ``backbone.*`` keys; its classifier (``head.*``) is not ours."""
+    return {f"backbone.{k}": v for k, v in state.items() if not k.startswith("head.")}
+
+
+# Hugging Face transformers' Segformer
+# transformers 4.x names -> 5.x names (transformers' own conversion_mapping.py for Segformer)
+_HF_V4_TO_V5 = [
+    (r"encoder\.patch_embeddings\.(\d+)\.", r"stages.\1.patch_embeddings."),
+    (r"encoder\.block\.(\d+)\.", r"stages.\1.blocks."),
+    (r"encoder\.layer_norm\.(\d+)\.", r"stages.\1.layer_norm."),
+    (r"attention\.self\.query\.", "attention.q_proj."),
+    (r"attention\.self\.key\.", "attention.k_proj."),
+    (r"attention\.self\.value\.", "attention.v_proj."),
+    (r"attention\.self\.sr\.", "attention.sequence_reduction.sequence_reduction."),
+    (r"attention\.self\.layer_norm\.", "attention.sequence_reduction.layer_norm."),
+    (r"attention\.output\.dense\.", "attention.o_proj."),
+    (r"mlp\.dense1\.", "mlp.fc1."),
+    (r"mlp\.dense2\.", "mlp.fc2."),
+    (r"layer_norm_1\.", "layernorm_before."),
+    (r"layer_norm_2\.", "layernorm_after."),
+    (r"decode_head\.linear_c\.", "decode_head.linear_projections."),
+]
+# 5.x block names -> MiT names
+_HF_BLOCK = {
+    "layernorm_before": "norm1", "layernorm_after": "norm2", "attention.q_proj": "attn.q", "attention.o_proj": "attn.proj",
+    "attention.sequence_reduction.sequence_reduction": "attn.sr", "attention.sequence_reduction.layer_norm": "attn.norm",
+    "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2", "mlp.dwconv.dwconv": "mlp.dwconv.dwconv",
+}  # fmt: skip
+
+
+def hf_v5_name(key: str) -> str:
+    """A transformers Segformer key in 5.x naming, without the ``segformer.`` prefix."""
+    key = key.removeprefix("segformer.")
+    for pattern, repl in _HF_V4_TO_V5:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def hf_to_model_keys(state: dict) -> dict:
+    """A transformers Segformer state dict (4.x or 5.x names) -> fastuda ``EncoderDecoder`` keys
+    (MiT ``backbone.*``; the decode head, when present, as ``SegFormerHead``). k and v
+    projections are concatenated into MiT's ``kv``; an image-classification head is dropped."""
+    out, kv = {}, {}
+    for key, value in state.items():
+        name = hf_v5_name(key)
+        if m := re.fullmatch(r"stages\.(\d+)\.(.+)", name):
+            i, rest = int(m.group(1)) + 1, m.group(2)
+            if rest.startswith("patch_embeddings."):
+                rest = rest.removeprefix("patch_embeddings.").replace("layer_norm.", "norm.")
+                out[f"backbone.patch_embed{i}.{rest}"] = value
+            elif rest.startswith("layer_norm."):
+                out[f"backbone.norm{i}.{rest.removeprefix('layer_norm.')}"] = value
+            elif b := re.fullmatch(r"blocks\.(\d+)\.(.+)\.(weight|bias)", rest):
+                j, module, param = b.groups()
+                if module in ("attention.k_proj", "attention.v_proj"):
+                    kv.setdefault((i, j, param), {})[module[-6:]] = value
+                elif module in _HF_BLOCK:
+                    out[f"backbone.block{i}.{j}.{_HF_BLOCK[module]}.{param}"] = value
+                else:
+                    out[f"hf.{key}"] = value  # unknown: reported as unexpected
+            else:
+                out[f"hf.{key}"] = value
+        elif m := re.fullmatch(r"decode_head\.linear_projections\.(\d+)\.proj\.(.+)", name):
+            out[f"decode_head.linear_c.{m.group(1)}.proj.{m.group(2)}"] = value
+        elif name == "decode_head.linear_fuse.weight":
+            out[FUSE_KEY] = value  # deepest first: reversed below, once the levels are counted
+        elif name.startswith("decode_head.batch_norm."):
+            out[f"decode_head.linear_fuse.bn.{name.removeprefix('decode_head.batch_norm.')}"] = value
+        elif name.startswith("decode_head.classifier."):
+            out[f"decode_head.linear_pred.{name.removeprefix('decode_head.classifier.')}"] = value
+        elif name.startswith("classifier."):
+            continue  # SegformerForImageClassification's ImageNet classifier
+        else:
+            out[f"hf.{key}"] = value
+    for (i, j, param), parts in kv.items():
+        if set(parts) == {"k_proj", "v_proj"}:
+            out[f"backbone.block{i}.{j}.attn.kv.{param}"] = torch.cat([parts["k_proj"], parts["v_proj"]])
+    if FUSE_KEY in out:  # transformers' SegformerDecodeHead: torch.cat(all_hidden_states[::-1])
+        out[FUSE_KEY] = reverse_fuse_blocks(out[FUSE_KEY], fuse_levels(out))
+    return out
+
+
+def model_to_hf_keys(state: dict) -> dict:
+    """The inverse of ``hf_to_model_keys``: fastuda MiT (+ SegFormerHead) keys -> transformers 5.x
+    names of ``SegformerForSemanticSegmentation`` (encoder keys prefixed ``segformer.``)."""
+    block = {v: k for k, v in _HF_BLOCK.items()}
+    out = {}
+    for key, value in state.items():
+        if key.endswith("num_batches_tracked") and not key.startswith("decode_head.linear_fuse.bn"):
+            continue
+        if m := re.fullmatch(r"backbone\.patch_embed(\d+)\.(proj|norm)\.(.+)", key):
+            i, module, param = int(m.group(1)) - 1, m.group(2), m.group(3)
+            out[f"segformer.stages.{i}.patch_embeddings.{'layer_norm' if module == 'norm' else 'proj'}.{param}"] = value
+        elif m := re.fullmatch(r"backbone\.norm(\d+)\.(.+)", key):
+            out[f"segformer.stages.{int(m.group(1)) - 1}.layer_norm.{m.group(2)}"] = value
+        elif m := re.fullmatch(r"backbone\.block(\d+)\.(\d+)\.(.+)\.(weight|bias)", key):
+            i, j, module, param = int(m.group(1)) - 1, m.group(2), m.group(3), m.group(4)
+            prefix = f"segformer.stages.{i}.blocks.{j}."
+            if module == "attn.kv":
+                k, v = value.chunk(2)
+                out[f"{prefix}attention.k_proj.{param}"], out[f"{prefix}attention.v_proj.{param}"] = k, v
+            else:
+                out[f"{prefix}{block[module]}.{param}"] = value
+        elif m := re.fullmatch(r"decode_head\.linear_c\.(\d+)\.proj\.(.+)", key):
+            out[f"decode_head.linear_projections.{m.group(1)}.proj.{m.group(2)}"] = value
+        elif key == FUSE_KEY:  # transformers concatenates deepest first
+            out["decode_head.linear_fuse.weight"] = reverse_fuse_blocks(value, fuse_levels(state))
+        elif key.startswith("decode_head.linear_fuse.bn."):
+            out[f"decode_head.batch_norm.{key.removeprefix('decode_head.linear_fuse.bn.')}"] = value
+        elif key.startswith("decode_head.linear_pred."):
+            out[f"decode_head.classifier.{key.removeprefix('decode_head.linear_pred.')}"] = value
+        else:
+            raise ValueError(f"no transformers Segformer equivalent for {key}")
+    return out
+
+
+# ----------------------------------------------------------------------------- variants
 
 _B1_B5_DIMS = (64, 128, 320, 512)
 VARIANTS = {
