@@ -82,9 +82,8 @@ class Segmenter:
                 (long, short).
         """
         from fastuda.config import TrainConfig, apply_overrides, config_for, from_dict, load_config
+        from fastuda.models.architecture import architecture, check_architecture
         from fastuda.models.checkpoint import (
-            architecture,
-            check_architecture,
             load_checkpoint,
             read_checkpoint,
             to_model_keys,

@@ -6,7 +6,7 @@ import random
 import torch
 
 from fastuda.config import PRESETS, apply_overrides, load_config, to_dict
-from fastuda.models.checkpoint import FORMAT
+from fastuda.models.checkpoint_format import FORMAT
 from fastuda.runtime.build import build_segmentor
 from fastuda.runtime.checkpoint import rng_state
 

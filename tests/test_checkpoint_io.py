@@ -11,7 +11,8 @@ import torch
 from fastuda import evaluate, predict
 from fastuda.errors import UserError, run_cli
 from fastuda.models import build_model, load_checkpoint
-from fastuda.models.checkpoint import architecture, read_checkpoint, read_training_checkpoint
+from fastuda.models.architecture import architecture
+from fastuda.models.checkpoint import read_checkpoint, read_training_checkpoint
 
 from _checkpoints import network, write_fastuda, write_released
 
@@ -236,7 +237,7 @@ def test_unmarked_checkpoint_of_the_deepest_first_era_keeps_its_function(tmp_pat
 
 
 def test_unmarked_checkpoint_from_before_9e7f30b_loads_unchanged(tmp_path):
-    from fastuda.models.checkpoint import _is_ancestor
+    from fastuda.models.checkpoint_format import _is_ancestor
 
     if _is_ancestor(DEEPEST_FIRST_COMMIT, SHALLOWEST_FIRST_COMMIT) is None:
         pytest.skip("fastuda is not run from a git checkout that holds its history")

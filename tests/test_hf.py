@@ -305,7 +305,7 @@ def test_segformer_head_both_ways_is_transformers_decode_head():
     from transformers.models.segformer.modeling_segformer import SegformerDecodeHead
 
     from fastuda.models import build_model
-    from fastuda.models.checkpoint import model_to_hf_keys
+    from fastuda.models.mix_transformer import model_to_hf_keys
 
     model = build_model(backbone="mit_demo", decode_head="segformer", num_classes=5, embed_dim=24).double().eval()
     widths = list(model.backbone.embed_dims)

@@ -164,7 +164,8 @@ def export_hf(checkpoint, folder, *, which: str = "model", encoder_only: bool = 
             error: transformers has no such head.
     """
     from fastuda.errors import UserError
-    from fastuda.models.checkpoint import architecture, read_model_state
+    from fastuda.models.architecture import architecture
+    from fastuda.models.checkpoint import read_model_state
     from fastuda.models.mix_transformer import hf_v5_name, model_to_hf_keys
 
     seg = _segformer_module()

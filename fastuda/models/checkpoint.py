@@ -16,14 +16,14 @@ One reader, ``read_checkpoint(path) -> (kind, state)``, recognises every layout 
   ``...ForImageClassification``).
 
 This file reads the files and tells their layouts apart; the key remaps of the external layouts
-live beside the model they load into (``mix_transformer``: SegFormer's ImageNet encoders and transformers'
-Segformer; ``daformer_head``: the SegFormer head of NVlabs and mmseg files).
+live beside the model they load into (``mix_transformer``: SegFormer's ImageNet encoders and
+transformers' Segformer; ``daformer_head``: the SegFormer head of NVlabs and mmseg files).
 
 SegFormer head: fastuda's ``SegFormerHead`` concatenates the levels shallowest first, as the
-published DAFormer / HRDA / MIC ``segformer_head.py`` does (``daformer_head.FUSE_ORDER``). A layout that
-concatenates deepest first (NVlabs' SegFormer, keys ``linear_c1..4``; transformers) has the
+published DAFormer / HRDA / MIC ``segformer_head.py`` does (``daformer_head.FUSE_ORDER``). A
+layout that concatenates deepest first (NVlabs' SegFormer, keys ``linear_c1..4``; transformers) has the
 input-channel blocks of its fuse conv reversed on load and on export, and so do fastuda
-checkpoints written while fastuda concatenated deepest first (``FORMAT``, ``upgrade_fastuda``).
+checkpoints written while fastuda concatenated deepest first (``checkpoint_format``).
 
 A ``module.`` prefix (DataParallel, DDP) is dropped everywhere. Files are read with
 ``torch.load(weights_only=True)`` (no arbitrary code runs), with NumPy's array and scalar
@@ -33,13 +33,9 @@ checkpoint, a truncated file, an empty one, a folder or another architecture is 
 """
 
 import dataclasses
-import json
 import os
 import re
-import subprocess
-import warnings
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,8 +43,9 @@ from torch import nn
 
 from fastuda.errors import UserError
 
-from .daformer_head import FUSE_KEY, fuse_levels, reverse_fuse_blocks, segformer_head_keys
-from .mix_transformer import VARIANTS, hf_to_model_keys, imagenet_to_model_keys
+from .checkpoint_format import upgrade_fastuda
+from .daformer_head import segformer_head_keys
+from .mix_transformer import hf_to_model_keys, imagenet_to_model_keys
 
 UDA_MODELS = ("model", "ema_model", "imnet_model")
 # which= of a released UDA checkpoint -> the entry of a fastuda.train checkpoint
@@ -62,23 +59,6 @@ KINDS = {
 }
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
-# fastuda checkpoint format (the "format" entry of a training checkpoint). Files without it were
-# written either before 9e7f30b or from 9e7f30b until this entry came (SegFormer head deepest
-# first); ``upgrade_fastuda`` tells them apart. 2: SegFormer head shallowest first.
-FORMAT = 2
-# The commit that made the SegFormer head concatenate deepest first; its descendants up to FORMAT 2
-# wrote unmarked checkpoints in that order. Main's commits of that era, for installs without git:
-_DEEPEST_FIRST_SINCE = "9e7f30bbc840600d5550ff068bf046833e07a2a3"
-_DEEPEST_FIRST_COMMITS = frozenset({
-    "4bf36af571ffb154749abc979c3a8cab65e91414", "a985180b7d67ca5f2bd74e096e950dec26c72b73",
-    "2b796ef5fe883ea1ee1d41f1e20a17fef585430d", "fa238ca43e3aa12881be8b94ef13c91133a53997",
-    "8b9e09262144fbfdf10aea862b9490b397957f1f", "f7aa461fa18b5e81838b6bbad8b41f8553bd88d0",
-    "727a0141ca01af8cbe93a72b6b65c9b2f8f041e7", "15b35731ced648a9067808da7be1871af35f4dbb",
-    "48d60d62ae93f706be7eccbd7d4935012df715ec", "7ebbfa690429e3f0dcead033e47a9adfbc61f70c",
-    "68f84ea36ffb864fc298dacb465f20b611946575", "eadc7885550fc09e5084840899f19e9540f5ad95",
-    "95cde3cc9fbd492e1ce73152ce444f658e009254", "3acfc32961bb97ea46157e53fb0cfd3c001cd836",
-    "9e7f30bbc840600d5550ff068bf046833e07a2a3",
-})  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -294,139 +274,6 @@ def read_model_state(path_or_state_dict, which: str = "model") -> tuple[dict, st
 
 def _name(path_or_state_dict) -> str:
     return "checkpoint" if isinstance(path_or_state_dict, dict) else os.fspath(path_or_state_dict)
-
-
-# ----------------------------------------------------------------------------- fastuda's format
-
-
-def _is_ancestor(ancestor: str, commit: str) -> bool | None:
-    """Whether ``commit`` descends from ``ancestor`` in the git checkout fastuda runs from; None
-    when that cannot be told (no git, not a checkout, an unknown commit)."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        done = subprocess.run(["git", "-C", str(root), "merge-base", "--is-ancestor", ancestor, commit],
-                              capture_output=True, timeout=30)  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {0: True, 1: False}.get(done.returncode)
-
-
-def _written_deepest_first(path) -> bool:
-    """Whether an unmarked fastuda checkpoint (no ``format``) was written while fastuda's SegFormer
-    head concatenated deepest first: from the git commit in the run record (``config.json`` beside
-    the checkpoint, ``run.git_commit``). Without one that tells, the newer order is assumed, with a
-    warning."""
-    commit = None
-    if path is not None:
-        try:
-            record = json.loads((Path(path).parent / "config.json").read_text())
-            commit = record["run"]["git_commit"]
-        except (OSError, ValueError, KeyError, TypeError):
-            commit = None
-    if commit in _DEEPEST_FIRST_COMMITS:
-        return True
-    if isinstance(commit, str) and (descends := _is_ancestor(_DEEPEST_FIRST_SINCE, commit)) is not None:
-        return descends
-    where = f"{path}" if path is not None else "a fastuda checkpoint passed as a dict"
-    warnings.warn(
-        f"{where} has a SegFormer head and no format entry, and no run record says which fastuda wrote it: "
-        f"assuming commit {_DEEPEST_FIRST_SINCE[:7]} or later (fuse conv deepest first; converted). If it was "
-        "written before 2026-12-01, set its 'format' entry to 2 to load it unchanged",
-        stacklevel=3,
-    )
-    return True
-
-
-def upgrade_fastuda(obj: dict, path=None) -> dict:
-    """A fastuda training checkpoint in ``FORMAT``: a new dict (``obj`` is left alone) whose
-    student / teacher SegFormer head has its fuse conv in ``FUSE_ORDER`` and whose ``format`` is
-    ``FORMAT``; ``fuse_reversed`` is True where the blocks were reversed (``restore`` then
-    reverses the optimiser's moments too). Marked checkpoints come back as they are."""
-    if obj.get("format", 1) >= FORMAT:
-        return obj
-    out = {**obj, "format": FORMAT}
-    heads = [k for k in ("student", "teacher") if isinstance(obj.get(k), dict) and FUSE_KEY in obj[k]]
-    if heads and _written_deepest_first(path):
-        for k in heads:
-            out[k] = {**obj[k], FUSE_KEY: reverse_fuse_blocks(obj[k][FUSE_KEY], fuse_levels(obj[k]))}
-        out["fuse_reversed"] = True
-    return out
-
-
-# ----------------------------------------------------------------------------- architecture
-
-
-@dataclasses.dataclass(frozen=True)
-class Architecture:
-    """What a state dict's keys and shapes say about the network that wrote it."""
-
-    backbone: str  # mit_demo, mit_b0 .. mit_b5, resnet101
-    head: str | None  # daformer | segformer | deeplabv2 | hrda; None: an encoder alone
-    num_classes: int | None = None  # K, the classifier's outputs
-    embed_dim: int | None = None  # the head's embedding width (daformer / segformer)
-
-    def __str__(self) -> str:
-        return f"{self.backbone} + {self.head}" if self.head else f"{self.backbone} (encoder only)"
-
-
-def architecture(state: dict, path="checkpoint") -> Architecture:
-    """The ``Architecture`` of a state dict keyed like the model (``to_model_keys``)."""
-    if "backbone.patch_embed1.proj.weight" in state:
-        dims = tuple(state[f"backbone.patch_embed{i}.proj.weight"].shape[0] for i in range(1, 5)
-                     if f"backbone.patch_embed{i}.proj.weight" in state)  # fmt: skip
-        depths = tuple(1 + max((int(k.split(".")[2]) for k in state if k.startswith(f"backbone.block{i}.")), default=-1)
-                       for i in range(1, len(dims) + 1))  # fmt: skip
-        backbone = next((n for n, v in VARIANTS.items() if tuple(v["embed_dims"]) == dims and tuple(v["depths"]) == depths),
-                        None)  # fmt: skip
-        if backbone is None:
-            raise UserError(f"{path}: a MiT encoder with widths {dims} and depths {depths} is none of "
-                            f"{', '.join(VARIANTS)}")  # fmt: skip
-    elif any(k.startswith("backbone.body.") for k in state):
-        blocks = {k.split(".")[3] for k in state if k.startswith("backbone.body.layer3.")}
-        backbone = {6: "resnet50", 23: "resnet101", 36: "resnet152"}.get(len(blocks), "resnet101")
-    else:
-        raise UserError(f"{path}: no encoder weights (expected backbone.patch_embed1.* of a MiT or backbone.body.* "
-                        f"of a ResNet; keys: {_short(sorted(state), 4)})")  # fmt: skip
-
-    def rows(key):
-        return state[key].shape[0] if key in state else None
-
-    if any(k.startswith("decode_head.scale_attention.") for k in state):
-        return Architecture(backbone, "hrda", rows("decode_head.head.conv_seg.weight"),
-                            rows("decode_head.head.embed_layers.0.proj.weight"))  # fmt: skip
-    if "decode_head.conv_seg.weight" in state and any(k.startswith("decode_head.fuse_layer.") for k in state):
-        return Architecture(backbone, "daformer", rows("decode_head.conv_seg.weight"),
-                            rows("decode_head.embed_layers.0.proj.weight"))  # fmt: skip
-    if "decode_head.linear_pred.weight" in state:
-        return Architecture(backbone, "segformer", rows("decode_head.linear_pred.weight"),
-                            rows("decode_head.linear_c.0.proj.weight"))  # fmt: skip
-    if "decode_head.fusion_conv.conv.weight" in state:  # mmsegmentation's own SegformerHead
-        raise UserError(f"{path}: mmsegmentation's SegformerHead (convs.*, fusion_conv) is not SegFormer's all-MLP "
-                        "head: each level goes through a 1x1 conv, BatchNorm and ReLU before the resize; fastuda "
-                        "has the head of NVlabs' SegFormer and DAFormer (linear_c*, linear_fuse, linear_pred)")  # fmt: skip
-    if "decode_head.aspp_modules.0.conv.weight" in state:
-        return Architecture(backbone, "deeplabv2", rows("decode_head.aspp_modules.0.conv.weight"))
-    if any(k.startswith("decode_head.") for k in state):
-        raise UserError(f"{path}: a decode head fastuda does not know "
-                        f"({_short(sorted(k for k in state if k.startswith('decode_head.')), 3)})")  # fmt: skip
-    return Architecture(backbone, None)
-
-
-def config_architecture(cfg) -> Architecture:
-    """The ``Architecture`` a ``TrainConfig`` builds."""
-    m = cfg.model
-    head = "hrda" if cfg.hrda.enabled else m.decode_head
-    return Architecture(m.backbone, head, m.num_classes)
-
-
-def check_architecture(found: Architecture, cfg, path) -> None:
-    """A UserError when ``cfg`` asks for another network than the checkpoint at ``path`` holds."""
-    want = config_architecture(cfg)
-    if (found.backbone, found.head) != (want.backbone, want.head):
-        raise UserError(f"{path}: checkpoint is {found}, config asks for {want}")
-    if found.num_classes is not None and found.num_classes != want.num_classes:
-        raise UserError(f"{path}: checkpoint predicts {found.num_classes} classes, config asks for {want.num_classes} "
-                        f"(model.num_classes)")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- loading

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from fastuda.config import TrainConfig, from_dict, to_dict
-from fastuda.models.checkpoint import FORMAT, FUSE_KEY, fuse_levels, reverse_fuse_blocks
+from fastuda.models.checkpoint_format import FORMAT
+from fastuda.models.daformer_head import FUSE_KEY, fuse_levels, reverse_fuse_blocks
 
 # Fields a resumed run may change: where data and outputs live, how long it runs, how
 # often it logs / evaluates / saves, how many workers decode, how evaluation is sampled.
@@ -63,7 +64,7 @@ def training_state(nets: dict, optimizer, scheduler, rngs: list, iteration: int,
     """What ``latest.pt`` holds: ``nets`` ({"student", "teacher", "imnet"}, None where absent),
     the optimiser and schedule, every rank's RNG states, the iteration, the global draws
     consumed (the data order continues there, whatever the next world size), the config, and the
-    checkpoint ``format`` (``fastuda.models.checkpoint.FORMAT``)."""
+    checkpoint ``format`` (``fastuda.models.checkpoint_format.FORMAT``)."""
     return {**{k: m.state_dict() if m is not None else None for k, m in nets.items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs,
             "iteration": iteration, "draws": draws, "world": world, "config": to_dict(cfg),
