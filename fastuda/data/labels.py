@@ -4,7 +4,10 @@ Every dataset is trained and evaluated in the Cityscapes train-id space: 19
 classes, 255 = ignore. GTA5 labels hold Cityscapes labelIds, so GTA5 and
 Cityscapes share one mapping (DAFormer's ``tools/convert_datasets/gta.py``,
 cityscapesscripts' ``labels.py``). SYNTHIA RAND_CITYSCAPES uses its own ids
-(its README; DAFormer's ``tools/convert_datasets/synthia.py``).
+(its README; DAFormer's ``tools/convert_datasets/synthia.py``). ACDC and Dark
+Zurich ship Cityscapes labelIds and train ids; BDD100K's masks are train ids.
+Mapillary Vistas v1.2 has 66 classes of its own, merged onto the 19 as HRDA's
+``tools/convert_datasets/mapillary.py`` does.
 """
 
 from dataclasses import dataclass
@@ -33,6 +36,16 @@ CITYSCAPES_ID_TO_TRAIN_ID = {
 SYNTHIA_ID_TO_TRAIN_ID = {
     3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 16: 9,
     1: 10, 10: 11, 17: 12, 8: 13, 18: 14, 19: 15, 20: 16, 12: 17, 11: 18,
+}  # fmt: skip
+
+# Mapillary Vistas v1.2 class id (the index in validation/labels/*.png) -> trainId,
+# HRDA tools/convert_datasets/mapillary.py: lane markings and manholes count as road,
+# curbs as sidewalk, utility poles as poles, bicyclists, motorcyclists and other riders
+# as rider, "on rails" as train; every other id (e.g. 65 unlabelled) becomes 255.
+MAPILLARY_ID_TO_TRAIN_ID = {
+    13: 0, 24: 0, 41: 0, 2: 1, 15: 1, 17: 2, 6: 3, 3: 4, 45: 5, 47: 5, 48: 6, 50: 7,
+    30: 8, 29: 9, 27: 10, 19: 11, 20: 12, 21: 12, 22: 12, 55: 13, 61: 14, 54: 15,
+    58: 16, 57: 17, 52: 18,
 }  # fmt: skip
 
 # Synthia -> Cityscapes is reported on the classes Synthia has: mIoU16 drops
@@ -87,5 +100,9 @@ SYNTHIA_LABELS = LabelFormat(
     16,
     (0, 2, 6),
     tuple(sorted(SYNTHIA_ID_TO_TRAIN_ID.items())),
+)
+# Mapillary Vistas v1.2 validation/labels: 8-bit palette PNGs whose indices are the class ids.
+MAPILLARY_LABELS = LabelFormat(
+    "8-bit Mapillary Vistas v1.2 class ids", 8, (0, 3), tuple(sorted(MAPILLARY_ID_TO_TRAIN_ID.items()))
 )
 TRAIN_IDS = train_ids()

@@ -3,23 +3,39 @@
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from functools import partial
+
+from .acdc import CONDITIONS, acdc
+from .bdd100k import bdd100k
 from .cityscapes import cityscapes
+from .dark_zurich import dark_zurich
 from .dataset import SegmentationDataset
 from .folder import folder_dataset
 from .gta import gta5
+from .mapillary import mapillary
 from .synthia import synthia
 from .transforms import Pipeline
 
-_BUILDERS = {"gta": gta5, "gta5": gta5, "synthia": synthia, "cityscapes": cityscapes}
-DATASET_NAMES = ("gta", "synthia", "cityscapes", "folder")
+_BUILDERS = {
+    "gta": gta5, "gta5": gta5, "synthia": synthia, "cityscapes": cityscapes,
+    "acdc": acdc, **{f"acdc_{c}": partial(acdc, conditions=c) for c in CONDITIONS},
+    "dark_zurich": dark_zurich, "darkzurich": dark_zurich,
+    "bdd100k": bdd100k, "bdd": bdd100k, "mapillary": mapillary,
+}  # fmt: skip
+# The names configs and command lines use ("acdc" is all four conditions, "acdc_night" one).
+DATASET_NAMES = ("gta", "synthia", "cityscapes", "acdc", *(f"acdc_{c}" for c in CONDITIONS), "dark_zurich",
+                 "bdd100k", "mapillary", "folder")  # fmt: skip
 
 
 def build_dataset(
     name: str, root, split: str = "train", pipeline: Pipeline | None = None, seed: int | None = None, **folder_options
 ) -> SegmentationDataset:
-    """The dataset ``name`` ("gta", "synthia", "cityscapes" or "folder") at ``root``.
+    """The dataset ``name`` (one of ``DATASET_NAMES``) at ``root``.
 
-    ``pipeline``: e.g. ``preset_pipeline("daformer", "gta")``; None returns the
+    "acdc" reads all four conditions, "acdc_fog" / "acdc_night" / "acdc_rain" /
+    "acdc_snow" one; "dark_zurich" is its night folder (the published target).
+    Their own options (ACDC's ``conditions`` and ``layout``, Dark Zurich's ``time``)
+    are keywords of ``acdc()`` and ``dark_zurich()``. ``pipeline``: e.g. ``preset_pipeline("daformer", "gta")``; None returns the
     decoded image and label as stored. "folder" takes ``classes=[...]`` and the
     other options of ``folder_dataset``; its ``split`` must be "train".
     """

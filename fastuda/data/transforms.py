@@ -28,8 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastuda.config.recipes import DATASETS, RECIPES, recipe_resize
-
 from .labels import IGNORE_INDEX
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255 (mmseg img_norm_cfg)
@@ -240,44 +238,125 @@ class Pipeline:
                 out["valid_mask"] = pad_to(out["valid_mask"], self.crop_size, False)
         return out
 
-def preset_pipeline(recipe: str, dataset: str, train: bool = True) -> Pipeline:
-    """The published pipeline of ``recipe`` ("daformer", "hrda", "mic") for ``dataset``.
 
-    Training (DAFormer ``uda_*_512x512.py``, HRDA ``uda_*HR_*_1024x1024.py``; the sizes
-    are ``fastuda.config.RECIPES`` and ``DATASETS``):
+# ---------------------------------------------------------------- the published pipelines
+# Dataset names as the table spells them, and the aliases every entry point accepts
+# (an ACDC condition picks files, not a pipeline).
+DATASET_ALIASES = {
+    "gta5": "gta", "darkzurich": "dark_zurich", "bdd": "bdd100k",
+    **{f"acdc_{c}": "acdc" for c in ("fog", "night", "rain", "snow")},
+}  # fmt: skip
+RECIPES = ("daformer", "hrda", "mic")
+_CROP = {"daformer": (512, 512), "hrda": (1024, 1024)}  # every training row's crop (tests check the table)
+ROLES = ("source", "target", "test")
+# The role a dataset has in the published benchmarks when none is asked for.
+DEFAULT_ROLE = {"gta": "source", "synthia": "source", "cityscapes": "target", "acdc": "target",
+                "dark_zurich": "target", "bdd100k": "test", "mapillary": "test"}  # fmt: skip
 
-    ===========  ==========================  =======================
-    dataset      DAFormer (crop 512)         HRDA / MIC (crop 1024)
-    ===========  ==========================  =======================
-    gta          1280x720 -> 1280x704        2560x1440 -> 2560x1407
-    synthia      1280x760                    2560x1520
-    cityscapes   1024x512                    2048x1024, valid mask
-    ===========  ==========================  =======================
 
-    Every training crop uses cat_max_ratio 0.75 except HRDA's Cityscapes
-    target, whose crop is plain random. DAFormer's Cityscapes target pipeline
-    also loads the ground truth to apply cat_max_ratio 0.75: the published
-    target crop selection sees the target labels (kept here as published).
-    Flip 0.5, ImageNet normalisation, pad 0 / 255. HRDA and MIC's Cityscapes
-    training target carries the valid pseudo-label mask (margins 30, 240, 30,
-    30). The test pipeline (``train=False``) resizes the image only (DAFormer
-    1024x512, HRDA 2048x1024) and keeps the label at full resolution.
-    """
+@dataclass(frozen=True)
+class PublishedPipeline:
+    """One row of the published data recipes: a dataset's pipeline in one role, and
+    the config it is transcribed from (lhoyer/HRDA unless named otherwise)."""
+
+    config: str  # the published file that defines it
+    scale: tuple[int, int]  # Resize img_scale, keep_ratio=True: (long, short) edge bounds
+    crop: tuple[int, int] | None = None  # RandomCrop (h, w); None: the test pipeline (no crop, no flip)
+    cat_max_ratio: float = 1.0  # RandomCrop's cat_max_ratio (1.0: a plain random crop)
+    pseudo_margins: tuple[int, int, int, int] | None = None  # HRDA valid pseudo-label mask (target only)
+
+    def pipeline(self) -> Pipeline:
+        if self.crop is None:
+            return Pipeline(scale=self.scale, resize_label=False)
+        return Pipeline(scale=self.scale, crop_size=self.crop, cat_max_ratio=self.cat_max_ratio, flip_prob=0.5,
+                        pseudo_margins=self.pseudo_margins)  # fmt: skip
+
+
+_D, _H = "configs/_base_/datasets/", "configs/_base_/datasets/"
+_DG = "tools/test.py --dataset (dg branch) with the test pipeline of "
+# (recipe, dataset, role) -> row. "mic" reads "hrda"'s rows (MIC keeps HRDA's data configs).
+# Every training row flips with p 0.5, normalises with the ImageNet mean and std and pads
+# to the crop with 0 / 255. Rows not here are not published (e.g. DAFormer on ACDC at 1024).
+PUBLISHED_PIPELINES: dict[tuple[str, str, str], PublishedPipeline] = {
+    # DAFormer, crop 512 (lhoyer/DAFormer, the same files in HRDA)
+    ("daformer", "gta", "source"): PublishedPipeline(_D + "uda_gta_to_cityscapes_512x512.py", (1280, 720), (512, 512), 0.75),
+    ("daformer", "synthia", "source"): PublishedPipeline(_D + "uda_synthia_to_cityscapes_512x512.py", (1280, 760), (512, 512), 0.75),
+    # DAFormer's Cityscapes target loads its labels for cat_max_ratio (as published)
+    ("daformer", "cityscapes", "target"): PublishedPipeline(_D + "uda_gta_to_cityscapes_512x512.py", (1024, 512), (512, 512), 0.75),
+    ("daformer", "cityscapes", "source"): PublishedPipeline(_D + "uda_cityscapes_to_acdc_512x512.py", (1024, 512), (512, 512), 0.75),
+    ("daformer", "cityscapes", "test"): PublishedPipeline(_D + "uda_gta_to_cityscapes_512x512.py", (1024, 512)),
+    ("daformer", "acdc", "target"): PublishedPipeline(_D + "uda_cityscapes_to_acdc_512x512.py", (960, 540), (512, 512)),
+    ("daformer", "acdc", "test"): PublishedPipeline(_D + "uda_cityscapes_to_acdc_512x512.py", (960, 540)),
+    ("daformer", "dark_zurich", "target"): PublishedPipeline(_D + "uda_cityscapes_to_darkzurich_512x512.py", (960, 540), (512, 512)),
+    ("daformer", "dark_zurich", "test"): PublishedPipeline(_D + "uda_cityscapes_to_darkzurich_512x512.py", (960, 540)),
+    ("daformer", "bdd100k", "test"): PublishedPipeline(_DG + _D + "uda_gtaCAug_to_cityscapes_512x512.py", (1024, 512)),
+    ("daformer", "mapillary", "test"): PublishedPipeline(_DG + _D + "uda_gtaCAug_to_cityscapes_512x512.py", (1024, 512)),
+    # HRDA (and MIC), crop 1024
+    ("hrda", "gta", "source"): PublishedPipeline(_H + "uda_gtaHR_to_cityscapesHR_1024x1024.py", (2560, 1440), (1024, 1024), 0.75),
+    ("hrda", "synthia", "source"): PublishedPipeline(_H + "uda_synthiaHR_to_cityscapesHR_1024x1024.py", (2560, 1520), (1024, 1024), 0.75),
+    # plain crop; the margins come from experiments.py (plcrop='v2': crop_pseudo_margins)
+    ("hrda", "cityscapes", "target"): PublishedPipeline(_H + "uda_gtaHR_to_cityscapesHR_1024x1024.py", (2048, 1024), (1024, 1024),
+                                                        pseudo_margins=HRDA_PSEUDO_MARGINS),
+    ("hrda", "cityscapes", "source"): PublishedPipeline(_H + "uda_cityscapesHR_to_acdcHR_1024x1024.py", (2048, 1024), (1024, 1024), 0.75),
+    ("hrda", "cityscapes", "test"): PublishedPipeline(_H + "uda_gtaHR_to_cityscapesHR_1024x1024.py", (2048, 1024)),
+    # no margins: experiments.py id 49 sets plcrop=False ("ACDC and DarkZurich have no rectification artifacts")
+    ("hrda", "acdc", "target"): PublishedPipeline(_H + "uda_cityscapesHR_to_acdcHR_1024x1024.py", (1920, 1080), (1024, 1024)),
+    ("hrda", "acdc", "test"): PublishedPipeline(_H + "uda_cityscapesHR_to_acdcHR_1024x1024.py", (1920, 1080)),
+    ("hrda", "dark_zurich", "target"): PublishedPipeline(_H + "uda_cityscapesHR_to_darkzurichHR_1024x1024.py", (1920, 1080), (1024, 1024)),
+    ("hrda", "dark_zurich", "test"): PublishedPipeline(_H + "uda_cityscapesHR_to_darkzurichHR_1024x1024.py", (1920, 1080)),
+    ("hrda", "bdd100k", "test"): PublishedPipeline(_DG + _H + "uda_gtaCAugHR_to_cityscapesHR_1024x1024.py", (2048, 1024)),
+    ("hrda", "mapillary", "test"): PublishedPipeline(_DG + _H + "uda_gtaCAugHR_to_cityscapesHR_1024x1024.py", (2048, 1024)),
+}  # fmt: skip
+
+
+def published_pipeline(recipe: str, dataset: str, role: str | None = None) -> PublishedPipeline:
+    """The row of ``PUBLISHED_PIPELINES`` for ``recipe`` ("daformer", "hrda", "mic"), ``dataset``
+    (aliases such as "gta5" or "acdc_night" accepted) and ``role`` ("source", "target" or
+    "test"; None: the dataset's role in the published benchmarks, ``DEFAULT_ROLE``)."""
     recipe = recipe.lower()
     if recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {recipe!r}")
-    dataset = {"gta5": "gta"}.get(dataset.lower(), dataset.lower())
-    resized = tuple(name for name, row in DATASETS.items() if row.resize_half is not None)
-    if dataset not in resized:
-        raise ValueError(f"dataset must be one of {resized}, got {dataset!r}")
-    scale = recipe_resize(recipe, dataset)
-    if not train:
-        return Pipeline(scale=scale, resize_label=False)
-    hrda_target = RECIPES[recipe].full_resolution and dataset == "cityscapes"
-    return Pipeline(
-        scale=scale,
-        crop_size=RECIPES[recipe].crop,
-        cat_max_ratio=1.0 if hrda_target else 0.75,
-        flip_prob=0.5,
-        pseudo_margins=HRDA_PSEUDO_MARGINS if hrda_target else None,
-    )
+        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+    key = "hrda" if recipe == "mic" else recipe
+    dataset = DATASET_ALIASES.get(dataset.lower(), dataset.lower())
+    if dataset not in DEFAULT_ROLE:
+        raise ValueError(f"dataset must be one of {tuple(DEFAULT_ROLE)}, got {dataset!r}")
+    role = DEFAULT_ROLE[dataset] if role is None else role
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if (key, dataset, role) not in PUBLISHED_PIPELINES:
+        roles = [r for (k, d, r) in PUBLISHED_PIPELINES if (k, d) == (key, dataset)]
+        raise ValueError(f"the published {recipe} recipe has no {role} pipeline for {dataset}; it has {', '.join(roles)}")
+    return PUBLISHED_PIPELINES[key, dataset, role]
+
+
+def preset_pipeline(recipe: str, dataset: str, train: bool = True, role: str | None = None) -> Pipeline:
+    """The published pipeline of ``recipe`` ("daformer", "hrda", "mic") for ``dataset``.
+
+    ``train=False`` gives the test pipeline: the image is resized, the label kept
+    at full resolution. ``role`` ("source" or "target") picks between the two
+    training pipelines of a dataset that has both (Cityscapes); by default a
+    dataset plays its published role (``DEFAULT_ROLE``). ``PUBLISHED_PIPELINES``
+    holds every row with the config it comes from:
+
+    ====================  ==========================  =================================
+    dataset (role)        DAFormer (crop 512)         HRDA / MIC (crop 1024)
+    ====================  ==========================  =================================
+    gta                   1280x720 -> 1280x704        2560x1440 -> 2560x1407
+    synthia               1280x760                    2560x1520
+    cityscapes (target)   1024x512                    2048x1024, plain crop, valid mask
+    cityscapes (source)   1024x512                    2048x1024
+    acdc, dark_zurich     960x540, plain crop         1920x1080, plain crop
+    test: cityscapes,     1024x512                    2048x1024
+    bdd100k, mapillary
+    test: acdc,           960x540                     1920x1080
+    dark_zurich
+    ====================  ==========================  =================================
+
+    Training crops use cat_max_ratio 0.75 unless "plain crop". DAFormer's
+    Cityscapes target pipeline also loads the ground truth to apply
+    cat_max_ratio 0.75: the published target crop selection sees the target
+    labels (kept here as published). HRDA and MIC's Cityscapes training target
+    carries the valid pseudo-label mask (margins 30, 240, 30, 30); ACDC and Dark
+    Zurich do not (HRDA experiments.py id 49).
+    """
+    return published_pipeline(recipe, dataset, "test" if not train else role).pipeline()
