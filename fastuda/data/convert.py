@@ -1,12 +1,15 @@
 """Convert a released dataset's labels to train ids and write its class statistics.
 
-    python -m fastuda.data.convert {gta,synthia,cityscapes} ROOT [--workers N]
+    python -m fastuda.data.convert {gta,synthia,cityscapes,mapillary} ROOT [--workers N]
 
 For each label it writes ``*_labelTrainIds.png`` next to the released file
 (8-bit grey, 255 = ignore), then ``sample_class_stats.json``,
 ``sample_class_stats_dict.json`` and ``samples_with_class.json`` at ROOT for
 rare class sampling (fastuda.data.stats has the formats). Cityscapes converts
-train and val, with statistics from train only (as published).
+train and val, with statistics from train only (as published). Mapillary
+converts validation and training, whichever are there, with statistics of
+every label it converts (HRDA's ``tools/convert_datasets/mapillary.py``).
+ACDC, Dark Zurich and BDD100K ship train-id labels: there is nothing to convert.
 
 Conversion is optional: the loaders map released labels on the fly. It makes
 loading a little cheaper and gives rare class sampling its statistics.
@@ -37,10 +40,11 @@ from .cityscapes import cityscapes
 from .dataset import SegmentationDataset
 from .gta import gta5
 from .labels import LabelFormat, train_ids
+from .mapillary import mapillary
 from .stats import STATS_FILE, SampleStats, class_counts, read_class_stats, write_class_stats
 from .synthia import synthia
 
-DATASETS = ("gta", "synthia", "cityscapes")
+DATASETS = ("gta", "synthia", "cityscapes", "mapillary")
 _SHOW = 20  # failures listed before "and N more"
 
 
@@ -72,6 +76,9 @@ def _splits(dataset: str, root: Path) -> list[tuple[SegmentationDataset, bool]]:
         return [(gta5(root), True)]
     if dataset == "synthia":
         return [(synthia(root), True)]
+    if dataset == "mapillary":
+        present = [s for s in ("validation", "training") if (root / s).is_dir()]
+        return [(mapillary(root, s), True) for s in present or ["validation"]]  # none: the error names validation/
     splits = [(cityscapes(root, "train"), True)]
     if (root / "leftImg8bit" / "val").is_dir() or (root / "gtFine" / "val").is_dir():
         splits.append((cityscapes(root, "val"), False))
