@@ -118,7 +118,7 @@ def test_build_dataset_names(fakes, tmp_path):
     assert len(build_dataset("synthia", fakes["synthia"])) == 3
     assert len(build_dataset("cityscapes", fakes["cityscapes"], "val")) == 2
     with pytest.raises(ValueError, match="dataset name must be one of"):
-        build_dataset("mapillary", tmp_path)
+        build_dataset("kitti", tmp_path)
     with pytest.raises(ValueError, match="split must be one of"):
         build_dataset("cityscapes", fakes["cityscapes"], "test")
     with pytest.raises(ValueError, match="single split 'train'"):
