@@ -34,10 +34,11 @@ def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
 # ---------------------------------------------------------------- data
 
 
-def _pipeline(cfg: TrainConfig, dataset: str, train: bool):
+def _pipeline(cfg: TrainConfig, dataset: str, train: bool, role: str | None = None):
+    """The published pipeline of ``dataset`` in ``role`` ("source" / "target"; Cityscapes has both)."""
     from fastuda.data import preset_pipeline
 
-    pipe = preset_pipeline(cfg.data.recipe, dataset, train)
+    pipe = preset_pipeline(cfg.data.recipe, dataset, train, role=role)
     # the recipe's sizes unless data.resize / data.crop_size say otherwise (fastuda.config.recipes)
     sizes = {"scale": resize(cfg, dataset), "crop_size": train_crop(cfg)} if train else {"scale": resize(cfg, dataset)}
     return dataclasses.replace(pipe, **sizes)
@@ -49,7 +50,7 @@ def _dataset(cfg: TrainConfig, which: str, split: str, train: bool, seed: int | 
 
     name, root = getattr(cfg.data, which), getattr(cfg.data, f"{which}_root")
     try:
-        return build_dataset(name, root, split, _pipeline(cfg, name, train), seed=seed)
+        return build_dataset(name, root, split, _pipeline(cfg, name, train, which), seed=seed)
     except (FileNotFoundError, ValueError) as e:  # a missing root or folder, an unpaired file, an empty split
         raise UserError(f"data.{which}_root={root}: {e}") from None
 
