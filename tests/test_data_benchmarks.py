@@ -99,6 +99,16 @@ def test_acdc_one_condition(trees, condition):
     assert len(two) == len({"snow", condition})
 
 
+def test_build_dataset_options(trees):
+    assert len(build_dataset("acdc", trees["release"], "val", conditions=["fog", "rain"])) == 2
+    assert len(build_dataset("acdc_rain", trees["both"], "val", layout="release")) == 1
+    assert len(build_dataset("dark_zurich", trees["dark_zurich"], time="twilight")) == 2
+    with pytest.raises(TypeError, match=r"unexpected options for acdc_rain: \['conditions'\]; it takes \['layout'\]"):
+        build_dataset("acdc_rain", trees["release"], conditions="fog")
+    with pytest.raises(TypeError, match="unexpected options for bdd100k"):
+        build_dataset("bdd100k", trees["bdd100k"], "val", time="night")
+
+
 def test_acdc_flattened_layout_is_the_published_rsync(trees):
     """HRDA's README: rsync rgb_anon/*/<split>/*/* into rgb_anon/<split>/ (and gt likewise)."""
     flat = acdc(trees["flat"], "train")
@@ -520,3 +530,4 @@ def test_published_pipeline_table():
         published_pipeline("hrda", "acdc", "train")
     with pytest.raises(ValueError, match="dataset must be one of"):
         published_pipeline("hrda", "kitti")
+

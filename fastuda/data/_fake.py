@@ -196,7 +196,9 @@ def write_fake_dark_zurich(
     return root
 
 
-def write_fake_bdd100k(root, count: int = 3, split: str = "val", size: tuple[int, int] = (80, 45), seed: int = 0) -> Path:
+def write_fake_bdd100k(
+    root, count: int = 3, split: str = "val", size: tuple[int, int] = (80, 45), seed: int = 0
+) -> Path:
     """BDD100K 10K: ``images/10k/<split>/<id>.jpg`` and ``labels/sem_seg/masks/<split>/<id>.png`` (train ids)."""
     root = Path(root)
     rng = np.random.default_rng(seed)

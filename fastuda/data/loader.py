@@ -22,33 +22,36 @@ _BUILDERS = {
     "dark_zurich": dark_zurich, "darkzurich": dark_zurich,
     "bdd100k": bdd100k, "bdd": bdd100k, "mapillary": mapillary,
 }  # fmt: skip
+_OPTIONS = {"acdc": ("conditions", "layout"), **{f"acdc_{c}": ("layout",) for c in CONDITIONS},
+            "dark_zurich": ("time",), "darkzurich": ("time",)}  # fmt: skip
 # The names configs and command lines use ("acdc" is all four conditions, "acdc_night" one).
 DATASET_NAMES = ("gta", "synthia", "cityscapes", "acdc", *(f"acdc_{c}" for c in CONDITIONS), "dark_zurich",
                  "bdd100k", "mapillary", "folder")  # fmt: skip
 
 
 def build_dataset(
-    name: str, root, split: str = "train", pipeline: Pipeline | None = None, seed: int | None = None, **folder_options
+    name: str, root, split: str = "train", pipeline: Pipeline | None = None, seed: int | None = None, **options
 ) -> SegmentationDataset:
     """The dataset ``name`` (one of ``DATASET_NAMES``) at ``root``.
 
     "acdc" reads all four conditions, "acdc_fog" / "acdc_night" / "acdc_rain" /
     "acdc_snow" one; "dark_zurich" is its night folder (the published target).
-    Their own options (ACDC's ``conditions`` and ``layout``, Dark Zurich's ``time``)
-    are keywords of ``acdc()`` and ``dark_zurich()``. ``pipeline``: e.g. ``preset_pipeline("daformer", "gta")``; None returns the
-    decoded image and label as stored. "folder" takes ``classes=[...]`` and the
-    other options of ``folder_dataset``; its ``split`` must be "train".
+    ``options``: ACDC's ``conditions`` and ``layout``, Dark Zurich's ``time`` (see
+    ``acdc()``, ``dark_zurich()``), and for "folder" ``classes=[...]`` and the other
+    options of ``folder_dataset`` (whose ``split`` must be "train").
+    ``pipeline``: e.g. ``preset_pipeline("daformer", "gta")``; None returns the
+    decoded image and label as stored.
     """
     key = name.lower()
     if key == "folder":
         if split != "train":
             raise ValueError(f"a folder dataset has one split, 'train'; got split={split!r} (point root at the split)")
-        return folder_dataset(root, pipeline=pipeline, seed=seed, **folder_options)
-    if folder_options:
-        raise TypeError(f"unexpected options for {name}: {sorted(folder_options)}")
+        return folder_dataset(root, pipeline=pipeline, seed=seed, **options)
     if key not in _BUILDERS:
         raise ValueError(f"dataset name must be one of {DATASET_NAMES}, got {name!r}")
-    return _BUILDERS[key](root, split=split, pipeline=pipeline, seed=seed)
+    if unexpected := sorted(set(options) - set(_OPTIONS.get(key, ()))):
+        raise TypeError(f"unexpected options for {name}: {unexpected}; it takes {list(_OPTIONS.get(key, ()))}")
+    return _BUILDERS[key](root, split=split, pipeline=pipeline, seed=seed, **options)
 
 
 def make_loader(

@@ -272,41 +272,49 @@ class PublishedPipeline:
                         pseudo_margins=self.pseudo_margins)  # fmt: skip
 
 
-_D, _H = "configs/_base_/datasets/", "configs/_base_/datasets/"
-_DG = "tools/test.py --dataset (dg branch) with the test pipeline of "
+def _config(name: str) -> str:
+    return f"configs/_base_/datasets/{name}.py"
+
+
+def _dg_test(name: str) -> str:  # dg branch: tools/test.py --dataset BDD100K / Mapillary
+    return f"tools/test.py --dataset (dg branch), the test pipeline of {_config(name)}"
+
+
+_P = PublishedPipeline
+_S512, _S1024 = (512, 512), (1024, 1024)
 # (recipe, dataset, role) -> row. "mic" reads "hrda"'s rows (MIC keeps HRDA's data configs).
 # Every training row flips with p 0.5, normalises with the ImageNet mean and std and pads
 # to the crop with 0 / 255. Rows not here are not published (e.g. DAFormer on ACDC at 1024).
 PUBLISHED_PIPELINES: dict[tuple[str, str, str], PublishedPipeline] = {
-    # DAFormer, crop 512 (lhoyer/DAFormer, the same files in HRDA)
-    ("daformer", "gta", "source"): PublishedPipeline(_D + "uda_gta_to_cityscapes_512x512.py", (1280, 720), (512, 512), 0.75),
-    ("daformer", "synthia", "source"): PublishedPipeline(_D + "uda_synthia_to_cityscapes_512x512.py", (1280, 760), (512, 512), 0.75),
+    # DAFormer, crop 512 (lhoyer/DAFormer; the same files are in HRDA)
+    ("daformer", "gta", "source"): _P(_config("uda_gta_to_cityscapes_512x512"), (1280, 720), _S512, 0.75),
+    ("daformer", "synthia", "source"): _P(_config("uda_synthia_to_cityscapes_512x512"), (1280, 760), _S512, 0.75),
     # DAFormer's Cityscapes target loads its labels for cat_max_ratio (as published)
-    ("daformer", "cityscapes", "target"): PublishedPipeline(_D + "uda_gta_to_cityscapes_512x512.py", (1024, 512), (512, 512), 0.75),
-    ("daformer", "cityscapes", "source"): PublishedPipeline(_D + "uda_cityscapes_to_acdc_512x512.py", (1024, 512), (512, 512), 0.75),
-    ("daformer", "cityscapes", "test"): PublishedPipeline(_D + "uda_gta_to_cityscapes_512x512.py", (1024, 512)),
-    ("daformer", "acdc", "target"): PublishedPipeline(_D + "uda_cityscapes_to_acdc_512x512.py", (960, 540), (512, 512)),
-    ("daformer", "acdc", "test"): PublishedPipeline(_D + "uda_cityscapes_to_acdc_512x512.py", (960, 540)),
-    ("daformer", "dark_zurich", "target"): PublishedPipeline(_D + "uda_cityscapes_to_darkzurich_512x512.py", (960, 540), (512, 512)),
-    ("daformer", "dark_zurich", "test"): PublishedPipeline(_D + "uda_cityscapes_to_darkzurich_512x512.py", (960, 540)),
-    ("daformer", "bdd100k", "test"): PublishedPipeline(_DG + _D + "uda_gtaCAug_to_cityscapes_512x512.py", (1024, 512)),
-    ("daformer", "mapillary", "test"): PublishedPipeline(_DG + _D + "uda_gtaCAug_to_cityscapes_512x512.py", (1024, 512)),
+    ("daformer", "cityscapes", "target"): _P(_config("uda_gta_to_cityscapes_512x512"), (1024, 512), _S512, 0.75),
+    ("daformer", "cityscapes", "source"): _P(_config("uda_cityscapes_to_acdc_512x512"), (1024, 512), _S512, 0.75),
+    ("daformer", "cityscapes", "test"): _P(_config("uda_gta_to_cityscapes_512x512"), (1024, 512)),
+    ("daformer", "acdc", "target"): _P(_config("uda_cityscapes_to_acdc_512x512"), (960, 540), _S512),
+    ("daformer", "acdc", "test"): _P(_config("uda_cityscapes_to_acdc_512x512"), (960, 540)),
+    ("daformer", "dark_zurich", "target"): _P(_config("uda_cityscapes_to_darkzurich_512x512"), (960, 540), _S512),
+    ("daformer", "dark_zurich", "test"): _P(_config("uda_cityscapes_to_darkzurich_512x512"), (960, 540)),
+    ("daformer", "bdd100k", "test"): _P(_dg_test("uda_gtaCAug_to_cityscapes_512x512"), (1024, 512)),
+    ("daformer", "mapillary", "test"): _P(_dg_test("uda_gtaCAug_to_cityscapes_512x512"), (1024, 512)),
     # HRDA (and MIC), crop 1024
-    ("hrda", "gta", "source"): PublishedPipeline(_H + "uda_gtaHR_to_cityscapesHR_1024x1024.py", (2560, 1440), (1024, 1024), 0.75),
-    ("hrda", "synthia", "source"): PublishedPipeline(_H + "uda_synthiaHR_to_cityscapesHR_1024x1024.py", (2560, 1520), (1024, 1024), 0.75),
-    # plain crop; the margins come from experiments.py (plcrop='v2': crop_pseudo_margins)
-    ("hrda", "cityscapes", "target"): PublishedPipeline(_H + "uda_gtaHR_to_cityscapesHR_1024x1024.py", (2048, 1024), (1024, 1024),
-                                                        pseudo_margins=HRDA_PSEUDO_MARGINS),
-    ("hrda", "cityscapes", "source"): PublishedPipeline(_H + "uda_cityscapesHR_to_acdcHR_1024x1024.py", (2048, 1024), (1024, 1024), 0.75),
-    ("hrda", "cityscapes", "test"): PublishedPipeline(_H + "uda_gtaHR_to_cityscapesHR_1024x1024.py", (2048, 1024)),
+    ("hrda", "gta", "source"): _P(_config("uda_gtaHR_to_cityscapesHR_1024x1024"), (2560, 1440), _S1024, 0.75),
+    ("hrda", "synthia", "source"): _P(_config("uda_synthiaHR_to_cityscapesHR_1024x1024"), (2560, 1520), _S1024, 0.75),
+    # a plain crop; the margins come from experiments.py (plcrop='v2': crop_pseudo_margins)
+    ("hrda", "cityscapes", "target"): _P(_config("uda_gtaHR_to_cityscapesHR_1024x1024"), (2048, 1024), _S1024,
+                                         pseudo_margins=HRDA_PSEUDO_MARGINS),
+    ("hrda", "cityscapes", "source"): _P(_config("uda_cityscapesHR_to_acdcHR_1024x1024"), (2048, 1024), _S1024, 0.75),
+    ("hrda", "cityscapes", "test"): _P(_config("uda_gtaHR_to_cityscapesHR_1024x1024"), (2048, 1024)),
     # no margins: experiments.py id 49 sets plcrop=False ("ACDC and DarkZurich have no rectification artifacts")
-    ("hrda", "acdc", "target"): PublishedPipeline(_H + "uda_cityscapesHR_to_acdcHR_1024x1024.py", (1920, 1080), (1024, 1024)),
-    ("hrda", "acdc", "test"): PublishedPipeline(_H + "uda_cityscapesHR_to_acdcHR_1024x1024.py", (1920, 1080)),
-    ("hrda", "dark_zurich", "target"): PublishedPipeline(_H + "uda_cityscapesHR_to_darkzurichHR_1024x1024.py", (1920, 1080), (1024, 1024)),
-    ("hrda", "dark_zurich", "test"): PublishedPipeline(_H + "uda_cityscapesHR_to_darkzurichHR_1024x1024.py", (1920, 1080)),
-    ("hrda", "bdd100k", "test"): PublishedPipeline(_DG + _H + "uda_gtaCAugHR_to_cityscapesHR_1024x1024.py", (2048, 1024)),
-    ("hrda", "mapillary", "test"): PublishedPipeline(_DG + _H + "uda_gtaCAugHR_to_cityscapesHR_1024x1024.py", (2048, 1024)),
-}  # fmt: skip
+    ("hrda", "acdc", "target"): _P(_config("uda_cityscapesHR_to_acdcHR_1024x1024"), (1920, 1080), _S1024),
+    ("hrda", "acdc", "test"): _P(_config("uda_cityscapesHR_to_acdcHR_1024x1024"), (1920, 1080)),
+    ("hrda", "dark_zurich", "target"): _P(_config("uda_cityscapesHR_to_darkzurichHR_1024x1024"), (1920, 1080), _S1024),
+    ("hrda", "dark_zurich", "test"): _P(_config("uda_cityscapesHR_to_darkzurichHR_1024x1024"), (1920, 1080)),
+    ("hrda", "bdd100k", "test"): _P(_dg_test("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), (2048, 1024)),
+    ("hrda", "mapillary", "test"): _P(_dg_test("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), (2048, 1024)),
+}
 
 
 def published_pipeline(recipe: str, dataset: str, role: str | None = None) -> PublishedPipeline:
@@ -325,7 +333,9 @@ def published_pipeline(recipe: str, dataset: str, role: str | None = None) -> Pu
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     if (key, dataset, role) not in PUBLISHED_PIPELINES:
         roles = [r for (k, d, r) in PUBLISHED_PIPELINES if (k, d) == (key, dataset)]
-        raise ValueError(f"the published {recipe} recipe has no {role} pipeline for {dataset}; it has {', '.join(roles)}")
+        raise ValueError(
+            f"the published {recipe} recipe has no {role} pipeline for {dataset}; it has {', '.join(roles)}"
+        )
     return PUBLISHED_PIPELINES[key, dataset, role]
 
 
