@@ -79,7 +79,8 @@ def test_acdc_release_all_conditions(trees, split, count, labelled):
         assert all(s.label is None for s in ds.samples) and "label" not in ds[0]
         return
     for sample, i in zip(ds.samples, range(len(ds))):
-        assert sample.label.name.endswith("_gt_labelTrainIds.png") and sample.raw_label.name.endswith("_gt_labelIds.png")
+        assert sample.label.name.endswith("_gt_labelTrainIds.png")
+        assert sample.raw_label.name.endswith("_gt_labelIds.png")
         raw = np.array(Image.open(sample.raw_label))
         np.testing.assert_array_equal(ds[i]["label"].numpy(), _cityscapes_train_ids(raw))
 
@@ -162,7 +163,8 @@ def test_dark_zurich_splits(trees):
     assert len(dark_zurich(root, time="day")) == len(dark_zurich(root, time="twilight")) == 2
     val = build_dataset("dark_zurich", root, "val")
     assert len(val) == 2 and all(s.label.name.endswith("_gt_labelTrainIds.png") for s in val.samples)
-    np.testing.assert_array_equal(val[1]["label"].numpy(), _cityscapes_train_ids(np.array(Image.open(val.samples[1].raw_label))))
+    raw = np.array(Image.open(val.samples[1].raw_label))
+    np.testing.assert_array_equal(val[1]["label"].numpy(), _cityscapes_train_ids(raw))
     test = dark_zurich(root, "test")
     assert len(test) == 1 and "label" not in test[0]
     with pytest.raises(ValueError, match="val time must be one of"):
@@ -506,7 +508,8 @@ def test_test_scale_is_the_published_multiscale_flip_aug(recipe, target):
 
 
 @pytest.mark.parametrize("recipe", ["daformer", "hrda", "mic"])
-@pytest.mark.parametrize("dataset,size", [("bdd100k", (1280, 720)), ("mapillary", (4032, 3024)), ("mapillary", (1920, 1080))])
+@pytest.mark.parametrize("dataset,size", [("bdd100k", (1280, 720)), ("mapillary", (4032, 3024)),
+                                          ("mapillary", (1920, 1080))])  # fmt: skip
 def test_dg_test_scale_is_the_published_one(recipe, dataset, size):
     scale = PUBLISHED_DG_TEST_SCALE["daformer" if recipe == "daformer" else "hrda"]
     pipe = preset_pipeline(recipe, dataset, train=False)
@@ -530,4 +533,138 @@ def test_published_pipeline_table():
         published_pipeline("hrda", "acdc", "train")
     with pytest.raises(ValueError, match="dataset must be one of"):
         published_pipeline("hrda", "kitti")
+
+
+
+# ---------------------------------------------------------------- PhotoMetricDistortion (target-only and DG)
+
+# OpenCV 4.5.5 (the opencv-python wheel, AVX2 dispatch) through mmcv 1.3.7's bgr2hsv / hsv2bgr,
+# given here in RGB order. The first seven HSV triples sit on a rounding boundary: a product
+# rounded before the subtraction (no fused multiply-add) or a rounded instead of truncated
+# result gives another value.
+OPENCV_HSV_TO_RGB = [
+    ((117, 85, 200), (133, 140, 200)), ((74, 195, 255), (59, 255, 150)), ((102, 55, 255), (199, 232, 255)),
+    ((47, 162, 100), (63, 100, 36)), ((44, 85, 45), (38, 45, 29)), ((54, 153, 125), (64, 125, 50)),
+    ((114, 51, 225), (180, 189, 225)), ((136, 57, 211), (188, 163, 211)), ((0, 79, 246), (246, 169, 169)),
+    ((97, 216, 134), (20, 107, 134)), ((53, 100, 25), (17, 25, 15)), ((172, 240, 10), (10, 0, 3)),
+    ((110, 240, 82), (4, 30, 82)), ((10, 184, 184), (184, 95, 51)), ((152, 45, 39), (39, 32, 38)),
+    ((33, 194, 137), (126, 137, 32)),
+]  # fmt: skip
+OPENCV_RGB_TO_HSV = [
+    ((95, 130, 194), (109, 130, 194)), ((79, 242, 114), (66, 172, 242)), ((172, 76, 229), (139, 170, 229)),
+    ((81, 44, 34), (6, 148, 81)), ((125, 88, 45), (16, 163, 125)), ((0, 0, 0), (0, 0, 0)), ((0, 0, 5), (120, 255, 5)),
+    ((0, 5, 0), (60, 255, 5)), ((0, 255, 255), (90, 255, 255)), ((255, 255, 255), (0, 0, 255)),
+    ((255, 255, 0), (30, 255, 255)), ((0, 0, 255), (120, 255, 255)), ((0, 255, 0), (60, 255, 255)),
+    ((180, 255, 20), (40, 235, 255)), ((140, 195, 185), (85, 72, 195)),
+]  # fmt: skip
+
+
+def _pixels(values) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.uint8).T.reshape(3, 1, len(values))  # (3, 1, N)
+
+
+def test_hsv_conversions_are_opencvs():
+    from fastuda.data.photometric import hsv_to_rgb, rgb_to_hsv
+
+    hsv, rgb = zip(*OPENCV_HSV_TO_RGB)
+    assert hsv_to_rgb(_pixels(hsv)).reshape(3, -1).T.tolist() == [list(p) for p in rgb]
+    rgb, hsv = zip(*OPENCV_RGB_TO_HSV)
+    assert rgb_to_hsv(_pixels(rgb)).reshape(3, -1).T.tolist() == [list(p) for p in hsv]
+
+
+def test_rgb_to_hsv_is_the_hsv_model_to_one_step():
+    """Every 3rd colour of the cube against the textbook float formula (OpenCV's 8-bit scale:
+    H in degrees / 2, S and V x 255), and back (OpenCV's 8-bit round trip moves a colour a little)."""
+    from fastuda.data.photometric import hsv_to_rgb, rgb_to_hsv
+
+    axis = torch.arange(0, 256, 3)
+    rgb = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij")).reshape(3, 1, -1).to(torch.uint8)
+    r, g, b = rgb.double().unbind(0)
+    v = torch.maximum(torch.maximum(r, g), b)
+    diff = v - torch.minimum(torch.minimum(r, g), b)
+    s = torch.where(v > 0, 255 * diff / v.clamp(min=1), torch.zeros_like(v))
+    safe = diff.clamp(min=1)
+    h = torch.where(v == r, 60 * (g - b) / safe,
+                    torch.where(v == g, 120 + 60 * (b - r) / safe, 240 + 60 * (r - g) / safe))  # fmt: skip
+    h = torch.where(diff > 0, torch.remainder(h, 360) / 2, torch.zeros_like(h))
+    got = rgb_to_hsv(rgb).double()
+    hue_error = torch.remainder(got[0] - h + 90, 180) - 90
+    assert hue_error.abs().max() <= 1 and (got[1] - s).abs().max() <= 1 and (got[2] == v).all()  # fixed-point tables
+    # H steps by 2 degrees (8.5 levels of a saturated colour), and the way back truncates
+    assert (hsv_to_rgb(rgb_to_hsv(rgb)).int() - rgb.int()).abs().max() <= 6
+
+
+def test_photometric_distortion_follows_the_published_order():
+    """mmseg 0.16 PhotoMetricDistortion.__call__ transcribed, its numpy draws replaced by the same
+    generator calls fastuda makes: fastuda's step must take the same path to the same pixels."""
+    from fastuda.data.photometric import hsv_to_rgb, photometric_distortion, rgb_to_hsv
+
+    def published(img, gen):
+        class Random:  # numpy.random's randint(low, high) / randint(high) / uniform, from the generator
+            def randint(self, low, high=None):
+                low, high = (0, low) if high is None else (low, high)
+                return int(torch.randint(low, high, (), generator=gen))
+
+            def uniform(self, low, high):
+                return low + (high - low) * float(torch.rand((), generator=gen))
+
+        random = Random()
+
+        def convert(img, alpha=1, beta=0):
+            return (img.float() * alpha + beta).clamp(0, 255).to(torch.uint8)
+
+        def contrast(img):
+            return convert(img, alpha=random.uniform(0.5, 1.5)) if random.randint(2) else img
+
+        if random.randint(2):
+            img = convert(img, beta=random.uniform(-32, 32))
+        mode = random.randint(2)
+        if mode == 1:
+            img = contrast(img)
+        if random.randint(2):
+            hsv = rgb_to_hsv(img)
+            hsv[1] = convert(hsv[1], alpha=random.uniform(0.5, 1.5))
+            img = hsv_to_rgb(hsv)
+        if random.randint(2):
+            hsv = rgb_to_hsv(img)
+            hsv[0] = (hsv[0].long() + random.randint(-18, 18)) % 180
+            img = hsv_to_rgb(hsv)
+        if mode == 0:
+            img = contrast(img)
+        return img
+
+    image = torch.randint(0, 256, (3, 24, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    changed = 0
+    for seed in range(24):
+        got = photometric_distortion(image, torch.Generator().manual_seed(seed))
+        want = published(image.clone(), torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        changed += not torch.equal(got, image)
+    assert changed >= 20  # 1/16 of the draws change nothing
+
+
+def test_target_only_and_dg_pipelines():
+    """HRDA configs/_base_/datasets/cityscapes{,HR}_{512x512,1024x1024}.py (target-only, experiments.py
+    id 43) and uda_gtaCAug{,HR}_to_cityscapes{,HR}_*.py (DG, the dg branch's id 50): Resize, RandomCrop
+    with cat_max_ratio 0.75, RandomFlip 0.5, PhotoMetricDistortion."""
+    published = {("daformer", "cityscapes", "target_only"): ((1024, 512), 512),
+                 ("hrda", "cityscapes", "target_only"): ((2048, 1024), 1024),
+                 ("daformer", "gta", "dg_source"): ((1280, 720), 512),
+                 ("hrda", "gta", "dg_source"): ((2560, 1440), 1024)}  # fmt: skip
+    for (recipe, dataset, role), (scale, crop) in published.items():
+        pipe = preset_pipeline(recipe, dataset, role=role)
+        assert (pipe.scale, pipe.crop_size, pipe.cat_max_ratio, pipe.flip_prob) == (scale, (crop, crop), 0.75, 0.5)
+        assert pipe.photometric and pipe.pseudo_margins is None
+    assert not any(row.photometric for (_, _, role), row in PUBLISHED_PIPELINES.items()
+                   if role not in ("target_only", "dg_source"))  # fmt: skip
+    # the label and the geometry are those of the pipeline without the distortion
+    pipe = preset_pipeline("daformer", "gta", role="dg_source")
+    image = torch.randint(0, 256, (3, 90, 160), dtype=torch.uint8)
+    label = torch.randint(0, 19, (90, 160), dtype=torch.uint8)
+    plain = Pipeline(scale=(160, 90), crop_size=(64, 64), cat_max_ratio=0.75, flip_prob=0.5)
+    with_pmd = Pipeline(scale=(160, 90), crop_size=(64, 64), cat_max_ratio=0.75, flip_prob=0.5, photometric=True)
+    a = plain(image, label, torch.Generator().manual_seed(3))
+    b = with_pmd(image, label, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a["label"], b["label"])
+    assert pipe.photometric and not torch.equal(a["image"], b["image"])
 

@@ -2,8 +2,8 @@
 
 mmseg 0.16's pipeline (DAFormer / HRDA configs) is, in order:
 ``Resize(img_scale, keep_ratio=True)`` -> ``RandomCrop(crop, cat_max_ratio)`` ->
-``RandomFlip(0.5)`` -> ``Normalize(ImageNet mean/std, RGB)`` ->
-``Pad(crop, pad_val=0, seg_pad_val=255)``. ``Pipeline`` does the same steps on
+``RandomFlip(0.5)`` -> [``PhotoMetricDistortion``: target-only and DG only] ->
+``Normalize(ImageNet mean/std, RGB)`` -> ``Pad(crop, pad_val=0, seg_pad_val=255)``. ``Pipeline`` does the same steps on
 torch tensors:
 
 - resize: the image bilinearly (align_corners=False, no antialiasing: what
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .labels import IGNORE_INDEX
+from .photometric import photometric_distortion
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0..255 (mmseg img_norm_cfg)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -168,6 +169,8 @@ class Pipeline:
     crop_tries: int = 10
     # RandomFlip probability of a horizontal flip.
     flip_prob: float = 0.0
+    # PhotoMetricDistortion after the flip (target-only and domain-generalisation configs; see photometric.py)
+    photometric: bool = False
     # Normalize: RGB mean and std in 0..255.
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -225,6 +228,8 @@ class Pipeline:
             label = label.flip(-1) if label is not None else None
             mask = mask.flip(-1) if mask is not None else None
 
+        if self.photometric:
+            image = photometric_distortion(image, generator)
         out = {"image": normalize(image, self.mean, self.std).contiguous()}
         if label is not None:
             out["label"] = label.long()
@@ -248,7 +253,9 @@ DATASET_ALIASES = {
 }  # fmt: skip
 RECIPES = ("daformer", "hrda", "mic")
 _CROP = {"daformer": (512, 512), "hrda": (1024, 1024)}  # every training row's crop (tests check the table)
-ROLES = ("source", "target", "test")
+# source / target: UDA training; test: evaluation; dg_source: a labelled source for domain
+# generalisation, target_only: supervised training on the target (both with PhotoMetricDistortion)
+ROLES = ("source", "target", "test", "dg_source", "target_only")
 # The role a dataset has in the published benchmarks when none is asked for.
 DEFAULT_ROLE = {"gta": "source", "synthia": "source", "cityscapes": "target", "acdc": "target",
                 "dark_zurich": "target", "bdd100k": "test", "mapillary": "test"}  # fmt: skip
@@ -264,12 +271,13 @@ class PublishedPipeline:
     crop: tuple[int, int] | None = None  # RandomCrop (h, w); None: the test pipeline (no crop, no flip)
     cat_max_ratio: float = 1.0  # RandomCrop's cat_max_ratio (1.0: a plain random crop)
     pseudo_margins: tuple[int, int, int, int] | None = None  # HRDA valid pseudo-label mask (target only)
+    photometric: bool = False  # PhotoMetricDistortion after the flip
 
     def pipeline(self) -> Pipeline:
         if self.crop is None:
             return Pipeline(scale=self.scale, resize_label=False)
         return Pipeline(scale=self.scale, crop_size=self.crop, cat_max_ratio=self.cat_max_ratio, flip_prob=0.5,
-                        pseudo_margins=self.pseudo_margins)  # fmt: skip
+                        pseudo_margins=self.pseudo_margins, photometric=self.photometric)  # fmt: skip
 
 
 def _config(name: str) -> str:
@@ -297,6 +305,11 @@ PUBLISHED_PIPELINES: dict[tuple[str, str, str], PublishedPipeline] = {
     ("daformer", "acdc", "test"): _P(_config("uda_cityscapes_to_acdc_512x512"), (960, 540)),
     ("daformer", "dark_zurich", "target"): _P(_config("uda_cityscapes_to_darkzurich_512x512"), (960, 540), _S512),
     ("daformer", "dark_zurich", "test"): _P(_config("uda_cityscapes_to_darkzurich_512x512"), (960, 540)),
+    # target-only (HRDA experiments.py id 43: datasets/<target>_<crop>.py) and DG (dg branch id 50: gtaCAug)
+    ("daformer", "cityscapes", "target_only"): _P(_config("cityscapes_512x512"), (1024, 512), _S512, 0.75,
+                                                  photometric=True),
+    ("daformer", "gta", "dg_source"): _P(_config("uda_gtaCAug_to_cityscapes_512x512"), (1280, 720), _S512, 0.75,
+                                         photometric=True),
     ("daformer", "bdd100k", "test"): _P(_dg_test("uda_gtaCAug_to_cityscapes_512x512"), (1024, 512)),
     ("daformer", "mapillary", "test"): _P(_dg_test("uda_gtaCAug_to_cityscapes_512x512"), (1024, 512)),
     # HRDA (and MIC), crop 1024
@@ -312,6 +325,10 @@ PUBLISHED_PIPELINES: dict[tuple[str, str, str], PublishedPipeline] = {
     ("hrda", "acdc", "test"): _P(_config("uda_cityscapesHR_to_acdcHR_1024x1024"), (1920, 1080)),
     ("hrda", "dark_zurich", "target"): _P(_config("uda_cityscapesHR_to_darkzurichHR_1024x1024"), (1920, 1080), _S1024),
     ("hrda", "dark_zurich", "test"): _P(_config("uda_cityscapesHR_to_darkzurichHR_1024x1024"), (1920, 1080)),
+    ("hrda", "cityscapes", "target_only"): _P(_config("cityscapesHR_1024x1024"), (2048, 1024), _S1024, 0.75,
+                                              photometric=True),
+    ("hrda", "gta", "dg_source"): _P(_config("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), (2560, 1440), _S1024, 0.75,
+                                     photometric=True),
     ("hrda", "bdd100k", "test"): _P(_dg_test("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), (2048, 1024)),
     ("hrda", "mapillary", "test"): _P(_dg_test("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), (2048, 1024)),
 }
@@ -345,7 +362,10 @@ def preset_pipeline(recipe: str, dataset: str, train: bool = True, role: str | N
     ``train=False`` gives the test pipeline: the image is resized, the label kept
     at full resolution. ``role`` ("source" or "target") picks between the two
     training pipelines of a dataset that has both (Cityscapes); by default a
-    dataset plays its published role (``DEFAULT_ROLE``). ``PUBLISHED_PIPELINES``
+    dataset plays its published role (``DEFAULT_ROLE``). "target_only"
+    (Cityscapes) and "dg_source" (GTA5) are the supervised pipelines of the
+    target-only and domain-generalisation configs: the source geometry with
+    cat_max_ratio 0.75, plus PhotoMetricDistortion. ``PUBLISHED_PIPELINES``
     holds every row with the config it comes from:
 
     ====================  ==========================  =================================
