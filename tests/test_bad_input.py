@@ -87,6 +87,9 @@ CONFIG_CASES = [
     ("demo", ["model.backbone=resnet50"], "model.decode_head"),  # the DAFormer head needs 4 levels
     ("demo", ["model.num_classes=19"], "model.num_classes=19"),  # the synthetic scenes have 6
     ("demo", ["data.target=cityscapes"], "data.target"),
+    ("demo", ["data.target=mapillary"], "data.target='mapillary'"),  # evaluation only
+    ("demo", ["data.target=acdc_nite"], "did you mean 'acdc_night'"),
+    ("demo", ["data.source=acdc"], "data.source='acdc'"),
     ("demo", ["data.resize=(32,32)"], "data.resize"),  # the synthetic scenes are not resized
     ("demo", ["uda.pseudo_ignore_top=40", "uda.pseudo_ignore_bottom=40"], "uda.pseudo_ignore_bottom=40"),
     # the default margins (15 + 120) on a small crop: was the op's 'ignore_bottom must be in [0, 64]'
@@ -214,6 +217,56 @@ def test_data(case, change, extra, fakes, tmp_path):
     assert not (out / "latest.pt").exists() and (not log.exists() or log.read_text() == "")  # before iteration 1
 
 
+def _remove(rel: str):
+    def change(root: Path) -> Path:
+        import shutil
+
+        shutil.rmtree(root / rel)
+        return root / rel
+
+    return change
+
+
+BENCHMARK_CASES = [
+    # (id, change to the fake trees -> the path the message must name, target, target tree)
+    ("ACDC condition folder missing", _remove("acdc/rgb_anon/snow"), "acdc", "acdc"),
+    ("ACDC val labels missing", _remove("acdc/gt/fog/val"), "acdc", "acdc"),
+    ("ACDC one condition of the flattened layout", lambda root: f"{root / 'acdc_flat' / 'rgb_anon'}/",
+     "acdc_night", "acdc_flat"),  # fmt: skip (the split built first is named: val for the start-up check)
+    ("ACDC truncated image",
+     _file("acdc/rgb_anon/rain/train/GOPR0400/GOPR0400_frame_000008_rgb_anon.png", _truncate), "acdc", "acdc"),  # fmt: skip
+    ("Dark Zurich without its night folder", _remove("dark_zurich/rgb_anon/train/night"), "dark_zurich",
+     "dark_zurich"),  # fmt: skip
+    ("Dark Zurich val label of another size",
+     _file("dark_zurich/gt/val/night/GOPR0356/GOPR0356_frame_000004_gt_labelTrainIds.png",
+           lambda p: Image.fromarray(np.zeros((20, 40), np.uint8)).save(p)), "dark_zurich", "dark_zurich"),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize("case,change,target,tree", BENCHMARK_CASES, ids=[c[0] for c in BENCHMARK_CASES])
+def test_benchmark_data(case, change, target, tree, tmp_path):
+    """Cityscapes -> ACDC / Dark Zurich trees in their released layouts (and the published
+    flattened ACDC copy), broken one way each: refused before iteration 1, naming the path."""
+    _fake.write_fake_cityscapes(tmp_path / "cityscapes", {"train": 2, "val": 1})
+    _fake.write_fake_acdc(tmp_path / "acdc", size=(128, 72))
+    _fake.write_fake_acdc(tmp_path / "acdc_flat", layout="flat", size=(128, 72))
+    _fake.write_fake_dark_zurich(tmp_path / "dark_zurich", size=(128, 72))
+    names = change(tmp_path)
+    out = tmp_path / "run"
+    args = _data_args(tmp_path, out) + ["data.source=cityscapes", f"data.source_root={tmp_path / 'cityscapes'}",
+                                        f"data.target={target}", f"data.target_root={tmp_path / tree}"]  # fmt: skip
+    code, err = run(train.main, args)
+    assert_user_error(code, err, str(names))
+    assert not (out / "latest.pt").exists()
+
+
+def test_convert_mapillary_of_the_wrong_shape(tmp_path):
+    root = _fake.write_fake_mapillary(tmp_path / "mapillary", count=2)
+    (root / "validation").rename(root / "val")  # not the release's folder name
+    code, err = run(convert_main, ["mapillary", root, "--quiet"])
+    assert_user_error(code, err, str(root / "validation" / "images"))
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_file_unreadable_mid_run_is_one_line(workers, tmp_path):
     root = _fake.write_fake_gta(tmp_path / "gta", count=2)
@@ -288,6 +341,7 @@ def test_evaluation_label_size_mismatch(fakes, tmp_path):
 CLI_CASES = [
     # (module main, argv, text the message must hold)
     (convert_main, ["gta", "/nonexistent/gta", "--quiet"], "/nonexistent/gta"),
+    (convert_main, ["mapillary", "/nonexistent/mapillary", "--quiet"], "/nonexistent/mapillary"),
     (convert_main, ["gtaa", "/tmp"], "gtaa"),
     (convert_main, ["gta", "/tmp", "--workers", "0"], "--workers"),
     (train.main, ["demo", "--amp", "fp8"], "--amp"),

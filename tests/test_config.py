@@ -44,8 +44,11 @@ def test_tables_match_the_code_they_describe():
     from fastuda.data import preset_pipeline
     from fastuda.models import MIT_VARIANTS
 
-    assert config.DATASET_CLASSES == {"gta": NUM_CLASSES, "synthia": NUM_CLASSES, "cityscapes": NUM_CLASSES,
+    from fastuda.data import DATASET_NAMES
+
+    assert config.DATASET_CLASSES == {**{name: NUM_CLASSES for name in DATASET_NAMES if name != "folder"},
                                       "synthetic": SYNTHETIC_CLASSES}  # fmt: skip
+    assert set(config.SOURCE_DATASETS) | set(config.TARGET_DATASETS) <= set(config.DATASET_CLASSES)
     assert set(config.MIT_BACKBONES) == set(MIT_VARIANTS)
     # one recipe table: what validation checks is what the data pipeline crops (published: 512 / 1024)
     for recipe in config.RECIPES:

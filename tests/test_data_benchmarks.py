@@ -522,11 +522,13 @@ def test_dg_test_scale_is_the_published_one(recipe, dataset, size):
 def test_published_pipeline_table():
     for (recipe, dataset, role), row in PUBLISHED_PIPELINES.items():
         assert recipe in ("daformer", "hrda") and row.config.endswith(".py")
-        assert (row.crop is None) == (role == "test")
-        assert row.crop in (None, {"daformer": (512, 512), "hrda": (1024, 1024)}[recipe])
+        assert row.train == (role != "test")
+        pipe = row.pipeline(recipe, dataset)
+        assert pipe.crop_size == ({"daformer": (512, 512), "hrda": (1024, 1024)}[recipe] if row.train else None)
         assert (row.pseudo_margins is not None) == ((recipe, dataset, role) == ("hrda", "cityscapes", "target"))
     assert published_pipeline("mic", "acdc_night") == PUBLISHED_PIPELINES["hrda", "acdc", "target"]
-    assert published_pipeline("hrda", "darkzurich", "test").scale == (1920, 1080)
+    assert preset_pipeline("hrda", "darkzurich", train=False).scale == (1920, 1080)
+    assert preset_pipeline("mic", "acdc_snow", train=False).scale == (1920, 1080)
     assert preset_pipeline("hrda", "cityscapes") != preset_pipeline("hrda", "cityscapes", role="source")
     assert preset_pipeline("hrda", "cityscapes", role="source").cat_max_ratio == 0.75
     with pytest.raises(ValueError, match="role must be one of"):
@@ -668,3 +670,28 @@ def test_target_only_and_dg_pipelines():
     torch.testing.assert_close(a["label"], b["label"])
     assert pipe.photometric and not torch.equal(a["image"], b["image"])
 
+
+# ---------------------------------------------------------------- through the command line
+
+
+@pytest.mark.parametrize("target,write", [
+    ("acdc", write_fake_acdc),
+    pytest.param("dark_zurich", write_fake_dark_zurich, marks=pytest.mark.slow),  # the same path as acdc's
+])  # fmt: skip
+def test_cityscapes_to_adverse_weather_trains_and_evaluates(target, write, tmp_path):
+    """data.source=cityscapes, data.target=acdc / dark_zurich: two training iterations (DAFormer-
+    sized, a small crop: the CPU's share of the suite) and an evaluation on the target's val split,
+    from the fake released trees."""
+    from fastuda import evaluate, train
+
+    write_fake_cityscapes(tmp_path / "cityscapes", {"train": 2, "val": 1})
+    write(tmp_path / target, size=(128, 72))
+    out = tmp_path / "run"
+    args = ["daformer_gta2cs", "data.source=cityscapes", f"data.source_root={tmp_path / 'cityscapes'}",
+            f"data.target={target}", f"data.target_root={tmp_path / target}", "data.resize=(128,64)",
+            "data.crop_size=(32,32)", "data.workers=0", "model.backbone=mit_demo", "model.pretrained=None",
+            "uda.fd_lambda=0", "rcs.min_pixels=0", "uda.pseudo_ignore_top=2", "uda.pseudo_ignore_bottom=4",
+            "max_iters=2", "eval_interval=-1", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert train.main(args) == 0
+    assert (out / "latest.pt").is_file()
+    assert evaluate.main([str(out / "latest.pt")]) == 0

@@ -18,13 +18,14 @@ from .loading import (MOVED, ConfigKeyError, all_keys, apply_overrides, from_dic
 from .presets import (PRESETS, config_for, daformer_gta2cs, daformer_synthia2cs, demo, demo_source_only, hrda_gta2cs,
                       hrda_synthia2cs, mic_hrda_gta2cs, preset, source_only_gta2cs)  # fmt: skip
 from .recipes import DATASETS, RECIPES, Dataset, Recipe, recipe_resize, resize, test_windows, train_crop
-from .schema import DATASET_CLASSES, CheckpointConfig, DataConfig, OptimConfig, RCSConfig, TrainConfig, UDAConfig
+from .schema import (DATASET_CLASSES, SOURCE_DATASETS, TARGET_DATASETS, CheckpointConfig, DataConfig, OptimConfig,
+                     RCSConfig, TrainConfig, UDAConfig)  # fmt: skip
 from .validation import check_pretrained, validate
 
 __all__ = [
     "BACKBONES", "DATASETS", "DATASET_CLASSES", "HEADS", "MIT_BACKBONES", "MOVED", "PRESETS", "RECIPES", "Check",
     "CheckpointConfig", "ConfigKeyError", "DataConfig", "Dataset", "HRDAConfig", "ModelConfig", "OptimConfig",
-    "RCSConfig", "Recipe", "TrainConfig", "UDAConfig", "all_keys", "apply_overrides", "check_fields",
+    "RCSConfig", "Recipe", "SOURCE_DATASETS", "TARGET_DATASETS", "TrainConfig", "UDAConfig", "all_keys", "apply_overrides", "check_fields",
     "check_pretrained", "config_for", "daformer_gta2cs", "daformer_synthia2cs", "demo", "demo_source_only", "field",
     "from_dict", "hrda_gta2cs", "hrda_synthia2cs", "load_config", "mic_hrda_gta2cs", "preset", "recipe_resize",
     "resize", "set_value", "source_only_gta2cs", "test_windows", "to_dict", "train_crop", "validate",

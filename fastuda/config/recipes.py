@@ -46,6 +46,14 @@ DATASETS = {
     "gta": Dataset(classes=19, resize_half=(1280, 720), resize_full=(2560, 1440)),
     "synthia": Dataset(classes=19, resize_half=(1280, 760), resize_full=(2560, 1520)),
     "cityscapes": Dataset(classes=19, resize_half=(1024, 512), resize_full=(2048, 1024)),
+    # HRDA uda_cityscapes{,HR}_to_{acdc,darkzurich}{,HR}_*.py (frames of 1920x1080); an ACDC condition
+    # (acdc_night, ...) reads a part of ACDC at ACDC's sizes
+    **{name: Dataset(classes=19, resize_half=(960, 540), resize_full=(1920, 1080))
+       for name in ("acdc", "acdc_fog", "acdc_night", "acdc_rain", "acdc_snow", "dark_zurich")},
+    # evaluation only: the test resize of the GTA -> Cityscapes configs they are evaluated with
+    # (HRDA dg branch tools/test.py --dataset BDD100K / Mapillary)
+    "bdd100k": Dataset(classes=19, resize_half=(1024, 512), resize_full=(2048, 1024)),
+    "mapillary": Dataset(classes=19, resize_half=(1024, 512), resize_full=(2048, 1024)),
     "synthetic": Dataset(classes=6, resize_half=None, resize_full=None),
 }
 

@@ -11,6 +11,10 @@ from .recipes import DATASETS, RECIPES
 
 # Classes of each dataset name (tests check these against fastuda.data).
 DATASET_CLASSES = {name: d.classes for name, d in DATASETS.items()}
+# The datasets each role accepts (BDD100K and Mapillary are for evaluation only).
+SOURCE_DATASETS = ("gta", "synthia", "cityscapes", "synthetic")
+TARGET_DATASETS = ("cityscapes", "acdc", "acdc_fog", "acdc_night", "acdc_rain", "acdc_snow", "dark_zurich",
+                   "synthetic")  # fmt: skip
 
 # The network's sections (ModelConfig, HRDAConfig) live with the models (fastuda.models.config),
 # beside the registry of names they are checked against.
@@ -20,9 +24,9 @@ DATASET_CLASSES = {name: d.classes for name, d in DATASETS.items()}
 class DataConfig:
     """Source (labelled) and target (unlabelled) data and their pipelines."""
 
-    source: str = field("gta", one_of("gta", "synthia", "synthetic"))  # S (synthetic: the demo's procedural scenes)
+    source: str = field("gta", one_of(*SOURCE_DATASETS))  # S (synthetic: the demo's procedural scenes)
     source_root: str = "data/gta"  # dataset root as released (or converted); checked at start-up
-    target: str = field("cityscapes", one_of("cityscapes", "synthetic"))  # T
+    target: str = field("cityscapes", one_of(*TARGET_DATASETS))  # T (acdc: all four conditions, acdc_night: one)
     target_root: str = "data/cityscapes"
     # published pipeline: daformer (crop 512) | hrda / mic (crop 1024, valid pseudo mask)
     recipe: str = field("daformer", one_of(*RECIPES))

@@ -245,14 +245,16 @@ class Pipeline:
 
 
 # ---------------------------------------------------------------- the published pipelines
+# The sizes (training crop, each dataset's resize at DAFormer's and HRDA's resolution) have
+# their one home in fastuda.config.recipes; the rows below say what else each published
+# pipeline does, and where it is written.
+
 # Dataset names as the table spells them, and the aliases every entry point accepts
 # (an ACDC condition picks files, not a pipeline).
 DATASET_ALIASES = {
     "gta5": "gta", "darkzurich": "dark_zurich", "bdd": "bdd100k",
     **{f"acdc_{c}": "acdc" for c in ("fog", "night", "rain", "snow")},
 }  # fmt: skip
-RECIPES = ("daformer", "hrda", "mic")
-_CROP = {"daformer": (512, 512), "hrda": (1024, 1024)}  # every training row's crop (tests check the table)
 # source / target: UDA training; test: evaluation; dg_source: a labelled source for domain
 # generalisation, target_only: supervised training on the target (both with PhotoMetricDistortion)
 ROLES = ("source", "target", "test", "dg_source", "target_only")
@@ -263,20 +265,24 @@ DEFAULT_ROLE = {"gta": "source", "synthia": "source", "cityscapes": "target", "a
 
 @dataclass(frozen=True)
 class PublishedPipeline:
-    """One row of the published data recipes: a dataset's pipeline in one role, and
-    the config it is transcribed from (lhoyer/HRDA unless named otherwise)."""
+    """One row of the published data recipes: what a dataset's pipeline does in one role,
+    and the config it is transcribed from (lhoyer/HRDA unless named otherwise). Its resize
+    and crop are the recipe's (``fastuda.config.recipes``); a test row has no crop."""
 
     config: str  # the published file that defines it
-    scale: tuple[int, int]  # Resize img_scale, keep_ratio=True: (long, short) edge bounds
-    crop: tuple[int, int] | None = None  # RandomCrop (h, w); None: the test pipeline (no crop, no flip)
+    train: bool = True  # RandomCrop, RandomFlip(0.5) and Pad to the recipe's crop; False: the test pipeline
     cat_max_ratio: float = 1.0  # RandomCrop's cat_max_ratio (1.0: a plain random crop)
     pseudo_margins: tuple[int, int, int, int] | None = None  # HRDA valid pseudo-label mask (target only)
     photometric: bool = False  # PhotoMetricDistortion after the flip
 
-    def pipeline(self) -> Pipeline:
-        if self.crop is None:
-            return Pipeline(scale=self.scale, resize_label=False)
-        return Pipeline(scale=self.scale, crop_size=self.crop, cat_max_ratio=self.cat_max_ratio, flip_prob=0.5,
+    def pipeline(self, recipe: str, dataset: str) -> Pipeline:
+        """The pipeline at ``recipe``'s sizes for ``dataset`` (a name of ``fastuda.config.DATASETS``)."""
+        from fastuda.config.recipes import RECIPES, recipe_resize
+
+        scale = recipe_resize(recipe, dataset)
+        if not self.train:
+            return Pipeline(scale=scale, resize_label=False)
+        return Pipeline(scale=scale, crop_size=RECIPES[recipe].crop, cat_max_ratio=self.cat_max_ratio, flip_prob=0.5,
                         pseudo_margins=self.pseudo_margins, photometric=self.photometric)  # fmt: skip
 
 
@@ -289,59 +295,57 @@ def _dg_test(name: str) -> str:  # dg branch: tools/test.py --dataset BDD100K / 
 
 
 _P = PublishedPipeline
-_S512, _S1024 = (512, 512), (1024, 1024)
 # (recipe, dataset, role) -> row. "mic" reads "hrda"'s rows (MIC keeps HRDA's data configs).
 # Every training row flips with p 0.5, normalises with the ImageNet mean and std and pads
-# to the crop with 0 / 255. Rows not here are not published (e.g. DAFormer on ACDC at 1024).
+# to the crop with 0 / 255. Rows not here are not published.
 PUBLISHED_PIPELINES: dict[tuple[str, str, str], PublishedPipeline] = {
     # DAFormer, crop 512 (lhoyer/DAFormer; the same files are in HRDA)
-    ("daformer", "gta", "source"): _P(_config("uda_gta_to_cityscapes_512x512"), (1280, 720), _S512, 0.75),
-    ("daformer", "synthia", "source"): _P(_config("uda_synthia_to_cityscapes_512x512"), (1280, 760), _S512, 0.75),
+    ("daformer", "gta", "source"): _P(_config("uda_gta_to_cityscapes_512x512"), cat_max_ratio=0.75),
+    ("daformer", "synthia", "source"): _P(_config("uda_synthia_to_cityscapes_512x512"), cat_max_ratio=0.75),
     # DAFormer's Cityscapes target loads its labels for cat_max_ratio (as published)
-    ("daformer", "cityscapes", "target"): _P(_config("uda_gta_to_cityscapes_512x512"), (1024, 512), _S512, 0.75),
-    ("daformer", "cityscapes", "source"): _P(_config("uda_cityscapes_to_acdc_512x512"), (1024, 512), _S512, 0.75),
-    ("daformer", "cityscapes", "test"): _P(_config("uda_gta_to_cityscapes_512x512"), (1024, 512)),
-    ("daformer", "acdc", "target"): _P(_config("uda_cityscapes_to_acdc_512x512"), (960, 540), _S512),
-    ("daformer", "acdc", "test"): _P(_config("uda_cityscapes_to_acdc_512x512"), (960, 540)),
-    ("daformer", "dark_zurich", "target"): _P(_config("uda_cityscapes_to_darkzurich_512x512"), (960, 540), _S512),
-    ("daformer", "dark_zurich", "test"): _P(_config("uda_cityscapes_to_darkzurich_512x512"), (960, 540)),
+    ("daformer", "cityscapes", "target"): _P(_config("uda_gta_to_cityscapes_512x512"), cat_max_ratio=0.75),
+    ("daformer", "cityscapes", "source"): _P(_config("uda_cityscapes_to_acdc_512x512"), cat_max_ratio=0.75),
+    ("daformer", "cityscapes", "test"): _P(_config("uda_gta_to_cityscapes_512x512"), train=False),
+    ("daformer", "acdc", "target"): _P(_config("uda_cityscapes_to_acdc_512x512")),
+    ("daformer", "acdc", "test"): _P(_config("uda_cityscapes_to_acdc_512x512"), train=False),
+    ("daformer", "dark_zurich", "target"): _P(_config("uda_cityscapes_to_darkzurich_512x512")),
+    ("daformer", "dark_zurich", "test"): _P(_config("uda_cityscapes_to_darkzurich_512x512"), train=False),
     # target-only (HRDA experiments.py id 43: datasets/<target>_<crop>.py) and DG (dg branch id 50: gtaCAug)
-    ("daformer", "cityscapes", "target_only"): _P(_config("cityscapes_512x512"), (1024, 512), _S512, 0.75,
+    ("daformer", "cityscapes", "target_only"): _P(_config("cityscapes_512x512"), cat_max_ratio=0.75,
                                                   photometric=True),
-    ("daformer", "gta", "dg_source"): _P(_config("uda_gtaCAug_to_cityscapes_512x512"), (1280, 720), _S512, 0.75,
+    ("daformer", "gta", "dg_source"): _P(_config("uda_gtaCAug_to_cityscapes_512x512"), cat_max_ratio=0.75,
                                          photometric=True),
-    ("daformer", "bdd100k", "test"): _P(_dg_test("uda_gtaCAug_to_cityscapes_512x512"), (1024, 512)),
-    ("daformer", "mapillary", "test"): _P(_dg_test("uda_gtaCAug_to_cityscapes_512x512"), (1024, 512)),
+    ("daformer", "bdd100k", "test"): _P(_dg_test("uda_gtaCAug_to_cityscapes_512x512"), train=False),
+    ("daformer", "mapillary", "test"): _P(_dg_test("uda_gtaCAug_to_cityscapes_512x512"), train=False),
     # HRDA (and MIC), crop 1024
-    ("hrda", "gta", "source"): _P(_config("uda_gtaHR_to_cityscapesHR_1024x1024"), (2560, 1440), _S1024, 0.75),
-    ("hrda", "synthia", "source"): _P(_config("uda_synthiaHR_to_cityscapesHR_1024x1024"), (2560, 1520), _S1024, 0.75),
+    ("hrda", "gta", "source"): _P(_config("uda_gtaHR_to_cityscapesHR_1024x1024"), cat_max_ratio=0.75),
+    ("hrda", "synthia", "source"): _P(_config("uda_synthiaHR_to_cityscapesHR_1024x1024"), cat_max_ratio=0.75),
     # a plain crop; the margins come from experiments.py (plcrop='v2': crop_pseudo_margins)
-    ("hrda", "cityscapes", "target"): _P(_config("uda_gtaHR_to_cityscapesHR_1024x1024"), (2048, 1024), _S1024,
+    ("hrda", "cityscapes", "target"): _P(_config("uda_gtaHR_to_cityscapesHR_1024x1024"),
                                          pseudo_margins=HRDA_PSEUDO_MARGINS),
-    ("hrda", "cityscapes", "source"): _P(_config("uda_cityscapesHR_to_acdcHR_1024x1024"), (2048, 1024), _S1024, 0.75),
-    ("hrda", "cityscapes", "test"): _P(_config("uda_gtaHR_to_cityscapesHR_1024x1024"), (2048, 1024)),
+    ("hrda", "cityscapes", "source"): _P(_config("uda_cityscapesHR_to_acdcHR_1024x1024"), cat_max_ratio=0.75),
+    ("hrda", "cityscapes", "test"): _P(_config("uda_gtaHR_to_cityscapesHR_1024x1024"), train=False),
     # no margins: experiments.py id 49 sets plcrop=False ("ACDC and DarkZurich have no rectification artifacts")
-    ("hrda", "acdc", "target"): _P(_config("uda_cityscapesHR_to_acdcHR_1024x1024"), (1920, 1080), _S1024),
-    ("hrda", "acdc", "test"): _P(_config("uda_cityscapesHR_to_acdcHR_1024x1024"), (1920, 1080)),
-    ("hrda", "dark_zurich", "target"): _P(_config("uda_cityscapesHR_to_darkzurichHR_1024x1024"), (1920, 1080), _S1024),
-    ("hrda", "dark_zurich", "test"): _P(_config("uda_cityscapesHR_to_darkzurichHR_1024x1024"), (1920, 1080)),
-    ("hrda", "cityscapes", "target_only"): _P(_config("cityscapesHR_1024x1024"), (2048, 1024), _S1024, 0.75,
-                                              photometric=True),
-    ("hrda", "gta", "dg_source"): _P(_config("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), (2560, 1440), _S1024, 0.75,
+    ("hrda", "acdc", "target"): _P(_config("uda_cityscapesHR_to_acdcHR_1024x1024")),
+    ("hrda", "acdc", "test"): _P(_config("uda_cityscapesHR_to_acdcHR_1024x1024"), train=False),
+    ("hrda", "dark_zurich", "target"): _P(_config("uda_cityscapesHR_to_darkzurichHR_1024x1024")),
+    ("hrda", "dark_zurich", "test"): _P(_config("uda_cityscapesHR_to_darkzurichHR_1024x1024"), train=False),
+    ("hrda", "cityscapes", "target_only"): _P(_config("cityscapesHR_1024x1024"), cat_max_ratio=0.75, photometric=True),
+    ("hrda", "gta", "dg_source"): _P(_config("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), cat_max_ratio=0.75,
                                      photometric=True),
-    ("hrda", "bdd100k", "test"): _P(_dg_test("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), (2048, 1024)),
-    ("hrda", "mapillary", "test"): _P(_dg_test("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), (2048, 1024)),
-}
+    ("hrda", "bdd100k", "test"): _P(_dg_test("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), train=False),
+    ("hrda", "mapillary", "test"): _P(_dg_test("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), train=False),
+}  # fmt: skip
 
 
-def published_pipeline(recipe: str, dataset: str, role: str | None = None) -> PublishedPipeline:
-    """The row of ``PUBLISHED_PIPELINES`` for ``recipe`` ("daformer", "hrda", "mic"), ``dataset``
-    (aliases such as "gta5" or "acdc_night" accepted) and ``role`` ("source", "target" or
-    "test"; None: the dataset's role in the published benchmarks, ``DEFAULT_ROLE``)."""
+def _row(recipe: str, dataset: str, role: str | None) -> tuple[str, str, PublishedPipeline]:
+    """(recipe, canonical dataset, row), with every argument checked."""
+    from fastuda.config.recipes import RECIPES
+
     recipe = recipe.lower()
     if recipe not in RECIPES:
-        raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
-    key = "hrda" if recipe == "mic" else recipe
+        raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {recipe!r}")
+    key = "hrda" if RECIPES[recipe].full_resolution else "daformer"  # MIC keeps HRDA's data configs
     dataset = DATASET_ALIASES.get(dataset.lower(), dataset.lower())
     if dataset not in DEFAULT_ROLE:
         raise ValueError(f"dataset must be one of {tuple(DEFAULT_ROLE)}, got {dataset!r}")
@@ -353,7 +357,14 @@ def published_pipeline(recipe: str, dataset: str, role: str | None = None) -> Pu
         raise ValueError(
             f"the published {recipe} recipe has no {role} pipeline for {dataset}; it has {', '.join(roles)}"
         )
-    return PUBLISHED_PIPELINES[key, dataset, role]
+    return recipe, dataset, PUBLISHED_PIPELINES[key, dataset, role]
+
+
+def published_pipeline(recipe: str, dataset: str, role: str | None = None) -> PublishedPipeline:
+    """The row of ``PUBLISHED_PIPELINES`` for ``recipe`` ("daformer", "hrda", "mic"), ``dataset``
+    (aliases such as "gta5" or "acdc_night" accepted) and ``role`` (one of ``ROLES``; None:
+    the dataset's role in the published benchmarks, ``DEFAULT_ROLE``)."""
+    return _row(recipe, dataset, role)[2]
 
 
 def preset_pipeline(recipe: str, dataset: str, train: bool = True, role: str | None = None) -> Pipeline:
@@ -365,8 +376,9 @@ def preset_pipeline(recipe: str, dataset: str, train: bool = True, role: str | N
     dataset plays its published role (``DEFAULT_ROLE``). "target_only"
     (Cityscapes) and "dg_source" (GTA5) are the supervised pipelines of the
     target-only and domain-generalisation configs: the source geometry with
-    cat_max_ratio 0.75, plus PhotoMetricDistortion. ``PUBLISHED_PIPELINES``
-    holds every row with the config it comes from:
+    cat_max_ratio 0.75, plus PhotoMetricDistortion. ``PUBLISHED_PIPELINES`` holds
+    every row with the config it comes from; the sizes are
+    ``fastuda.config.RECIPES`` (crop) and ``DATASETS`` (resize):
 
     ====================  ==========================  =================================
     dataset (role)        DAFormer (crop 512)         HRDA / MIC (crop 1024)
@@ -389,4 +401,5 @@ def preset_pipeline(recipe: str, dataset: str, train: bool = True, role: str | N
     carries the valid pseudo-label mask (margins 30, 240, 30, 30); ACDC and Dark
     Zurich do not (HRDA experiments.py id 49).
     """
-    return published_pipeline(recipe, dataset, "test" if not train else role).pipeline()
+    recipe, dataset, row = _row(recipe, dataset, "test" if not train else role)
+    return row.pipeline(recipe, dataset)
