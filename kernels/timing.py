@@ -1,0 +1,422 @@
+"""Modelled time of a compiled Triton launch on a Hopper GPU, and the ideal it is held to.
+
+kernels/audit.py captures every launch (kernel, grid, arguments, TTGIR, PTX, registers); this
+module turns one into microseconds, without a GPU:
+
+1. Work per program. ``Evaluator`` walks the kernel's TTGIR for every program id of the grid
+   (a sample of 256 when there are more than 4096), evaluating the scalar integer ops (program
+   ids, arguments, ``arith``) so that every ``scf.for`` runs its real trip count and every
+   ``scf.if`` its real branch: persistent ranges, query splits and box tests come out per
+   program. A branch whose condition depends on an atomic's result ("the last program to
+   arrive") is run by one program per group after all the others: a serial tail. Per program it
+   adds up
+   * MMA work: 2 M N K per dot execution (times the warps' duplication), divided by the
+     efficiency of the instruction (``mma_efficiency``);
+   * memory bytes: the bytes every load and store moves (tensor extent x element size), scratch
+     included, so a partial sum written and read back counts twice;
+   * issued instructions (per thread): the elements each tensor op holds per thread (from its
+     layout), loads and stores per vector (16 bytes at most), plus the exps separately (the
+     MUFU unit issues 16 per clock per SM, an eighth of the ALU rate);
+   * the bytes a program keeps in flight: the loads of one trip of its innermost loop (or of
+     its straight-line code), times num_stages - 1 when the PTX shows cp.async / TMA (Triton
+     pipelined the loop).
+2. Placement. Programs go to SMs in launch order, ``ctas_per_sm`` at a time (occupancy from
+   registers, shared memory and warps): SM j runs programs j, j + SMs, ... Per SM, the time is
+   the largest of its MMA time (work / per-SM peak), its memory time (bytes / min(per-SM port,
+   bytes in flight / latency)) and its issue time (instructions / issue rate).
+3. Launch time = max over SMs, then max with (bytes the launch touches / HBM bandwidth), plus
+   the serial tail, plus ``launch_s``. SM fill = sum of SM busy times / (SMs x launch time).
+
+The ideal of an op: max(essential FLOPs / peak, essential bytes / HBM bandwidth) + one launch.
+
+Parameters (``DEVICES``, each figure's source next to it): H100 SXM and H200 share the SM (132
+SMs at the 1.83 GHz that NVIDIA's dense-bf16 figure implies) and differ in HBM. Figures labelled
+"assumed" are not from a datasheet; ``bench/gpu_check.py`` measures the bandwidths and writes
+``model-param`` lines to bench/RESULTS.md, which ``load_overrides`` applies.
+"""
+
+import dataclasses
+import math
+import os
+import re
+from collections import Counter
+
+
+@dataclasses.dataclass(frozen=True)
+class Device:
+    name: str
+    # NVIDIA H100 SXM5 / H200 SXM datasheets: 989 TFLOP/s dense bf16 / fp16 tensor (1,979 sparse).
+    mma_flops: float
+    # Datasheets: H100 SXM 3.35 TB/s HBM3, H200 4.8 TB/s HBM3e.
+    hbm_bytes_s: float
+    sms: int = 132  # both SXM parts
+    # 989.4e12 / (132 SMs x 4096 dense bf16 FLOP per clock per SM): the clock behind the peak.
+    clock_hz: float = 1.83e9
+    # Assumed: the SM's L1 <-> L2 port, 64 bytes per clock (what one SM can pull from L2).
+    sm_port_bytes_clk: float = 64.0
+    # Assumed: global-load latency under load. 0.7 us x 3.35 TB/s / 132 SMs = 17.8 KB: the bytes
+    # in flight per SM that an H100 needs to run at full HBM bandwidth.
+    latency_s: float = 0.7e-6
+    launch_s: float = 2e-6  # assumed: launch overhead and ramp per kernel or torch op
+    issue_per_clk: float = 4.0  # warp instructions per clock per SM (4 schedulers)
+    mufu_per_clk: float = 16.0  # exp2 / rcp lanes per clock per SM (CUDA guide, throughput table)
+    smem_bytes_clk: float = 128.0  # shared-memory bandwidth per SM per clock (CUDA guide)
+    fma_flops_per_clk: float = 256.0  # fp32 FMA lanes x 2 per SM per clock (128 cores)
+
+    @property
+    def mma_per_sm(self) -> float:
+        return self.mma_flops / self.sms
+
+
+DEVICES = {
+    "H100": Device("H100", mma_flops=989.4e12, hbm_bytes_s=3.35e12),
+    "H200": Device("H200", mma_flops=989.4e12, hbm_bytes_s=4.8e12),
+}
+
+_OVERRIDE = re.compile(r"^\s*model-param\s+(\w+)\s+(\w+)\s*=\s*([0-9.eE+-]+)")
+
+
+def load_overrides(path: str | None = None, devices: dict | None = None) -> dict:
+    """DEVICES with the measured figures of ``path`` (default: bench/RESULTS.md next to kernels/,
+    if present) applied: lines ``model-param H100 hbm_bytes_s = 3.1e12`` (the last one wins)."""
+    devices = dict(devices or DEVICES)
+    if path is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "RESULTS.md")
+    if not os.path.exists(path):
+        return devices
+    with open(path) as f:
+        for line in f:
+            m = _OVERRIDE.match(line)
+            if m and m.group(1) in devices and m.group(2) in Device.__dataclass_fields__:
+                devices[m.group(1)] = dataclasses.replace(devices[m.group(1)], **{m.group(2): float(m.group(3))})
+    return devices
+
+
+def mma_efficiency(instr: str, n: int, a_in_registers: bool, dtype: str, dev: Device) -> float:
+    """Share of the tensor peak a dot can reach. wgmma m64nNk16 does 64 N 16 x 2 FLOPs in N / 2
+    clocks of an SM's tensor cores (4096 FLOP per clock) and reads B (N x 16 x 2 bytes) and, when
+    A is in shared memory, A (64 x 16 x 2 bytes) at 128 bytes per clock: with both operands in
+    shared memory N = 16 / 32 / 64 reach 40 / 67 / 100%; A in registers always 100%. mma.sync
+    (assumed): half the wgmma peak. FMA dots (fp32 IEEE): the fp32 FMA rate."""
+    if instr == "fma" or dtype in ("f32", "f64"):
+        return dev.fma_flops_per_clk * dev.sms * dev.clock_hz / dev.mma_flops
+    if instr == "mma.sync":
+        return 0.5
+    compute_clk = 64 * n * 16 * 2 / (dev.mma_per_sm / dev.clock_hz)
+    smem = n * 16 * 2 + (0 if a_in_registers else 64 * 16 * 2)
+    return min(1.0, compute_clk / (smem / dev.smem_bytes_clk))
+
+
+# ----------------------------------------------------------------------------- TTGIR evaluator
+
+
+@dataclasses.dataclass
+class Cost:
+    mma: Counter = dataclasses.field(default_factory=Counter)  # (instr, N, a_regs, dtype) -> FLOPs
+    bytes: float = 0.0
+    instr: float = 0.0  # per thread
+    mufu: float = 0.0  # per thread
+    inflight: float = 0.0
+
+    def add(self, other, times=1):
+        for k, v in other.mma.items():
+            self.mma[k] += v * times
+        self.bytes += other.bytes * times
+        self.instr += other.instr * times
+        self.mufu += other.mufu * times
+        self.inflight = max(self.inflight, other.inflight)
+
+
+_ATOMIC = "atomic"  # a scalar value that depends on an atomic's result
+_TENSOR = re.compile(r"tensor<([0-9x]+)x([a-z!][\w.<>!]*?)(?:, (#[^>]*>?[^>]*))?>")
+_FREE = ("tt.splat", "tt.broadcast", "tt.expand_dims", "tt.reshape", "tt.trans", "ttg.memdesc", "tt.make_range",
+         "arith.constant", "ttng.warp_group_dot_wait", "ttg.async_wait", "ttg.async_commit_group", "tt.join",
+         "ttg.local_dealloc", "tt.return", "scf.yield", "tt.get_program_id", "tt.get_num_programs")  # fmt: skip
+_ELEM = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i1": 1, "i8": 1, "i16": 2, "i32": 4, "i64": 8}
+_BINOPS = {
+    "addi": lambda a, b: a + b,
+    "subi": lambda a, b: a - b,
+    "muli": lambda a, b: a * b,
+    "divsi": lambda a, b: int(a / b) if b else None,
+    "divui": lambda a, b: a // b if b else None,
+    "remsi": lambda a, b: a - b * int(a / b) if b else None,
+    "remui": lambda a, b: a % b if b else None,
+    "ceildivsi": lambda a, b: -(-a // b) if b else None,
+    "floordivsi": lambda a, b: a // b if b else None,
+    "minsi": min, "maxsi": max, "minui": min, "maxui": max,
+    "andi": lambda a, b: a & b, "ori": lambda a, b: a | b, "xori": lambda a, b: a ^ b,
+    "shli": lambda a, b: a << b, "shrsi": lambda a, b: a >> b, "shrui": lambda a, b: a >> b,
+}  # fmt: skip
+_CMP = {"eq": "==", "ne": "!=", "slt": "<", "sle": "<=", "sgt": ">", "sge": ">=", "ult": "<", "ule": "<=",
+        "ugt": ">", "uge": ">="}  # fmt: skip
+
+
+def _parse_body(lines, i):
+    """Parses lines[i:] up to the closing '}' of the current region. Returns (nodes, next index)."""
+    nodes = []
+    while i < len(lines):
+        line = lines[i].strip()
+        if line.startswith("}"):
+            return nodes, i
+        if line.endswith("({"):  # a combiner region (tt.reduce, tt.scan): one op, region skipped
+            depth, j = 1, i + 1
+            while depth:
+                s = lines[j].strip()
+                depth += s.endswith("({") - s.startswith("})")
+                j += 1
+            nodes.append(("op", line + " " + lines[j - 1].strip()))
+            i = j
+            continue
+        m = re.search(r"scf\.for (%[\w.]+) = (%[\w.]+) to (%[\w.]+) step (%[\w.]+)", line)
+        if m and line.endswith("{"):
+            body, i = _parse_body(lines, i + 1)
+            nodes.append(("for", *m.groups(), body))
+            i += 1
+            continue
+        m = re.search(r"scf\.if (%[\w.]+)", line)
+        if m and line.endswith("{"):
+            then, i = _parse_body(lines, i + 1)
+            other = []
+            if lines[i].strip().startswith("} else {"):
+                other, i = _parse_body(lines, i + 1)
+            nodes.append(("if", m.group(1), then, other))
+            i += 1
+            continue
+        if line.endswith("{"):  # scf.while and others: run each region once
+            region, i = _parse_body(lines, i + 1)
+            while lines[i].strip().startswith("}") and lines[i].strip().endswith("{"):
+                more, i = _parse_body(lines, i + 1)
+                region += more
+            nodes.append(("region", region))
+            i += 1
+            continue
+        nodes.append(("op", line))
+        i += 1
+    return nodes, i
+
+
+class Evaluator:
+    """Per-program work of a compiled kernel (see the module docstring)."""
+
+    def __init__(self, ttgir: str, layouts: dict, threads: int, issued, pipelined_stages: int):
+        self.layouts, self.threads, self.issued, self.stages = layouts, threads, issued, pipelined_stages
+        self.funcs = {}
+        lines = ttgir.splitlines()
+        for i, raw in enumerate(lines):
+            m = re.match(r"\s*tt\.func (?:public |private )?@([\w.$]+)\((.*)\) attributes", raw)
+            if m:
+                args = re.findall(r"%(\w+): ", m.group(2))
+                body, _ = _parse_body(lines, i + 1)
+                self.funcs[m.group(1)] = (args, body, "public" in raw)
+        self.entry = next(n for n, f in self.funcs.items() if f[2])
+        self.consts = {m.group(1): int(m.group(2)) for m in re.finditer(r"(%[\w.]+) = arith\.constant (-?\d+) : i(?:1|32|64)\b", ttgir)}
+        self.consts.update({m.group(1): int(m.group(2) == "true") for m in re.finditer(r"(%[\w.]+) = arith\.constant (true|false)", ttgir)})
+
+    def program(self, args: dict, pid: tuple, grid: tuple):
+        """(cost, tail cost) of program ``pid`` with the launch's scalar ``args``."""
+        names, body, _ = self.funcs[self.entry]
+        env = {"%" + n: (args.get(n) if isinstance(args.get(n), int) and not isinstance(args.get(n), bool) else None) for n in names}
+        self.pid, self.grid = pid, grid
+        cost, tail = Cost(), Cost()
+        self._run(body, env, cost, tail, in_tail=False, depth=0)
+        return cost, tail
+
+    def _val(self, env, name):
+        if name in env:
+            return env[name]
+        return self.consts.get(name)
+
+    def _scalar(self, line, env):
+        m = re.match(r"(%[\w.#:]+) = (\w+)\.(\w+) (.*?)(?: loc\(|$)", line)
+        if not m:
+            return
+        name, dialect, op, rest = m.groups()
+        name = name.split(":")[0]
+        if "tensor<" in rest or "memdesc" in rest or (dialect == "arith" and op == "constant"):
+            return
+        ops = re.findall(r"%[\w.#]+", rest.split(" : ")[0])
+        vals = [self._val(env, o) for o in ops]
+        res = None
+        if dialect == "tt" and op == "get_program_id":
+            res = self.pid["xyz".index(rest.split()[0])]
+        elif dialect == "tt" and op == "get_num_programs":
+            res = self.grid["xyz".index(rest.split()[0])]
+        elif dialect == "tt" and op == "atomic_rmw":
+            res = _ATOMIC
+        elif _ATOMIC in vals:
+            res = _ATOMIC
+        elif None in vals:
+            res = None
+        elif dialect == "arith" and op in _BINOPS and len(vals) == 2:
+            res = _BINOPS[op](*vals)
+        elif dialect == "arith" and op in ("extsi", "extui", "trunci", "index_cast", "bitcast") and vals:
+            res = vals[0]
+        elif dialect == "arith" and op == "cmpi":
+            pred = rest.split(",")[0].strip()
+            res = int(eval(f"{vals[0]} {_CMP[pred]} {vals[1]}")) if pred in _CMP else None  # noqa: S307 (ints only)
+        elif dialect == "arith" and op == "select" and len(vals) == 3:
+            res = vals[1] if vals[0] else vals[2]
+        env[name] = res
+
+    def _tensor_cost(self, line, cost):
+        m = re.match(r"(?:%[\w.#:]+ = )?\"?([\w.]+)\"?", line)
+        op = m.group(1) if m else ""
+        if op.startswith(_FREE) or op in _FREE:
+            return
+        if op in ("ttng.warp_group_dot", "tt.dot"):
+            ops = re.findall(r"(tensor|!ttg\.memdesc)<([0-9x]+)x(\w+)", line.split(" : ", 1)[1])
+            res = re.search(r"-> tensor<([0-9x]+)x\w+, (#\w+)>", line)
+            M, N = (int(x) for x in res.group(1).split("x"))
+            K = int(ops[0][1].split("x")[-1])
+            lay = self.layouts.get(res.group(2), {})
+            instr = "wgmma" if op == "ttng.warp_group_dot" or lay.get("version") == 3 else ("mma.sync" if lay.get("kind") == "nvidia_mma" else "fma")
+            dup = 1.0
+            if lay.get("kind") == "nvidia_mma":
+                cols = lay["instr"][1] if lay["version"] == 3 else 8
+                cm, cn = 16 * lay["wpc"][0], cols * lay["wpc"][1]
+                dup = math.ceil(M / cm) * cm * math.ceil(N / cn) * cn / (M * N)
+            n_instr = lay["instr"][1] if lay.get("version") == 3 else N
+            cost.mma[(instr, min(N, n_instr), ops[0][0] == "tensor", ops[0][2])] += 2 * M * N * K * dup
+            return
+        types = list(_TENSOR.finditer(line))
+        if not types:
+            cost.instr += 1  # a scalar op (uniform: once per thread)
+            return
+        t = types[-1]
+        shape = [int(x) for x in t.group(1).split("x")]
+        elem = _ELEM.get(t.group(2).split("<")[-1].rstrip(">"), 4) if "ptr" in t.group(2) else _ELEM.get(t.group(2), 4)
+        lay_text = t.group(3) or ""
+        lay, sliced = _layout_of(lay_text, self.layouts)
+        issued = self.issued(shape, lay, sliced, self.threads) if lay else None
+        per_thread = (issued or math.prod(shape)) / self.threads
+        vec = 1
+        if lay and lay.get("kind") == "blocked" and sliced is None and lay.get("order"):
+            vec = max(1, min(lay["spt"][lay["order"][0]], 16 // elem))
+        if op in ("tt.load", "tt.store", "ttg.async_copy_global_to_local", "tt.atomic_rmw", "tt.descriptor_load", "tt.descriptor_store"):
+            if op in ("tt.store", "tt.descriptor_store"):
+                ptr_t = re.search(r"tensor<([0-9x]+)x!tt\.ptr<(\w+)>", line)
+                if ptr_t:
+                    shape = [int(x) for x in ptr_t.group(1).split("x")]
+                    elem = _ELEM.get(ptr_t.group(2), 4)
+            moved = math.prod(shape) * elem
+            cost.bytes += moved
+            if op != "tt.store":
+                cost.inflight += moved  # reset per loop body by the caller
+            cost.instr += per_thread / vec
+        elif op in ("ttg.local_alloc", "ttg.local_load", "ttg.local_store"):
+            cost.instr += per_thread / vec
+        elif op == "ttg.convert_layout":
+            cost.instr += 2 * per_thread
+        elif op in ("math.exp", "math.exp2", "math.log", "math.log2", "arith.divf", "math.rsqrt", "math.sqrt"):
+            cost.instr += per_thread
+            cost.mufu += per_thread
+        else:
+            cost.instr += per_thread
+
+    def _run(self, nodes, env, cost, tail, in_tail, depth, loop=False):
+        here = Cost()  # this region's straight-line loads: what one trip keeps in flight
+        for node in nodes:
+            kind = node[0]
+            target = tail if in_tail else cost
+            if kind == "op":
+                line = node[1]
+                self._scalar(line, env)
+                m = re.match(r"(?:%[\w.#:]+ = )?tt\.call @([\w.$]+)\((.*?)\)", line)
+                if m and m.group(1) in self.funcs:
+                    names, body, _ = self.funcs[m.group(1)]
+                    callee = {"%" + n: self._val(env, a.strip()) for n, a in zip(names, m.group(2).split(","))}
+                    self._run(body, callee, cost, tail, in_tail, depth + 1, loop=False)
+                    continue
+                c = Cost()
+                self._tensor_cost(line, c)
+                here.inflight += c.inflight
+                c.inflight = 0
+                target.add(c)
+            elif kind == "for":
+                _, iv, lb, ub, st, body = node
+                lb, ub, st = (self._val(env, x) for x in (lb, ub, st))
+                if None in (lb, ub, st) or _ATOMIC in (lb, ub, st) or st <= 0:
+                    trips, lb = 1, lb if isinstance(lb, int) else 0  # unknown bounds: once
+                else:
+                    trips = max(0, -(-(ub - lb) // st))
+                if trips == 0:
+                    continue
+                structured = any(n[0] in ("for", "if") for n in body)
+                if structured and trips <= 64:
+                    for t in range(trips):
+                        env[iv] = lb + t * (st or 1)
+                        self._run(body, env, cost, tail, in_tail, depth + 1, loop=True)
+                else:
+                    env[iv] = lb
+                    c, tl_ = Cost(), Cost()
+                    self._run(body, env, c, tl_, in_tail, depth + 1, loop=True)
+                    target.add(c, trips)
+                    tail.add(tl_, trips)
+            elif kind == "if":
+                cond = self._val(env, node[1])
+                if cond == _ATOMIC:
+                    self._run(node[2], env, cost, tail, True, depth + 1)
+                elif cond is None or cond:
+                    self._run(node[2], env, cost, tail, in_tail, depth + 1)
+                else:
+                    self._run(node[3], env, cost, tail, in_tail, depth + 1)
+            else:
+                self._run(node[1], env, cost, tail, in_tail, depth + 1)
+        target = tail if in_tail else cost
+        target.inflight = max(target.inflight, here.inflight * (self.stages if loop else 1))
+
+
+def _layout_of(text: str, layouts: dict):
+    m = re.match(r"#ttg\.slice<\{dim = (\d+), parent = (#\w+)\}>", text.strip())
+    if m:
+        return layouts.get(m.group(2)), int(m.group(1))
+    return layouts.get(text.strip()), None
+
+
+# ----------------------------------------------------------------------------- placement
+
+
+def sm_times(per_program: list, ctas_per_sm: int, num_warps: int, dev: Device):
+    """Per-SM busy seconds of a launch. ``per_program``: one Cost per program in launch order."""
+    P = len(per_program)
+    sms = min(dev.sms, P)
+    times = []
+    for j in range(sms):
+        mine = per_program[j :: dev.sms]
+        mma = sum(f / mma_efficiency(k[0], k[1], k[2], k[3], dev) for c in mine for k, f in c.mma.items()) / dev.mma_per_sm
+        resident = min(ctas_per_sm, len(mine))
+        inflight = resident * max(c.inflight for c in mine)
+        bw = min(dev.sm_port_bytes_clk * dev.clock_hz, inflight / dev.latency_s) if inflight else dev.sm_port_bytes_clk * dev.clock_hz
+        mem = sum(c.bytes for c in mine) / bw
+        issue = sum(c.instr for c in mine) * num_warps / (dev.issue_per_clk * dev.clock_hz)
+        mufu = sum(c.mufu for c in mine) * 32 * num_warps / (dev.mufu_per_clk * dev.clock_hz)
+        times.append(dict(mma=mma, mem=mem, issue=max(issue, mufu), busy=max(mma, mem, issue, mufu)))
+    return times
+
+
+def launch_time(per_program: list, tails: list, ctas_per_sm: int, num_warps: int, touched_bytes: int, dev: Device) -> dict:
+    """Modelled seconds of one launch: max over SMs, max with HBM, plus the serial tail and the
+    launch overhead; and its SM fill. ``tails``: the tail Cost of each program group's last
+    arriver (run after the rest, one per group, in parallel over SMs)."""
+    if not per_program or ctas_per_sm == 0:
+        return dict(time=float("inf"), busy=0.0, fill=0.0, bound="-", hbm=0.0, tail=0.0, sms_used=0)
+    times = sm_times(per_program, ctas_per_sm, num_warps, dev)
+    worst = max(times, key=lambda t: t["busy"])
+    hbm = touched_bytes / dev.hbm_bytes_s
+    body = max(worst["busy"], hbm)
+    tail = 0.0
+    if tails:
+        tail = max(t["busy"] for t in sm_times([max(tails, key=lambda c: c.bytes + sum(c.mma.values()))], 1, num_warps, dev))
+    total = body + tail + dev.launch_s
+    busy = sum(t["busy"] for t in times) + tail
+    bound = "hbm" if hbm >= worst["busy"] else max(("mma", "mem", "issue"), key=lambda k: worst[k])
+    return dict(time=total, busy=busy, fill=busy / (dev.sms * total), bound=bound, hbm=hbm, tail=tail, sms_used=len(times))
+
+
+def torch_op_time(bytes_moved: int, dev: Device) -> float:
+    """A torch op between launches (zero-fill, sum, copy): memory-bound, one launch."""
+    return bytes_moved / dev.hbm_bytes_s + dev.launch_s
+
+
+def ideal_time(flops: float, bytes_: float, dev: Device) -> float:
+    return max(flops / dev.mma_flops, bytes_ / dev.hbm_bytes_s) + dev.launch_s
