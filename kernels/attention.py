@@ -125,19 +125,28 @@ def fwd_config(M: int, D: int, dtype: torch.dtype, block_n: int | None = None, b
     )
 
 
-def bwd_config(M: int, D: int, dtype: torch.dtype, block_m: int | None = None, block_n: int | None = None) -> BwdConfig:
-    """Static launch table for the backward (overrides as for ``fwd_config``)."""
+def bwd_config(
+    M: int, D: int, dtype: torch.dtype, block_m: int | None = None, block_n: int | None = None, policy: str | None = None
+) -> BwdConfig:
+    """Static launch table for the backward (overrides as for ``fwd_config``; ``policy``
+    "budget" gives the pre-issue-18 fused 256-key tiles, see BWD_POLICY)."""
     block_d = _pow2(D)
+    policy = policy or BWD_POLICY
     if dtype in (torch.float16, torch.bfloat16):
-        # The dk and dv accumulators (2 x BLOCK_M x BLOCK_D fp32) dominate the registers: 256 keys
-        # over 8 warps cost each thread what the Triton tutorial's 128 keys over 4 warps do.
-        if block_d <= 64:
-            fused = _pow2(M) <= MAX_SINGLE_PASS_M
-            bm = _pow2(M) if fused else 128
-            # 32 queries per step at D = 64 (more spills); dq then goes transposed (DQ_T) so that
-            # its wgmma has 64 rows. At D = 32 neither orientation has 64 rows unless 64 queries.
+        if policy == "budget" and block_d <= 64 and _pow2(M) <= MAX_SINGLE_PASS_M:
+            # All keys in one program (dq complete, written directly), 32 queries per step: the
+            # 256 x 64 fp32 dk and dv accumulators take 255 registers at 8 warps.
+            bm = _pow2(M)
             bn = 64 if bm < 128 or block_d <= 32 else 32
             cfg = BwdConfig(bm, bn, 8 if bm >= 128 else 4, 1, 128, 64)
+        elif block_d <= 64:
+            # 64 keys x 64 queries per step, one warpgroup: every product is a 64 x 64 tile
+            # (wgmma N = 64, which runs at the tensor peak even with both operands in shared
+            # memory, where N = 32 / 16 reach 67% / 40%), and the accumulators leave room for
+            # two programs per SM and a two-stage load pipeline. dq comes from query programs in
+            # the same launch (64 queries, 64 keys per step), not from partial sums.
+            bm = min(_pow2(M), 64)
+            cfg = BwdConfig(bm, 64, 4, 3, 64, 64)
         else:
             # 64 keys: one warpgroup (8 warps would put two on the same 64 rows).
             bm = _pow2(M) if _pow2(M) <= 64 else 64
@@ -151,10 +160,6 @@ def bwd_config(M: int, D: int, dtype: torch.dtype, block_m: int | None = None, b
         block_m=cfg.block_m if block_m is None else block_m,
         block_n=cfg.block_n if block_n is None else block_n,
     )
-
-
-def dq_num_warps(cfg: BwdConfig) -> int:
-    return 8 if cfg.dq_block_n * cfg.dq_block_m >= 128 * 64 else 4
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -337,33 +342,6 @@ def _attention_fwd_kernel(
 # ----------------------------------------------------------------------------- backward
 
 
-@triton.jit
-def _attention_bwd_preprocess_kernel(
-    out_ptr,  # (B, H, N, D) any strides
-    do_ptr,  # (B, H, N, D) any strides: d loss / d out
-    delta_ptr,  # (B, H, N) ACC, contiguous: rowsum(dO * out)
-    H,
-    N,
-    D: tl.constexpr,  # constexpr: a head-dim mask that is all true (D == BLOCK_D) folds away
-    stride_ob, stride_oh, stride_on, stride_od,
-    stride_gb, stride_gh, stride_gn, stride_gd,
-    ACC: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):  # fmt: skip
-    pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    n_mask = offs_n < N
-    d_mask = offs_d < D
-    o = _load_tile(out_ptr + b * stride_ob + h * stride_oh, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
-    do = _load_tile(do_ptr + b * stride_gb + h * stride_gh, offs_n, offs_d, stride_gn, stride_gd, n_mask, d_mask)
-    delta = tl.sum(o.to(ACC) * do.to(ACC), axis=1)
-    tl.store(delta_ptr + bh.to(tl.int64) * N + offs_n, delta, mask=n_mask)
-
-
 @triton.jit(noinline=True)
 def _sum_partials(
     partial_ptr, dk_ptr, dv_ptr, key_block, SPLITS, H, M,
@@ -396,28 +374,9 @@ def _sum_partials(
 
 
 @triton.jit
-def _attention_bwd_kernel(
-    q_ptr,  # (B, H, N, D) any strides
-    k_ptr,  # (B, H, M, D) any strides
-    v_ptr,  # (B, H, M, D) any strides
-    out_ptr,  # (B, H, N, D) any strides (read only with FUSED_DQ, for delta)
-    do_ptr,  # (B, H, N, D) any strides: d loss / d out
-    lse_ptr,  # (B, H, N) ACC, contiguous: natural-log log-sum-exp from the forward
-    delta_ptr,  # (B, H, N) ACC, contiguous: rowsum(dO * out) (read only without FUSED_DQ)
-    dq_ptr,  # (B, H, N, D) any strides, q's dtype (written only with FUSED_DQ)
-    dk_ptr,  # (B, H, M, D) any strides, k's dtype (written only with DIRECT_DKV)
-    dv_ptr,  # (B, H, M, D) any strides, v's dtype
-    partial_ptr,  # (programs, 2, BLOCK_M, BLOCK_D) ACC: each program's dk, dv (SPLITS > 1 only)
-    count_ptr,  # (B * H * cdiv(M, BLOCK_M),) int32, zeroed: splits done per key block (SPLITS > 1)
-    qk_scale,  # scale * log2(e)
-    scale,
-    H,
-    N,
-    M,
-    D: tl.constexpr,  # constexpr: a head-dim mask that is all true (D == BLOCK_D) folds away
-    CHUNK_N,  # queries per split, a multiple of BLOCK_N
-    SPLITS,  # query chunks: the grid is key blocks x SPLITS x B * H, flattened
-    BH,  # B * H
+def _bwd_keys(
+    pid, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, partial_ptr, count_ptr,
+    qk_scale, scale, H, N, M, CHUNK_N, SPLITS,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_km, stride_kd,
     stride_vb, stride_vh, stride_vm, stride_vd,
@@ -426,19 +385,16 @@ def _attention_bwd_kernel(
     stride_dqb, stride_dqh, stride_dqn, stride_dqd,
     stride_dkb, stride_dkh, stride_dkm, stride_dkd,
     stride_dvb, stride_dvh, stride_dvm, stride_dvd,
-    ACC: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    FUSED_DQ: tl.constexpr,
-    DQ_T: tl.constexpr,  # FUSED_DQ: compute dq^T = k^T dS^T (BLOCK_D rows) instead of dS k (BLOCK_N rows)
-    DIRECT_DKV: tl.constexpr,  # SPLITS == 1: dk and dv written directly, no partials
-    EVEN: tl.constexpr,  # M % BLOCK_M == 0, N % BLOCK_N == 0 and D == BLOCK_D: no masks
+    D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    FUSED_DQ: tl.constexpr, DQ_T: tl.constexpr, DIRECT_DKV: tl.constexpr, EVEN: tl.constexpr,
 ):  # fmt: skip
-    """One program: BLOCK_M keys x one chunk of queries of one (b, h). Works in the transposed
-    orientation (keys as rows) so the large key block is the M side of every product."""
-    pid_m, rest = _split_pid(tl.cdiv(M, BLOCK_M))
+    """Key program ``pid``: BLOCK_M keys x one chunk of queries of one (b, h): dk and dv (and dq
+    when FUSED_DQ). Works in the transposed orientation (keys as rows) so the key block is the M
+    side of every product. delta = rowsum(dO * out) is computed on the fly from the same rows."""
+    m_blocks = tl.cdiv(M, BLOCK_M)
+    pid_m = pid % m_blocks
+    rest = pid // m_blocks
     split = rest % SPLITS
     bh = rest // SPLITS
     b = (bh // H).to(tl.int64)
@@ -459,7 +415,7 @@ def _attention_bwd_kernel(
     o_base = out_ptr + b * stride_ob + h * stride_oh
     do_base = do_ptr + b * stride_gb + h * stride_gh
     dq_base = dq_ptr + b * stride_dqb + h * stride_dqh
-    row_base = bh.to(tl.int64) * N  # into lse and delta
+    row_base = bh.to(tl.int64) * N  # into lse
 
     dk = tl.zeros([BLOCK_M, BLOCK_D], ACC)
     dv = tl.zeros([BLOCK_M, BLOCK_D], ACC)
@@ -470,12 +426,9 @@ def _attention_bwd_kernel(
         n_mask = tl.full([BLOCK_N], 1, tl.int1) if EVEN else offs_n < N
         q = _load_tile(q_base, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
         do = _load_tile(do_base, offs_n, offs_d, stride_gn, stride_gd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
+        o = _load_tile(o_base, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
         lse2 = tl.load(lse_ptr + row_base + offs_n, mask=n_mask, other=0.0) * LOG2E  # (BLOCK_N,)
-        if FUSED_DQ:
-            o = _load_tile(o_base, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
-            delta = tl.sum(o.to(ACC) * do.to(ACC), axis=1)
-        else:
-            delta = tl.load(delta_ptr + row_base + offs_n, mask=n_mask, other=0.0)
+        delta = tl.sum(o.to(ACC) * do.to(ACC), axis=1)
 
         s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
         p_t = tl.exp2(s_t - lse2[None, :])  # P^T, exact probabilities (the lse is the full row's)
@@ -507,8 +460,10 @@ def _attention_bwd_kernel(
         # partials, then counts itself done; the last one to arrive (whichever it is) sums all
         # SPLITS partials in split order, so the result does not depend on arrival order. The
         # partials are whole tiles indexed by program id, and everything below is recomputed
-        # from the program id: values kept from before the loop would spill across it.
-        pid = tl.program_id(0)
+        # from the program id: values kept from before the loop would spill across it. The
+        # launcher keeps SPLITS small (split_plan): the last program reads SPLITS x 2 x BLOCK_M
+        # x BLOCK_D x 4 bytes, 32 KiB per split at 64 keys and D = 64, and the key blocks'
+        # reductions run on different SMs at once.
         tile = tl.arange(0, BLOCK_M)[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
         slot = partial_ptr + pid.to(tl.int64) * (2 * BLOCK_M * BLOCK_D)
         tl.store(slot + tile, dk)
@@ -517,7 +472,6 @@ def _attention_bwd_kernel(
         # release semantics at GPU scope); the acquire orders the last program's loads after
         # every other split's release.
         tl.debug_barrier()
-        m_blocks = tl.cdiv(M, BLOCK_M)
         key_block = pid // (SPLITS * m_blocks) * m_blocks + pid % m_blocks  # bh * m_blocks + pid_m
         done = tl.atomic_add(count_ptr + key_block, 1, sem="acq_rel", scope="gpu")
         if done == SPLITS - 1:
@@ -529,34 +483,22 @@ def _attention_bwd_kernel(
 
 
 @triton.jit
-def _attention_bwd_dq_kernel(
-    q_ptr,  # (B, H, N, D) any strides
-    k_ptr,  # (B, H, M, D) any strides
-    v_ptr,  # (B, H, M, D) any strides
-    do_ptr,  # (B, H, N, D) any strides
-    lse_ptr,  # (B, H, N) ACC, contiguous
-    delta_ptr,  # (B, H, N) ACC, contiguous
-    dq_ptr,  # (B, H, N, D) any strides, q's dtype
-    qk_scale,
-    scale,
-    H,
-    N,
-    M,
-    D: tl.constexpr,  # constexpr: a head-dim mask that is all true (D == BLOCK_D) folds away
+def _bwd_queries(
+    pid, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, qk_scale, scale, H, N, M,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_km, stride_kd,
     stride_vb, stride_vh, stride_vm, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
     stride_gb, stride_gh, stride_gn, stride_gd,
     stride_dqb, stride_dqh, stride_dqn, stride_dqd,
-    ACC: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    EVEN_M: tl.constexpr,
+    D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_M: tl.constexpr,
 ):  # fmt: skip
-    """dq for a block of queries, looping over the keys (used when they do not fit one block)."""
-    pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))
+    """Query program ``pid``: dq for a block of BLOCK_N queries, looping over the keys (P and dP
+    recomputed: the flash-attention 2 recipe), delta from its own rows of out and dO."""
+    n_blocks = tl.cdiv(N, BLOCK_N)
+    pid_n = pid % n_blocks
+    bh = pid // n_blocks
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -567,9 +509,9 @@ def _attention_bwd_dq_kernel(
     v_base = v_ptr + b * stride_vb + h * stride_vh
     q = _load_tile(q_ptr + b * stride_qb + h * stride_qh, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)
     do = _load_tile(do_ptr + b * stride_gb + h * stride_gh, offs_n, offs_d, stride_gn, stride_gd, n_mask, d_mask)
-    row_base = bh.to(tl.int64) * N
-    lse2 = tl.load(lse_ptr + row_base + offs_n, mask=n_mask, other=0.0) * LOG2E
-    delta = tl.load(delta_ptr + row_base + offs_n, mask=n_mask, other=0.0)
+    o = _load_tile(out_ptr + b * stride_ob + h * stride_oh, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
+    delta = tl.sum(o.to(ACC) * do.to(ACC), axis=1)
+    lse2 = tl.load(lse_ptr + bh.to(tl.int64) * N + offs_n, mask=n_mask, other=0.0) * LOG2E
 
     dq = tl.zeros([BLOCK_N, BLOCK_D], ACC)
     for start_m in range(0, M, BLOCK_M):
@@ -586,6 +528,82 @@ def _attention_bwd_dq_kernel(
         dq = tl.dot(ds.to(k_t.dtype), tl.trans(k_t), dq, input_precision=PRECISION, out_dtype=dq.dtype)  # (BLOCK_N, BLOCK_D)
     dq_out = dq_ptr + b * stride_dqb + h * stride_dqh
     _store_tile(dq_out, dq * scale, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
+
+
+@triton.jit
+def _attention_bwd_kernel(
+    q_ptr,  # (B, H, N, D) any strides
+    k_ptr,  # (B, H, M, D) any strides
+    v_ptr,  # (B, H, M, D) any strides
+    out_ptr,  # (B, H, N, D) any strides (for delta = rowsum(dO * out))
+    do_ptr,  # (B, H, N, D) any strides: d loss / d out
+    lse_ptr,  # (B, H, N) ACC, contiguous: natural-log log-sum-exp from the forward
+    dq_ptr,  # (B, H, N, D) any strides, q's dtype
+    dk_ptr,  # (B, H, M, D) any strides, k's dtype
+    dv_ptr,  # (B, H, M, D) any strides, v's dtype
+    partial_ptr,  # (key programs, 2, BLOCK_M, BLOCK_D) ACC: each key program's dk, dv (SPLITS > 1 only)
+    count_ptr,  # (B * H * cdiv(M, BLOCK_M),) int32, zeroed: splits done per key block (SPLITS > 1)
+    qk_scale,  # scale * log2(e)
+    scale,
+    H,
+    N,
+    M,
+    D: tl.constexpr,  # constexpr: a head-dim mask that is all true (D == BLOCK_D) folds away
+    CHUNK_N,  # queries per split, a multiple of BLOCK_N
+    SPLITS,  # query chunks: the key programs are key blocks x SPLITS x B * H, flattened
+    KEY_PROGRAMS,  # programs [0, KEY_PROGRAMS) do dk, dv; the rest (without FUSED_DQ) dq
+    stride_qb, stride_qh, stride_qn, stride_qd,
+    stride_kb, stride_kh, stride_km, stride_kd,
+    stride_vb, stride_vh, stride_vm, stride_vd,
+    stride_ob, stride_oh, stride_on, stride_od,
+    stride_gb, stride_gh, stride_gn, stride_gd,
+    stride_dqb, stride_dqh, stride_dqn, stride_dqd,
+    stride_dkb, stride_dkh, stride_dkm, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+    ACC: tl.constexpr,
+    PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    DQ_BLOCK_N: tl.constexpr,  # query programs: queries per program
+    DQ_BLOCK_M: tl.constexpr,  # query programs: keys per step
+    FUSED_DQ: tl.constexpr,  # BLOCK_M >= M: the key programs write dq too, no query programs
+    DQ_T: tl.constexpr,  # FUSED_DQ: compute dq^T = k^T dS^T (BLOCK_D rows) instead of dS k (BLOCK_N rows)
+    DIRECT_DKV: tl.constexpr,  # SPLITS == 1: dk and dv written directly, no partials
+    EVEN: tl.constexpr,  # M % BLOCK_M == 0, N % BLOCK_N == 0 and D == BLOCK_D: no masks
+    EVEN_DQ_M: tl.constexpr,  # M % DQ_BLOCK_M == 0
+):  # fmt: skip
+    """One launch for the whole backward: the key programs first (the long ones, so the hardware
+    starts them first), then the query programs, which need nothing from the key programs."""
+    pid = tl.program_id(0)
+    if FUSED_DQ:
+        _bwd_keys(
+            pid, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, partial_ptr, count_ptr,
+            qk_scale, scale, H, N, M, CHUNK_N, SPLITS,
+            stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_km, stride_kd,
+            stride_vb, stride_vh, stride_vm, stride_vd, stride_ob, stride_oh, stride_on, stride_od,
+            stride_gb, stride_gh, stride_gn, stride_gd, stride_dqb, stride_dqh, stride_dqn, stride_dqd,
+            stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+            D, ACC, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, FUSED_DQ, DQ_T, DIRECT_DKV, EVEN,
+        )  # fmt: skip
+    elif pid < KEY_PROGRAMS:
+        _bwd_keys(
+            pid, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, partial_ptr, count_ptr,
+            qk_scale, scale, H, N, M, CHUNK_N, SPLITS,
+            stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_km, stride_kd,
+            stride_vb, stride_vh, stride_vm, stride_vd, stride_ob, stride_oh, stride_on, stride_od,
+            stride_gb, stride_gh, stride_gn, stride_gd, stride_dqb, stride_dqh, stride_dqn, stride_dqd,
+            stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+            D, ACC, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, FUSED_DQ, DQ_T, DIRECT_DKV, EVEN,
+        )  # fmt: skip
+    else:
+        _bwd_queries(
+            pid - KEY_PROGRAMS, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, qk_scale, scale, H, N, M,
+            stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_km, stride_kd,
+            stride_vb, stride_vh, stride_vm, stride_vd, stride_ob, stride_oh, stride_on, stride_od,
+            stride_gb, stride_gh, stride_gn, stride_gd, stride_dqb, stride_dqh, stride_dqn, stride_dqd,
+            D, ACC, PRECISION, DQ_BLOCK_N, DQ_BLOCK_M, BLOCK_D, EVEN_DQ_M,
+        )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -630,22 +648,72 @@ def _sm_count(device: torch.device) -> int:
     return HOPPER_SMS
 
 
-# The backward's fp32 partial sums (2 x M x D per split and head) may add at most this share to
-# the bytes it must move (q, out, dO, lse read and dq written; k, v read and dk, dv written).
+# How the backward picks its query splits. "time" (the default): the split count that the time
+# model below (split_plan) finds fastest. "budget": the policy before issue 18, kept so that the
+# audit can model it (python -m fastuda.kernels.audit --bwd-policy budget): one fused program per
+# (b, h) holding all 256 keys with 32-query steps, and only as many splits as keep the fp32
+# partials within PARTIAL_BUDGET of the bytes the backward must move: 6 / 4 / 10 / 16 programs
+# at MiT-B5's stages at B = 2, 3-12% of an H100.
+BWD_POLICY = os.environ.get("FASTUDA_ATTENTION_BWD_POLICY", "time")
 PARTIAL_BUDGET = 0.05
 
 
 def num_splits(B: int, H: int, N: int, M: int, D: int, dtype: torch.dtype, block_n: int, m_blocks: int, sms: int) -> int:
-    """Query chunks per (b, h, key block) of the backward: as many as fill one wave, but no more
-    than keep the partial sums within PARTIAL_BUDGET of the essential traffic. Splitting N is the
-    only parallelism when B * H is small, and each split costs 2 * M * D fp32 written and read
-    back, against 4 * (N + M) * D elements of essential traffic per head: at MiT's M = 256 the
-    budget allows 3 splits at N = 16384 and none below N of about 10000."""
+    """The "budget" policy's split count: as many as fill one wave, but no more than keep the
+    partial sums within PARTIAL_BUDGET of the essential traffic."""
     elem = torch.finfo(dtype).bits // 8
     essential = 4 * (N + M) * D * elem + N * 4  # per (b, h)
     budget = int(PARTIAL_BUDGET * essential // (2 * M * D * 4))
     fill = sms // (B * H * m_blocks)
     return max(1, min(triton.cdiv(N, block_n), fill, budget))
+
+
+def split_plan(
+    B: int, H: int, N: int, M: int, D: int, dtype: torch.dtype, cfg: BwdConfig, sms: int, candidates=None
+) -> tuple[int, float]:
+    """(splits, modelled seconds) of the backward: the query-split count with the least modelled
+    time, the same roofline as kernels/timing.py in closed form (H100 figures; the SM count is
+    the device's). Per key program: its query steps' MMA time (4 products of BLOCK_M x BLOCK_N x
+    D, 5 when it also does dq), then, when split, the last arriver's sum of the SPLITS fp32
+    partials over one SM's port. Query programs: 3 products per key step. The launch takes the
+    longest key program or the total work spread over the SMs, whichever is larger, and at
+    least its bytes (scratch written and read back included) over HBM bandwidth. More splits
+    shorten the key programs and cost partials. ``candidates`` restricts the split counts tried
+    (tests)."""
+    from .timing import DEVICES
+
+    dev = DEVICES["H100"]
+    peak = dev.mma_per_sm
+    port = dev.sm_port_bytes_clk * dev.clock_hz
+    elem = torch.finfo(dtype).bits // 8
+    block_d = _pow2(D)
+    fused = cfg.block_m >= M
+    m_blocks = triton.cdiv(M, cfg.block_m)
+    n_blocks = triton.cdiv(N, cfg.block_n)
+    bh = B * H
+    step = (5 if fused else 4) * 2 * cfg.block_m * cfg.block_n * block_d / peak
+    # a step also waits for its loads unless the pipeline or a second program hides them
+    step = max(step, dev.latency_s / 2 if cfg.num_stages > 1 else dev.latency_s / 2 + step)
+    query_work = 0.0
+    if not fused:
+        query_step = 3 * 2 * cfg.dq_block_n * cfg.dq_block_m * block_d / peak
+        query_work = bh * triton.cdiv(N, cfg.dq_block_n) * triton.cdiv(M, cfg.dq_block_m) * query_step
+    essential = (4 * N + 4 * M) * block_d * elem * bh
+    best = None
+    for splits in candidates or range(1, min(n_blocks, max(1, 4 * sms // (bh * m_blocks))) + 1):
+        steps = triton.cdiv(n_blocks, splits)
+        if splits > 1 and triton.cdiv(N, steps * cfg.block_n) < splits and not candidates:
+            continue  # the same chunks as a smaller count
+        key_programs = bh * m_blocks * splits
+        partial = 2 * cfg.block_m * block_d * 4
+        tail = 0.0 if splits == 1 else splits * partial / port + dev.latency_s
+        longest = steps * step + tail
+        spread = (key_programs * steps * step + query_work) / min(sms, key_programs + (0 if fused else 1) * bh * n_blocks)
+        scratch = 0 if splits == 1 else 2 * key_programs * partial
+        t = max(longest, spread, (essential + scratch) / dev.hbm_bytes_s) + dev.launch_s * (1 if splits == 1 else 2)
+        if best is None or t < best[1] * 0.98:  # fewer splits unless clearly faster
+            best = (splits, t)
+    return best
 
 
 def attention_fwd(
@@ -734,40 +802,30 @@ def attention_bwd(
     m_blocks = triton.cdiv(M, cfg.block_m)
     n_blocks = triton.cdiv(N, cfg.block_n)
     if splits is None:
-        splits = num_splits(B, H, N, M, D, q.dtype, cfg.block_n, m_blocks, _sm_count(dev))
+        if BWD_POLICY == "budget":
+            splits = num_splits(B, H, N, M, D, q.dtype, cfg.block_n, m_blocks, _sm_count(dev))
+        else:
+            splits, _ = split_plan(B, H, N, M, D, q.dtype, cfg, _sm_count(dev))
     splits = max(1, min(splits, n_blocks))
     chunk_n = triton.cdiv(n_blocks, splits) * cfg.block_n
     splits = triton.cdiv(N, chunk_n)  # no empty split
 
-    delta = lse  # placeholder pointer, never read when fused
-    if not fused_dq:
-        delta = torch.empty((B, H, N), dtype=acc_torch, device=dev)
-        pre_block = 32  # memory-bound; 64 x 128 fp32 rows spill at 4 warps
-        _attention_bwd_preprocess_kernel[(triton.cdiv(N, pre_block) * B * H,)](
-            out, grad_out, delta, H, N, D, *out.stride(), *grad_out.stride(),
-            ACC=acc, BLOCK_N=pre_block, BLOCK_D=block_d, num_warps=4 if block_d <= 64 else 8,
-        )  # fmt: skip
     direct = splits == 1
     partial = count = dk  # placeholder pointers, never read when direct
     if not direct:
         partial = torch.empty((m_blocks * splits * B * H, 2, cfg.block_m, block_d), dtype=acc_torch, device=dev)
         count = torch.zeros((B * H * m_blocks,), dtype=torch.int32, device=dev)
-    _attention_bwd_kernel[(m_blocks * splits * B * H,)](
-        q, k, v, out, grad_out, lse, delta, dq, dk, dv, partial, count, scale * LOG2E.value, scale, H, N, M, D,
-        chunk_n, splits, B * H,
+    key_programs = m_blocks * splits * B * H
+    query_programs = 0 if fused_dq else triton.cdiv(N, cfg.dq_block_n) * B * H
+    _attention_bwd_kernel[(key_programs + query_programs,)](
+        q, k, v, out, grad_out, lse, dq, dk, dv, partial, count, scale * LOG2E.value, scale, H, N, M, D,
+        chunk_n, splits, key_programs,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(),
         *dq.stride(), *dk.stride(), *dv.stride(),
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
+        DQ_BLOCK_N=cfg.dq_block_n, DQ_BLOCK_M=cfg.dq_block_m,
         FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
-        EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d,
+        EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d, EVEN_DQ_M=M % cfg.dq_block_m == 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
-    if not fused_dq:
-        _attention_bwd_dq_kernel[(triton.cdiv(N, cfg.dq_block_n) * B * H,)](
-            q, k, v, grad_out, lse, delta, dq, scale * LOG2E.value, scale, H, N, M, D,
-            *q.stride(), *k.stride(), *v.stride(), *grad_out.stride(), *dq.stride(),
-            ACC=acc, PRECISION="ieee", BLOCK_N=cfg.dq_block_n, BLOCK_M=cfg.dq_block_m, BLOCK_D=block_d,
-            EVEN_M=M % cfg.dq_block_m == 0, num_warps=dq_num_warps(cfg),
-            num_stages=cfg.num_stages,
-        )  # fmt: skip
     return dq, dk, dv

@@ -17,13 +17,15 @@ module turns one into microseconds, without a GPU:
    * issued instructions (per thread): the elements each tensor op holds per thread (from its
      layout), loads and stores per vector (16 bytes at most), plus the exps separately (the
      MUFU unit issues 16 per clock per SM, an eighth of the ALU rate);
-   * the bytes a program keeps in flight: the loads of one trip of its innermost loop (or of
-     its straight-line code), times num_stages - 1 when the PTX shows cp.async / TMA (Triton
-     pipelined the loop).
+   * round trips to memory: one per execution of a region (loop body, straight-line code) that
+     loads, divided by num_stages - 1 for loop bodies when the PTX shows cp.async (Triton
+     pipelined the loop): a program waits for each, so its loads move at most one round's
+     bytes per latency (Little's law).
 2. Placement. Programs go to SMs in launch order, ``ctas_per_sm`` at a time (occupancy from
    registers, shared memory and warps): SM j runs programs j, j + SMs, ... Per SM, the time is
-   the largest of its MMA time (work / per-SM peak), its memory time (bytes / min(per-SM port,
-   bytes in flight / latency)) and its issue time (instructions / issue rate).
+   the largest of its MMA time (work / per-SM peak), its memory time (the larger of bytes / per-SM
+   port and round trips / resident programs x latency) and its issue time (instructions / issue
+   rate).
 3. Launch time = max over SMs, then max with (bytes the launch touches / HBM bandwidth), plus
    the serial tail, plus ``launch_s``. SM fill = sum of SM busy times / (SMs x launch time).
 
@@ -114,21 +116,25 @@ def mma_efficiency(instr: str, n: int, a_in_registers: bool, dtype: str, dev: De
 class Cost:
     mma: Counter = dataclasses.field(default_factory=Counter)  # (instr, N, a_regs, dtype) -> FLOPs
     bytes: float = 0.0
+    loaded: float = 0.0  # the part of bytes that loads move (stores do not wait on latency)
     instr: float = 0.0  # per thread
     mufu: float = 0.0  # per thread
-    inflight: float = 0.0
+    rounds: float = 0.0  # dependent round trips to memory: one per execution of a region that loads
+    inflight: float = 0.0  # scratch: loads of the region being walked
 
     def add(self, other, times=1):
         for k, v in other.mma.items():
             self.mma[k] += v * times
         self.bytes += other.bytes * times
+        self.loaded += other.loaded * times
         self.instr += other.instr * times
         self.mufu += other.mufu * times
-        self.inflight = max(self.inflight, other.inflight)
+        self.rounds += other.rounds * times
 
 
 _ATOMIC = "atomic"  # a scalar value that depends on an atomic's result
-_TENSOR = re.compile(r"tensor<([0-9x]+)x([a-z!][\w.<>!]*?)(?:, (#[^>]*>?[^>]*))?>")
+_LAYOUT_REF = r"(#ttg\.slice<\{[^}]*\}>|#\w+)"
+_TENSOR = re.compile(r"tensor<([0-9x]+)x([a-z!][\w.<>!]*?)(?:, " + _LAYOUT_REF + r")?>")
 _FREE = ("tt.splat", "tt.broadcast", "tt.expand_dims", "tt.reshape", "tt.trans", "ttg.memdesc", "tt.make_range",
          "arith.constant", "ttng.warp_group_dot_wait", "ttg.async_wait", "ttg.async_commit_group", "tt.join",
          "ttg.local_dealloc", "tt.return", "scf.yield", "tt.get_program_id", "tt.get_num_programs")  # fmt: skip
@@ -282,34 +288,40 @@ class Evaluator:
         if not types:
             cost.instr += 1  # a scalar op (uniform: once per thread)
             return
-        t = types[-1]
-        shape = [int(x) for x in t.group(1).split("x")]
-        elem = _ELEM.get(t.group(2).split("<")[-1].rstrip(">"), 4) if "ptr" in t.group(2) else _ELEM.get(t.group(2), 4)
-        lay_text = t.group(3) or ""
+        memory = op in ("tt.load", "tt.store", "ttg.async_copy_global_to_local", "tt.atomic_rmw")
+        ptr = re.search(r"tensor<([0-9x]+)x!tt\.ptr<(\w+)>, " + _LAYOUT_REF + ">", line) if memory else None
+        if ptr:  # a memory op: its pointer tensor gives the elements, their size and the layout
+            shape, elem, lay_text = [int(x) for x in ptr.group(1).split("x")], _ELEM.get(ptr.group(2), 4), ptr.group(3)
+        else:
+            t = types[-1]
+            shape, elem_name, lay_text = [int(x) for x in t.group(1).split("x")], t.group(2), t.group(3) or ""
+            elem = 8 if "ptr" in elem_name else _ELEM.get(elem_name, 4)
         lay, sliced = _layout_of(lay_text, self.layouts)
         issued = self.issued(shape, lay, sliced, self.threads) if lay else None
         per_thread = (issued or math.prod(shape)) / self.threads
-        vec = 1
+        run = 1  # contiguous elements per thread: one vector access, one address
         if lay and lay.get("kind") == "blocked" and sliced is None and lay.get("order"):
-            vec = max(1, min(lay["spt"][lay["order"][0]], 16 // elem))
-        if op in ("tt.load", "tt.store", "ttg.async_copy_global_to_local", "tt.atomic_rmw", "tt.descriptor_load", "tt.descriptor_store"):
-            if op in ("tt.store", "tt.descriptor_store"):
-                ptr_t = re.search(r"tensor<([0-9x]+)x!tt\.ptr<(\w+)>", line)
-                if ptr_t:
-                    shape = [int(x) for x in ptr_t.group(1).split("x")]
-                    elem = _ELEM.get(ptr_t.group(2), 4)
+            run = lay["spt"][lay["order"][0]]
+        if memory:
             moved = math.prod(shape) * elem
             cost.bytes += moved
             if op != "tt.store":
-                cost.inflight += moved  # reset per loop body by the caller
-            cost.instr += per_thread / vec
+                cost.inflight += moved  # the caller counts a region's loads as one round trip
+                cost.loaded += moved
+            cost.instr += per_thread / max(1, min(run, 16 // elem))
         elif op in ("ttg.local_alloc", "ttg.local_load", "ttg.local_store"):
-            cost.instr += per_thread / vec
+            cost.instr += per_thread / max(1, min(run, 16 // elem))
         elif op == "ttg.convert_layout":
-            cost.instr += 2 * per_thread
+            cost.instr += per_thread  # through shared memory: a store and a load, 2-wide
         elif op in ("math.exp", "math.exp2", "math.log", "math.log2", "arith.divf", "math.rsqrt", "math.sqrt"):
             cost.instr += per_thread
             cost.mufu += per_thread
+        elif op in ("arith.truncf", "arith.extf"):
+            cost.instr += per_thread / 2  # packed pairs (cvt.rn.bf16x2.f32)
+        elif op == "tt.addptr" or re.search(r"x(?:i32|i64|!tt\.ptr<\w+>), #", line.rsplit(":", 1)[-1]):
+            # address arithmetic: one per contiguous run (the backend keeps a base and constant
+            # offsets for the rest)
+            cost.instr += per_thread / max(1, min(run, 4))
         else:
             cost.instr += per_thread
 
@@ -362,8 +374,8 @@ class Evaluator:
                     self._run(node[3], env, cost, tail, in_tail, depth + 1)
             else:
                 self._run(node[1], env, cost, tail, in_tail, depth + 1)
-        target = tail if in_tail else cost
-        target.inflight = max(target.inflight, here.inflight * (self.stages if loop else 1))
+        if here.inflight:  # this region's loads go out together: one round trip (fewer when pipelined)
+            (tail if in_tail else cost).rounds += 1 / (self.stages if loop else 1)
 
 
 def _layout_of(text: str, layouts: dict):
@@ -385,9 +397,12 @@ def sm_times(per_program: list, ctas_per_sm: int, num_warps: int, dev: Device):
         mine = per_program[j :: dev.sms]
         mma = sum(f / mma_efficiency(k[0], k[1], k[2], k[3], dev) for c in mine for k, f in c.mma.items()) / dev.mma_per_sm
         resident = min(ctas_per_sm, len(mine))
-        inflight = resident * max(c.inflight for c in mine)
-        bw = min(dev.sm_port_bytes_clk * dev.clock_hz, inflight / dev.latency_s) if inflight else dev.sm_port_bytes_clk * dev.clock_hz
-        mem = sum(c.bytes for c in mine) / bw
+        port = dev.sm_port_bytes_clk * dev.clock_hz
+        # Loads wait on latency: the resident programs overlap their round trips, each program's
+        # trips are serial (Little's law with the bytes a round keeps in flight). Stores are
+        # posted: only the port limits them.
+        latency = sum(c.rounds for c in mine) / resident * dev.latency_s
+        mem = max(latency, sum(c.bytes for c in mine) / port)
         issue = sum(c.instr for c in mine) * num_warps / (dev.issue_per_clk * dev.clock_hz)
         mufu = sum(c.mufu for c in mine) * 32 * num_warps / (dev.mufu_per_clk * dev.clock_hz)
         times.append(dict(mma=mma, mem=mem, issue=max(issue, mufu), busy=max(mma, mem, issue, mufu)))
