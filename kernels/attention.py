@@ -146,7 +146,7 @@ def bwd_config(
             # two programs per SM and a two-stage load pipeline. dq comes from query programs in
             # the same launch (64 queries, 64 keys per step), not from partial sums.
             bm = min(_pow2(M), 64)
-            cfg = BwdConfig(bm, 64, 4, 3, 64, 64)
+            cfg = BwdConfig(bm, 64, 4, 4, 64, 64)
         else:
             # 64 keys: one warpgroup (8 warps would put two on the same 64 rows).
             bm = _pow2(M) if _pow2(M) <= 64 else 64
@@ -692,8 +692,11 @@ def split_plan(
     n_blocks = triton.cdiv(N, cfg.block_n)
     bh = B * H
     step = (5 if fused else 4) * 2 * cfg.block_m * cfg.block_n * block_d / peak
-    # a step also waits for its loads unless the pipeline or a second program hides them
-    step = max(step, dev.latency_s / 2 if cfg.num_stages > 1 else dev.latency_s / 2 + step)
+    # The elementwise work of a step (about 8 instructions per score and thread) issues in about
+    # the time of its products at D = 64, and a step without a load pipeline waits for its loads.
+    step = max(step, 4 * 2 * cfg.block_m * cfg.block_n * 64 / peak)
+    if cfg.num_stages == 1:
+        step += dev.latency_s
     query_work = 0.0
     if not fused:
         query_step = 3 * 2 * cfg.dq_block_n * cfg.dq_block_m * block_d / peak
@@ -706,9 +709,11 @@ def split_plan(
             continue  # the same chunks as a smaller count
         key_programs = bh * m_blocks * splits
         partial = 2 * cfg.block_m * block_d * 4
-        tail = 0.0 if splits == 1 else splits * partial / port + dev.latency_s
-        longest = steps * step + tail
-        spread = (key_programs * steps * step + query_work) / min(sms, key_programs + (0 if fused else 1) * bh * n_blocks)
+        # the last arriver reads every split's partial, one round trip each
+        tail = 0.0 if splits == 1 else splits * (dev.latency_s + partial / port)
+        # SMs with more key programs than others run them one after the other
+        longest = triton.cdiv(key_programs, sms) * steps * step + tail
+        spread = (key_programs * steps * step + query_work) / sms + tail
         scratch = 0 if splits == 1 else 2 * key_programs * partial
         t = max(longest, spread, (essential + scratch) / dev.hbm_bytes_s) + dev.launch_s * (1 if splits == 1 else 2)
         if best is None or t < best[1] * 0.98:  # fewer splits unless clearly faster

@@ -611,12 +611,13 @@ def _case_label(case: dict) -> str:
 
 
 _EVALUATORS = {}
+EXACT_PROGRAMS = 8192
 
 
 def _program_costs(launch: Launch, row: dict):
     """Per-program Cost (and the tails of last-arriver branches) of a launch, in launch order; more
-    than 512 programs are sampled (128 evenly spaced plus the last) and each takes its nearest
-    sample's cost."""
+    than EXACT_PROGRAMS programs are sampled (512 evenly spaced, the last included) and each
+    takes its nearest sample's cost."""
     c = launch.compiled
     key = c.hash if hasattr(c, "hash") else id(c)
     if key not in _EVALUATORS:
@@ -629,7 +630,7 @@ def _program_costs(launch: Launch, row: dict):
     gx, gy, gz = launch.grid
     P = gx * gy * gz
     scalars = {k: v for k, v in launch.args.items() if isinstance(v, int) and not isinstance(v, bool)}
-    ids = list(range(P)) if P <= 512 else sorted({round(i * (P - 1) / 127) for i in range(128)})
+    ids = list(range(P)) if P <= EXACT_PROGRAMS else sorted({round(i * (P - 1) / 511) for i in range(512)})
     sampled, tails = {}, []
     for i in ids:
         pid = (i % gx, (i // gx) % gy, i // (gx * gy))
@@ -637,7 +638,7 @@ def _program_costs(launch: Launch, row: dict):
         sampled[i] = cost
         if tail.bytes or tail.instr:
             tails.append(tail)
-    if P <= 512:
+    if P <= EXACT_PROGRAMS:
         return [sampled[i] for i in range(P)], tails
     keys = sorted(sampled)
     out, k = [], 0
@@ -646,6 +647,20 @@ def _program_costs(launch: Launch, row: dict):
             k += 1
         out.append(sampled[keys[k]])
     return out, tails
+
+
+def gate(where: str, modelled: float, ideal: float, fill: float) -> list[str]:
+    """The gate on one op call (seconds): within TIME_LIMIT of its ideal and the SMs busy for at
+    least FILL_LIMIT of the modelled time, wherever the ideal exceeds IDEAL_GATED_S (below it the
+    launch overhead is most of the time and the ratio says little)."""
+    if ideal <= IDEAL_GATED_S:
+        return []
+    out = []
+    if modelled / ideal > TIME_LIMIT:
+        out.append(f"{where}: modelled {modelled * 1e6:.1f} us is {modelled / ideal:.2f}x the ideal {ideal * 1e6:.1f} us (limit {TIME_LIMIT})")
+    if fill < FILL_LIMIT:
+        out.append(f"{where}: SMs busy {fill:.0%} of the modelled time (limit {FILL_LIMIT:.0%})")
+    return out
 
 
 def _essential_flops(op: str, case: dict) -> float:
@@ -657,14 +672,17 @@ def _essential_flops(op: str, case: dict) -> float:
     return 0.0
 
 
-def audit(ops=None, devices=None) -> dict:
-    """Runs every case of ``ops`` (default: all) and returns {launches, ops, failures}."""
+def audit(ops=None, devices=None, match=None) -> dict:
+    """Runs every case of ``ops`` (default: all) whose label contains ``match`` and returns
+    {launches, ops, failures}."""
     devices = devices or T.load_overrides()
     launches_out, ops_out, failures = [], [], []
     compiled_cache = {}
     for op in ops or OPS:
         cases, build, needed_fn, k_dim = OPS[op]
         for case in cases():
+            if match and match not in _case_label(case):
+                continue
             launches = []
             inputs, call = build(**case)
             traffic = _TorchTraffic()
@@ -719,10 +737,7 @@ def audit(ops=None, devices=None) -> dict:
                 fill = op_busy[name] / (dev.sms * modelled) if modelled else 0.0
                 model[name] = dict(modelled_us=round(modelled * 1e6, 3), ideal_us=round(ideal * 1e6, 3),
                                    ratio=round(modelled / ideal, 3), fill=round(fill, 3))  # fmt: skip
-                if ideal > IDEAL_GATED_S and modelled / ideal > TIME_LIMIT:
-                    failures.append(f"{op} [{label}] {name}: modelled {modelled * 1e6:.1f} us is {modelled / ideal:.2f}x the ideal {ideal * 1e6:.1f} us (limit {TIME_LIMIT})")
-                if ideal > IDEAL_GATED_S and fill < FILL_LIMIT:
-                    failures.append(f"{op} [{label}] {name}: SMs busy {fill:.0%} of the modelled time (limit {FILL_LIMIT:.0%})")
+                failures += gate(f"{op} [{label}] {name}", modelled, ideal, fill)
             ops_out.append(dict(
                 op=op, case=label, launches=len(launches), torch_ops=[n for n, _ in traffic.ops],
                 needed_bytes=needed_bytes, moved_bytes=moved, traffic_ratio=None if ratio is None else round(ratio, 3),
@@ -827,11 +842,31 @@ def summary(result: dict) -> str:
     return _table(rows, cols) + f"\n\n{len(fails)} failure(s) against the {LIMIT} limit"
 
 
+def model_table(result: dict) -> str:
+    """One row per op call: modelled and ideal microseconds, their ratio and the SM fill, per
+    device (docs/kernels.md's table)."""
+    devices = list(result["ops"][0]["model"]) if result["ops"] else []
+    cols = [("op", lambda r: r["op"]), ("case", lambda r: r["case"]), ("launches", lambda r: r["launches"])]
+    for d in devices:
+        cols += [
+            (f"{d} us", lambda r, d=d: f"{r['model'][d]['modelled_us']:.1f}"),
+            (f"{d} ideal", lambda r, d=d: f"{r['model'][d]['ideal_us']:.1f}"),
+            (f"{d} ratio", lambda r, d=d: f"{r['model'][d]['ratio']:.2f}"),
+            (f"{d} fill", lambda r, d=d: f"{r['model'][d]['fill']:.0%}"),
+        ]
+    fails = result["failures"]
+    return _table(result["ops"], cols) + f"\n\n{len(fails)} gate failure(s)" + (":\n" + "\n".join("  " + f for f in fails) if fails else "")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastuda.kernels.audit", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     parser.add_argument("--summary", action="store_true", help="one row per op, dtype and kernel config (worst shape)")
+    parser.add_argument("--model", action="store_true", help="only the modelled-time table (one row per op call)")
     parser.add_argument("--ops", default=None, help=f"comma-separated subset of {','.join(OPS)}")
+    parser.add_argument("--match", default=None, help="only the cases whose label contains this, e.g. 'B2 H1 '")
+    parser.add_argument("--bwd-policy", choices=("time", "budget"), default=None,
+                        help="attention backward split policy to model (budget: the pre-issue-18 one)")  # fmt: skip
     args = parser.parse_args(argv)
     if triton.knobs.runtime.interpret:
         parser.error("TRITON_INTERPRET is set: the audit compiles for sm_90 and needs Triton's compiler")
@@ -841,8 +876,15 @@ def main(argv=None) -> int:
         unknown = [o for o in ops if o not in OPS]
         if unknown:
             parser.error(f"--ops: unknown op(s) {unknown}; expected some of {list(OPS)}")
-    result = audit(ops)
-    print(json.dumps(result) if args.json else summary(result) if args.summary else report(result))
+    if args.bwd_policy:
+        from . import attention
+
+        attention.BWD_POLICY = args.bwd_policy
+    result = audit(ops, match=args.match)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(model_table(result) if args.model else summary(result) if args.summary else report(result))
     return 1 if result["failures"] else 0
 
 

@@ -21,13 +21,15 @@ module turns one into microseconds, without a GPU:
      loads, divided by num_stages - 1 for loop bodies when the PTX shows cp.async (Triton
      pipelined the loop): a program waits for each, so its loads move at most one round's
      bytes per latency (Little's law).
-2. Placement. Programs go to SMs in launch order, ``ctas_per_sm`` at a time (occupancy from
-   registers, shared memory and warps): SM j runs programs j, j + SMs, ... Per SM, the time is
+2. Placement. Programs start in launch order, each on the SM that frees a slot first
+   (``ctas_per_sm`` slots per SM, occupancy from registers, shared memory and warps), as the
+   hardware's block scheduler does. Per SM, the time is
    the largest of its MMA time (work / per-SM peak), its memory time (the larger of bytes / per-SM
    port and round trips / resident programs x latency) and its issue time (instructions / issue
    rate).
 3. Launch time = max over SMs, then max with (bytes the launch touches / HBM bandwidth), plus
-   the serial tail, plus ``launch_s``. SM fill = sum of SM busy times / (SMs x launch time).
+   the serial tail, plus ``launch_s``. SM fill = sum of SM busy times / (SMs x launch time), an
+   SM being busy while it works or while its bytes stream at its share of HBM bandwidth.
 
 The ideal of an op: max(essential FLOPs / peak, essential bytes / HBM bandwidth) + one launch.
 
@@ -215,6 +217,7 @@ class Evaluator:
                 body, _ = _parse_body(lines, i + 1)
                 self.funcs[m.group(1)] = (args, body, "public" in raw)
         self.entry = next(n for n, f in self.funcs.items() if f[2])
+        self._prepared = {}
         self.consts = {m.group(1): int(m.group(2)) for m in re.finditer(r"(%[\w.]+) = arith\.constant (-?\d+) : i(?:1|32|64)\b", ttgir)}
         self.consts.update({m.group(1): int(m.group(2) == "true") for m in re.finditer(r"(%[\w.]+) = arith\.constant (true|false)", ttgir)})
 
@@ -232,15 +235,28 @@ class Evaluator:
             return env[name]
         return self.consts.get(name)
 
-    def _scalar(self, line, env):
+    def _prep(self, line):
+        """(scalar op spec, call spec, static Cost) of an op line, parsed once."""
+        prepared = self._prepared.get(line)
+        if prepared is not None:
+            return prepared
+        scalar = call = None
         m = re.match(r"(%[\w.#:]+) = (\w+)\.(\w+) (.*?)(?: loc\(|$)", line)
-        if not m:
-            return
-        name, dialect, op, rest = m.groups()
-        name = name.split(":")[0]
-        if "tensor<" in rest or "memdesc" in rest or (dialect == "arith" and op == "constant"):
-            return
-        ops = re.findall(r"%[\w.#]+", rest.split(" : ")[0])
+        if m:
+            name, dialect, op, rest = m.groups()
+            if not ("tensor<" in rest or "memdesc" in rest or (dialect == "arith" and op == "constant")):
+                scalar = (name.split(":")[0], dialect, op, re.findall(r"%[\w.#]+", rest.split(" : ")[0]), rest)
+        m = re.match(r"(?:%[\w.#:]+ = )?tt\.call @([\w.$]+)\((.*?)\)", line)
+        cost = Cost()
+        if m and m.group(1) in self.funcs:
+            call = (m.group(1), [a.strip() for a in m.group(2).split(",")])
+        else:
+            self._tensor_cost(line, cost)
+        prepared = self._prepared[line] = (scalar, call, cost)
+        return prepared
+
+    def _scalar(self, spec, env):
+        name, dialect, op, ops, rest = spec
         vals = [self._val(env, o) for o in ops]
         res = None
         if dialect == "tt" and op == "get_program_id":
@@ -331,18 +347,15 @@ class Evaluator:
             kind = node[0]
             target = tail if in_tail else cost
             if kind == "op":
-                line = node[1]
-                self._scalar(line, env)
-                m = re.match(r"(?:%[\w.#:]+ = )?tt\.call @([\w.$]+)\((.*?)\)", line)
-                if m and m.group(1) in self.funcs:
-                    names, body, _ = self.funcs[m.group(1)]
-                    callee = {"%" + n: self._val(env, a.strip()) for n, a in zip(names, m.group(2).split(","))}
+                scalar, call, c = self._prep(node[1])
+                if scalar:
+                    self._scalar(scalar, env)
+                if call:
+                    names, body, _ = self.funcs[call[0]]
+                    callee = {"%" + n: self._val(env, a) for n, a in zip(names, call[1])}
                     self._run(body, callee, cost, tail, in_tail, depth + 1, loop=False)
                     continue
-                c = Cost()
-                self._tensor_cost(line, c)
                 here.inflight += c.inflight
-                c.inflight = 0
                 target.add(c)
             elif kind == "for":
                 _, iv, lb, ub, st, body = node
@@ -388,24 +401,52 @@ def _layout_of(text: str, layouts: dict):
 # ----------------------------------------------------------------------------- placement
 
 
+def _program_parts(c: Cost, ctas_per_sm: int, num_warps: int, dev: Device):
+    mma = sum(f / mma_efficiency(k[0], k[1], k[2], k[3], dev) for k, f in c.mma.items()) / dev.mma_per_sm
+    issue = c.instr * num_warps / (dev.issue_per_clk * dev.clock_hz)
+    mufu = c.mufu * 32 * num_warps / (dev.mufu_per_clk * dev.clock_hz)
+    return mma, max(issue, mufu)
+
+
 def sm_times(per_program: list, ctas_per_sm: int, num_warps: int, dev: Device):
-    """Per-SM busy seconds of a launch. ``per_program``: one Cost per program in launch order."""
-    P = len(per_program)
-    sms = min(dev.sms, P)
+    """Per-SM busy seconds of a launch. ``per_program``: one Cost per program in launch order.
+
+    Placement follows the hardware's: programs start in launch order, each on the SM that frees
+    a slot first (ctas_per_sm slots per SM), so an SM that drew long programs gets fewer. Per SM,
+    its programs' MMA, issue and memory times add up (they share the SM), and the SM's time is
+    the largest of the three."""
+    import heapq
+
+    port = dev.sm_port_bytes_clk * dev.clock_hz
+    sms = min(dev.sms, len(per_program))
+    parts = {}
+    # (time the SM's load frees a slot, SM): an SM is as free as its work so far over its slots
+    heap = [(0.0, j) for j in range(sms)]
+    mine = [[] for _ in range(sms)]
+    for c in per_program:
+        key = id(c)
+        if key not in parts:
+            mma, issue = _program_parts(c, ctas_per_sm, num_warps, dev)
+            mem = max(c.rounds * dev.latency_s, c.bytes / port)
+            parts[key] = (mma, issue, max(mma, issue, mem))
+        load, j = heapq.heappop(heap)
+        mine[j].append(c)
+        heapq.heappush(heap, (load + parts[key][2] / ctas_per_sm, j))
     times = []
     for j in range(sms):
-        mine = per_program[j :: dev.sms]
-        mma = sum(f / mma_efficiency(k[0], k[1], k[2], k[3], dev) for c in mine for k, f in c.mma.items()) / dev.mma_per_sm
-        resident = min(ctas_per_sm, len(mine))
-        port = dev.sm_port_bytes_clk * dev.clock_hz
+        progs = mine[j]
+        if not progs:
+            continue
+        mma = sum(parts[id(c)][0] for c in progs)
+        issue = sum(parts[id(c)][1] for c in progs)
+        resident = min(ctas_per_sm, len(progs))
         # Loads wait on latency: the resident programs overlap their round trips, each program's
         # trips are serial (Little's law with the bytes a round keeps in flight). Stores are
         # posted: only the port limits them.
-        latency = sum(c.rounds for c in mine) / resident * dev.latency_s
-        mem = max(latency, sum(c.bytes for c in mine) / port)
-        issue = sum(c.instr for c in mine) * num_warps / (dev.issue_per_clk * dev.clock_hz)
-        mufu = sum(c.mufu for c in mine) * 32 * num_warps / (dev.mufu_per_clk * dev.clock_hz)
-        times.append(dict(mma=mma, mem=mem, issue=max(issue, mufu), busy=max(mma, mem, issue, mufu)))
+        latency = max(sum(c.rounds for c in progs) / resident, max(c.rounds for c in progs)) * dev.latency_s
+        nbytes = sum(c.bytes for c in progs)
+        mem = max(latency, nbytes / port)
+        times.append(dict(mma=mma, mem=mem, issue=issue, busy=max(mma, mem, issue), bytes=nbytes))
     return times
 
 
@@ -423,7 +464,11 @@ def launch_time(per_program: list, tails: list, ctas_per_sm: int, num_warps: int
     if tails:
         tail = max(t["busy"] for t in sm_times([max(tails, key=lambda c: c.bytes + sum(c.mma.values()))], 1, num_warps, dev))
     total = body + tail + dev.launch_s
-    busy = sum(t["busy"] for t in times) + tail
+    # An SM is busy while it works or while its share of the launch's bytes streams through HBM
+    # (shared by the SMs that have programs): a memory-bound launch on every SM fills the GPU, a
+    # launch on a few SMs does not, however long they take.
+    share = dev.hbm_bytes_s / len(times)
+    busy = sum(min(body, max(t["busy"], t["bytes"] / share)) for t in times) + tail
     bound = "hbm" if hbm >= worst["busy"] else max(("mma", "mem", "issue"), key=lambda k: worst[k])
     return dict(time=total, busy=busy, fill=busy / (dev.sms * total), bound=bound, hbm=hbm, tail=tail, sms_used=len(times))
 
