@@ -37,6 +37,17 @@ def pixel_config(elem_size: int, max_vec: int = 8) -> tuple[int, int]:
     return vec * 32 * NUM_WARPS, NUM_WARPS
 
 
+# Channels whose loads a program issues together. One channel per loop trip keeps 2 KiB per
+# program in flight (16 bytes x 128 threads), about 8 KiB per SM at B = 2, 512 x 512 in bf16,
+# where an H100 needs about 17 KiB per SM to run at full bandwidth (latency x bandwidth / SMs);
+# four channels per trip keep 8 KiB per program.
+CHANNEL_GROUP = 4
+
+
+def channel_group(C: int) -> int:
+    return max(1, min(CHANNEL_GROUP, C))
+
+
 def plane_is_contiguous(t, h_dim: int, w_dim: int) -> bool:
     """True when the (H, W) plane of ``t`` is row-major dense, so that pixel
     p = h * W + w sits at offset p (lets the kernels skip the div/mod and

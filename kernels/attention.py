@@ -205,6 +205,21 @@ def _load_keys_t(base, start, stride_m, stride_d, M, D, BLOCK_M: tl.constexpr, B
     return _load_tile(base, offs_d, offs_m, stride_d, stride_m, offs_d < D, offs_m < M)
 
 
+@triton.jit(noinline=_KEYS_NOINLINE)
+def _load_key_tile(
+    k_base, v_base, start, stride_km, stride_kd, stride_vm, stride_vd, M, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr
+):  # fmt: skip
+    """Rows [start, start + BLOCK_M) of one head's keys, transposed (BLOCK_D, BLOCK_M), and values
+    (BLOCK_M, BLOCK_D): one call, so that both loads are in flight together (each call waits for
+    its loads before it returns)."""
+    offs_m = start + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < D
+    k_t = _load_tile(k_base, offs_d, offs_m, stride_kd, stride_km, d_mask, offs_m < M)
+    v = _load_tile(v_base, offs_m, offs_d, stride_vm, stride_vd, offs_m < M, d_mask)
+    return k_t, v
+
+
 @triton.jit
 def _store_tile(base, value, rows, cols, stride_r, stride_c, row_mask, col_mask):
     ptrs = base + rows[:, None] * stride_r + cols[None, :] * stride_c
@@ -300,11 +315,9 @@ def _attention_fwd_kernel(
             lse_row = lse_ptr + bh64 * N
             k_base = k_ptr + b * stride_kb + h * stride_kh
             v_base = v_ptr + b * stride_vb + h * stride_vh
-            k0 = _load_keys_t(k_base, 0, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D)  # (BLOCK_D, BLOCK_M)
-            v0 = _load_keys(v_base, 0, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D)  # (BLOCK_M, BLOCK_D)
+            k0, v0 = _load_key_tile(k_base, v_base, 0, stride_km, stride_kd, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D)
             if RESIDENT == 2:
-                k1 = _load_keys_t(k_base, BLOCK_M, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D)
-                v1 = _load_keys(v_base, BLOCK_M, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D)
+                k1, v1 = _load_key_tile(k_base, v_base, BLOCK_M, stride_km, stride_kd, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D)
             head_first = bh * n_blocks
             for blk in range(tl.maximum(first, head_first) - head_first, tl.minimum(last, head_first + n_blocks) - head_first):
                 offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)

@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._pixels import online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous
+from ._pixels import channel_group, online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous
 
 # Largest C whose logits the backward holds in registers per pixel (C x VEC fp32 values per
 # thread); above it, two passes over the channels.
@@ -64,6 +64,7 @@ def _cross_entropy_fwd_kernel(
     PLANE_CONTIG: tl.constexpr,
     TARGET_CONTIG: tl.constexpr,
     WEIGHT_CONTIG: tl.constexpr,
+    G: tl.constexpr,  # channels loaded together
 ):
     pid_p = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -75,11 +76,19 @@ def _cross_entropy_fwd_kernel(
     m = tl.full([BLOCK_P], float("-inf"), ACC)
     s = tl.zeros([BLOCK_P], ACC)
     x_t = tl.zeros([BLOCK_P], ACC)  # the target's logit
-    for c in range(C):
-        x = tl.load(ptr, mask=p_mask, other=0.0).to(ACC)
+    # Channels in groups of G whose loads go out together (channel_group), then the rest.
+    for c0 in range(0, C - C % G, G):
+        xs = ()
+        for g in tl.static_range(G):
+            xs = xs + (tl.load(ptr + tl.cast(c0 + g, tl.int64) * stride_c, mask=p_mask, other=0.0),)
+        for g in tl.static_range(G):
+            x = xs[g].to(ACC)
+            x_t = tl.where(t == c0 + g, x, x_t)
+            m, s = online_softmax_step(x, m, s)
+    for c in tl.static_range(C - C % G, C):
+        x = tl.load(ptr + c * tl.cast(stride_c, tl.int64), mask=p_mask, other=0.0).to(ACC)
         x_t = tl.where(t == c, x, x_t)
         m, s = online_softmax_step(x, m, s)
-        ptr += stride_c
 
     ce = m + tl.log(s) - x_t  # (BLOCK_P,) -log softmax at the target
     if HAS_WEIGHT:
@@ -211,7 +220,7 @@ def cross_entropy_fwd(
     w, strides, flags = _pixel_args(logits, target, weight)
     _cross_entropy_fwd_kernel[grid](
         logits, target, w, partial, H, W, *strides, ignore_index,
-        ACC=_acc(logits.dtype), C=C, BLOCK_P=block_p, num_warps=num_warps, **flags,
+        ACC=_acc(logits.dtype), C=C, BLOCK_P=block_p, G=channel_group(C), num_warps=num_warps, **flags,
     )  # fmt: skip
     return partial.sum() / (B * H * W)
 

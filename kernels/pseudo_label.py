@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._pixels import online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous
+from ._pixels import channel_group, online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous
 
 
 @triton.jit
@@ -34,6 +34,7 @@ def _pseudo_label_fwd_kernel(
     C: tl.constexpr,  # classes: the channel loop's static trip count
     BLOCK_P: tl.constexpr,
     PLANE_CONTIG: tl.constexpr,
+    G: tl.constexpr,  # channels loaded together
 ):
     pid_p = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
@@ -45,11 +46,20 @@ def _pseudo_label_fwd_kernel(
     m = tl.full([BLOCK_P], float("-inf"), ACC)  # running max logit
     s = tl.zeros([BLOCK_P], ACC)  # running sum of exp(x - m)
     label = tl.zeros([BLOCK_P], tl.int32)
-    for c in range(C):
-        x = tl.load(ptr, mask=p_mask, other=0.0).to(ACC)
-        label = tl.where(x > m, c, label)  # strictly larger: the first index wins ties, like torch.argmax
+    # Channels in groups of G whose loads go out together (channel_group: the bytes in flight),
+    # then the C % G left over.
+    for c0 in range(0, C - C % G, G):
+        xs = ()
+        for g in tl.static_range(G):
+            xs = xs + (tl.load(ptr + tl.cast(c0 + g, tl.int64) * stride_c, mask=p_mask, other=0.0),)
+        for g in tl.static_range(G):
+            x = xs[g].to(ACC)
+            label = tl.where(x > m, c0 + g, label)  # strictly larger: the first index wins ties, like torch.argmax
+            m, s = online_softmax_step(x, m, s)
+    for c in tl.static_range(C - C % G, C):
+        x = tl.load(ptr + c * tl.cast(stride_c, tl.int64), mask=p_mask, other=0.0).to(ACC)
+        label = tl.where(x > m, c, label)
         m, s = online_softmax_step(x, m, s)
-        ptr += stride_c
 
     conf = 1.0 / s  # max softmax probability = exp(m - m) / s
     hit = (conf >= threshold) & p_mask
@@ -125,7 +135,8 @@ def pseudo_label_fwd(
     grid = (triton.cdiv(H * W, block_p), B)
     _pseudo_label_fwd_kernel[grid](
         logits, label, count, H, W, *logits.stride(), float(threshold),
-        ACC=acc, C=C, BLOCK_P=block_p, PLANE_CONTIG=plane_is_contiguous(logits, 2, 3), num_warps=num_warps,
+        ACC=acc, C=C, BLOCK_P=block_p, PLANE_CONTIG=plane_is_contiguous(logits, 2, 3), G=channel_group(C),
+        num_warps=num_warps,
     )  # fmt: skip
     has_valid = valid_mask is not None
     valid = valid_mask if has_valid else weight  # dummy pointer, never read

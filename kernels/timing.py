@@ -211,7 +211,7 @@ class Evaluator:
         self.funcs = {}
         lines = ttgir.splitlines()
         for i, raw in enumerate(lines):
-            m = re.match(r"\s*tt\.func (?:public |private )?@([\w.$]+)\((.*)\) attributes", raw)
+            m = re.match(r"\s*tt\.func (?:public |private )?@([\w.$]+)\((.*)\)(?:\s*->\s*[^{]*?)?\s+attributes", raw)
             if m:
                 args = re.findall(r"%(\w+): ", m.group(2))
                 body, _ = _parse_body(lines, i + 1)
