@@ -14,7 +14,13 @@ Sections, each against a baseline measured in the same run:
 3. pseudo_label, weighted CE, scale_fusion, ClassMix: achieved GB/s (bytes each op must
    move once / CUDA-event time) against the device-to-device copy bandwidth; target >= 0.8
    for the loss kernels and scale_fusion (ClassMix: reported).
-4. one DAFormer (512 crop) and one HRDA (1024 crop) training iteration, MiT-B5, batch 2 + 2,
+4. the time model against the clock: every op call of the static audit (``python -m
+   fastuda.kernels.audit``, kernels/timing.py) at its real shape, measured here next to its
+   modelled time for this GPU (H100 or H200 parameters); the ratio modelled / measured says how
+   far the model is off (1.0: exact; above 1: the kernel beats the model). The section also
+   appends ``model-param`` lines (the measured copy bandwidth as the HBM figure) that the
+   audit reads back from bench/RESULTS.md.
+5. one DAFormer (512 crop) and one HRDA (1024 crop) training iteration, MiT-B5, batch 2 + 2,
    bf16 autocast: fused vs reference ops and fused + torch.compile, time and peak memory,
    each in its own process (a clean allocator); target for HRDA: >= 2x faster in <= 0.6x the
    memory of the reference path.
@@ -182,6 +188,58 @@ def bandwidth_rows(copy_gbs: float) -> list[Row]:
     return rows
 
 
+def _model_device() -> str:
+    """The audit's parameter set for this GPU."""
+    name = torch.cuda.get_device_name() if CUDA else ""
+    return "H200" if "H200" in name else "H100"
+
+
+def audit_model(ops: str | None = None, match: str | None = None) -> dict:
+    """The static audit's JSON (a child process: it compiles for sm_90 with Triton's compiler,
+    not the interpreter)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    cmd = [sys.executable, "-m", "fastuda.kernels.audit", "--json"]
+    cmd += ["--ops", ops] if ops else []
+    cmd += ["--match", match] if match else []
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
+    if out.returncode not in (0, 1):
+        raise RuntimeError(f"the audit failed: {out.stderr.strip()[-300:]}")
+    return json.loads(out.stdout)
+
+
+def model_rows(copy_gbs: float, audit: dict | None = None) -> list[Row]:
+    """Modelled (kernels/timing.py) against measured time per audited op call. Without a GPU
+    (the dry run) only the modelled figures, for a few calls."""
+    from fastuda.kernels import audit as A
+
+    if audit is None:
+        audit = audit_model() if CUDA else audit_model("attention_fwd,cross_entropy_bwd", "B2 H8 N256 M256 D64 bfloat16")
+    device = _model_device()
+    modelled = {(o["op"], o["case"]): o["model"][device] for o in audit["ops"]}
+    rows = []
+    if CUDA:
+        for op, case, _, call in A.calls([o for o in A.OPS if any(k[0] == o for k in modelled)], device="cuda"):
+            m = modelled.get((op, case))
+            if m is None:
+                continue
+            us = time_ms(call) * 1e3
+            rows.append(Row("model", f"{op} {case}", f"{us:.1f} us", f"modelled {m['modelled_us']:.1f} us "
+                            f"({device}), ideal {m['ideal_us']:.1f} us", m["modelled_us"] / us, None,
+                            f"measured / ideal {us / m['ideal_us']:.2f}"))  # fmt: skip
+    else:
+        for (op, case), m in modelled.items():
+            rows.append(Row("model", f"{op} {case}", "- (dry run)", f"modelled {m['modelled_us']:.1f} us ({device}), "
+                            f"ideal {m['ideal_us']:.1f} us", None, None, "not measured without a GPU"))  # fmt: skip
+    rows.append(Row("model", "model-param", f"{device} hbm_bytes_s = {copy_gbs * 1e9:.4g}",
+                    note="measured copy bandwidth: the audit's HBM figure from now on" if CUDA else "dry run: not appended"))  # fmt: skip
+    return rows
+
+
+def model_params(rows: list[Row]) -> str:
+    """``model-param`` lines for bench/RESULTS.md (kernels/timing.py, load_overrides)."""
+    return "".join(f"model-param {r.fastuda}\n" for r in rows if r.section == "model" and r.case == "model-param")
+
+
 def one_step(preset: str, provider: str, compile_backend: str) -> dict:
     """In a child process: time one training iteration and its peak memory."""
     import fastuda.ops
@@ -326,13 +384,15 @@ def main(argv=None) -> int:
     section("attention", attention_rows)
     section("memory-bound ops", bandwidth_rows, copy_gbs)
     torch.cuda.empty_cache() if CUDA else None
+    section("model", model_rows, copy_gbs)
+    torch.cuda.empty_cache() if CUDA else None
     section("training step", step_rows, deadline, backend)
 
     seconds = time.perf_counter() - t0
     table = render(rows, environment(), seconds)
     if not (args.dry_run or args.no_append):
         with open(args.results, "a", encoding="utf-8") as f:
-            f.write("\n" + table)
+            f.write("\n" + table + ("\n" + model_params(rows) if CUDA else ""))
     print("\n" + table, flush=True)
     return 0
 

@@ -88,27 +88,40 @@ def _attention_cases():
                 yield dict(B=B, H=H, N=N, M=256, D=64, dtype=dtype)
 
 
-def _mit_qkv(B, H, N, M, D, dtype):
+def _empty(*shape, dtype=torch.float32, device="cpu", high=None):
+    """Uninitialised on the CPU (the audit only compiles: untouched pages cost nothing); random
+    values on a GPU (bench/gpu_check.py times the same calls), integers in [0, high)."""
+    if device == "cpu":
+        return torch.empty(*shape, dtype=dtype)
+    if high is not None:
+        return torch.randint(0, high, shape, dtype=dtype, device=device)
+    return torch.randn(*shape, device=device).to(dtype)
+
+
+def _mit_qkv(B, H, N, M, D, dtype, device="cpu"):
     """q (B, H, N, D) and k, v (B, H, M, D) with MiT's strides (views of its linear layers)."""
-    q = torch.empty(B, N, H * D, dtype=dtype).view(B, N, H, D).transpose(1, 2)
-    kv = torch.empty(B, M, 2 * H * D, dtype=dtype).view(B, M, 2, H, D).permute(2, 0, 3, 1, 4)
+    q = _empty(B, N, H * D, dtype=dtype, device=device).view(B, N, H, D).transpose(1, 2)
+    kv = _empty(B, M, 2 * H * D, dtype=dtype, device=device).view(B, M, 2, H, D).permute(2, 0, 3, 1, 4)
     return q, kv[0], kv[1]
 
 
-def _attention_fwd(B, H, N, M, D, dtype):
+def _attention_fwd(B, H, N, M, D, dtype, device="cpu"):
     from . import attention as A
 
-    q, k, v = _mit_qkv(B, H, N, M, D, dtype)
+    q, k, v = _mit_qkv(B, H, N, M, D, dtype, device)
     return (q, k, v), lambda: A.attention_fwd(q, k, v, D**-0.5)
 
 
-def _attention_bwd(B, H, N, M, D, dtype):
+def _attention_bwd(B, H, N, M, D, dtype, device="cpu"):
     from . import attention as A
 
-    q, k, v = _mit_qkv(B, H, N, M, D, dtype)
-    with _CompileOnly(H200["sms"]):
+    q, k, v = _mit_qkv(B, H, N, M, D, dtype, device)
+    if device == "cpu":
+        with _CompileOnly(H200["sms"]):
+            out, lse = A.attention_fwd(q, k, v, D**-0.5)
+    else:
         out, lse = A.attention_fwd(q, k, v, D**-0.5)
-    do = torch.empty_like(out)
+    do = torch.randn_like(out) if device != "cpu" else torch.empty_like(out)
     return (do, q, k, v, out, lse), lambda: A.attention_bwd(do, q, k, v, out, lse, D**-0.5)
 
 
@@ -122,30 +135,34 @@ def _loss_cases():
             yield dict(B=B, C=C, H=H, W=W, dtype=dtype)
 
 
-def _pseudo_label(B, C, H, W, dtype):
+def _pseudo_label(B, C, H, W, dtype, device="cpu"):
     from .pseudo_label import pseudo_label_fwd
 
-    logits = torch.empty(B, C, H, W, dtype=dtype)
+    logits = _empty(B, C, H, W, dtype=dtype, device=device)
     # DAFormer's teacher pass: 15 / 120 ignored rows, one weight for the batch.
     return (logits,), lambda: pseudo_label_fwd(logits, 0.968, 15, 120, False, None)
 
 
-def _ce_inputs(B, C, H, W, dtype):
-    return torch.empty(B, C, H, W, dtype=dtype), torch.empty(B, H, W, dtype=torch.int64), torch.empty(B, H, W)
+def _ce_inputs(B, C, H, W, dtype, device="cpu"):
+    return (
+        _empty(B, C, H, W, dtype=dtype, device=device),
+        _empty(B, H, W, dtype=torch.int64, device=device, high=C),
+        _empty(B, H, W, device=device),
+    )
 
 
-def _cross_entropy_fwd(B, C, H, W, dtype):
+def _cross_entropy_fwd(B, C, H, W, dtype, device="cpu"):
     from .cross_entropy import cross_entropy_fwd
 
-    logits, target, weight = _ce_inputs(B, C, H, W, dtype)
+    logits, target, weight = _ce_inputs(B, C, H, W, dtype, device)
     return (logits, target, weight), lambda: cross_entropy_fwd(logits, target, weight, 255)
 
 
-def _cross_entropy_bwd(B, C, H, W, dtype):
+def _cross_entropy_bwd(B, C, H, W, dtype, device="cpu"):
     from .cross_entropy import cross_entropy_bwd
 
-    logits, target, weight = _ce_inputs(B, C, H, W, dtype)
-    g = torch.empty((), dtype=torch.float32)
+    logits, target, weight = _ce_inputs(B, C, H, W, dtype, device)
+    g = torch.ones((), dtype=torch.float32, device=device)
     return (g, logits, target, weight), lambda: cross_entropy_bwd(g, logits, target, weight, 255)
 
 
@@ -165,29 +182,42 @@ def _scale_fusion_cases():
             yield dict(case=name, dtype=dtype)
 
 
-def _scale_fusion_inputs(case, dtype):
+def _scale_fusion_inputs(case, dtype, device="cpu"):
     (B, C, h, w), box = SCALE_FUSION_SHAPES[case]
     hd, wd = (2 * h, 2 * w) if box is None else (box[1] - box[0], box[3] - box[2])
-    lr, att = torch.empty(B, C, h, w, dtype=dtype), torch.empty(B, C, h, w, dtype=dtype)
-    hr = torch.empty(B, C, hd, wd, dtype=dtype)
-    return lr, att, hr, (None if box is None else torch.tensor(box))
+    lr, att = _empty(B, C, h, w, dtype=dtype, device=device), _empty(B, C, h, w, dtype=dtype, device=device)
+    hr = _empty(B, C, hd, wd, dtype=dtype, device=device)
+    return lr, att, hr, (None if box is None else torch.tensor(box, device=device))
 
 
-def _scale_fusion_fwd(case, dtype):
+def _scale_fusion_fwd(case, dtype, device="cpu"):
     from .scale_fusion import scale_fusion_fwd
 
-    lr, att, hr, box = _scale_fusion_inputs(case, dtype)
+    lr, att, hr, box = _scale_fusion_inputs(case, dtype, device)
     inputs = (lr, att, hr) if box is None else (lr, att, hr, box)
     return inputs, lambda: scale_fusion_fwd(lr, att, hr, box, 2)
 
 
-def _scale_fusion_bwd(case, dtype):
+def _scale_fusion_bwd(case, dtype, device="cpu"):
     from .scale_fusion import scale_fusion_bwd
 
-    lr, att, hr, box = _scale_fusion_inputs(case, dtype)
-    g = torch.empty(lr.shape[0], lr.shape[1], 2 * lr.shape[2], 2 * lr.shape[3], dtype=dtype)
+    lr, att, hr, box = _scale_fusion_inputs(case, dtype, device)
+    g = _empty(lr.shape[0], lr.shape[1], 2 * lr.shape[2], 2 * lr.shape[3], dtype=dtype, device=device)
     inputs = (g, lr, att, hr) if box is None else (g, lr, att, hr, box)
     return inputs, lambda: scale_fusion_bwd(g, lr, att, hr, box, 2)
+
+
+def calls(ops=None, match=None, device="cpu"):
+    """(op, case label, inputs, call) of every audited op call, built on ``device``: the CPU for
+    the audit, a GPU for bench/gpu_check.py, which times the same calls against the model."""
+    for op in ops or OPS:
+        cases, build = OPS[op][:2]
+        for case in cases():
+            label = _case_label(case)
+            if match and match not in label:
+                continue
+            inputs, call = build(**case, device=device)
+            yield op, label, inputs, call
 
 
 def _logits(c):

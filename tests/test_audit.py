@@ -1,7 +1,9 @@
-"""The static kernel audit (kernels/audit.py): every launch at the real shapes, compiled for sm_90
-without a GPU, within 1.05 of the minimum work and traffic, with no spills and every 16-bit dot
-on wgmma. Plus the audit's own parsers on hand-written TTGIR, so that a broken parser cannot
-pass everything."""
+"""The static kernel audit (kernels/audit.py, kernels/timing.py): every launch at the real shapes,
+compiled for sm_90 without a GPU, with no spills and every 16-bit dot on wgmma, and its modelled
+time against the ideal (the gate: within 1.3x wherever the ideal exceeds 5 us, SMs busy half the
+time). The gate fails on the pre-issue-18 attention backward and on a starved grid. Plus the
+audit's parsers and the time model's evaluator on hand-written TTGIR, so that a broken parser
+cannot pass everything."""
 
 import json
 import os
@@ -35,13 +37,99 @@ def result():
     return json.loads(proc.stdout)
 
 
+def _run_audit(*args):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastuda.kernels.audit", "--json", *args], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert proc.returncode in (0, 1), proc.stderr[-4000:]
+    return json.loads(proc.stdout)
+
+
+def _is_time_gate(failure: str) -> bool:
+    return "the ideal" in failure or "SMs busy" in failure
+
+
+# Where the new kernels still model over the gate (op -> worst modelled / ideal over its cases
+# and both devices, rounded up): a ratchet, not a pass. Each entry is open work listed in
+# docs/kernels.md ("Over the gate"); a change that makes any of them worse fails here, one that
+# brings an op under the gate should delete its entry. Ops not listed pass the gate outright.
+OVER_THE_GATE = {
+    "attention_bwd": 2.3,  # 7 products with the dq recompute, 2 exps per score; 1.0-2.2x of the old 25x
+    "pseudo_label": 1.6,  # B = 2, 512 x 512: the count zero-fill and the weight kernel are launches
+    "cross_entropy_fwd": 1.6,  # B = 2, 512 x 512: the partial sum is a second launch
+    "scale_fusion_fwd": 2.2,  # bf16 at the lr-256 shape: issue-bound (9 gathers per LR pixel)
+    "scale_fusion_bwd": 7.5,  # issue-bound: (2S)^2 scalar gathers per LR pixel and channel
+}
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_audit(result, op):
+    """Every launch captured, no spills, every 16-bit dot on wgmma."""
     rows = [r for r in result["launches"] if r["op"] == op]
     assert rows, f"no launch of {op} was captured"
     assert {r["op"] for r in result["ops"]} >= {op}
-    failures = [f for f in result["failures"] if f.startswith(op + " ")]
+    failures = [f for f in result["failures"] if f.startswith(op + " ") and not _is_time_gate(f)]
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_time_gate(result, op):
+    """Modelled time within 1.3x of the ideal and SMs busy at least half of it, for every call
+    whose ideal exceeds 5 us, on H100 and H200; ops in OVER_THE_GATE within their recorded worst."""
+    failures = [f for f in result["failures"] if f.startswith(op + " ") and _is_time_gate(f)]
+    if op not in OVER_THE_GATE:
+        assert not failures, "\n".join(failures)
+        return
+    cases = [o for o in result["ops"] if o["op"] == op]
+    worst = max(m["ratio"] for o in cases for m in o["model"].values() if m["ideal_us"] > A.IDEAL_GATED_S * 1e6)
+    assert worst <= OVER_THE_GATE[op], f"{op}: worst modelled / ideal {worst:.2f} > recorded {OVER_THE_GATE[op]}"
+
+
+def test_mit_b5_attention_backward_within_2x_of_ideal(result):
+    """A whole MiT-B5 attention backward at B = 2 (3 / 6 / 40 / 3 layers over the stages): the
+    sum of the modelled calls against the sum of their ideals (the old policy: about 13x)."""
+    layers = {16384: 3, 4096: 6, 1024: 40, 256: 3}
+    for device in ("H100", "H200"):
+        modelled = ideal = 0.0
+        for o in result["ops"]:
+            if o["op"] == "attention_bwd" and o["case"].startswith("B2 ") and o["case"].endswith("bfloat16"):
+                n = int(o["case"].split()[2][1:])
+                modelled += layers[n] * o["model"][device]["modelled_us"]
+                ideal += layers[n] * o["model"][device]["ideal_us"]
+        assert modelled / ideal <= 2.0, (device, modelled, ideal)
+
+
+def test_gate_fails_on_the_old_attention_backward():
+    """The pre-issue-18 backward (--bwd-policy budget: 256-key fused programs, 32-query steps,
+    splits capped by PARTIAL_BUDGET) runs 2 programs at stage 1, B = 2: about 25x its ideal,
+    the SMs 4% busy."""
+    out = _run_audit("--ops", "attention_bwd", "--match", "B2 H1 N16384 M256 D64 bfloat16", "--bwd-policy", "budget")
+    (case,) = out["ops"]
+    for device, m in case["model"].items():
+        assert m["ratio"] > 20 and m["fill"] < 0.1, (device, m)
+    assert any("the ideal" in f for f in out["failures"]) and any("SMs busy" in f for f in out["failures"])
+
+
+def test_gate_fails_on_a_starved_grid():
+    """A launch whose work sits on a few SMs: each program's MMA time is right, but 4 programs on
+    132 SMs take 33x the ideal of their FLOPs and leave the GPU idle; the same work spread over
+    528 programs passes."""
+    dev = A.T.DEVICES["H100"]
+    flops = 4e9  # 4 ms of one SM at the tensor peak, 4 us of the whole GPU
+
+    def programs(n):
+        c = A.T.Cost()
+        c.mma[("wgmma", 64, True, "bf16")] = flops / n
+        return [c] * n
+
+    ideal = A.T.ideal_time(flops, 0, dev)
+    starved = A.T.launch_time(programs(4), [], 1, 4, 0, dev)
+    assert starved["sms_used"] == 4 and starved["fill"] < 0.05
+    fails = A.gate("starved", starved["time"], ideal, starved["fill"])
+    assert len(fails) == 2 and starved["time"] / ideal > 20, fails
+    spread = A.T.launch_time(programs(528), [], 2, 4, 0, dev)
+    assert A.gate("spread", spread["time"], ideal, spread["fill"]) == [], spread
 
 
 def test_loss_kernels_reduce_in_registers(result):
@@ -118,7 +206,81 @@ def test_traffic_counts_torch_ops_and_skips_views():
     assert s.shape == (4,)
 
 
+EVAL_TTGIR = """\
+#blocked = #ttg.blocked<{sizePerThread = [4], threadsPerWarp = [32], warpsPerCTA = [4], order = [0]}>
+module {
+  tt.func public @k(%x_ptr: !tt.ptr<f32> loc("x_ptr"(#loc)), %N: i32 loc("N"(#loc)), %CHUNK: i32 loc("CHUNK"(#loc))) attributes {noinline = false} {
+    %c0_i32 = arith.constant 0 : i32 loc(#loc1)
+    %c512_i32 = arith.constant 512 : i32 loc(#loc1)
+    %pid = tt.get_program_id x : i32 loc(#loc2)
+    %start = arith.muli %pid, %CHUNK : i32 loc(#loc3)
+    %end0 = arith.addi %start, %CHUNK : i32 loc(#loc3)
+    %end = arith.minsi %end0, %N : i32 loc(#loc3)
+    scf.for %i = %start to %end step %c512_i32  : i32 {
+      %p = tt.splat %x_ptr : !tt.ptr<f32> -> tensor<512x!tt.ptr<f32>, #blocked> loc(#loc4)
+      %v = tt.load %p : tensor<512x!tt.ptr<f32>, #blocked> loc(#loc5)
+      %e = math.exp %v : tensor<512xf32, #blocked> loc(#loc6)
+    } loc(#loc7)
+    %done = tt.atomic_rmw add, acq_rel, gpu, %x_ptr, %c0_i32, %true : (!tt.ptr<f32>, i32, i1) -> i32 loc(#loc8)
+    %last = arith.cmpi eq, %done, %c0_i32 : i32 loc(#loc9)
+    scf.if %last {
+      %q = tt.splat %x_ptr : !tt.ptr<f32> -> tensor<512x!tt.ptr<f32>, #blocked> loc(#loc4)
+      %w = tt.load %q : tensor<512x!tt.ptr<f32>, #blocked> loc(#loc5)
+    } loc(#loc10)
+    tt.return loc(#loc11)
+  } loc(#loc)
+} loc(#loc)
+"""
+
+
+def test_evaluator_runs_each_program_s_real_trips():
+    """Loop bounds from the program id and the arguments: program 0 of N = 5000 in chunks of
+    2048 runs 4 trips of a 512-element load (2 KiB, one round trip each), the last program
+    (4096..5000) 2; a branch on an atomic's result is the last arriver's tail."""
+    ev = A.T.Evaluator(EVAL_TTGIR, A._layouts(EVAL_TTGIR), 128, A._issued, 1)
+    first, tail = ev.program({"N": 5000, "CHUNK": 2048}, (0, 0, 0), (3, 1, 1))
+    last, _ = ev.program({"N": 5000, "CHUNK": 2048}, (2, 0, 0), (3, 1, 1))
+    assert (first.bytes, first.rounds, first.mufu) == (4 * 2048, 4, 4 * 4)
+    assert (last.bytes, last.rounds) == (2 * 2048, 2)
+    assert (tail.bytes, tail.rounds) == (2048, 1)
+
+
+def test_mma_efficiency_by_tile_width():
+    """wgmma with both operands in shared memory: N = 16 / 32 / 64 reach 40 / 67 / 100% of the
+    tensor peak (shared-memory bandwidth); A in registers: 100%."""
+    dev = A.T.DEVICES["H100"]
+    eff = [A.T.mma_efficiency("wgmma", n, False, "bf16", dev) for n in (16, 32, 64, 128)]
+    assert [round(e, 2) for e in eff] == [0.4, 0.67, 1.0, 1.0]
+    assert A.T.mma_efficiency("wgmma", 16, True, "bf16", dev) == 1.0
+
+
+def test_device_parameters_take_measured_overrides(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("text\nmodel-param H100 hbm_bytes_s = 3.0e12\nmodel-param H200 nonsense = 1\n")
+    devices = A.T.load_overrides(str(results))
+    assert devices["H100"].hbm_bytes_s == 3.0e12 and devices["H200"] == A.T.DEVICES["H200"]
+
+
 def test_occupancy():
     assert A._occupancy(regs=255, shared=0, warps=8) == 1
     assert A._occupancy(regs=32, shared=0, warps=4) == 16  # the 64-warp limit
     assert A._occupancy(regs=32, shared=100 * 1024, warps=4) == 2
+
+
+def test_gpu_check_model_section_dry_run():
+    """bench/gpu_check.py's model section without a GPU: the modelled figures of the audit's calls,
+    no measurement, and the model-param row that a GPU run appends to bench/RESULTS.md."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    if gpu_check.CUDA:
+        pytest.skip("the GPU run measures")
+    audit = {"ops": [{"op": "attention_fwd", "case": "B2 H8 N256", "model": {
+        d: {"modelled_us": 3.4, "ideal_us": 2.6, "ratio": 1.3, "fill": 0.2} for d in ("H100", "H200")}}]}  # fmt: skip
+    rows = gpu_check.model_rows(3000.0, audit)
+    assert [r.case for r in rows] == ["attention_fwd B2 H8 N256", "model-param"]
+    assert rows[0].baseline.startswith("modelled 3.4 us (H100)") and rows[0].ratio is None
+    assert gpu_check.model_params(rows) == "model-param H100 hbm_bytes_s = 3e+12\n"
+    assert A.T._OVERRIDE.match(gpu_check.model_params(rows)).groups() == ("H100", "hbm_bytes_s", "3e+12")
