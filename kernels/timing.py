@@ -41,6 +41,7 @@ SMs at the 1.83 GHz that NVIDIA's dense-bf16 figure implies) and differ in HBM. 
 
 import dataclasses
 import math
+import operator
 import os
 import re
 from collections import Counter
@@ -155,8 +156,8 @@ _BINOPS = {
     "andi": lambda a, b: a & b, "ori": lambda a, b: a | b, "xori": lambda a, b: a ^ b,
     "shli": lambda a, b: a << b, "shrsi": lambda a, b: a >> b, "shrui": lambda a, b: a >> b,
 }  # fmt: skip
-_CMP = {"eq": "==", "ne": "!=", "slt": "<", "sle": "<=", "sgt": ">", "sge": ">=", "ult": "<", "ule": "<=",
-        "ugt": ">", "uge": ">="}  # fmt: skip
+_CMP = {"eq": operator.eq, "ne": operator.ne, "slt": operator.lt, "sle": operator.le, "sgt": operator.gt,
+        "sge": operator.ge, "ult": operator.lt, "ule": operator.le, "ugt": operator.gt, "uge": operator.ge}  # fmt: skip
 
 
 def _parse_body(lines, i):
@@ -218,6 +219,7 @@ class Evaluator:
                 self.funcs[m.group(1)] = (args, body, "public" in raw)
         self.entry = next(n for n, f in self.funcs.items() if f[2])
         self._prepared = {}
+        self._regions = {}
         self.consts = {m.group(1): int(m.group(2)) for m in re.finditer(r"(%[\w.]+) = arith\.constant (-?\d+) : i(?:1|32|64)\b", ttgir)}
         self.consts.update({m.group(1): int(m.group(2) == "true") for m in re.finditer(r"(%[\w.]+) = arith\.constant (true|false)", ttgir)})
 
@@ -275,7 +277,7 @@ class Evaluator:
             res = vals[0]
         elif dialect == "arith" and op == "cmpi":
             pred = rest.split(",")[0].strip()
-            res = int(eval(f"{vals[0]} {_CMP[pred]} {vals[1]}")) if pred in _CMP else None  # noqa: S307 (ints only)
+            res = int(_CMP[pred](vals[0], vals[1])) if pred in _CMP else None
         elif dialect == "arith" and op == "select" and len(vals) == 3:
             res = vals[1] if vals[0] else vals[2]
         env[name] = res
@@ -341,22 +343,41 @@ class Evaluator:
         else:
             cost.instr += per_thread
 
-    def _run(self, nodes, env, cost, tail, in_tail, depth, loop=False):
-        here = Cost()  # this region's straight-line loads: what one trip keeps in flight
-        for node in nodes:
-            kind = node[0]
-            target = tail if in_tail else cost
-            if kind == "op":
+    def _region(self, nodes):
+        """(static Cost of the region's own tensor ops, whether they load, the nodes to walk: scalar
+        ops, calls and nested regions, in order), built once per region."""
+        key = id(nodes)
+        region = self._regions.get(key)
+        if region is None:
+            static, walk = Cost(), []
+            for node in nodes:
+                if node[0] != "op":
+                    walk.append(node)
+                    continue
                 scalar, call, c = self._prep(node[1])
+                if scalar or call:
+                    walk.append(("scalar", scalar, call))
+                static.add(c)
+                static.inflight += c.inflight
+            region = self._regions[key] = (static, static.inflight > 0, walk, nodes)
+        return region
+
+    def _run(self, nodes, env, cost, tail, in_tail, depth, loop=False):
+        static, loads, walk, _ = self._region(nodes)
+        target = tail if in_tail else cost
+        target.add(static)
+        if loads:  # this region's loads go out together: one round trip (fewer when pipelined)
+            target.rounds += 1 / (self.stages if loop else 1)
+        for node in walk:
+            kind = node[0]
+            if kind == "scalar":
+                _, scalar, call = node
                 if scalar:
                     self._scalar(scalar, env)
                 if call:
                     names, body, _ = self.funcs[call[0]]
                     callee = {"%" + n: self._val(env, a) for n, a in zip(names, call[1])}
                     self._run(body, callee, cost, tail, in_tail, depth + 1, loop=False)
-                    continue
-                here.inflight += c.inflight
-                target.add(c)
             elif kind == "for":
                 _, iv, lb, ub, st, body = node
                 lb, ub, st = (self._val(env, x) for x in (lb, ub, st))
@@ -387,8 +408,6 @@ class Evaluator:
                     self._run(node[3], env, cost, tail, in_tail, depth + 1)
             else:
                 self._run(node[1], env, cost, tail, in_tail, depth + 1)
-        if here.inflight:  # this region's loads go out together: one round trip (fewer when pipelined)
-            (tail if in_tail else cost).rounds += 1 / (self.stages if loop else 1)
 
 
 def _layout_of(text: str, layouts: dict):
@@ -480,3 +499,54 @@ def torch_op_time(bytes_moved: int, dev: Device) -> float:
 
 def ideal_time(flops: float, bytes_: float, dev: Device) -> float:
     return max(flops / dev.mma_flops, bytes_ / dev.hbm_bytes_s) + dev.launch_s
+
+
+# ----------------------------------------------------------------------------- PyTorch's paths
+
+# Assumed shares of the tensor peak, for the docs' comparison only (estimates, not measured here):
+# FlashAttention-2 (SDPA's flash backend on sm_90) reaches about a third of an H100's dense peak
+# forward and a quarter backward at head dim 64 (FlashAttention-3 paper, figures 5-7); the
+# memory-efficient (CUTLASS) kernels less; cuBLAS batched matmuls about 70%.
+FA2_EFFICIENCY = (0.33, 0.25)
+MEM_EFFICIENT_EFFICIENCY = (0.25, 0.18)
+CUBLAS_EFFICIENCY = 0.7
+
+
+def _grid_time(programs: int, flops_per_program: float, eff: float, dev: Device) -> float:
+    """Equal programs, one per SM at a time: whole waves of per-program time."""
+    per = flops_per_program / (dev.mma_per_sm * eff)
+    return math.ceil(programs / dev.sms) * per
+
+
+def pytorch_attention_times(B: int, H: int, N: int, M: int, D: int, elem: int, dev: Device) -> dict:
+    """Modelled (forward, backward) seconds of PyTorch's attention paths at one shape, by the same
+    roofline as the kernels (programs on SMs, bytes over HBM, 2 us per launch) with the assumed
+    efficiencies above. The backward kernels of both SDPA backends own key blocks (128 / 64 keys)
+    and loop over every query, so at MiT's M = 256 they run B * H * 2 (or 4) programs."""
+    bh = B * H
+    io = 4 * (N + M) * D * elem * bh  # q, out, dO, dq and k, v, dk, dv, once each
+    out = {}
+    f_fwd, f_bwd = FA2_EFFICIENCY
+    fwd = max(_grid_time(bh * math.ceil(N / 128), 4 * 128 * M * D, f_fwd, dev), io / 2 / dev.hbm_bytes_s) + dev.launch_s
+    # backward: dot(dO, out) preprocess, the main kernel (dq accumulated in fp32 with atomics), dq
+    # conversion: three launches
+    dq_acc = 2 * N * D * 4 * bh
+    bwd = max(_grid_time(bh * math.ceil(M / 128), 5 * 2 * 128 * N * D, f_bwd, dev), (io + dq_acc) / dev.hbm_bytes_s)
+    out["sdpa flash (FA2)"] = (fwd, bwd + 3 * dev.launch_s)
+    e_fwd, e_bwd = MEM_EFFICIENT_EFFICIENCY
+    fwd = max(_grid_time(bh * math.ceil(N / 64), 4 * 64 * M * D, e_fwd, dev), io / 2 / dev.hbm_bytes_s) + dev.launch_s
+    bwd = max(_grid_time(bh * math.ceil(M / 64), 5 * 2 * 64 * N * D, e_bwd, dev), (io + dq_acc) / dev.hbm_bytes_s)
+    out["sdpa efficient"] = (fwd, bwd + 2 * dev.launch_s)
+    # unfused: S = q k^T, P = softmax(S), out = P v; backward dv = P^T dO, dP = dO v^T,
+    # dS = P * (dP - rowsum(dP * P)), dq = dS k, dk = dS^T q; each an N x M tensor in and out.
+    nm = N * M * elem * bh
+    mm = 2 * N * M * D * bh / (dev.mma_flops * CUBLAS_EFFICIENCY)
+    q_bytes = N * D * elem * bh
+
+    def op(flops_s, nbytes):
+        return max(flops_s, nbytes / dev.hbm_bytes_s) + dev.launch_s
+
+    fwd = op(mm, 2 * q_bytes + nm) + op(0, 2 * nm) + op(mm, nm + 2 * q_bytes)
+    bwd = op(mm, nm + 2 * q_bytes) + op(mm, nm + 2 * q_bytes) + op(0, 3 * nm) + op(mm, nm + 2 * q_bytes) * 2
+    out["unfused (matmul + softmax)"] = (fwd, bwd)
+    return out
