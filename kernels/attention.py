@@ -29,22 +29,25 @@ cubin without a GPU; none of this has been timed).
   loading K and V once per head it touches. At B = 2 that is 264 programs at stage 1, 256, 160
   and 64 (one per block) at stages 2-4; at B = 18, 264 everywhere. Larger M streams K and V
   through an online softmax (128 rows over 8 warps, one block per program).
-* Backward, split over queries. A program owns a block of up to 256 keys (all of MiT's) and a
-  chunk of queries, 8 warps, 32 queries per step in the transposed orientation (keys as rows, so
-  the 256-key side is the M side of every product). dq is complete in the program and written
-  directly; its product is taken transposed, dq^T = k^T dS^T, so that it has 64 rows (the head
-  dim) for wgmma (as dS k it had 32 and compiled to mma.sync). All five 16-bit dots compile to
-  wgmma with no duplicated rows, 1.0 exps per score, 255 registers and no spills; delta =
-  rowsum(dO * out) is computed on the fly. Splitting the queries is the only parallelism when
-  B * H is small, and each split costs an fp32 partial dk and dv (128 KiB per head at M = 256, D
-  = 64): the split count fills one wave but is capped so that the partials stay within
-  PARTIAL_BUDGET (5%) of the bytes the backward must move. At MiT's stages that allows 3 splits at
-  N = 16384 and none below, so at B = 2 the backward runs 6, 4, 10 and 16 programs on 132 SMs
-  (the price of the traffic bound; raising the budget trades traffic for parallelism). With
-  several splits the partials are summed in the kernel, deterministically: each program writes
-  its partial, counts itself done with an atomic, and the last one of a key block sums all
-  partials in split order (no extra launches, no float atomics). Keys beyond one block take a
-  delta preprocess and a separate dq kernel that recomputes P (the flash-attention 2 recipe).
+* Backward, one launch of key programs and query programs (issue 18; the time model of
+  kernels/timing.py chose it, docs/kernels.md has the figures). A key program owns 64 keys of one
+  (b, h) and a chunk of queries, one warpgroup, 64 queries per step in the transposed orientation
+  (keys as rows): S^T, dP^T, dv and dk are all 64 x 64 wgmma tiles (N = 64 reaches the tensor peak
+  even with both operands in shared memory, where the previous 32- and 16-wide tiles reached 67%
+  and 40%), loads go through a 4-stage cp.async pipeline, about 220 registers, two programs per
+  SM. A query program owns 64 queries and computes dq over all keys (P and dP recomputed: 7
+  products in all instead of 5, the price of needing no dq partial sums). Both compute delta =
+  rowsum(dO * out) from their own rows, so there is no preprocessing launch. The key programs
+  come first in the grid, the long ones start first. When B * H is small the key programs split
+  their queries (split_plan: the count the time model finds fastest, e.g. 7-8 at MiT-B5 stage 1,
+  B = 2, none from stage 3 on); the splits' fp32 partials (32 KiB each) are summed
+  deterministically in the kernel: every split writes its partial and counts itself done with an
+  atomic, the last one sums all partials in split order (no float atomics). The earlier policy
+  (all 256 keys in one program with dq written directly, splits capped by PARTIAL_BUDGET so the
+  partials stay within 5% of the bytes moved: 6 / 4 / 10 / 16 programs at B = 2, 25x its ideal
+  at stage 1) stays selectable as BWD_POLICY = "budget" so the audit can model it. Keys beyond
+  256 take the same path. fp32 / fp64 keep the fused path (dq in the key program) when the keys
+  fit one block.
 * fp32 inputs use IEEE fp32 dot products (not tf32), matching PyTorch's SDPA accuracy in fp32;
   fp16 / bf16 are the fast path (16-bit tensor-core operands, fp32 accumulators, and P and dS
   rounded to the input dtype before their products, as flash attention does).
