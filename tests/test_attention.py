@@ -295,7 +295,7 @@ def test_backward_splits_are_chosen_for_time():
     assert (cfg.block_m, cfg.block_n, cfg.num_warps) == (64, 64, 4)
     s1, t1 = split_plan(2, 1, 16384, 256, 64, torch.bfloat16, cfg, HOPPER_SMS)
     s4, _ = split_plan(2, 8, 256, 256, 64, torch.bfloat16, cfg, HOPPER_SMS)
-    assert s1 >= 8 and s4 == 1, (s1, s4)
+    assert s1 > 3 and s4 == 1, (s1, s4)  # more than the budget policy's 3
     for more in (2 * s1, 4 * s1):
         worse = split_plan(2, 1, 16384, 256, 64, torch.bfloat16, cfg, HOPPER_SMS, candidates=[more])
         assert worse[1] >= t1, (more, worse, t1)
