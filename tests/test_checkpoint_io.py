@@ -4,6 +4,7 @@ and exit code 2 (no traceback). Also ``load_checkpoint`` on fastuda's own traini
 Hugging Face key names, and the resume check."""
 
 import argparse
+import os
 
 import pytest
 import torch
@@ -15,6 +16,16 @@ from fastuda.models.architecture import architecture
 from fastuda.models.checkpoint import read_checkpoint, read_training_checkpoint
 
 from _checkpoints import network, write_fastuda, write_released
+
+
+class _Call:
+    """Unpickles as ``os.system(command)``: what a malicious checkpoint holds."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +54,8 @@ def files(tmp_path_factory):
     out["mit"] = root / "mit_demo.pth"
     torch.save({"args": argparse.Namespace(lr=1.0), "state_dict": model.state_dict()}, root / "pickled.pth")
     out["pickled"] = root / "pickled.pth"
+    torch.save({"state_dict": model.state_dict(), "hook": _Call(f"touch {root / 'RAN'}")}, root / "call.pth")
+    out["call"] = root / "call.pth"
     torch.save(torch.randn(3), root / "tensor.pt")
     out["tensor"] = root / "tensor.pt"
     torch.save({"epoch": 3, "note": "no tensors"}, root / "no_weights.pt")
@@ -68,6 +81,9 @@ ERRORS = {
                                        "{path}: checkpoint is mit_demo + hrda, config asks for mit_demo + daformer"),
     "ImageNet encoder": ("mit", [], "{path} holds a mit_demo (encoder only), not a segmentation network"),
     "pickled object": ("pickled", [], "checkpoint {path} pickles argparse.Namespace, which fastuda does not unpickle"),
+    # a pickled call: refused by name, not "truncated or damaged" with torch's advice to load it anyway
+    "pickled call": ("call", [], "checkpoint {path} pickles posix.system, which fastuda does not unpickle: it never "
+                                 "unpickles code"),
     "a tensor": ("tensor", [], "{path} is not a checkpoint: it holds a Tensor, expected a dict of tensors"),
     "no weights": ("no_weights", [], "{path} holds no weights (no tensors keyed by parameter name; top-level keys: epoch"),
     "foreign keys": ("foreign", [], "{path} is not a checkpoint fastuda knows: its keys (layer.weight) match none"),
@@ -96,6 +112,7 @@ def test_cli_names_the_file(files, case, cli, tmp_path, capsys):
     assert err == f"error: {message.format(path=path)}" or err.startswith(f"error: {message.format(path=path)}")
     assert "Traceback" not in captured.err and len(err.splitlines()) <= 3
     assert not (tmp_path / "out").exists()
+    assert "weights_only" not in err and not (path.parent / "RAN").exists()
 
 
 def test_released_checkpoint_evaluates(files, tmp_path, capsys):

@@ -139,11 +139,13 @@ def _read_file(path: str):
         return _torch_load(path)
     except Exception as e:  # torch.load raises UnpicklingError, EOFError, RuntimeError, ... for bad files
         text = str(e)
-        if "Unsupported global" in text:
-            found = re.search(r"GLOBAL ([\w.]+)", text)
-            what = found.group(1) if found else "a Python object"
-            raise UserError(f"checkpoint {path} pickles {what}, which fastuda does not unpickle (only tensors, "
-                            "containers and NumPy arrays are read, so that no code in the file runs)") from e
+        # torch words it "Unsupported global: GLOBAL x" for an unknown class and "unsupported GLOBAL
+        # posix.system whose module posix is blocked" for a call; both are pickled code, not damage.
+        # Its message also advises weights_only=False, which must not be repeated for such a file.
+        found = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", text, re.IGNORECASE)
+        if found:
+            raise UserError(f"checkpoint {path} pickles {found.group(1)}, which fastuda does not unpickle: it never "
+                            "unpickles code, only tensors, containers and NumPy arrays (nothing in the file ran)") from e
         # torch prefixes weights-only errors with advice for its issue tracker; the cause is the last line
         cause = re.search(r"WeightsUnpickler error: (.*)", text)
         cause = cause.group(1) if cause else text.strip().splitlines()[0] if text.strip() else type(e).__name__
