@@ -48,6 +48,8 @@ def train(cfg: TrainConfig | None, out: str | Path | None = None, resume: str | 
     ``resume``: a checkpoint to continue (the CLI passes ``OUT/latest.pt`` when it exists); ``cfg``
     may then be None (the checkpoint's config). ``max_iters`` stops early (the schedule still runs to
     ``cfg.max_iters``): resuming such a run continues it exactly. Under torchrun every rank calls this.
+    A run already at ``cfg.max_iters`` (or past ``max_iters``) says so and returns at once ("finished"
+    True, "student" None): it is neither trained nor evaluated again.
     ``compile_backend``: a torch.compile backend ("inductor", "aot_eager") for the student's forward +
     loss and the teacher's forward (``fastuda.runtime.compile``; the result then has "graph_breaks").
     """
@@ -65,6 +67,17 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
         cfg = resume_config(state["config"], cfg, str(resume))
     validate(cfg, from_pretrained=state is None)  # before anything is built
     stop = min(max_iters if max_iters is not None else cfg.max_iters, cfg.max_iters)
+    if state is not None and state["iteration"] >= stop:
+        # nothing left to train: evaluating again would only log a second final record
+        at = state["iteration"]
+        if d.main:
+            why = (f"finished (max_iters={cfg.max_iters}); nothing to do: max_iters=<more> trains it longer, another "
+                   "--out starts a new run" if at >= cfg.max_iters else f"past --stop-at {stop}; nothing to do")
+            print(f"{out} is already at iteration {at} ({resume}): {why}", file=sys.stderr, flush=True)
+        return {"student": None, "teacher": None, "iteration": at, "eval": {}, "out": out, "stopped": None,
+                "rank": d.rank, "finished": True, "max_iters": cfg.max_iters}  # fmt: skip
+    if state is not None and d.main:  # a reused --out continues the old run: say so
+        print(f"resuming from iteration {state['iteration']} ({resume})", file=sys.stderr, flush=True)
 
     # ---- build: the same seed on every rank (identical networks), then a stream per rank
     seed_all(cfg.seed)
@@ -133,7 +146,8 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=stop, initial=start, desc=cfg.name, dynamic_ncols=True)
+        # the whole run's length: a --stop-at run does not look finished
+        bar = tqdm(total=cfg.max_iters, initial=start, desc=cfg.name, dynamic_ncols=True)
     student.train()
     t0, seen, done, stopped = time.perf_counter(), 0, start, None
     with distributed.StopSignals() as signals:
@@ -179,7 +193,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
         if stop == cfg.max_iters and cfg.eval_interval >= 0:
             last_eval = run_eval(stop)
     result = {"student": student, "teacher": teacher, "iteration": done, "eval": last_eval, "out": out,
-              "stopped": stopped, "rank": d.rank}  # fmt: skip
+              "stopped": stopped, "rank": d.rank, "finished": done >= cfg.max_iters, "max_iters": cfg.max_iters}
     if compile_backend:
         result["graph_breaks"] = graph_breaks() - breaks_before
         logger.log(done, {"compile": compile_backend, "graph_breaks": result["graph_breaks"]})
@@ -223,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         if result["stopped"] and result["rank"] == 0:
             print(f"{result['stopped']}: stopped at iteration {result['iteration']}; run the same command to "
                   f"continue from {out / 'latest.pt'}", file=sys.stderr)  # fmt: skip
+        elif not result["finished"] and result["rank"] == 0:
+            print(f"--stop-at {args.stop_at}: stopped at iteration {result['iteration']} of {result['max_iters']}; "
+                  f"run the command without --stop-at to continue from {out / 'latest.pt'}", file=sys.stderr)
         elif result["eval"] and result["rank"] == 0:
             print(f"mIoU {100 * result['eval']['mIoU']:.2f} at iteration {result['iteration']}; outputs in {out}")
     return 0

@@ -104,3 +104,32 @@ def test_sigterm_checkpoints_and_exits_zero(tmp_path, monkeypatch, capsys):
     assert "SIGTERM: stopped at iteration 3; run the same command to continue" in capsys.readouterr().err
     assert load_training_checkpoint(tmp_path / "latest.pt")["iteration"] == 3 and iters(tmp_path) == [1, 2, 3]
     assert signal.getsignal(signal.SIGTERM) is before  # the handlers are restored
+
+
+def test_finished_run_says_so_and_does_not_evaluate_again(tmp_path, capsys):
+    """Issue 20 #2: the same command after the end neither trains nor logs a second final evaluation."""
+    args = ["demo", *T, "max_iters=2", "eval_interval=0", "data.eval_samples=2", "--out", str(tmp_path),
+            "--no-progress"]  # fmt: skip
+    assert train.main(args) == 0
+    capsys.readouterr()
+    assert train.main(args) == 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is already at iteration 2 ({tmp_path / 'latest.pt'}): finished (max_iters=2)" in err
+    assert iters(tmp_path, "eval") == [2]
+    if (tmp_path / "tb").exists():  # tensorboard installed
+        from test_logging import tb_scalars
+
+        scalars, _ = tb_scalars(tmp_path / "tb")
+        assert [s for s, _ in scalars["eval/mIoU"]] == [2] and [s for s, _ in scalars["iou/sky"]] == [2]
+
+
+def test_resume_and_stop_at_say_where(tmp_path, capsys):
+    """Issue 20 #3: --stop-at says where it stopped (its bar is not full); the rerun says where it resumes."""
+    args = ["demo", *T, "max_iters=4", "--out", str(tmp_path)]
+    assert train.main([*args, "--stop-at", "2"]) == 0
+    err = capsys.readouterr().err
+    assert f"--stop-at 2: stopped at iteration 2 of 4; run the command without --stop-at to continue from " \
+           f"{tmp_path / 'latest.pt'}" in err  # fmt: skip
+    assert " 2/4 " in err and "4/4" not in err and "resuming" not in err
+    assert train.main([*args, "--no-progress"]) == 0
+    assert f"resuming from iteration 2 ({tmp_path / 'latest.pt'})" in capsys.readouterr().err
