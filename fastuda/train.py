@@ -30,7 +30,8 @@ from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, 
 from fastuda.runtime.checkpoint import (Best, load_training_checkpoint, remove_temporaries, restore, resume_config,
                                         resume_path, rng_state, seed_all, training_state, write_checkpoint)  # fmt: skip
 from fastuda.runtime.compile import BACKENDS, compile_student_teacher, graph_breaks
-from fastuda.runtime.evaluation import evaluate, report
+from fastuda.metrics import class_iou
+from fastuda.runtime.evaluation import evaluate, percent, report
 from fastuda.runtime.logging import RunLogger, run_metadata, tee_output
 from fastuda.runtime.pictures import prediction_grid
 from fastuda.uda import build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
@@ -43,7 +44,7 @@ def _to(batch: dict, device) -> dict:
 def train(cfg: TrainConfig | None, out: str | Path | None = None, resume: str | Path | None = None,
           device: str | None = None, amp: str | None = None, progress: bool = True,
           max_iters: int | None = None, compile_backend: str | None = None) -> dict:  # fmt: skip
-    """Trains ``cfg``; returns {"student", "teacher", "iteration", "eval": last scores, "out", "stopped"}.
+    """Trains ``cfg``; returns {"student", "teacher", "iteration", "eval": last scores (percent), "out", "stopped"}.
 
     ``resume``: a checkpoint to continue (the CLI passes ``OUT/latest.pt`` when it exists); ``cfg``
     may then be None (the checkpoint's config). ``max_iters`` stops early (the schedule still runs to
@@ -126,12 +127,14 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
                       shard=(d.rank, d.world))  # fmt: skip
         cm = distributed.all_reduce_sum(cm, d)
         table, result = report(cm, class_names, cfg.data.source)
-        iou = torch.nan_to_num(cm.diagonal().double() / (cm.sum(0) + cm.sum(1) - cm.diagonal()).double()).tolist()
-        logger.log(iteration, {"eval": result, "iou": dict(zip(map(str, class_names), iou))})
+        result = {k: percent(v) for k, v in result.items()}  # the table's unit; n/a is null, never 0
+        iou = {str(name): percent(v) for name, v in zip(class_names, class_iou(cm.cpu()).tolist())}
+        logger.log(iteration, {"eval": result, "iou": iou})
         if d.main:
             grid = prediction_grid(student, eval_set, class_names, d.device, crop, stride, dtype)
             logger.log_image(iteration, "predictions", grid)
-        if d.main and best.update(iteration, result["mIoU"], out / "latest.pt") and progress:
+        if d.main and result["mIoU"] is not None and best.update(iteration, result["mIoU"], out / "latest.pt") \
+                and progress:
             print(f"\nnew best mIoU: {out / 'best.pt'}", flush=True)
         if progress:
             print(f"\niteration {iteration}: target {cfg.data.eval_split}\n{table}", flush=True)
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--stop-at {args.stop_at}: stopped at iteration {result['iteration']} of {result['max_iters']}; "
                   f"run the command without --stop-at to continue from {out / 'latest.pt'}", file=sys.stderr)
         elif result["eval"] and result["rank"] == 0:
-            print(f"mIoU {100 * result['eval']['mIoU']:.2f} at iteration {result['iteration']}; outputs in {out}")
+            print(f"mIoU {result['eval']['mIoU']:.2f} at iteration {result['iteration']}; outputs in {out}")
     return 0
 
 

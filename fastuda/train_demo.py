@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| run                        | target mIoU | time   |")
     print("|----------------------------|-------------|--------|")
     for label, name in (("source-only", "demo_source_only"), ("UDA (DAFormer-style, DACS)", "demo")):
-        print(f"| {label:<26} |    {100 * results[name]:6.2f}   | {times[name]:5.0f} s |")
-    gain = 100 * (results["demo"] - results["demo_source_only"])
+        print(f"| {label:<26} |    {results[name]:6.2f}   | {times[name]:5.0f} s |")
+    gain = results["demo"] - results["demo_source_only"]
     print(f"UDA - source-only: {gain:+.2f} mIoU points")
     save_grid(out / "demo.png", val, models)
     print(f"grid (image | ground truth | source-only | UDA): {out / 'demo.png'}")

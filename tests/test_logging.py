@@ -125,3 +125,31 @@ def test_train_run_directory(tmp_path, monkeypatch):
     if (out / "tb").exists():  # tensorboard installed
         scalars, images = tb_scalars(out / "tb")
         assert "eval/mIoU" in scalars and "iou/road" in scalars and images == ["predictions"]
+
+
+def test_eval_scores_are_percent_and_na_is_null(tmp_path, monkeypatch, capsys):
+    """Issue 20 #6: log.jsonl, TensorBoard and best.json hold what the console table shows, in
+    percent; a class in neither labels nor predictions (n/a in the table) is null, not 0.0."""
+    import torch
+    from fastuda import train
+
+    cm = torch.zeros(6, 6, dtype=torch.int64)
+    cm[0, 0], cm[0, 1], cm[1, 1], cm[2, 2], cm[3, 3], cm[4, 3] = 3, 1, 1, 2, 1, 1  # class 5 (pole) absent
+    # IoU: sky 3/4, road 1/2, building 1, vegetation 1/2, car 0 (a miss, not n/a)
+    expected = {"sky": 75.0, "road": 50.0, "building": 100.0, "vegetation": 50.0, "car": 0.0, "pole": None}
+    monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: cm.clone())
+    args = ["demo", "data.synthetic_size=32", "data.synthetic_samples=4", "data.batch_size=1", "data.eval_samples=1",
+            "max_iters=1", "eval_interval=0", "checkpoint_interval=0", "log_interval=1", "--out", str(tmp_path),
+            "--no-progress"]  # fmt: skip
+    assert train.main(args) == 0
+    assert "mIoU 55.00 at iteration 1" in capsys.readouterr().out
+    text = (tmp_path / "log.jsonl").read_text()
+    record = [json.loads(line) for line in text.splitlines() if "eval" in line][-1]
+    assert record["iou"] == pytest.approx(expected) and '"pole": null' in text
+    assert record["eval"]["mIoU"] == pytest.approx(55.0)
+    assert json.loads((tmp_path / "best.json").read_text()) == {"iteration": 1, "mIoU": pytest.approx(55.0),
+                                                                 "unit": "percent"}  # fmt: skip
+    if (tmp_path / "tb").exists():  # tensorboard installed
+        scalars, _ = tb_scalars(tmp_path / "tb")
+        assert scalars["eval/mIoU"] == [(1, pytest.approx(55.0))] and scalars["iou/road"] == [(1, 50.0)]
+        assert "iou/pole" not in scalars and scalars["iou/car"] == [(1, 0.0)]

@@ -128,7 +128,7 @@ def records(n: int = 20):
         out.append({"iter": it, "loss": 2 / (1 + it / 50), "loss_src": 1.0, "lr": 6e-5 * it / (10 * n),
                     "pseudo_weight": 0.3 + it / 1000, "it_per_s": 3.0})  # fmt: skip
         if it % 50 == 0:
-            out.append({"iter": it, "eval": {"mIoU": it / 1000}, "iou": {"road": 0.5}})
+            out.append({"iter": it, "eval": {"mIoU": it / 10}, "iou": {"road": 50.0}})  # percent
     return out
 
 

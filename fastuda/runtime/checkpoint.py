@@ -160,7 +160,7 @@ def prune(out: Path, keep_last: int | None) -> None:
 
 
 class Best:
-    """The best evaluation so far (``best.json``) and its checkpoint (``best.pt``)."""
+    """The best evaluation so far (``best.json``: iteration, mIoU in percent) and its checkpoint (``best.pt``)."""
 
     def __init__(self, out: Path, before: int | None = None):
         self.out = Path(out)
@@ -168,8 +168,9 @@ class Best:
         path = self.out / "best.json"
         if before is not None and path.is_file():  # a resumed run: only evaluations it has not undone
             data = json.loads(path.read_text())
-            if data["iteration"] <= before:
-                self.score, self.iteration = data["mIoU"], data["iteration"]
+            if data["iteration"] <= before:  # runs before fastuda 0.1's percent units stored fractions
+                scale = 1 if data.get("unit") == "percent" else 100
+                self.score, self.iteration = scale * data["mIoU"], data["iteration"]
 
     def update(self, iteration: int, score: float, checkpoint: Path) -> bool:
         """Keeps ``checkpoint`` (of ``iteration``) as ``best.pt`` if ``score`` beats the best."""
@@ -178,7 +179,7 @@ class Best:
         link_or_copy(checkpoint, self.out / "best.pt")
         self.score, self.iteration = score, iteration
         tmp = self.out / f".best.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps({"iteration": iteration, "mIoU": score}))
+        tmp.write_text(json.dumps({"iteration": iteration, "mIoU": score, "unit": "percent"}))
         os.replace(tmp, self.out / "best.json")
         return True
 

@@ -1,5 +1,7 @@
 """Scoring a model over a split: the confusion matrix, then per-class IoU and mIoU."""
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -28,6 +30,13 @@ def evaluate(model: nn.Module, dataset, num_classes: int, device="cpu", crop=Non
     finally:
         model.train(was_training)
     return cm
+
+
+def percent(score: float) -> float | None:
+    """A score as a run records it (``log.jsonl``, TensorBoard, ``best.json``, the tables): percent,
+    as people read and papers report mIoU; None (JSON null, no TensorBoard point) for n/a, a class
+    in neither the labels nor the predictions, which a 0 would pass off as a total miss."""
+    return None if math.isnan(score) else 100 * score
 
 
 def report(cm: Tensor, class_names, source: str = "gta") -> tuple[str, dict[str, float]]:

@@ -198,7 +198,7 @@ def _curve_panels(records: list[dict]) -> list[tuple[str, dict[str, list[tuple[i
                 weight.append((it, value))
         ev = r.get("eval")
         if isinstance(ev, dict) and isinstance(ev.get("mIoU"), (int, float)):
-            miou.append((it, 100 * ev["mIoU"]))
+            miou.append((it, ev["mIoU"]))  # percent
     panels = [("losses", losses), ("learning rate", {"lr": lr}), ("pseudo-label weight", {"pseudo_weight": weight}),
               ("target mIoU (%)", {"mIoU": miou})]  # fmt: skip
     return [(title, {k: v for k, v in series.items() if v}) for title, series in panels
