@@ -35,6 +35,7 @@ from fastuda.runtime.evaluation import evaluate, percent, report
 from fastuda.runtime.logging import RunLogger, run_metadata, tee_output
 from fastuda.runtime.pictures import prediction_grid
 from fastuda.uda import build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
+from fastuda.uda.optim import lr_factor
 
 
 def _to(batch: dict, device) -> dict:
@@ -79,6 +80,13 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
                 "rank": d.rank, "finished": True, "max_iters": cfg.max_iters}  # fmt: skip
     if state is not None and d.main:  # a reused --out continues the old run: say so
         print(f"resuming from iteration {state['iteration']} ({resume})", file=sys.stderr, flush=True)
+    if d.main and cfg.max_iters <= cfg.optim.warmup_iters:
+        # Warned, not scaled: a smoke run may want it, and a silently rescaled schedule would differ
+        # from the recipe that config.json records.
+        peak = cfg.optim.lr * max(lr_factor(t, cfg.max_iters, cfg.optim) for t in range(cfg.max_iters))
+        print(f"warning: max_iters={cfg.max_iters} is not past optim.warmup_iters={cfg.optim.warmup_iters}: the "
+              f"learning rate never leaves its warm-up and peaks at {peak:.1e}, not optim.lr={cfg.optim.lr:g}; set "
+              f"optim.warmup_iters below max_iters (e.g. {cfg.max_iters // 10})", file=sys.stderr, flush=True)
 
     # ---- build: the same seed on every rank (identical networks), then a stream per rank
     seed_all(cfg.seed)

@@ -104,6 +104,9 @@ CONFIG_CASES = [
     ("daformer_gta2cs", ["model.pretrained=None"], "uda.fd_lambda=0.005"),
     ("daformer_gta2cs", ["model.pretrained=nowhere/mit_b5.pth"], "model.pretrained=nowhere/mit_b5.pth"),
     ("demo", ["uda.fd_lambda=0.005", "uda.fd_classes=(4,7)"], "uda.fd_classes"),  # class 7 of 6
+    # issue 20 #5: a MIC mask of one block hides the whole crop or nothing
+    ("demo", ["max_iters=1", "uda.mic_lambda=1", "uda.mic_block_size=64"], "uda.mic_block_size=64 with the 64x64 training crop"),
+    ("demo", ["max_iters=1", "uda.mic_lambda=1", "uda.mic_block_size=100"], "expected at most 42"),
     ("demo", ["uda.pseudo_treshold=0.9"], "uda.pseudo_threshold"),  # unknown key: the close match
     ("demo", ["model.hrda_fixed_attention=0.5"], "hrda.fixed_attention"),  # merged into the hrda section
     ("demo", ["model.hrda=true"], "hrda.enabled"),
@@ -121,6 +124,32 @@ def test_config(preset, overrides, expected, tmp_path):
     code, err = run(train.main, [preset, *overrides, "--out", tmp_path / "run", "--no-progress"])
     assert_user_error(code, err, expected)
     assert not (tmp_path / "run").exists()  # refused before anything was built or written
+
+
+def test_default_workers_fit_the_cpus(monkeypatch):
+    """Issue 20 #5: data.workers=4 on a 2-CPU machine made PyTorch warn twice a run (into train.log too)."""
+    import os
+    import warnings
+
+    from torch.utils.data import DataLoader
+
+    from fastuda.config import TrainConfig
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # what torch's check reads
+    workers = TrainConfig().data.workers
+    assert workers == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DataLoader(range(4), num_workers=workers).check_worker_number_rationality()
+
+
+def test_warmup_longer_than_the_run_is_said(tmp_path, capsys):
+    """Issue 20 #5: max_iters below the warm-up peaked the learning rate at 6e-8 without a word."""
+    args = ["demo", "data.synthetic_size=32", "data.synthetic_samples=2", "data.batch_size=1", "max_iters=2",
+            "optim.warmup_iters=1500", "eval_interval=-1", "--out", tmp_path, "--no-progress"]  # fmt: skip
+    assert train.main([str(a) for a in args]) == 0
+    assert ("warning: max_iters=2 is not past optim.warmup_iters=1500: the learning rate never leaves its warm-up "
+            "and peaks at 2.0e-07, not optim.lr=0.0006") in capsys.readouterr().err  # fmt: skip
 
 
 JSON_CASES = [

@@ -2,12 +2,23 @@
 papers (comment) and what it accepts (``check``, applied by ``fastuda.config.validate``)."""
 
 import dataclasses
+import os
 
 from fastuda._fields import (NAME, NON_NEGATIVE, POSITIVE, at_least, between, each, field, multiple_of, one_of,
                              optional, path_template)  # fmt: skip
 from fastuda.models.config import HRDAConfig, ModelConfig
 
 from .recipes import DATASETS, RECIPES
+
+def default_workers() -> int:
+    """4 decoding processes per loader, or fewer: PyTorch warns (twice a run, once per loader) when
+    a loader has more workers than the CPUs this process may run on."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    return min(4, cpus)
+
 
 # Classes of each dataset name (tests check these against fastuda.data).
 DATASET_CLASSES = {name: d.classes for name, d in DATASETS.items()}
@@ -35,7 +46,7 @@ class DataConfig:
     # (long, short) keep-ratio resize; None: the recipe's (e.g. 1280x720)
     resize: tuple[int, int] | None = field(None, optional(each(POSITIVE)))
     batch_size: int = field(2, at_least(1))  # images per domain per iteration (2 source + 2 target)
-    workers: int = field(4, at_least(0))  # decoding processes per loader
+    workers: int = field(check=at_least(0), factory=lambda: default_workers())  # decoding processes per loader
     eval_split: str = field("val", one_of("val", "train"))  # target split used for evaluation
     eval_samples: int | None = field(None, optional(at_least(1)))  # evaluate on the first N images only (None: all)
     # synthetic demo only

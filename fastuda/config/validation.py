@@ -35,6 +35,11 @@ def _check_across(cfg: TrainConfig, from_pretrained: bool) -> None:
         raise UserError(f"uda.pseudo_ignore_top={u.pseudo_ignore_top} + uda.pseudo_ignore_bottom="
                         f"{u.pseudo_ignore_bottom} leave no row of the {crop_h}-row training crop ({crop_key}); "
                         f"expected a sum < {crop_h}")  # fmt: skip
+    # MIC's mask grid has round(side / b) blocks a side: one block masks the whole crop or none of it
+    if u.mic_lambda > 0 and round(max(crop_h, crop_w) / u.mic_block_size) <= 1:
+        raise UserError(f"uda.mic_block_size={u.mic_block_size} with the {crop_h}x{crop_w} training crop ({crop_key}): "
+                        "the mask would be a single block, hiding the whole image or nothing; expected at most "
+                        f"{2 * max(crop_h, crop_w) // 3}")  # fmt: skip
     if m.decode_head in ("daformer", "segformer") and m.backbone not in MIT_BACKBONES:
         raise UserError(f"model.decode_head={m.decode_head!r} needs a 4-level MiT encoder, got model.backbone="
                         f"{m.backbone!r}; expected one of {', '.join(MIT_BACKBONES)} (or model.decode_head=deeplabv2)")
