@@ -129,8 +129,8 @@ class Segmenter:
 
     def __call__(self, image: ImageLike, probabilities: bool = False):
         """Labels (H, W) int64 at the image's size, on the CPU; with ``probabilities`` also the
-        softmax (K, H, W) float32. ``image``: a path, a PIL image, an (H, W, 3) uint8 NumPy
-        array or a (3, H, W) tensor (uint8, or float in 0..255), RGB."""
+        softmax (K, H, W) float32. ``image``: a path, a PIL image, an (H, W, 3) NumPy array or a
+        (3, H, W) tensor, RGB, uint8 or float in 0..255 (grey and RGBA too; ``to_image_tensor``)."""
         return self.segment([image], probabilities)[0]
 
     def segment(self, images: Sequence[ImageLike], probabilities: bool = False) -> list:
@@ -194,7 +194,11 @@ def compile_inference(model: nn.Module, backend: str = "inductor") -> None:
 
 
 def to_image_tensor(image: ImageLike) -> Tensor:
-    """An RGB (3, H, W) tensor, uint8 or float 0..255, from a path, PIL image, array or tensor."""
+    """An RGB (3, H, W) tensor, uint8 or float 0..255, from a path, PIL image, array or tensor.
+
+    Arrays and tensors take the modes PIL images do: grey ((H, W), (H, W, 1) / (1, H, W)), RGB
+    and RGBA (alpha dropped, as PIL's ``convert("RGB")``). Float values must lie in 0..255; an
+    image whose floats all lie in [0, 1] is refused (0..1 scaled, or too dark to segment)."""
     if isinstance(image, (str, Path)):
         from fastuda.data._io import read_image
 
@@ -205,14 +209,37 @@ def to_image_tensor(image: ImageLike) -> Tensor:
     if type(image).__module__.startswith("PIL."):
         image = np.asarray(image.convert("RGB"))
     if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise UserError(f"image array must be (H, W, 3) RGB, got shape {image.shape}")
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a copy: the caller's array stays theirs
+        if image.dtype == bool or not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+            raise UserError(f"image array must hold numbers 0..255, got dtype {image.dtype}")
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+            raise UserError(f"image array must be (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA, got shape {image.shape}")
+        tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # a copy: the caller's array stays theirs
+        return _rgb(tensor, "image array")
     if isinstance(image, Tensor):
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise UserError(f"image tensor must be (3, H, W) RGB, got shape {tuple(image.shape)}")
-        return image.detach().cpu()
+        if image.dim() == 2:
+            image = image[None]
+        if image.dim() != 3 or image.shape[0] not in (1, 3, 4):
+            raise UserError(f"image tensor must be (H, W) grey, (3, H, W) RGB or (4, H, W) RGBA, got shape "
+                            f"{tuple(image.shape)}")  # fmt: skip
+        return _rgb(image.detach().cpu(), "image tensor")
     raise UserError(f"image must be a path, PIL image, NumPy array or tensor, got {type(image).__name__}")
+
+
+def _rgb(image: Tensor, what: str) -> Tensor:
+    """(1 | 3 | 4, H, W) -> (3, H, W): grey repeated, alpha dropped; the value range checked."""
+    if image.dtype == torch.bool or image.is_complex():
+        raise UserError(f"{what} must hold numbers 0..255, got dtype {image.dtype}")
+    image = image[:3].expand(3, -1, -1) if image.shape[0] == 1 else image[:3]
+    if image.numel() and image.dtype != torch.uint8:
+        lo, hi = float(image.min()), float(image.max())
+        if image.dtype.is_floating_point and hi <= 1:
+            raise UserError(f"{what} of floats in [{lo:g}, {hi:g}]: expected values 0..255 (the 0..1 scale is "
+                            "not guessed: multiply by 255)")  # fmt: skip
+        if lo < 0 or hi > 255 or (lo != lo or hi != hi):
+            raise UserError(f"{what} values in [{lo:g}, {hi:g}]: expected 0..255")
+    return image.contiguous() if image.dtype.is_floating_point or image.dtype == torch.uint8 else image.to(torch.uint8)
 
 
 def _test_scale(cfg) -> tuple[int, int] | None:

@@ -71,8 +71,12 @@ def find_images(inputs: list[str]) -> list[Job]:
                 continue
             name = rel.with_suffix(".png")
             if name in names:
-                raise UserError(f"inputs {names[name]} and {source} would both write {name}; rename one or pass "
-                                "their folder instead")  # fmt: skip
+                other = names[name]
+                # the outputs are .png whatever the input's suffix: x.png and x.jpg of one folder collide
+                how = ("rename one of them (outputs drop the input's suffix), or predict them into two --out "
+                       "folders" if other.parent == source.parent else "pass their folders instead of the files "
+                       "(outputs then keep the path below the folder)")  # fmt: skip
+                raise UserError(f"inputs {other} and {source} would both write {name}; {how}")
             names[name] = source
             jobs[key] = Job(source, name)
     return list(jobs.values())
@@ -152,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)  # inputs and overrides may follow options
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file; expected a folder (new or existing) for the outputs")
     overrides = [s for s in args.inputs if "=" in s and not Path(s).exists()]
     jobs = find_images([s for s in args.inputs if s not in overrides])
     from fastuda.inference import Segmenter, to_image_tensor

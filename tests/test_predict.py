@@ -182,3 +182,53 @@ def test_compile_gives_the_same_labels(kind, image_dir, tmp_path):
     torch._dynamo.reset()
     torch.testing.assert_close(compiled(image, probabilities=True)[1], plain(image, probabilities=True)[1],
                                rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
+def test_out_is_a_file_and_colliding_names(checkpoints, tmp_path, capsys):
+    """Issue 20 #4: --out naming a file was a traceback; x.png beside x.jpg got advice that could not help."""
+    kind, cfg, model, files = checkpoints
+    if kind != "daformer":
+        pytest.skip("argument handling does not depend on the network")
+    from fastuda.errors import run_cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("x.png", "x.jpg"):
+        Image.new("RGB", (40, 30)).save(folder / name)
+    (tmp_path / "taken").write_text("a file")
+    assert run_cli(predict.main, [str(files["fastuda"]), str(folder / "x.png"), "--out", str(tmp_path / "taken"),
+                                  "--no-progress"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err == f"error: --out {tmp_path / 'taken'} is a file; expected a folder (new or existing) for the outputs\n"
+    assert run_cli(predict.main, [str(files["fastuda"]), str(folder), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: inputs {folder / 'x.jpg'} and {folder / 'x.png'} would both write x.png; rename "
+                          "one of them (outputs drop the input's suffix), or predict them into two --out folders")
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+
+def test_segmenter_takes_pils_modes_from_arrays_and_checks_the_range(checkpoints, image_dir):
+    """Issue 20 #7: grey and RGBA arrays work as their PIL images do; floats in [0, 1] are refused."""
+    kind, cfg, model, files = checkpoints
+    if kind != "daformer":
+        pytest.skip("input handling does not depend on the network")
+    from fastuda.errors import UserError
+    from fastuda.inference import to_image_tensor
+
+    seg = Segmenter.from_checkpoint(files["fastuda"], "cpu")
+    grey = Image.open(image_dir / "sub" / "c.png")
+    rgba = Image.open(image_dir / "e.png")
+    assert grey.mode == "L" and rgba.mode == "RGBA"
+    g, a = np.asarray(grey), np.asarray(rgba)
+    for array, pil in ((g, grey), (g[..., None], grey), (a, rgba)):
+        assert torch.equal(to_image_tensor(array), to_image_tensor(pil))
+    assert torch.equal(seg(g), seg(grey)) and torch.equal(seg(a), seg(rgba))
+    assert torch.equal(seg(torch.from_numpy(a).permute(2, 0, 1)), seg(rgba))
+    assert torch.equal(seg(torch.from_numpy(g.astype(np.int64))), seg(grey))  # integer 0..255 of any dtype
+    image = read_rgb(image_dir / "a.png")
+    with pytest.raises(UserError, match=r"image tensor of floats in \[0, 1\]: expected values 0\.\.255"):
+        seg(image.float() / 255)
+    with pytest.raises(UserError, match=r"image array values in \[-1, 1\.5\]: expected 0\.\.255"):
+        seg(np.array([[[-1.0, 0.5, 1.5]]]).repeat(4, 0).repeat(4, 1))
+    with pytest.raises(UserError, match=r"image array must be \(H, W\) grey, \(H, W, 3\) RGB or \(H, W, 4\) RGBA"):
+        seg(np.zeros((4, 4, 2), np.uint8))
