@@ -27,7 +27,8 @@ __all__ = ["evaluate", "main", "predict", "report", "slide_inference"]
 @cli
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastuda.evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", help="a fastuda training checkpoint (OUT/latest.pt, best.pt, iter_N.pt), a released "
+                        "DAFormer / HRDA / MIC .pth, an mmseg file or a Hugging Face SegFormer folder")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. data.target_root=...)")
     parser.add_argument("--config", default=None, help="a preset or JSON config instead of the checkpoint's own")
     parser.add_argument("--split", default=None, choices=("val", "train"),

@@ -4,8 +4,8 @@
     python -m fastuda.train demo max_iters=200 --out runs/demo      # again: continues runs/demo/latest.pt
     torchrun --nproc_per_node=4 -m fastuda.train daformer_gta2cs ...  # data.batch_size is per GPU
 
-Presets and fields: fastuda/config/ (presets.py, schema.py); overrides are dotted and typed, in any order with
-the options. Outputs in ``--out`` (default ``runs/<name>``): ``log.jsonl``, TensorBoard
+Presets and fields: fastuda/config/ (presets.py, schema.py; ``--list-keys [PRESET]`` prints them);
+overrides are dotted and typed, in any order with the options. Outputs in ``--out`` (default ``runs/<name>``): ``log.jsonl``, TensorBoard
 events, ``latest.pt`` (from iteration 0 on), ``iter_N.pt`` and ``best.pt``. A run whose
 ``OUT/latest.pt`` exists continues it, exactly; overrides may then change only
 ``fastuda.runtime.checkpoint.RESUMABLE`` fields. SIGINT / SIGTERM checkpoint and exit 0.
@@ -15,31 +15,14 @@ evaluation, logging).
 
 import argparse
 import contextlib
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
-import torch
-
-from fastuda.config import TrainConfig, load_config, test_windows, to_dict, validate
+from fastuda._keys import format_keys
+from fastuda.config import PRESETS, TrainConfig, load_config
 from fastuda.errors import UserError, cli
-from fastuda.runtime import distributed
-from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, build_segmentor
-from fastuda.runtime.checkpoint import (Best, load_training_checkpoint, remove_temporaries, restore, resume_config,
-                                        resume_path, rng_state, seed_all, training_state, write_checkpoint)  # fmt: skip
-from fastuda.runtime.compile import BACKENDS, compile_student_teacher, graph_breaks
-from fastuda.metrics import class_iou
-from fastuda.runtime.evaluation import evaluate, percent, report
-from fastuda.runtime.logging import RunLogger, run_metadata, tee_output
-from fastuda.runtime.pictures import prediction_grid
-from fastuda.uda import build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
-from fastuda.uda.optim import lr_factor
-
-
-def _to(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+from fastuda.runtime import COMPILE_BACKENDS
 
 
 def train(cfg: TrainConfig | None, out: str | Path | None = None, resume: str | Path | None = None,
@@ -55,169 +38,35 @@ def train(cfg: TrainConfig | None, out: str | Path | None = None, resume: str | 
     ``compile_backend``: a torch.compile backend ("inductor", "aot_eager") for the student's forward +
     loss and the teacher's forward (``fastuda.runtime.compile``; the result then has "graph_breaks").
     """
-    d = distributed.init(device)
-    try:
-        return _train(cfg, out, resume, d, amp, progress and d.main, max_iters, compile_backend)
-    finally:
-        distributed.close(d)
+    # Here, not at the top: the command line checks its arguments in well under a second, before
+    # torch, the models and the data pipelines are imported (5-7 s).
+    from fastuda.runtime.loop import train as run
+
+    return run(cfg, out, resume, device, amp, progress, max_iters, compile_backend)
 
 
-def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, compile_backend) -> dict:
-    out = Path(out or (Path(resume).parent if cfg is None else cfg.out.format(name=cfg.name)))
-    state = load_training_checkpoint(resume) if resume is not None else None
-    if state is not None:
-        cfg = resume_config(state["config"], cfg, str(resume))
-    validate(cfg, from_pretrained=state is None)  # before anything is built
-    stop = min(max_iters if max_iters is not None else cfg.max_iters, cfg.max_iters)
-    if state is not None and state["iteration"] >= stop:
-        # nothing left to train: evaluating again would only log a second final record
-        at = state["iteration"]
-        if d.main:
-            why = (f"finished (max_iters={cfg.max_iters}); nothing to do: max_iters=<more> trains it longer, another "
-                   "--out starts a new run" if at >= cfg.max_iters else f"past --stop-at {stop}; nothing to do")
-            print(f"{out} is already at iteration {at} ({resume}): {why}", file=sys.stderr, flush=True)
-        return {"student": None, "teacher": None, "iteration": at, "eval": {}, "out": out, "stopped": None,
-                "rank": d.rank, "finished": True, "max_iters": cfg.max_iters}  # fmt: skip
-    if state is not None and d.main:  # a reused --out continues the old run: say so
-        print(f"resuming from iteration {state['iteration']} ({resume})", file=sys.stderr, flush=True)
-    if d.main and cfg.max_iters <= cfg.optim.warmup_iters:
-        # Warned, not scaled: a smoke run may want it, and a silently rescaled schedule would differ
-        # from the recipe that config.json records.
-        peak = cfg.optim.lr * max(lr_factor(t, cfg.max_iters, cfg.optim) for t in range(cfg.max_iters))
-        print(f"warning: max_iters={cfg.max_iters} is not past optim.warmup_iters={cfg.optim.warmup_iters}: the "
-              f"learning rate never leaves its warm-up and peaks at {peak:.1e}, not optim.lr={cfg.optim.lr:g}; set "
-              f"optim.warmup_iters below max_iters (e.g. {cfg.max_iters // 10})", file=sys.stderr, flush=True)
+_EPILOG = """presets: {presets}
 
-    # ---- build: the same seed on every rank (identical networks), then a stream per rank
-    seed_all(cfg.seed)
-    student = build_segmentor(cfg, pretrained=state is None)
-    student = distributed.convert_sync_bn(student, d) if cfg.model.sync_bn else student
-    student.to(d.device)
-    distributed.broadcast_state([student], d)
-    teacher = make_teacher(student) if cfg.uda.mode == "dacs" else None
-    imnet = make_imnet_encoder(student.backbone) if cfg.uda.fd_lambda > 0 else None
-    optimizer = build_optimizer(student, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.max_iters, cfg.optim)
-    rank_seed = cfg.seed + 1_000_003 * d.rank  # rank 0: the single-process streams
-    if d.rank:
-        seed_all(rank_seed)
-    generator = torch.Generator(d.device).manual_seed(rank_seed)
-    nets = {"student": student, "teacher": teacher, "imnet": imnet}
-    start, draws = restore(state, nets, optimizer, scheduler, generator, d.rank) if state is not None else (0, 0)
-    dtype = amp_dtype(amp, d.device)
-    scaler = torch.amp.GradScaler(d.device.type) if dtype == torch.float16 else None
-    fns = compile_student_teacher(compile_backend) if compile_backend else None
-    breaks_before = graph_breaks()  # the count is per process: report this run's
+examples:
+  python -m fastuda.train demo max_iters=200 --out runs/demo    # again: continues runs/demo/latest.pt
+  python -m fastuda.train daformer_gta2cs data.source_root=data/gta data.target_root=data/cityscapes
+  python -m fastuda.train --list-keys demo                      # every key, its value, what it means
+  torchrun --nproc_per_node=4 -m fastuda.train daformer_gta2cs  # data.batch_size is per GPU
 
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(out)
-        (out / "config.json").write_text(json.dumps({**to_dict(cfg), "run": run_metadata()}, indent=2))
-    logger = RunLogger(out, enabled=d.main, resume_at=start if state is not None else None)
-    best = Best(out, before=start if state is not None else None)
-    # list and check the evaluation split now: a bad one fails here, not after eval_interval iterations
-    eval_set, class_names = build_eval_dataset(cfg, check=True) if cfg.eval_interval >= 0 else (None, None)
-    last_eval: dict = {}
-
-    def checkpoint(iteration: int) -> None:
-        rngs = distributed.gather(rng_state(generator), d)
-        distributed.broadcast_state([student, teacher], d, params=False)
-        if not d.main:
-            return
-        consumed = draws + (iteration - start) * d.world * cfg.data.batch_size
-        ckpt = training_state(nets, optimizer, scheduler, rngs, iteration, consumed, d.world, cfg)
-        write_checkpoint(out, ckpt, cfg.checkpoint_interval, cfg.checkpoint.keep_last)
-
-    def run_eval(iteration: int) -> dict:
-        distributed.broadcast_state([student], d, params=False)  # evaluate rank 0's BN statistics
-        crop, stride = test_windows(cfg)
-        cm = evaluate(student, eval_set, cfg.model.num_classes, d.device, crop, stride, cfg.data.eval_samples, dtype,
-                      shard=(d.rank, d.world))  # fmt: skip
-        cm = distributed.all_reduce_sum(cm, d)
-        table, result = report(cm, class_names, cfg.data.source)
-        result = {k: percent(v) for k, v in result.items()}  # the table's unit; n/a is null, never 0
-        iou = {str(name): percent(v) for name, v in zip(class_names, class_iou(cm.cpu()).tolist())}
-        logger.log(iteration, {"eval": result, "iou": iou})
-        if d.main:
-            grid = prediction_grid(student, eval_set, class_names, d.device, crop, stride, dtype)
-            logger.log_image(iteration, "predictions", grid)
-        if d.main and result["mIoU"] is not None and best.update(iteration, result["mIoU"], out / "latest.pt") \
-                and progress:
-            print(f"\nnew best mIoU: {out / 'best.pt'}", flush=True)
-        if progress:
-            print(f"\niteration {iteration}: target {cfg.data.eval_split}\n{table}", flush=True)
-        return result
-
-    src_loader, tgt_loader = build_loaders(cfg, start, d.rank, d.world, draws)  # every data file checked first
-    if state is None:
-        checkpoint(0)  # from now on there is always a latest.pt to resume from
-    # ---- the loop: one uda_step per iteration, the gradient average, the optimiser and the schedule
-    src_iter, tgt_iter = iter(src_loader), iter(tgt_loader)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        # the whole run's length: a --stop-at run does not look finished
-        bar = tqdm(total=cfg.max_iters, initial=start, desc=cfg.name, dynamic_ncols=True)
-    student.train()
-    t0, seen, done, stopped = time.perf_counter(), 0, start, None
-    with distributed.StopSignals() as signals:
-        for it in range(start, stop):
-            batch = {"source": _to(next(src_iter), d.device), "target": _to(next(tgt_iter), d.device)}
-            optimizer.zero_grad(set_to_none=True)
-            loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, dtype, scaler, fns)
-            distributed.all_reduce_gradients(student, d)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if cfg.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            done = it + 1
-            seen += 1
-            if done % max(cfg.log_interval, 1) == 0 or done == stop:
-                logs = distributed.mean_over_ranks(logs, d)
-                record = {k: float(v) for k, v in logs.items()}  # the only host sync, every log_interval
-                logger.log(done, {**record, "lr": lr, "it_per_s": seen / (time.perf_counter() - t0)})
-                if bar is not None:
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
-            if bar is not None:
-                bar.update(1)
-            stopped = signals.requested if distributed.any_rank(signals.requested is not None, d) else None
-            evaluate_now = cfg.eval_interval > 0 and done % cfg.eval_interval == 0 and done != stop
-            if stopped or evaluate_now or (cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0):
-                checkpoint(done)  # before the evaluation: a failing evaluation loses no training
-            if stopped:
-                break
-            if evaluate_now:
-                last_eval = run_eval(done)
-    if bar is not None:
-        bar.close()
-    if not stopped:
-        if stop > start and not (cfg.checkpoint_interval and stop % cfg.checkpoint_interval == 0):
-            checkpoint(stop)
-        if stop == cfg.max_iters and cfg.eval_interval >= 0:
-            last_eval = run_eval(stop)
-    result = {"student": student, "teacher": teacher, "iteration": done, "eval": last_eval, "out": out,
-              "stopped": stopped, "rank": d.rank, "finished": done >= cfg.max_iters, "max_iters": cfg.max_iters}
-    if compile_backend:
-        result["graph_breaks"] = graph_breaks() - breaks_before
-        logger.log(done, {"compile": compile_backend, "graph_breaks": result["graph_breaks"]})
-        if progress:
-            print(f"torch.compile ({compile_backend}): {result['graph_breaks']} graph breaks", flush=True)
-    logger.close()
-    return result
+Outputs in --out: log.jsonl, train.log, TensorBoard events (tb/), latest.pt, iter_N.pt, best.pt.
+A run whose OUT/latest.pt exists continues it, exactly. SIGINT / SIGTERM checkpoint and exit 0."""
 
 
-@cli
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fastuda.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="a preset name (see fastuda.config.PRESETS) or a JSON config file")
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m fastuda.train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Domain-adaptive segmentation training (DAFormer, HRDA, MIC) from a preset or a JSON "
+                    "config,\nwith dotted key=value overrides in any order with the options.",
+        epilog=_EPILOG.format(presets=", ".join(PRESETS)))  # fmt: skip
+    parser.add_argument("config", nargs="?", help="a preset name (below) or a JSON config file")
+    parser.add_argument("--list-keys", nargs="?", const="", metavar="PRESET",
+                        help="print every config key with its value (the preset's, or the defaults) and a "
+                             "description, then exit")  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. uda.alpha=0.99")
     parser.add_argument("--out", default=None, help="output directory (default: runs/<name>)")
     parser.add_argument("--resume", action="store_true",
@@ -228,13 +77,34 @@ def main(argv: list[str] | None = None) -> int:
                         help="autocast (default: bf16 on GPU, off on CPU)")
     parser.add_argument("--stop-at", type=int, default=None, help="stop after this iteration (resumable)")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--compile", nargs="?", const="inductor", default=None, choices=BACKENDS,
+    parser.add_argument("--compile", nargs="?", const="inductor", default=None, choices=COMPILE_BACKENDS,
                         help="torch.compile the student's forward + loss and the teacher's forward "
                              "(default backend: inductor)")  # fmt: skip
+    return parser
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_intermixed_args(argv)
+    if args.list_keys is not None:
+        given = [n for n in (args.list_keys, args.config) if n]  # `--list-keys key=value` took an override
+        names, overrides = [n for n in given if "=" not in n], [n for n in given if "=" in n] + args.overrides
+        if len(names) > 1:
+            parser.error(f"--list-keys takes one preset, got {' and '.join(names)}")
+        cfg = load_config(names[0], overrides, from_pretrained=False) if names else TrainConfig()
+        print(format_keys(cfg))  # from_pretrained=False: listing needs no weights file
+        return 0
+    if args.config is None:
+        parser.error("the following arguments are required: config (a preset or a JSON file; presets: "
+                     f"{', '.join(PRESETS)})")  # fmt: skip
     if bad := [o for o in args.overrides if "=" not in o and o.endswith(".pt")]:
         parser.error(f"{bad[0]}: a checkpoint is given with --resume-from {bad[0]}")
     cfg = load_config(args.config, args.overrides)  # a mistake is a UserError: one line, exit 2
+    # The arguments and the config are checked: now torch and the runtime (see train()).
+    from fastuda.runtime.checkpoint import resume_path
+    from fastuda.runtime.logging import run_metadata, tee_output
+
     out = Path(args.out or cfg.out.format(name=cfg.name))
     try:
         resume = resume_path(out, args.resume_from, args.resume, cfg)  # overrides checked before building

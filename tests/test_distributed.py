@@ -97,16 +97,17 @@ def _scenarios(out: Path) -> None:
 
 def _die(out: Path) -> None:
     """Rank 1 exits hard in its second iteration; rank 0 trains on."""
+    import fastuda.runtime.loop as loop
     import fastuda.train as t
 
-    step = t.uda_step
+    step = loop.uda_step
 
     def dying_step(student, teacher, batch, cfg, iteration, *args):
         if iteration == 1 and os.environ["RANK"] == "1":
             os._exit(3)
         return step(student, teacher, batch, cfg, iteration, *args)
 
-    t.uda_step = dying_step
+    loop.uda_step = dying_step
     t.train(tiny("demo", "data.batch_size=1", "max_iters=1000", "eval_interval=-1"), out, progress=False)
 
 

@@ -132,12 +132,13 @@ def test_eval_scores_are_percent_and_na_is_null(tmp_path, monkeypatch, capsys):
     percent; a class in neither labels nor predictions (n/a in the table) is null, not 0.0."""
     import torch
     from fastuda import train
+    from fastuda.runtime import loop
 
     cm = torch.zeros(6, 6, dtype=torch.int64)
     cm[0, 0], cm[0, 1], cm[1, 1], cm[2, 2], cm[3, 3], cm[4, 3] = 3, 1, 1, 2, 1, 1  # class 5 (pole) absent
     # IoU: sky 3/4, road 1/2, building 1, vegetation 1/2, car 0 (a miss, not n/a)
     expected = {"sky": 75.0, "road": 50.0, "building": 100.0, "vegetation": 50.0, "car": 0.0, "pole": None}
-    monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: cm.clone())
+    monkeypatch.setattr(loop, "evaluate", lambda *args, **kwargs: cm.clone())
     args = ["demo", "data.synthetic_size=32", "data.synthetic_samples=4", "data.batch_size=1", "data.eval_samples=1",
             "max_iters=1", "eval_interval=0", "checkpoint_interval=0", "log_interval=1", "--out", str(tmp_path),
             "--no-progress"]  # fmt: skip

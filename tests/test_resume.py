@@ -89,16 +89,17 @@ def test_sigkill_during_checkpoint_write_then_auto_resume(tmp_path):
 
 
 def test_sigterm_checkpoints_and_exits_zero(tmp_path, monkeypatch, capsys):
+    import fastuda.runtime.loop as loop
     import fastuda.train as t
 
-    step = t.uda_step
+    step = loop.uda_step
 
     def step_then_sigterm(student, teacher, batch, cfg, iteration, *args):
         if iteration == 2:  # a real signal, in the middle of iteration 3
             os.kill(os.getpid(), signal.SIGTERM)
         return step(student, teacher, batch, cfg, iteration, *args)
 
-    monkeypatch.setattr(t, "uda_step", step_then_sigterm)
+    monkeypatch.setattr(loop, "uda_step", step_then_sigterm)
     before = signal.getsignal(signal.SIGTERM)
     assert t.main(["demo", *T, "max_iters=100", "--out", str(tmp_path), "--no-progress"]) == 0
     assert "SIGTERM: stopped at iteration 3; run the same command to continue" in capsys.readouterr().err

@@ -38,7 +38,7 @@ class DataConfig:
     source: str = field("gta", one_of(*SOURCE_DATASETS))  # S (synthetic: the demo's procedural scenes)
     source_root: str = "data/gta"  # dataset root as released (or converted); checked at start-up
     target: str = field("cityscapes", one_of(*TARGET_DATASETS))  # T (acdc: all four conditions, acdc_night: one)
-    target_root: str = "data/cityscapes"
+    target_root: str = "data/cityscapes"  # dataset root, as data.source_root
     # published pipeline: daformer (crop 512) | hrda / mic (crop 1024, valid pseudo mask)
     recipe: str = field("daformer", one_of(*RECIPES))
     # (h, w) training crop; None: the recipe's (the synthetic scenes are not cropped)
@@ -103,7 +103,7 @@ class OptimConfig:
     lr: float = field(6e-5, POSITIVE)  # eta, the encoder's learning rate
     head_lr_mult: float = field(10.0, POSITIVE)  # parameters named *head* learn at lr x this
     weight_decay: float = field(0.01, NON_NEGATIVE)  # AdamW decoupled decay (0 on encoder norms and pos_block)
-    betas: tuple[float, float] = field((0.9, 0.999), each(between(0, 1, hi_open=True)))
+    betas: tuple[float, float] = field((0.9, 0.999), each(between(0, 1, hi_open=True)))  # AdamW (beta1, beta2)
     warmup_iters: int = field(1500, NON_NEGATIVE)  # t_warm, linear warm-up iterations
     warmup_ratio: float = field(1e-6, between(0, 1, lo_open=True))  # warm-up starts at lr x this
     power: float = field(1.0, POSITIVE)  # poly decay exponent: lr x (1 - t / max_iters) ** power
@@ -121,7 +121,7 @@ class CheckpointConfig:
 class TrainConfig:
     """One training run: ``python -m fastuda.train PRESET [key=value ...]``."""
 
-    name: str = field("daformer_gta2cs", NAME)
+    name: str = field("daformer_gta2cs", NAME)  # the run's name: out's {name}, the progress bar
     model: ModelConfig = field(factory=ModelConfig)
     data: DataConfig = field(factory=DataConfig)
     uda: UDAConfig = field(factory=UDAConfig)

@@ -21,9 +21,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fastuda.runtime import COMPILE_BACKENDS
 from fastuda.uda.step import StepFunctions, segmentation_loss, teacher_logits
 
-BACKENDS = ("inductor", "aot_eager", "eager")
+BACKENDS = COMPILE_BACKENDS
 
 
 def _check_backend(backend: str) -> None:

@@ -1,0 +1,190 @@
+"""The training loop behind ``python -m fastuda.train`` (``fastuda.train.train``): build, restore,
+one ``uda_step`` per iteration, checkpoints, evaluations and the log. Kept apart from the command
+line so that ``python -m fastuda.train`` checks its arguments before torch is imported."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from fastuda.config import TrainConfig, test_windows, to_dict, validate
+from fastuda.metrics import class_iou
+from fastuda.runtime import distributed
+from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, build_segmentor
+from fastuda.runtime.checkpoint import (Best, load_training_checkpoint, remove_temporaries, restore, resume_config,
+                                        rng_state, seed_all, training_state, write_checkpoint)  # fmt: skip
+from fastuda.runtime.compile import compile_student_teacher, graph_breaks
+from fastuda.runtime.evaluation import evaluate, percent, report
+from fastuda.runtime.logging import RunLogger, run_metadata
+from fastuda.runtime.pictures import prediction_grid
+from fastuda.uda import build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
+from fastuda.uda.optim import lr_factor
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+
+def train(cfg: TrainConfig | None, out: str | Path | None = None, resume: str | Path | None = None,
+          device: str | None = None, amp: str | None = None, progress: bool = True,
+          max_iters: int | None = None, compile_backend: str | None = None) -> dict:  # fmt: skip
+    """``fastuda.train.train`` (documented there)."""
+    d = distributed.init(device)
+    try:
+        return _train(cfg, out, resume, d, amp, progress and d.main, max_iters, compile_backend)
+    finally:
+        distributed.close(d)
+
+
+def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, compile_backend) -> dict:
+    out = Path(out or (Path(resume).parent if cfg is None else cfg.out.format(name=cfg.name)))
+    state = load_training_checkpoint(resume) if resume is not None else None
+    if state is not None:
+        cfg = resume_config(state["config"], cfg, str(resume))
+    validate(cfg, from_pretrained=state is None)  # before anything is built
+    stop = min(max_iters if max_iters is not None else cfg.max_iters, cfg.max_iters)
+    if state is not None and state["iteration"] >= stop:
+        # nothing left to train: evaluating again would only log a second final record
+        at = state["iteration"]
+        if d.main:
+            why = (f"finished (max_iters={cfg.max_iters}); nothing to do: max_iters=<more> trains it longer, another "
+                   "--out starts a new run" if at >= cfg.max_iters else f"past --stop-at {stop}; nothing to do")
+            print(f"{out} is already at iteration {at} ({resume}): {why}", file=sys.stderr, flush=True)
+        return {"student": None, "teacher": None, "iteration": at, "eval": {}, "out": out, "stopped": None,
+                "rank": d.rank, "finished": True, "max_iters": cfg.max_iters}  # fmt: skip
+    if state is not None and d.main:  # a reused --out continues the old run: say so
+        print(f"resuming from iteration {state['iteration']} ({resume})", file=sys.stderr, flush=True)
+    if d.main and cfg.max_iters <= cfg.optim.warmup_iters:
+        # Warned, not scaled: a smoke run may want it, and a silently rescaled schedule would differ
+        # from the recipe that config.json records.
+        peak = cfg.optim.lr * max(lr_factor(t, cfg.max_iters, cfg.optim) for t in range(cfg.max_iters))
+        print(f"warning: max_iters={cfg.max_iters} is not past optim.warmup_iters={cfg.optim.warmup_iters}: the "
+              f"learning rate never leaves its warm-up and peaks at {peak:.1e}, not optim.lr={cfg.optim.lr:g}; set "
+              f"optim.warmup_iters below max_iters (e.g. {cfg.max_iters // 10})", file=sys.stderr, flush=True)
+
+    # ---- build: the same seed on every rank (identical networks), then a stream per rank
+    seed_all(cfg.seed)
+    student = build_segmentor(cfg, pretrained=state is None)
+    student = distributed.convert_sync_bn(student, d) if cfg.model.sync_bn else student
+    student.to(d.device)
+    distributed.broadcast_state([student], d)
+    teacher = make_teacher(student) if cfg.uda.mode == "dacs" else None
+    imnet = make_imnet_encoder(student.backbone) if cfg.uda.fd_lambda > 0 else None
+    optimizer = build_optimizer(student, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.max_iters, cfg.optim)
+    rank_seed = cfg.seed + 1_000_003 * d.rank  # rank 0: the single-process streams
+    if d.rank:
+        seed_all(rank_seed)
+    generator = torch.Generator(d.device).manual_seed(rank_seed)
+    nets = {"student": student, "teacher": teacher, "imnet": imnet}
+    start, draws = restore(state, nets, optimizer, scheduler, generator, d.rank) if state is not None else (0, 0)
+    dtype = amp_dtype(amp, d.device)
+    scaler = torch.amp.GradScaler(d.device.type) if dtype == torch.float16 else None
+    fns = compile_student_teacher(compile_backend) if compile_backend else None
+    breaks_before = graph_breaks()  # the count is per process: report this run's
+
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(out)
+        (out / "config.json").write_text(json.dumps({**to_dict(cfg), "run": run_metadata()}, indent=2))
+    logger = RunLogger(out, enabled=d.main, resume_at=start if state is not None else None)
+    best = Best(out, before=start if state is not None else None)
+    # list and check the evaluation split now: a bad one fails here, not after eval_interval iterations
+    eval_set, class_names = build_eval_dataset(cfg, check=True) if cfg.eval_interval >= 0 else (None, None)
+    last_eval: dict = {}
+
+    def checkpoint(iteration: int) -> None:
+        rngs = distributed.gather(rng_state(generator), d)
+        distributed.broadcast_state([student, teacher], d, params=False)
+        if not d.main:
+            return
+        consumed = draws + (iteration - start) * d.world * cfg.data.batch_size
+        ckpt = training_state(nets, optimizer, scheduler, rngs, iteration, consumed, d.world, cfg)
+        write_checkpoint(out, ckpt, cfg.checkpoint_interval, cfg.checkpoint.keep_last)
+
+    def run_eval(iteration: int) -> dict:
+        distributed.broadcast_state([student], d, params=False)  # evaluate rank 0's BN statistics
+        crop, stride = test_windows(cfg)
+        cm = evaluate(student, eval_set, cfg.model.num_classes, d.device, crop, stride, cfg.data.eval_samples, dtype,
+                      shard=(d.rank, d.world))  # fmt: skip
+        cm = distributed.all_reduce_sum(cm, d)
+        table, result = report(cm, class_names, cfg.data.source)
+        result = {k: percent(v) for k, v in result.items()}  # the table's unit; n/a is null, never 0
+        iou = {str(name): percent(v) for name, v in zip(class_names, class_iou(cm.cpu()).tolist())}
+        logger.log(iteration, {"eval": result, "iou": iou})
+        if d.main:
+            grid = prediction_grid(student, eval_set, class_names, d.device, crop, stride, dtype)
+            logger.log_image(iteration, "predictions", grid)
+        if d.main and result["mIoU"] is not None and best.update(iteration, result["mIoU"], out / "latest.pt") \
+                and progress:
+            print(f"\nnew best mIoU: {out / 'best.pt'}", flush=True)
+        if progress:
+            print(f"\niteration {iteration}: target {cfg.data.eval_split}\n{table}", flush=True)
+        return result
+
+    src_loader, tgt_loader = build_loaders(cfg, start, d.rank, d.world, draws)  # every data file checked first
+    if state is None:
+        checkpoint(0)  # from now on there is always a latest.pt to resume from
+    # ---- the loop: one uda_step per iteration, the gradient average, the optimiser and the schedule
+    src_iter, tgt_iter = iter(src_loader), iter(tgt_loader)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        # the whole run's length: a --stop-at run does not look finished
+        bar = tqdm(total=cfg.max_iters, initial=start, desc=cfg.name, dynamic_ncols=True)
+    student.train()
+    t0, seen, done, stopped = time.perf_counter(), 0, start, None
+    with distributed.StopSignals() as signals:
+        for it in range(start, stop):
+            batch = {"source": _to(next(src_iter), d.device), "target": _to(next(tgt_iter), d.device)}
+            optimizer.zero_grad(set_to_none=True)
+            loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, dtype, scaler, fns)
+            distributed.all_reduce_gradients(student, d)
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            done = it + 1
+            seen += 1
+            if done % max(cfg.log_interval, 1) == 0 or done == stop:
+                logs = distributed.mean_over_ranks(logs, d)
+                record = {k: float(v) for k, v in logs.items()}  # the only host sync, every log_interval
+                logger.log(done, {**record, "lr": lr, "it_per_s": seen / (time.perf_counter() - t0)})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
+            if bar is not None:
+                bar.update(1)
+            stopped = signals.requested if distributed.any_rank(signals.requested is not None, d) else None
+            evaluate_now = cfg.eval_interval > 0 and done % cfg.eval_interval == 0 and done != stop
+            if stopped or evaluate_now or (cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0):
+                checkpoint(done)  # before the evaluation: a failing evaluation loses no training
+            if stopped:
+                break
+            if evaluate_now:
+                last_eval = run_eval(done)
+    if bar is not None:
+        bar.close()
+    if not stopped:
+        if stop > start and not (cfg.checkpoint_interval and stop % cfg.checkpoint_interval == 0):
+            checkpoint(stop)
+        if stop == cfg.max_iters and cfg.eval_interval >= 0:
+            last_eval = run_eval(stop)
+    result = {"student": student, "teacher": teacher, "iteration": done, "eval": last_eval, "out": out,
+              "stopped": stopped, "rank": d.rank, "finished": done >= cfg.max_iters, "max_iters": cfg.max_iters}
+    if compile_backend:
+        result["graph_breaks"] = graph_breaks() - breaks_before
+        logger.log(done, {"compile": compile_backend, "graph_breaks": result["graph_breaks"]})
+        if progress:
+            print(f"torch.compile ({compile_backend}): {result['graph_breaks']} graph breaks", flush=True)
+    logger.close()
+    return result
