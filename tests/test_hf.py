@@ -330,3 +330,48 @@ def test_segformer_head_both_ways_is_transformers_decode_head():
         fresh.load_state_dict({k.removeprefix("decode_head."): v for k, v in exported.items()
                                if k.startswith("decode_head.")}, strict=True)  # fmt: skip
         torch.testing.assert_close(fresh(x), model.decode_head(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(TRANSFORMERS_MAJOR < 5, reason="transformers 5.x attention registry")
+def test_explicit_choice_and_callers_config_are_respected():
+    """Issue 20 #10: the patch replaced an explicit attn_implementation="eager", and wrote "fastuda"
+    into the caller's config object, so models built from it later started patched."""
+    config = tiny_config()
+    model = SegformerModel(config)
+    patch_segformer(model)
+    assert model.config._attn_implementation == "fastuda" and model.config is not config
+    assert config._attn_implementation_internal in (None, "sdpa")
+    assert SegformerModel(config).config._attn_implementation != "fastuda"
+    eager = SegformerModel(tiny_config(attn_implementation="eager"))
+    with pytest.warns(UserWarning, match="attn_implementation='eager', an explicit choice; it is left unpatched"):
+        patch_segformer(eager)
+    assert eager.config._attn_implementation == "eager"
+    counter, mode = attention_calls()
+    with mode:
+        eager(torch.randn(1, 3, 64, 64))
+    assert counter["n"] == 0
+    assert patch_segformer(eager, force=True).config._attn_implementation == "fastuda"
+
+
+def test_fallbacks_say_why_once(monkeypatch):
+    """Issue 20 #10: attention dropout in training and output_attentions=True fell back in silence."""
+    import warnings
+
+    from fastuda.integrations import hf
+
+    monkeypatch.setattr(hf, "_SAID", set())
+    torch.manual_seed(0)
+    model = patch_segformer(SegformerModel(tiny_config(attention_probs_dropout_prob=0.1)).train())
+    pixels = torch.randn(1, 3, 64, 64)
+    with pytest.warns(UserWarning) as said:
+        model(pixels)
+        model(pixels)
+        model(pixels, output_attentions=True)
+        model(pixels, output_attentions=True)
+    messages = [str(w.message) for w in said if "patch_segformer" in str(w.message)]
+    assert len(messages) == 2, messages
+    assert "attention dropout" in messages[0] and "no dropout" in messages[0]
+    assert "output_attentions=True" in messages[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.eval()(pixels)  # fused, nothing to say

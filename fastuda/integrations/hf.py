@@ -14,7 +14,7 @@ through ``fastuda.ops.attention``, in place, with the model's own weights:
 
 Requests that the fused op does not cover take the model's eager path, which materialises the
 attention probabilities: ``output_attentions=True`` (it needs them), attention dropout while
-training, and an attention mask.
+training (the op has no dropout), and an attention mask; the first two say so once, as a warning.
 
 ``export_hf(checkpoint, folder)`` writes a fastuda (or released, or mmseg) network as a
 transformers ``save_pretrained`` folder: a SegFormer-head network as a whole
@@ -25,9 +25,11 @@ conversion of the SegFormer weights), so the exported network computes the same 
 that rounding.
 """
 
+import copy
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -48,9 +50,14 @@ def _segformer_module():
     return modeling_segformer
 
 
-def patch_segformer(model: nn.Module) -> nn.Module:
+def patch_segformer(model: nn.Module, *, force: bool = False) -> nn.Module:
     """Makes every Segformer attention layer of ``model`` run fastuda's fused attention (in place);
-    returns ``model``. Logits and gradients match the unpatched model up to float rounding."""
+    returns ``model``. Logits and gradients match the unpatched model up to float rounding.
+
+    transformers 5.x: a model built with an explicit ``attn_implementation`` other than the
+    default ``"sdpa"`` (say ``"eager"``) is left as it is, with a warning, unless ``force``. The
+    model gets its own copy of its config: the caller's config object, and models built from it
+    later, are not patched."""
     seg = _segformer_module()
     if not isinstance(model, seg.SegformerPreTrainedModel):
         raise TypeError(
@@ -62,9 +69,35 @@ def patch_segformer(model: nn.Module) -> nn.Module:
     else:
         from transformers import AttentionInterface
 
+        chosen = getattr(model.config, "_attn_implementation_internal", None)
+        if chosen not in (None, "sdpa", IMPLEMENTATION) and not force:
+            _say_once(f"patch_segformer: the model was built with attn_implementation={chosen!r}, an explicit "
+                      "choice; it is left unpatched (patch_segformer(model, force=True) replaces it)")  # fmt: skip
+            return model
+        caller = model.config
+        own = copy.deepcopy(caller)
+        for module in model.modules():  # every layer reads its implementation from the shared config
+            if getattr(module, "config", None) is caller:
+                module.config = own
         AttentionInterface.register(IMPLEMENTATION, _attention_forward)
         model.set_attn_implementation(IMPLEMENTATION)
     return model
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    """A UserWarning the first time ``message`` comes up in this process (forwards repeat them)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+_WEIGHTS = ("patch_segformer: output_attentions=True takes transformers' eager attention (the fused op never "
+            "materialises the probabilities it would return)")  # fmt: skip
+_DROPOUT = ("patch_segformer: attention dropout (config.attention_probs_dropout_prob > 0) while training takes "
+            "transformers' eager attention: the fused op has no dropout; eval mode, or a probability of 0, is fused")
 
 
 # ----------------------------------------------------------------------------- transformers 5.x
@@ -87,6 +120,8 @@ def _attention_forward(
     wants_weights = kwargs.get("output_attentions", getattr(config, "output_attentions", False))
     causal = kwargs.get("is_causal") or getattr(module, "is_causal", False)
     if wants_weights or attention_mask is not None or dropout > 0.0 or causal:
+        if wants_weights or dropout > 0.0:
+            _say_once(_WEIGHTS if wants_weights else _DROPOUT)
         eager = _segformer_module().eager_attention_forward
         return eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     out = ops.attention(query, key, value, scale=scaling)  # (B, heads, N, d), stored (B, N, heads, d)
@@ -120,6 +155,7 @@ def _v4_class(base: type) -> type:
 
         def forward(self, hidden_states, height, width, output_attentions=False):
             if output_attentions or (self.training and self.dropout.p > 0):
+                _say_once(_WEIGHTS if output_attentions else _DROPOUT)
                 return super().forward(hidden_states, height, width, output_attentions)
             B, N, C = hidden_states.shape
             query = self._heads(self.query(hidden_states))  # (B, heads, N, d)
