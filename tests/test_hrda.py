@@ -268,7 +268,7 @@ def test_published_checkpoint_names_and_errors():
     assert "decode_head.scale_attention.fuse_layer.conv.weight" in keys
     assert "decode_head.scale_attention.conv_seg.weight" in keys
     assert model.decode_head.scale_attention.conv_seg.out_channels == 19  # class-wise attention
-    with pytest.raises(ValueError, match="hrda needs a MiT backbone"):
+    with pytest.raises(ValueError, match="hrda needs the daformer head on a MiT backbone"):
         build_model(backbone="mit_b0", decode_head="segformer", hrda=True)
     with pytest.raises(ValueError, match="multiples of 32"):
         small_hrda().forward_train(torch.randn(1, 3, 100, 128))

@@ -15,7 +15,7 @@ class Architecture:
     """What a state dict's keys and shapes say about the network that wrote it."""
 
     backbone: str  # mit_demo, mit_b0 .. mit_b5, resnet101
-    head: str | None  # daformer | segformer | deeplabv2 | hrda; None: an encoder alone
+    head: str | None  # daformer | segformer | deeplabv2 | deeplabv2red | hrda; None: an encoder alone
     num_classes: int | None = None  # K, the classifier's outputs
     embed_dim: int | None = None  # the head's embedding width (daformer / segformer)
 
@@ -59,7 +59,9 @@ def architecture(state: dict, path="checkpoint") -> Architecture:
                         "head: each level goes through a 1x1 conv, BatchNorm and ReLU before the resize; fastuda "
                         "has the head of NVlabs' SegFormer and DAFormer (linear_c*, linear_fuse, linear_pred)")  # fmt: skip
     if "decode_head.aspp_modules.0.conv.weight" in state:
-        return Architecture(backbone, "deeplabv2", rows("decode_head.aspp_modules.0.conv.weight"))
+        rates = len({k.split(".")[2] for k in state if k.startswith("decode_head.aspp_modules.")})
+        return Architecture(backbone, "deeplabv2red" if rates == 2 else "deeplabv2",
+                            rows("decode_head.aspp_modules.0.conv.weight"))  # fmt: skip
     if any(k.startswith("decode_head.") for k in state):
         raise UserError(f"{path}: a decode head fastuda does not know "
                         f"({_short(sorted(k for k in state if k.startswith('decode_head.')), 3)})")  # fmt: skip

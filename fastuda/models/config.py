@@ -16,7 +16,8 @@ class ModelConfig:
     model is ``TrainConfig.hrda`` (``build_model(cfg, hrda=...)``)."""
 
     backbone: str = field("mit_b5", one_of(*BACKBONES))  # encoder: MiT b0..b5 (mit_demo: the demo's), or a ResNet
-    # daformer (context-aware fusion) | segformer (all-MLP) | deeplabv2 (ASPP)
+    # daformer (context-aware fusion) | segformer (all-MLP) | deeplabv2 (ASPP, rates 6, 12, 18, 24) |
+    # deeplabv2red (rates 6, 12: the DeepLabV2 of earlier UDA work and the published dlv2red)
     decode_head: str = field("daformer", one_of(*HEADS))
     num_classes: int = field(19, between(1, 254))  # K, the Cityscapes train ids
     drop_path_rate: float = field(0.1, between(0, 1, hi_open=True))  # stochastic depth of the last MiT block

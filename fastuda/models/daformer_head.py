@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._blocks import ConvBNReLU, LinearEmbed, SeparableConvBNReLU, init_classifier, init_conv
+from ._blocks import ConvBNReLU, LinearEmbed, SeparableConvBNReLU, init_classifier
 
 
 def _resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -116,12 +116,14 @@ class SegFormerHead(nn.Module):
 
 
 class _ASPPBranch(nn.Module):
-    """One dilated 3x3 conv with bias (mmcv ConvModule without norm / act: key ``conv``)."""
+    """One dilated 3x3 conv with bias (mmcv ConvModule without norm / act: key ``conv``).
+    Initialised normal(0, 0.01), zero bias: the published DeepLabV2 config's
+    ``init_cfg=dict(type='Normal', std=0.01, override=dict(name='aspp_modules'))``."""
 
     def __init__(self, in_channels: int, num_classes: int, dilation: int):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, num_classes, 3, padding=dilation, dilation=dilation)
-        init_conv(self.conv)
+        init_classifier(self.conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -203,6 +205,16 @@ def segformer_head(in_channels: Sequence[int], num_classes: int, *, embed_dim: i
     return SegFormerHead(in_channels, num_classes, embed_dim=embed_dim or (256 if backbone == "mit_b0" else 768))
 
 
+# DeepLabV2's ASPP rates: the paper's four, and the two that earlier UDA work uses (AdaptSegNet's code
+# returns inside its loop over the rates), as the published dlv2red config does (HRDA experiment 41)
+DLV2_DILATIONS = {"deeplabv2": (6, 12, 18, 24), "deeplabv2red": (6, 12)}
+
+
 def deeplabv2_head(in_channels: Sequence[int], num_classes: int, *, embed_dim: int | None = None,
                    backbone: str = "") -> DeepLabV2Head:  # fmt: skip
     return DeepLabV2Head(in_channels[-1], num_classes)  # the last level only; no embedding (embed_dim unused)
+
+
+def deeplabv2red_head(in_channels: Sequence[int], num_classes: int, *, embed_dim: int | None = None,
+                      backbone: str = "") -> DeepLabV2Head:  # fmt: skip
+    return DeepLabV2Head(in_channels[-1], num_classes, dilations=DLV2_DILATIONS["deeplabv2red"])

@@ -14,6 +14,15 @@ with a' = a zeroed outside the detail box, computed by the fused
 ``fastuda.ops.scale_fusion`` kernel (no upsampled intermediate is stored).
 Module names match the released HRDA checkpoints (``decode_head.head.*``,
 ``decode_head.scale_attention.*``).
+
+Two single-scale heads, as the published ``HRDAHead`` builds them: DAFormer's
+(output stride 4; its scale attention is a DAFormer head whose ASPP fusion is a
+1x1 ConvBNReLU) and DeepLabV2's (output stride 8; HRDA experiment 41,
+``hrda1-512-0.1_dlv2red``: its scale attention is a second DeepLabV2 ASPP
+classifier with the same dilations). With stride 8 and detail offsets divisible
+by 8, the detail box lands exactly on the fused grid but not always on the
+context grid (stride 16): the attention is then kept on floor(box / 16), as
+the published ``scale_box`` (``int(y / 16)``) does.
 """
 
 from collections.abc import Sequence
@@ -24,18 +33,20 @@ from torch import nn
 
 import fastuda.ops as ops
 
-from .daformer_head import DAFormerHead
+from .daformer_head import DAFormerHead, DeepLabV2Head
 from .segmentor import EncoderDecoder
 from .slide import paste_average, slide_inference, sliding_windows
 
-OUTPUT_STRIDE = 4  # the DAFormer head predicts at 1/4 of its input
+OUTPUT_STRIDE = {"daformer": 4, "deeplabv2": 8}  # each single-scale head's output stride
 MIN_SIDE = 64  # the smallest side forward_pseudo runs on: MiT needs 32 for the x0.5 context
 
 
 class HRDAHead(nn.Module):
     """The shared segmentation head ``head`` and the scale-attention head
-    ``scale_attention`` (a DAFormer head with a 1x1 ConvBNReLU fusion, class-wise
-    by default), or a fixed attention value (the ablation)."""
+    ``scale_attention``, class-wise by default, or a fixed attention value (the
+    ablation). ``single_scale_head``: "daformer" (the attention: a DAFormer head with
+    a 1x1 ConvBNReLU fusion) or "deeplabv2" (the attention: a second DeepLabV2 ASPP
+    classifier on the last feature map, ``dilations`` as the segmentation head's)."""
 
     def __init__(
         self,
@@ -46,15 +57,25 @@ class HRDAHead(nn.Module):
         embed_dim: int = 256,  # width of the segmentation head (HRDA: 256, as DAFormer's)
         attention_embed_dim: int | None = None,  # width of the scale-attention head (None: embed_dim)
         fixed_attention: float | None = None,  # replaces the learned attention by a constant (ablation: 0.5)
+        single_scale_head: str = "daformer",  # "daformer" | "deeplabv2" (HRDA experiment 41: dlv2red)
+        dilations: Sequence[int] = (6, 12),  # deeplabv2 only: the ASPP rates of both heads ("red": 6, 12)
     ):
         super().__init__()
-        self.head = DAFormerHead(in_channels, num_classes, embed_dim=embed_dim, channels=embed_dim)
-        attention_embed_dim = attention_embed_dim or embed_dim
+        if single_scale_head not in OUTPUT_STRIDE:
+            raise ValueError(f"single_scale_head must be one of {tuple(OUTPUT_STRIDE)}, got {single_scale_head!r}")
+        self.output_stride = OUTPUT_STRIDE[single_scale_head]
+        attention_classes = num_classes if attention_classwise else 1
+        if single_scale_head == "daformer":
+            self.head = DAFormerHead(in_channels, num_classes, embed_dim=embed_dim, channels=embed_dim)
+            attention_embed_dim = attention_embed_dim or embed_dim
+            make_attention = lambda: DAFormerHead(in_channels, attention_classes, embed_dim=attention_embed_dim,  # noqa: E731
+                                                  channels=attention_embed_dim, fusion="conv")  # fmt: skip
+        else:
+            self.head = DeepLabV2Head(in_channels[-1], num_classes, dilations=dilations)
+            make_attention = lambda: DeepLabV2Head(in_channels[-1], attention_classes, dilations=dilations)  # noqa: E731
         self.fixed_attention = fixed_attention
         if fixed_attention is None:
-            self.scale_attention = DAFormerHead(in_channels, num_classes if attention_classwise else 1,
-                                                embed_dim=attention_embed_dim, channels=attention_embed_dim,
-                                                fusion="conv")  # fmt: skip
+            self.scale_attention = make_attention()
         else:
             if not 0.0 <= fixed_attention <= 1.0:
                 raise ValueError(f"fixed_attention must be in [0, 1], got {fixed_attention}")
@@ -101,7 +122,8 @@ def crop_at(x: torch.Tensor, box: torch.Tensor, size: int, dim: int) -> torch.Te
 
 
 class HRDASegmentor(EncoderDecoder):
-    """MiT + DAFormer head at two scales with scale attention.
+    """An encoder + head at two scales with scale attention (MiT + DAFormer head, or
+    ResNet + DeepLabV2 head: ``single_scale_head``).
 
     Three modes:
     * ``forward_train(img, generator)``: one random detail box per call, shared across
@@ -129,18 +151,25 @@ class HRDASegmentor(EncoderDecoder):
         test_stride: int = 512,
         attention_classwise: bool = True,
         fixed_attention: float | None = None,
-        embed_dim: int = 256,  # width of both heads (segmentation and scale attention)
+        embed_dim: int = 256,  # width of both heads (segmentation and scale attention; DAFormer only)
+        single_scale_head: str = "daformer",  # "daformer" | "deeplabv2"
+        dilations: Sequence[int] = (6, 12),  # deeplabv2's ASPP rates
     ):
         head = HRDAHead(backbone.out_channels, num_classes, attention_classwise=attention_classwise,
-                        embed_dim=embed_dim, fixed_attention=fixed_attention)  # fmt: skip
+                        embed_dim=embed_dim, fixed_attention=fixed_attention, single_scale_head=single_scale_head,
+                        dilations=dilations)  # fmt: skip
         super().__init__(backbone, head)
+        self.output_stride = head.output_stride
         if lr_scale != 0.5:
             raise ValueError(f"lr_scale must be 0.5 (the fused kernel upsamples by 2), got {lr_scale}")
-        if detail_crop % crop_divisible or crop_divisible % (2 * OUTPUT_STRIDE):
+        if detail_crop % crop_divisible or crop_divisible % self.output_stride:
             raise ValueError(
                 f"detail_crop ({detail_crop}) must be divisible by crop_divisible ({crop_divisible}), "
-                f"itself divisible by {2 * OUTPUT_STRIDE}"
+                f"itself divisible by the head's output stride {self.output_stride}"
             )
+        # Batch statistics (ResNet's BatchNorm) differ between one call on both inputs and a call on
+        # each: only per-token-normalised encoders (MiT) may batch the two scales.
+        self._batch_scales = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules())
         self.lr_scale = lr_scale
         self.detail_crop = detail_crop
         self.crop_divisible = crop_divisible
@@ -156,8 +185,8 @@ class HRDASegmentor(EncoderDecoder):
     def _encode_pair(self, context: torch.Tensor, detail: torch.Tensor):
         """Encoder features of both inputs. MiT normalises per token (LayerNorm),
         so when the two inputs have the same size one batched call gives the same
-        features as two calls, with fewer, larger kernels."""
-        if context.shape == detail.shape:
+        features as two calls, with fewer, larger kernels (published: two calls)."""
+        if context.shape == detail.shape and self._batch_scales:
             feats = self.backbone(torch.cat([context, detail]))
             B = context.shape[0]
             return [f[:B] for f in feats], [f[B:] for f in feats]
@@ -208,7 +237,7 @@ class HRDASegmentor(EncoderDecoder):
         context = self.decode_head.head(context_feats)  # (B, C, H/8, W/8)
         detail = self.decode_head.head(detail_feats)  # (B, C, crop/4, crop/4)
         attention = self.decode_head.attention(context_feats, context)
-        out_box = box // OUTPUT_STRIDE  # the box on the fused (stride-4) grid
+        out_box = box // self.output_stride  # the box on the fused grid (exact: offsets divisible by the stride)
         fused = ops.scale_fusion(context, attention, detail, crop_box=out_box, scale=2)
         if return_features:
             return fused, detail, box, context_feats
@@ -242,7 +271,7 @@ class HRDASegmentor(EncoderDecoder):
         if img.dim() != 4:
             raise ValueError(f"img must have shape (B, 3, H, W), got {tuple(img.shape)}")
         B, _, H, W = img.shape
-        step = 2 * OUTPUT_STRIDE  # the context (x0.5) output grid must be exactly half the detail one
+        step = 2 * self.output_stride  # the context (x0.5) output grid must be exactly half the detail one
         # MiT runs on sides of at least 32 (its first spatial reduction is an 8x8 convolution at
         # stride 4), so the x0.5 context needs 64: smaller images are padded up to that as well
         pad_h, pad_w = max(-H % step, MIN_SIDE - H), max(-W % step, MIN_SIDE - W)
@@ -253,8 +282,8 @@ class HRDASegmentor(EncoderDecoder):
         context_feats = self.backbone(self._context(img))
         context = self.decode_head.head(context_feats)  # (B, C, H/8, W/8)
         detail_logits = self.decode_head.head(self.backbone(crops))  # one call for every crop
-        size = (H // OUTPUT_STRIDE, W // OUTPUT_STRIDE)
-        detail = paste_average(detail_logits, boxes, B, size, OUTPUT_STRIDE)  # overlaps averaged
+        size = (H // self.output_stride, W // self.output_stride)
+        detail = paste_average(detail_logits, boxes, B, size, self.output_stride)  # overlaps averaged
         attention = self.decode_head.attention(context_feats, context)
         fused = ops.scale_fusion(context, attention, detail, crop_box=None, scale=2)
         return F.interpolate(fused, size=(H, W), mode="bilinear", align_corners=False)

@@ -25,7 +25,7 @@ BACKBONES = {
     "resnet50": "fastuda.models.segmentor:resnet50",
     "resnet101": "fastuda.models.segmentor:resnet101",
 }
-# the backbones with the 4 levels that the daformer / segformer heads and HRDA fuse
+# the backbones with the 4 levels that the daformer / segformer heads and HRDA's daformer head fuse
 MIT_BACKBONES = tuple(name for name, ctor in BACKBONES.items() if ctor.startswith("fastuda.models.mix_transformer:"))
 
 # name -> constructor(in_channels, num_classes, *, embed_dim: int | None, backbone: str) -> head
@@ -33,6 +33,7 @@ HEADS = {
     "daformer": "fastuda.models.daformer_head:daformer_head",  # context-aware fusion (DAFormer)
     "segformer": "fastuda.models.daformer_head:segformer_head",  # all-MLP (SegFormer)
     "deeplabv2": "fastuda.models.daformer_head:deeplabv2_head",  # ASPP on the last level (DeepLabV2)
+    "deeplabv2red": "fastuda.models.daformer_head:deeplabv2red_head",  # rates 6, 12 only (published dlv2red)
 }
 
 
@@ -54,3 +55,6 @@ def head_constructor(name: str):
 def _import(where: str):
     module, function = where.split(":")
     return getattr(importlib.import_module(module), function)
+
+# the heads that take the last level only (any backbone) and that HRDA also runs on (experiment 41)
+DEEPLAB_HEADS = tuple(name for name in HEADS if name.startswith("deeplabv2"))
