@@ -44,26 +44,46 @@ def _pipeline(cfg: TrainConfig, dataset: str, train: bool, role: str | None = No
     return dataclasses.replace(pipe, **sizes)
 
 
-def _dataset(cfg: TrainConfig, which: str, split: str, train: bool, seed: int | None = None):
-    """``data.<which>`` at ``data.<which>_root``; a layout problem names the key and the root."""
+def _dataset(cfg: TrainConfig, which: str, split: str, train: bool, seed: int | None = None,
+             role: str | None = None):  # fmt: skip
+    """``data.<which>`` at ``data.<which>_root`` in pipeline ``role`` (default: ``which``); a layout
+    problem names the key and the root."""
     from fastuda.data import build_dataset
 
     name, root = getattr(cfg.data, which), getattr(cfg.data, f"{which}_root")
     try:
-        return build_dataset(name, root, split, _pipeline(cfg, name, train, which), seed=seed)
+        return build_dataset(name, root, split, _pipeline(cfg, name, train, role or which), seed=seed)
     except (FileNotFoundError, ValueError) as e:  # a missing root or folder, an unpaired file, an empty split
         raise UserError(f"data.{which}_root={root}: {e}") from None
 
 
 def build_train_datasets(cfg: TrainConfig):
-    """(source, target) training datasets."""
+    """(source, target) training datasets; target-only (oracle) training: (labelled target, None)."""
     d = cfg.data
+    if cfg.uda.mode == "target_only":
+        return _labelled_target(cfg), None
     if d.source == "synthetic":  # validate() has checked that both are
         from fastuda.data.synthetic import SyntheticScenes
 
         return (SyntheticScenes("source", d.synthetic_samples, d.synthetic_size, cfg.seed),
                 SyntheticScenes("target", d.synthetic_samples, d.synthetic_size, cfg.seed))  # fmt: skip
     return _dataset(cfg, "source", "train", True, cfg.seed), _dataset(cfg, "target", "train", True, cfg.seed + 1)
+
+
+def _labelled_target(cfg: TrainConfig):
+    """The target's training split with its labels (published experiment 43: Cityscapes train)."""
+    d = cfg.data
+    if d.target == "synthetic":
+        from fastuda.data.synthetic import SyntheticScenes
+
+        return SyntheticScenes("target", d.synthetic_samples, d.synthetic_size, cfg.seed)
+    ds = _dataset(cfg, "target", "train", True, cfg.seed, role="target_only")  # with PhotoMetricDistortion
+    unlabelled = [s.image for s in getattr(ds, "samples", ()) if s.label is None]
+    if unlabelled:
+        raise UserError(f"data.target_root={d.target_root}: uda.mode=target_only trains on the target's labels, but "
+                        f"{len(unlabelled)} training images have none (e.g. {unlabelled[0]}); expected a labelled "
+                        "train split")  # fmt: skip
+    return ds
 
 
 def build_eval_dataset(cfg: TrainConfig, check: bool = False):
@@ -147,7 +167,7 @@ def _rare_class_sampling(cfg: TrainConfig, source):
 
 
 def build_loaders(cfg: TrainConfig, start_iter: int, rank: int = 0, world: int = 1,
-                  start_draw: int | None = None) -> tuple[DataLoader, DataLoader]:  # fmt: skip
+                  start_draw: int | None = None) -> tuple[DataLoader, DataLoader | None]:  # fmt: skip
     """(source, target) loaders of rank ``rank`` of ``world``, resuming at iteration ``start_iter``:
     at global draw ``start_draw`` (the draws the run has consumed; default ``start_iter x world x
     data.batch_size``, which a resume across world sizes must not assume). At start-up both
@@ -158,9 +178,13 @@ def build_loaders(cfg: TrainConfig, start_iter: int, rank: int = 0, world: int =
         start_draw = start_iter * world * cfg.data.batch_size
     source, target = build_train_datasets(cfg)
     d = cfg.data
-    check_data(source, f"data.source_root={d.source_root}")
-    check_data(target, f"data.target_root={d.target_root}")
+    source_key = "data.target_root" if target is None else "data.source_root"  # target-only: the labelled target
+    check_data(source, f"{source_key}={getattr(d, source_key.removeprefix('data.'))}")
+    if target is not None:
+        check_data(target, f"data.target_root={d.target_root}")
     if cfg.rcs.enabled:
         source = _rare_class_sampling(cfg, source)
     src_loader = _loader(source, cfg, cfg.seed, start_draw, cfg.rcs.enabled, rank, world)
+    if target is None:
+        return src_loader, None
     return src_loader, _loader(target, cfg, cfg.seed + 1, start_draw, False, rank, world)

@@ -60,18 +60,23 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 
 def training_state(nets: dict, optimizer, scheduler, rngs: list, iteration: int, draws: int, world: int,
-                   cfg: TrainConfig) -> dict:  # fmt: skip
-    """What ``latest.pt`` holds: ``nets`` ({"student", "teacher", "imnet"}, None where absent),
-    the optimiser and schedule, every rank's RNG states, the iteration, the global draws
-    consumed (the data order continues there, whatever the next world size), the config, and the
+                   cfg: TrainConfig, disc_optim=None) -> dict:  # fmt: skip
+    """What ``latest.pt`` holds: ``nets`` ({"student", "teacher", "imnet", "discriminator"}, None
+    where absent), the optimiser and schedule (AdvSeg: the discriminator's too, ``disc_optim`` =
+    (optimizer, scheduler)), every rank's RNG states, the iteration, the global draws consumed
+    (the data order continues there, whatever the next world size), the config, and the
     checkpoint ``format`` (``fastuda.models.checkpoint_format.FORMAT``)."""
-    return {**{k: m.state_dict() if m is not None else None for k, m in nets.items()},
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs,
-            "iteration": iteration, "draws": draws, "world": world, "config": to_dict(cfg),
-            "format": FORMAT}  # fmt: skip
+    state = {**{k: m.state_dict() if m is not None else None for k, m in nets.items()},
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rngs,
+             "iteration": iteration, "draws": draws, "world": world, "config": to_dict(cfg),
+             "format": FORMAT}  # fmt: skip
+    if disc_optim is not None:
+        state["disc_optimizer"], state["disc_scheduler"] = (x.state_dict() for x in disc_optim)
+    return state
 
 
-def restore(state: dict, nets: dict, optimizer, scheduler, generator: torch.Generator, rank: int) -> tuple[int, int]:
+def restore(state: dict, nets: dict, optimizer, scheduler, generator: torch.Generator, rank: int,
+            disc_optim=None) -> tuple[int, int]:  # fmt: skip
     """Loads ``state`` into the run; returns (iteration, draws consumed). Rank r takes the
     RNG states rank r saved; a rank the saved run did not have keeps its fresh streams."""
     for k, m in nets.items():
@@ -85,6 +90,9 @@ def restore(state: dict, nets: dict, optimizer, scheduler, generator: torch.Gene
             if torch.is_tensor(value) and value.shape == fuse.shape:
                 moments[name] = reverse_fuse_blocks(value, fuse_levels(state["student"]))
     scheduler.load_state_dict(state["scheduler"])
+    if disc_optim is not None:
+        disc_optim[0].load_state_dict(state["disc_optimizer"])
+        disc_optim[1].load_state_dict(state["disc_scheduler"])
     rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
     if rank < len(rngs):
         set_rng_state(rngs[rank], generator)

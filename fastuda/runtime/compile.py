@@ -4,7 +4,9 @@ Training compiles two functions of ``fastuda.uda.step``:
 
 - the student's forward + loss (``segmentation_loss``: encoder, decode head, HRDA's
   two scales and fused scale attention, resize and weighted CE), forward and backward;
-- the teacher's forward (``teacher_logits``; HRDA: the sliding detail windows too).
+- the teacher's forward (``teacher_logits``; HRDA: the sliding detail windows too);
+- AdvSeg / MinEnt: the student's main prediction (``main_prediction``) and the source
+  loss with it (``main_prediction_loss``).
 
 Both trace without a graph break for DAFormer and HRDA (``tests/test_compile.py``).
 The rest of the step stays eager on purpose: random draws take the step's generator
@@ -22,7 +24,7 @@ import torch
 from torch import nn
 
 from fastuda.runtime import COMPILE_BACKENDS
-from fastuda.uda.step import StepFunctions, segmentation_loss, teacher_logits
+from fastuda.uda.step import StepFunctions, main_prediction, main_prediction_loss, segmentation_loss, teacher_logits
 
 BACKENDS = COMPILE_BACKENDS
 
@@ -40,6 +42,8 @@ def compile_student_teacher(backend: str = "inductor", mode: str | None = None) 
     return StepFunctions(
         student_loss=torch.compile(segmentation_loss, backend=backend, mode=mode),
         teacher_logits=torch.compile(teacher_logits, backend=backend, mode=mode),
+        student_prediction=torch.compile(main_prediction, backend=backend, mode=mode),
+        student_prediction_loss=torch.compile(main_prediction_loss, backend=backend, mode=mode),
     )
 
 

@@ -20,6 +20,7 @@ from fastuda.runtime.evaluation import evaluate, percent, report
 from fastuda.runtime.logging import RunLogger, run_metadata
 from fastuda.runtime.pictures import prediction_grid
 from fastuda.uda import build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
+from fastuda.uda.advseg import build_discriminator
 from fastuda.uda.optim import lr_factor
 
 
@@ -74,12 +75,16 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
     imnet = make_imnet_encoder(student.backbone) if cfg.uda.fd_lambda > 0 else None
     optimizer = build_optimizer(student, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.max_iters, cfg.optim)
+    # AdvSeg: the discriminator with its own optimiser and schedule (None otherwise)
+    disc, disc_optim = build_discriminator(cfg, d.device) if cfg.uda.mode == "advseg" else (None, None)
+    distributed.broadcast_state([disc], d)
     rank_seed = cfg.seed + 1_000_003 * d.rank  # rank 0: the single-process streams
     if d.rank:
         seed_all(rank_seed)
     generator = torch.Generator(d.device).manual_seed(rank_seed)
-    nets = {"student": student, "teacher": teacher, "imnet": imnet}
-    start, draws = restore(state, nets, optimizer, scheduler, generator, d.rank) if state is not None else (0, 0)
+    nets = {"student": student, "teacher": teacher, "imnet": imnet, "discriminator": disc}
+    start, draws = (restore(state, nets, optimizer, scheduler, generator, d.rank, disc_optim) if state is not None
+                    else (0, 0))  # fmt: skip
     dtype = amp_dtype(amp, d.device)
     scaler = torch.amp.GradScaler(d.device.type) if dtype == torch.float16 else None
     fns = compile_student_teacher(compile_backend) if compile_backend else None
@@ -101,7 +106,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
         if not d.main:
             return
         consumed = draws + (iteration - start) * d.world * cfg.data.batch_size
-        ckpt = training_state(nets, optimizer, scheduler, rngs, iteration, consumed, d.world, cfg)
+        ckpt = training_state(nets, optimizer, scheduler, rngs, iteration, consumed, d.world, cfg, disc_optim)
         write_checkpoint(out, ckpt, cfg.checkpoint_interval, cfg.checkpoint.keep_last)
 
     def run_eval(iteration: int) -> dict:
@@ -128,7 +133,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
     if state is None:
         checkpoint(0)  # from now on there is always a latest.pt to resume from
     # ---- the loop: one uda_step per iteration, the gradient average, the optimiser and the schedule
-    src_iter, tgt_iter = iter(src_loader), iter(tgt_loader)
+    src_iter, tgt_iter = iter(src_loader), iter(tgt_loader) if tgt_loader is not None else None
     bar = None
     if progress:
         from tqdm import tqdm
@@ -139,21 +144,28 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
     t0, seen, done, stopped = time.perf_counter(), 0, start, None
     with distributed.StopSignals() as signals:
         for it in range(start, stop):
-            batch = {"source": _to(next(src_iter), d.device), "target": _to(next(tgt_iter), d.device)}
+            batch = {"source": _to(next(src_iter), d.device)}
+            if tgt_iter is not None:  # target-only: the labelled target is the "source"
+                batch["target"] = _to(next(tgt_iter), d.device)
             optimizer.zero_grad(set_to_none=True)
-            loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, dtype, scaler, fns)
+            if disc is not None:
+                disc_optim[0].zero_grad(set_to_none=True)
+            loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, dtype, scaler, fns, disc)
             distributed.all_reduce_gradients(student, d)
+            if disc is not None:
+                distributed.all_reduce_gradients(disc, d)
             if scaler is not None:
                 scaler.unscale_(optimizer)
             if cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.grad_clip)
+            for opt in (optimizer, disc_optim[0]) if disc is not None else (optimizer,):
+                scaler.step(opt) if scaler is not None else opt.step()
             if scaler is not None:
-                scaler.step(optimizer)
                 scaler.update()
-            else:
-                optimizer.step()
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
+            if disc is not None:
+                disc_optim[1].step()
             done = it + 1
             seen += 1
             if done % max(cfg.log_interval, 1) == 0 or done == stop:
@@ -179,7 +191,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
             checkpoint(stop)
         if stop == cfg.max_iters and cfg.eval_interval >= 0:
             last_eval = run_eval(stop)
-    result = {"student": student, "teacher": teacher, "iteration": done, "eval": last_eval, "out": out,
+    result = {"student": student, "teacher": teacher, "discriminator": disc, "iteration": done, "eval": last_eval, "out": out,
               "stopped": stopped, "rank": d.rank, "finished": done >= cfg.max_iters, "max_iters": cfg.max_iters}
     if compile_backend:
         result["graph_breaks"] = graph_breaks() - breaks_before

@@ -81,3 +81,12 @@ def build_discriminator_optimizer(discriminator: nn.Module, max_iters: int, lr: 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda it: discriminator_lr(it, max_iters, lr, power, lr_min) / lr)
     return optimizer, scheduler
+
+
+def build_discriminator(cfg, device) -> tuple[nn.Module, tuple]:
+    """(FCDiscriminator on ``device``, (Adam, LambdaLR)) of a training config's ``uda`` section."""
+    from fastuda.models.discriminator import FCDiscriminator
+
+    u = cfg.uda
+    disc = FCDiscriminator(cfg.model.num_classes).to(device)
+    return disc, build_discriminator_optimizer(disc, cfg.max_iters, u.adv_lr, u.adv_betas, u.adv_lr_power, u.adv_lr_min)

@@ -2,6 +2,12 @@
 
     zero_grad -> uda_step (EMA update, losses, one backward per term) -> optimizer.step -> scheduler.step
 
+``cfg.uda.mode`` picks the method: ``dacs`` (EMA teacher + ClassMix self-training,
+DAFormer / HRDA / MIC), ``advseg`` (adversarial output-space alignment; the
+discriminator is an argument, its optimiser the caller's), ``minent`` (target
+entropy minimisation), ``source_only`` and ``target_only`` (the supervised loss
+alone; target-only's labelled batch comes in as ``batch["source"]``).
+
 Each loss term runs its own backward, as the published DACS ``forward_train``
 does, so only one forward graph is alive at a time (the source loss and FD
 share the source graph and go back together). No host syncs and no I/O: the
@@ -35,10 +41,12 @@ import fastuda.ops as ops
 from fastuda.config import TrainConfig
 from fastuda.models.hrda import random_detail_box
 
+from .advseg import discriminator_loss, generator_loss
 from .augment import strong_augment
 from .ema import ema_update, teacher_mode
 from .fd import feature_distance_loss
 from .mic import mask_image
+from .minent import entropy_loss
 
 
 def _resize(logits: Tensor, size) -> Tensor:
@@ -62,6 +70,28 @@ def segmentation_loss(model: nn.Module, image: Tensor, label: Tensor, weight: Te
     return ops.weighted_cross_entropy(logits, label, weight), feats
 
 
+def main_prediction(model: nn.Module, image: Tensor, box: Tensor | None = None) -> Tensor:
+    """The segmentor's main output as the published AdvSeg / MinEnt see it (``forward_with_aux``
+    ['main']): the logits resized to the input; HRDA: the fused logits (detail ``box``, attention
+    zeroed outside it) resized to half the input (``feature_scale`` 0.5)."""
+    if hasattr(model, "forward_train"):
+        fused, _, _ = model.forward_train(image, box=box)
+        return _resize(fused, (image.shape[-2] // 2, image.shape[-1] // 2))
+    return _resize(model.decode_head(model.extract_features(image)), image.shape[-2:])
+
+
+def main_prediction_loss(model: nn.Module, image: Tensor, label: Tensor,
+                         box: Tensor | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """(source loss, main prediction) of one forward: the loss is ``segmentation_loss``'s
+    (HRDA: its fused + detail loss), the prediction ``main_prediction``'s, for the discriminator."""
+    if hasattr(model, "forward_train"):
+        fused, detail, box = model.forward_train(image, box=box)
+        pred = _resize(fused, (image.shape[-2] // 2, image.shape[-1] // 2))
+        return model.loss(fused, detail, box, label, None), pred
+    logits = _resize(model.decode_head(model.extract_features(image)), image.shape[-2:])
+    return ops.weighted_cross_entropy(_resize(logits, label.shape[-2:]), label, None), logits
+
+
 @torch.no_grad()
 def teacher_logits(teacher: nn.Module, image: Tensor) -> Tensor:
     """Teacher logits at the input size (HRDA: sliding detail windows fused with the context)."""
@@ -76,6 +106,8 @@ class StepFunctions(NamedTuple):
 
     student_loss: Callable = segmentation_loss  # (model, image, label, weight, box) -> (loss, feats)
     teacher_logits: Callable = teacher_logits  # (teacher, image) -> logits at the input size
+    student_prediction: Callable = main_prediction  # (model, image, box) -> main prediction (AdvSeg, MinEnt)
+    student_prediction_loss: Callable = main_prediction_loss  # (model, image, label, box) -> (loss, prediction)
 
 
 def _detail_box(model: nn.Module, image: Tensor, generator: torch.Generator) -> Tensor | None:
@@ -102,13 +134,16 @@ def uda_step(
     autocast_dtype: torch.dtype | None = None,
     scaler=None,
     fns: StepFunctions | None = None,
+    discriminator: nn.Module | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """One iteration's losses and gradients (the optimiser step is the caller's).
+    """One iteration's losses and gradients (the optimiser steps are the caller's).
 
     ``batch``: {"source": {"image", "label"}, "target": {"image"[, "valid_mask"]}}
-    on the training device. ``generator``: a torch.Generator on that device
-    for ClassMix, augmentation, MIC masks and HRDA crops. ``fns``: the model
-    calls (``StepFunctions()``, eager, by default). Returns the total loss and a
+    on the training device (target-only: the labelled target as "source", no
+    "target"). ``generator``: a torch.Generator on that device for ClassMix,
+    augmentation, MIC masks and HRDA crops. ``fns``: the model calls
+    (``StepFunctions()``, eager, by default). ``discriminator``: AdvSeg's; its
+    gradients are accumulated here. Returns the segmentor's total loss and a
     dict of detached logs.
     """
     fns = fns or StepFunctions()
@@ -116,6 +151,8 @@ def uda_step(
     device = batch["source"]["image"].device
     amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
            else contextlib.nullcontext())  # fmt: skip
+    if u.mode in ("advseg", "minent"):
+        return _output_space_step(student, discriminator, batch, cfg, generator, amp, scaler, fns)
     src_img, src_lbl = batch["source"]["image"], batch["source"]["label"]
     logs: dict[str, Tensor] = {}
 
@@ -184,3 +221,44 @@ def uda_step(
 
     logs["loss"] = total
     return total, logs
+
+
+def _output_space_step(student: nn.Module, discriminator: nn.Module | None, batch: dict, cfg: TrainConfig,
+                       generator: torch.Generator, amp, scaler, fns: StepFunctions) -> tuple[Tensor, dict]:  # fmt: skip
+    """AdvSeg / MinEnt (published mmseg/models/uda/advseg.py, minent.py ``forward_train``):
+    source loss, then a loss on the target's main prediction, each with its own backward;
+    AdvSeg then trains the discriminator on both predictions, detached."""
+    u = cfg.uda
+    src_img, src_lbl = batch["source"]["image"], batch["source"]["label"]
+    logs: dict[str, Tensor] = {}
+
+    # 1. source loss (AdvSeg keeps the source prediction for the discriminator)
+    box = _detail_box(student, src_img, generator)
+    with amp:
+        if u.mode == "advseg":
+            src_loss, src_pred = fns.student_prediction_loss(student, src_img, src_lbl, box)
+        else:
+            src_loss, _ = fns.student_loss(student, src_img, src_lbl, None, box)
+    _backward(src_loss, scaler)
+    logs["loss_src"] = src_loss.detach()
+
+    # 2. target: lambda_adv L(D(softmax(p_T)), source), D frozen | lambda_ent * normalised entropy
+    tgt_img = batch["target"]["image"]
+    box = _detail_box(student, tgt_img, generator)
+    with amp:
+        tgt_pred = fns.student_prediction(student, tgt_img, box)
+        if u.mode == "advseg":
+            adapt, name = u.adv_lambda * generator_loss(discriminator, tgt_pred, u.adv_loss), "loss_adv"
+        else:
+            adapt, name = u.ent_lambda * entropy_loss(tgt_pred), "loss_ent"
+    _backward(adapt, scaler)
+    logs[name] = adapt.detach()
+    logs["loss"] = logs["loss_src"] + logs[name]
+
+    # 3. AdvSeg's discriminator: source labelled 0, target 1, on detached predictions
+    if u.mode == "advseg":
+        with amp:
+            d_loss = discriminator_loss(discriminator, src_pred, tgt_pred, u.adv_loss)
+        _backward(d_loss, scaler)
+        logs["loss_disc"] = d_loss.detach()
+    return logs["loss"], logs
