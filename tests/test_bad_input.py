@@ -100,6 +100,16 @@ CONFIG_CASES = [
     ("demo", ["hrda.hr_crop_size=36"], "hrda.hr_crop_size=36"),
     ("demo", ["hrda.enabled=true", "model.decode_head=segformer"], "hrda.enabled"),
     ("demo", ["hrda.enabled=true", "data.synthetic_size=72"], "data.synthetic_size"),  # HRDA needs multiples of 32
+    # methods and the combinations the published code does not have
+    ("demo", ["uda.mode=advsegg"], "did you mean 'advseg'"),
+    ("demo", ["uda.mode=advseg", "uda.mic_lambda=1"], "uda.mic_lambda=1.0 with uda.mode='advseg'"),  # no teacher
+    ("demo", ["uda.mode=target_only", "uda.mic_lambda=1"], "uda.mic_lambda=1.0 with uda.mode='target_only'"),
+    ("demo", ["uda.mode=minent", "uda.fd_lambda=0.005"], "uda.fd_lambda=0.005 with uda.mode='minent'"),
+    ("demo", ["uda.mode=advseg", "uda.adv_loss=hinge"], "uda.adv_loss='hinge'"),
+    ("demo", ["uda.mode=advseg", "uda.adv_betas=(0.9,1.0)"], "uda.adv_betas"),
+    ("demo", ["optim.name=adam"], "optim.name='adam'"),
+    ("advseg_gta2cs", ["model.decode_head=daformer"], "model.decode_head='daformer' needs a 4-level MiT encoder"),
+    ("demo", ["hrda.enabled=true", "model.decode_head=deeplabv2red", "model.embed_dim=32"], "model.embed_dim=32"),
     # FD against a randomly initialised 'ImageNet' encoder
     ("daformer_gta2cs", ["model.pretrained=None"], "uda.fd_lambda=0.005"),
     ("daformer_gta2cs", ["model.pretrained=nowhere/mit_b5.pth"], "model.pretrained=nowhere/mit_b5.pth"),
@@ -199,6 +209,13 @@ def _file(rel: str, action):
     return change
 
 
+def _no_target_train_labels(root: Path) -> Path:
+    import shutil
+
+    shutil.rmtree(root / "cityscapes/gtFine/train")
+    return root / "cityscapes/gtFine/train"
+
+
 DATA_CASES = [
     # (id, change to the fake datasets -> the path (or key) the message must name, extra overrides)
     ("source root missing", lambda root: "data.source_root", ["data.source_root=/nonexistent/gta"]),
@@ -219,6 +236,7 @@ DATA_CASES = [
      _file("cityscapes/gtFine/val/frankfurt/frankfurt_000001_000019_gtFine_labelIds.png",
            lambda p: Image.fromarray(np.full((32, 64), 7, np.uint8)).save(p)), []),  # fmt: skip
     ("RCS min_pixels unsatisfiable", lambda root: "rcs.min_pixels=100000", ["rcs.min_pixels=100000"]),
+    ("target-only without target labels", _no_target_train_labels, ["uda.mode=target_only"]),
 ]
 
 

@@ -15,15 +15,16 @@ from fastuda.models.registry import BACKBONES, HEADS, MIT_BACKBONES
 
 from .loading import (MOVED, ConfigKeyError, all_keys, apply_overrides, from_dict, load_config, set_value,
                       to_dict)  # fmt: skip
-from .presets import (PRESETS, config_for, daformer_gta2cs, daformer_synthia2cs, demo, demo_source_only, hrda_gta2cs,
-                      hrda_synthia2cs, mic_hrda_gta2cs, preset, source_only_gta2cs)  # fmt: skip
+from .presets import (PRESETS, advseg_gta2cs, config_for, daformer_gta2cs, daformer_synthia2cs, demo, demo_source_only,
+                      hrda_gta2cs, hrda_synthia2cs, mic_hrda_gta2cs, minent_gta2cs, preset, source_only_gta2cs,
+                      target_only_cs)  # fmt: skip
 from .recipes import DATASETS, RECIPES, Dataset, Recipe, recipe_resize, resize, test_windows, train_crop
 from .schema import (DATASET_CLASSES, SOURCE_DATASETS, TARGET_DATASETS, CheckpointConfig, DataConfig, OptimConfig,
                      RCSConfig, TrainConfig, UDAConfig)  # fmt: skip
 from .validation import check_pretrained, validate
 
 __all__ = [
-    "BACKBONES", "DATASETS", "DATASET_CLASSES", "HEADS", "MIT_BACKBONES", "MOVED", "PRESETS", "RECIPES", "Check",
+    "BACKBONES", "DATASETS", "DATASET_CLASSES", "HEADS", "MIT_BACKBONES", "MOVED", "PRESETS", "RECIPES", "Check", "advseg_gta2cs", "minent_gta2cs", "target_only_cs",
     "CheckpointConfig", "ConfigKeyError", "DataConfig", "Dataset", "HRDAConfig", "ModelConfig", "OptimConfig",
     "RCSConfig", "Recipe", "SOURCE_DATASETS", "TARGET_DATASETS", "TrainConfig", "UDAConfig", "all_keys", "apply_overrides", "check_fields",
     "check_pretrained", "config_for", "daformer_gta2cs", "daformer_synthia2cs", "demo", "demo_source_only", "field",

@@ -61,6 +61,49 @@ def source_only_gta2cs() -> TrainConfig:
     return cfg
 
 
+def _deeplabv2_sgd(name: str, mode: str) -> TrainConfig:
+    """HRDA experiment 41's DeepLabV2 rows: ResNet-101 + dlv2red head, GTA -> Cityscapes at
+    DAFormer's resolution (crop 512, whole-image test at 1024x512), SGD lr 0.0025 (momentum 0.9,
+    weight decay 5e-4, no head multiplier) with poly10warm, 40k iterations, seed 0."""
+    cfg = TrainConfig(name=name, model=ModelConfig(backbone="resnet101", decode_head="deeplabv2red", pretrained=None))
+    cfg.data.crop_size = (512, 512)
+    cfg.uda.mode = mode
+    cfg.uda.fd_lambda = 0.0
+    cfg.rcs.enabled = False
+    cfg.optim = OptimConfig(name="sgd", lr=0.0025, head_lr_mult=1.0, weight_decay=0.0005, momentum=0.9)
+    return cfg
+
+
+def advseg_gta2cs() -> TrainConfig:
+    """AdvSeg on DeepLabV2: HRDA ``experiments.py`` id 41, row ``('gtaCAug', 'cityscapes', '512x512',
+    'dlv2red', 'r101v1c', 'advseg', sgd)`` with ``configs/_base_/uda/advseg.py`` (LS discriminator,
+    lr_D 1e-4, power 0.9, lambda_adv 0.001). With HRDA (row 2): ``hrda.enabled=true data.recipe=hrda
+    data.crop_size=(1024,1024)``. Not yet as published: the source's PhotoMetricDistortion
+    ('CAug'), the ImageNet ResNet-101 v1c weights (set model.pretrained) and its deep stem."""
+    return _deeplabv2_sgd("advseg_gta2cs", "advseg")
+
+
+def minent_gta2cs() -> TrainConfig:
+    """MinEnt on DeepLabV2: HRDA ``experiments.py`` id 41, row ``('gtaCAug', 'cityscapes', '512x512',
+    'dlv2red', 'r101v1c', 'minent', sgd)`` with ``configs/_base_/uda/minent.py`` (lambda_ent 0.001).
+    HRDA and the caveats as ``advseg_gta2cs``."""
+    return _deeplabv2_sgd("minent_gta2cs", "minent")
+
+
+def target_only_cs() -> TrainConfig:
+    """The oracle: HRDA ``experiments.py`` id 43, row ``('', 'cityscapes', '512x512')`` (DAFormer
+    network, MiT-B5 + DAFormer head, ``configs/_base_/datasets/cityscapes_512x512.py``: Cityscapes
+    train at 1024x512, crop 512, cat_max_ratio 0.75, flip, PhotoMetricDistortion: the data pipeline's
+    ``target_only`` role), AdamW 6e-5 poly10warm, 40k, seed 0. Not yet as published: the test is
+    whole-image (published: slide 512 / stride 256 over the 1024x512 image)."""
+    cfg = daformer_gta2cs()
+    cfg.name = "target_only_cs"
+    cfg.uda.mode = "target_only"
+    cfg.uda.fd_lambda = 0.0
+    cfg.rcs.enabled = False
+    return cfg
+
+
 def demo() -> TrainConfig:
     """DAFormer-style UDA on the synthetic two-domain scenes, sized for a CPU in minutes."""
     cfg = TrainConfig(name="demo", seed=0, max_iters=400, eval_interval=0, checkpoint_interval=0, log_interval=25)
@@ -87,7 +130,7 @@ def demo_source_only() -> TrainConfig:
 PRESETS = {
     f.__name__: f
     for f in (daformer_gta2cs, daformer_synthia2cs, hrda_gta2cs, hrda_synthia2cs, mic_hrda_gta2cs, source_only_gta2cs,
-              demo, demo_source_only)
+              advseg_gta2cs, minent_gta2cs, target_only_cs, demo, demo_source_only)
 }  # fmt: skip
 
 

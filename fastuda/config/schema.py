@@ -68,10 +68,13 @@ class RCSConfig:
 
 @dataclasses.dataclass
 class UDAConfig:
-    """Self-training (DACS) and its DAFormer / HRDA / MIC additions."""
+    """The adaptation method: self-training (DACS) with its DAFormer / HRDA / MIC additions,
+    or the baselines the papers compare with (AdvSeg, MinEnt, source-only, target-only)."""
 
-    # dacs: EMA teacher + ClassMix self-training | source_only: the source loss alone
-    mode: str = field("dacs", one_of("dacs", "source_only"))
+    # dacs: EMA teacher + ClassMix self-training | advseg: adversarial output-space alignment |
+    # minent: target entropy minimisation | source_only: the source loss alone |
+    # target_only: the oracle, supervised on the target's labels (no source)
+    mode: str = field("dacs", one_of("dacs", "advseg", "minent", "source_only", "target_only"))
     alpha: float = field(0.999, between(0, 1, hi_open=True))  # EMA momentum, alpha_t = min(1 - 1/(t + 1), alpha)
     # tau: confidence a pixel must reach to count in the pseudo-weight q
     pseudo_threshold: float = field(0.968, between(0, 1, lo_open=True))
@@ -94,16 +97,28 @@ class UDAConfig:
     mic_lambda: float = field(0.0, NON_NEGATIVE)  # lambda_MIC, masked image consistency (0: off; MIC: 1)
     mic_mask_ratio: float = field(0.7, between(0, 1, hi_open=True))  # r: fraction of patches masked out
     mic_block_size: int = field(64, at_least(1))  # b: masked patch size in pixels (32 for MIC on DAFormer at half res.)
+    # AdvSeg (published configs/_base_/uda/advseg.py)
+    adv_lambda: float = field(0.001, NON_NEGATIVE)  # lambda_adv: weight of the adversarial term (lambda_adv_target main)
+    adv_loss: str = field("ls", one_of("ls", "vanilla"))  # discriminator_type: LS (MSE) | vanilla (BCE with logits)
+    adv_lr: float = field(1e-4, POSITIVE)  # lr_D: the discriminator's Adam learning rate
+    adv_lr_power: float = field(0.9, POSITIVE)  # lr_D_power: (lr_D - lr_D_min) (1 - t / T)^power + lr_D_min
+    adv_lr_min: float = field(0.0, NON_NEGATIVE)  # lr_D_min
+    adv_betas: tuple[float, float] = field((0.9, 0.99), each(between(0, 1, hi_open=True)))  # the discriminator's Adam
+    # MinEnt (published configs/_base_/uda/minent.py)
+    ent_lambda: float = field(0.001, NON_NEGATIVE)  # lambda_ent: weight of the normalised target entropy
 
 
 @dataclasses.dataclass
 class OptimConfig:
-    """AdamW with parameter groups; linear warm-up then poly decay."""
+    """AdamW (or SGD) with parameter groups; linear warm-up then poly decay."""
 
+    # adamw (DAFormer / HRDA / MIC) | sgd (momentum; the published AdvSeg / MinEnt on DeepLabV2)
+    name: str = field("adamw", one_of("adamw", "sgd"))
     lr: float = field(6e-5, POSITIVE)  # eta, the encoder's learning rate
     head_lr_mult: float = field(10.0, POSITIVE)  # parameters named *head* learn at lr x this
     weight_decay: float = field(0.01, NON_NEGATIVE)  # AdamW decoupled decay (0 on encoder norms and pos_block)
     betas: tuple[float, float] = field((0.9, 0.999), each(between(0, 1, hi_open=True)))  # AdamW (beta1, beta2)
+    momentum: float = field(0.9, between(0, 1, hi_open=True))  # SGD
     warmup_iters: int = field(1500, NON_NEGATIVE)  # t_warm, linear warm-up iterations
     warmup_ratio: float = field(1e-6, between(0, 1, lo_open=True))  # warm-up starts at lr x this
     power: float = field(1.0, POSITIVE)  # poly decay exponent: lr x (1 - t / max_iters) ** power

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from fastuda._fields import check_fields
 from fastuda.errors import UserError
-from fastuda.models.registry import MIT_BACKBONES
+from fastuda.models.registry import DEEPLAB_HEADS, MIT_BACKBONES
 
 from .recipes import train_crop
 from .schema import DATASET_CLASSES, TrainConfig
@@ -43,8 +43,8 @@ def _check_across(cfg: TrainConfig, from_pretrained: bool) -> None:
     if m.decode_head in ("daformer", "segformer") and m.backbone not in MIT_BACKBONES:
         raise UserError(f"model.decode_head={m.decode_head!r} needs a 4-level MiT encoder, got model.backbone="
                         f"{m.backbone!r}; expected one of {', '.join(MIT_BACKBONES)} (or model.decode_head=deeplabv2)")
-    if m.embed_dim is not None and m.decode_head == "deeplabv2":
-        raise UserError(f"model.embed_dim={m.embed_dim}: the deeplabv2 head has no embedding; expected None")
+    if m.embed_dim is not None and m.decode_head in DEEPLAB_HEADS:
+        raise UserError(f"model.embed_dim={m.embed_dim}: the {m.decode_head} head has no embedding; expected None")
     if m.backbone in MIT_BACKBONES and min(crop_h, crop_w) < 32:  # stage 1's spatial reduction is an 8x8 conv
         raise UserError(f"{crop_key}: the MiT encoder needs a training crop of at least 32x32, got {crop_h}x{crop_w}")
     if h.enabled:
@@ -52,9 +52,9 @@ def _check_across(cfg: TrainConfig, from_pretrained: bool) -> None:
             raise UserError(f"hrda.hr_crop_size={h.hr_crop_size} with a {crop_h}x{crop_w} crop ({crop_key}): HRDA "
                             "feeds MiT the crop at 0.5 and the detail crop; expected a crop of at least 64x64 "
                             "and hrda.hr_crop_size >= 32")  # fmt: skip
-        if m.decode_head != "daformer" or m.backbone not in MIT_BACKBONES:
-            raise UserError(f"hrda.enabled=True needs a MiT backbone and the daformer head, got model.backbone="
-                            f"{m.backbone!r} and model.decode_head={m.decode_head!r}")  # fmt: skip
+        if not ((m.decode_head == "daformer" and m.backbone in MIT_BACKBONES) or m.decode_head in DEEPLAB_HEADS):
+            raise UserError(f"hrda.enabled=True needs the daformer head on a MiT backbone or a deeplabv2 head (as "
+                            f"published), got model.backbone={m.backbone!r} and model.decode_head={m.decode_head!r}")
         if crop_h % 32 or crop_w % 32:
             raise UserError(f"{crop_key}: HRDA's training crop must be multiples of 32, got {crop_h}x{crop_w}")
         if h.hr_crop_size > min(crop_h, crop_w):
@@ -63,6 +63,12 @@ def _check_across(cfg: TrainConfig, from_pretrained: bool) -> None:
         if h.hr_crop_size % h.crop_coord_divisible:
             raise UserError(f"hrda.hr_crop_size={h.hr_crop_size}: expected a multiple of hrda.crop_coord_divisible="
                             f"{h.crop_coord_divisible}")  # fmt: skip
+    if u.mode != "dacs" and u.mic_lambda > 0:
+        raise UserError(f"uda.mic_lambda={u.mic_lambda} with uda.mode={u.mode!r}: MIC learns from the EMA teacher's "
+                        "pseudo-labels, which only uda.mode='dacs' has; expected uda.mic_lambda=0 or uda.mode='dacs'")
+    if u.mode in ("advseg", "minent") and u.fd_lambda > 0:
+        raise UserError(f"uda.fd_lambda={u.fd_lambda} with uda.mode={u.mode!r}: the published {u.mode} has no ImageNet "
+                        "feature distance (it belongs to DAFormer's DACS); expected uda.fd_lambda=0")  # fmt: skip
     if u.fd_lambda > 0:
         if bad := [c for c in u.fd_classes if c >= m.num_classes]:
             raise UserError(f"uda.fd_classes={u.fd_classes}: {bad} are not classes of model.num_classes="

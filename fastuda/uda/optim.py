@@ -38,8 +38,13 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW, or SGD with momentum (``optim.name``; the published AdvSeg / MinEnt on DeepLabV2:
+    configs/_base_/schedules/sgd.py, lr 0.0025 from experiments.py, no head multiplier)."""
     # Capturable / foreach defaults: the step keeps its state on the device (no host sync).
+    if cfg.name == "sgd":
+        return torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)  # fmt: skip
     return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
