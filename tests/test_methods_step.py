@@ -157,6 +157,27 @@ def test_step_has_no_host_sync(mode, hrda):
         assert all(p.grad is not None for p in disc.parameters()) and "loss_disc" in logs
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("hrda", [False, True], ids=["daformer", "hrda"])
+@pytest.mark.parametrize("mode", ["advseg", "minent"])
+def test_step_no_host_sync_on_cuda(mode, hrda):
+    """The real kernels under torch.cuda.set_sync_debug_mode("error"), bf16 autocast: one
+    warm-up step, then two checked steps."""
+    cfg, student, disc, batch = _tiny_setup(mode, hrda, "cuda")
+    generator = torch.Generator("cuda").manual_seed(0)
+    uda_step(student, None, batch, cfg, 0, generator, None, torch.bfloat16, discriminator=disc)
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for it in (1, 2):
+            student.zero_grad(set_to_none=True)
+            loss, logs = uda_step(student, None, batch, cfg, it, generator, None, torch.bfloat16, discriminator=disc)
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    assert torch.isfinite(loss) and ("loss_disc" in logs) == (mode == "advseg")
+
+
 @pytest.mark.parametrize("hrda", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["daformer", "hrda"])
 def test_prediction_calls_have_no_graph_break(hrda):
     cfg, student, _, batch = _tiny_setup("advseg", hrda, "cpu")
