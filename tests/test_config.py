@@ -62,7 +62,7 @@ def test_tables_match_the_code_they_describe():
 def test_messages_name_key_value_and_expectation():
     cases = {
         "uda.alpha=2": "uda.alpha=2.0: expected a number in [0, 1)",
-        "uda.mode=dac": "uda.mode='dac': expected one of dacs, source_only; did you mean 'dacs'?",
+        "uda.mode=dac": "uda.mode='dac': expected one of dacs, advseg, minent, source_only, target_only; did you mean 'dacs'?",
         "max_iters=0": "max_iters=0: expected a number >= 1",
         "data.crop_size=(1,2,3)": "data.crop_size=(1, 2, 3): expected (int, int) or None",
     }

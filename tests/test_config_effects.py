@@ -19,6 +19,7 @@ from fastuda.models import mit
 from fastuda.runtime.build import build_eval_dataset, build_loaders, build_segmentor
 from fastuda.runtime.evaluation import evaluate
 from fastuda.uda import build_optimizer, make_imnet_encoder, make_teacher, uda_step
+from fastuda.uda.advseg import build_discriminator
 from fastuda.uda.optim import lr_factor
 
 
@@ -81,6 +82,7 @@ def probe_step(cfg):
             if name.endswith("conv_seg"):  # confidences spread around tau instead of near 1 / K
                 module.weight.mul_(30)
     imnet = make_imnet_encoder(student.backbone) if cfg.uda.fd_lambda > 0 else None
+    disc = build_discriminator(cfg, "cpu")[0] if cfg.uda.mode == "advseg" else None
     h, w = train_crop(cfg)
     # per 32 x 32 cell (one last-stage feature): image 0 a thing class (6) over 78% of the cell,
     # stuff (1) and an ignored band; image 1 a thing class (7) over 62%: in FD's mask at ratio
@@ -92,7 +94,8 @@ def probe_step(cfg):
     g = torch.Generator().manual_seed(1)
     batch = {"source": {"image": torch.randn(2, 3, h, w, generator=g), "label": label},
              "target": {"image": torch.randn(2, 3, h, w, generator=g)}}  # fmt: skip
-    loss, logs = uda_step(student, teacher, batch, cfg, 1000, torch.Generator().manual_seed(0), imnet)
+    loss, logs = uda_step(student, teacher, batch, cfg, 1000, torch.Generator().manual_seed(0), imnet,
+                          discriminator=disc)  # fmt: skip
     grads = torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
     return sorted(logs), [float(v) for v in logs.values()], grads
 
@@ -135,8 +138,20 @@ def probe_eval(cfg):
 def probe_optim(cfg):
     torch.manual_seed(0)
     optimizer = build_optimizer(build_segmentor(cfg), cfg.optim)
-    groups = [(g["lr"], g["weight_decay"], g["betas"], len(g["params"])) for g in optimizer.param_groups]
+    groups = [(type(optimizer).__name__, g["lr"], g["weight_decay"], g.get("betas"), g.get("momentum"),
+               len(g["params"])) for g in optimizer.param_groups]  # fmt: skip
     return groups, [lr_factor(t, cfg.max_iters, cfg.optim) for t in (0, 10, 100, 1000, 5000, 30000)]
+
+
+def probe_disc(cfg):
+    """AdvSeg's discriminator optimiser: its betas and learning rate over the run."""
+    _, (optimizer, scheduler) = build_discriminator(cfg, "cpu")
+    lrs = []
+    for _ in range(cfg.max_iters // 1000):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        for _ in range(1000):
+            scheduler.step()
+    return optimizer.param_groups[0]["betas"], lrs
 
 
 def probe_run(cfg):
@@ -159,7 +174,8 @@ def probe_run(cfg):
 
 
 PROBES = {"model": probe_model, "step": probe_step, "data": probe_data, "eval": probe_eval, "optim": probe_optim,
-          "run": probe_run}  # fmt: skip
+          "run": probe_run, "disc": probe_disc}  # fmt: skip
+ADVSEG = ["uda.mode=advseg", "uda.fd_lambda=0"]
 
 # key: (value, probe, base, overrides on both sides, overrides of the variant only)
 CASES = {
@@ -214,11 +230,20 @@ CASES = {
     "uda.mic_lambda": (1.0, "step", "file", [], []),
     "uda.mic_mask_ratio": (0.3, "step", "file", ["uda.mic_lambda=1.0", "uda.mic_block_size=8"], []),
     "uda.mic_block_size": (16, "step", "file", ["uda.mic_lambda=1.0"], []),
+    "uda.adv_lambda": (0.5, "step", "file", ADVSEG, []),
+    "uda.adv_loss": ("vanilla", "step", "file", ADVSEG, []),
+    "uda.adv_lr": (1e-3, "disc", "file", ADVSEG, []),
+    "uda.adv_lr_power": (0.5, "disc", "file", ADVSEG, []),
+    "uda.adv_lr_min": (1e-5, "disc", "file", ADVSEG, []),
+    "uda.adv_betas": ((0.5, 0.9), "disc", "file", ADVSEG, []),
+    "uda.ent_lambda": (0.5, "step", "file", ["uda.mode=minent", "uda.fd_lambda=0"], []),
     "hrda.enabled": (True, "model", "file", HRDA[1:], []),
     "hrda.hr_crop_size": (48, "step", "file", HRDA, []),
     "hrda.hr_loss_weight": (0.5, "step", "file", HRDA, []),
     "hrda.crop_coord_divisible": (16, "step", "file", HRDA, []),
     "hrda.fixed_attention": (0.5, "model", "file", HRDA, []),
+    "optim.name": ("sgd", "optim", "file", [], []),
+    "optim.momentum": (0.5, "optim", "file", ["optim.name=sgd"], []),
     "optim.lr": (1e-4, "optim", "file", [], []),
     "optim.head_lr_mult": (5.0, "optim", "file", [], []),
     "optim.weight_decay": (0.05, "optim", "file", [], []),
