@@ -135,7 +135,8 @@ def test_the_registry_names_every_model_once():
     assert all(callable(registry.backbone_constructor(n)) for n in registry.BACKBONES)
     built = {head: type(build_model(backbone="mit_demo", decode_head=head, num_classes=3).decode_head).__name__
              for head in registry.HEADS}  # fmt: skip
-    assert built == {"daformer": "DAFormerHead", "segformer": "SegFormerHead", "deeplabv2": "DeepLabV2Head"}
+    assert built == {"daformer": "DAFormerHead", "segformer": "SegFormerHead", "deeplabv2": "DeepLabV2Head",
+                     "deeplabv2red": "DeepLabV2Head"}
     with pytest.raises(UserError, match="model.backbone='mit_b6': expected one of mit_b0, .*resnet101; did you mean"):
         load_config("demo", ["model.backbone=mit_b6"])
 
