@@ -102,8 +102,8 @@ CONFIG_CASES = [
     ("demo", ["hrda.enabled=true", "data.synthetic_size=72"], "data.synthetic_size"),  # HRDA needs multiples of 32
     # methods and the combinations the published code does not have
     ("demo", ["uda.mode=advsegg"], "did you mean 'advseg'"),
-    ("demo", ["uda.mode=advseg", "uda.mic_lambda=1"], "uda.mic_lambda=1.0 with uda.mode='advseg'"),  # no teacher
-    ("demo", ["uda.mode=target_only", "uda.mic_lambda=1"], "uda.mic_lambda=1.0 with uda.mode='target_only'"),
+    ("demo", ["uda.mode=advseg", "uda.mic_lambda=1", "uda.mic_block_size=16"], "uda.mic_lambda=1.0 with uda.mode='advseg'"),  # no teacher
+    ("demo", ["uda.mode=target_only", "uda.mic_lambda=1", "uda.mic_block_size=16"], "uda.mic_lambda=1.0 with uda.mode='target_only'"),
     ("demo", ["uda.mode=minent", "uda.fd_lambda=0.005"], "uda.fd_lambda=0.005 with uda.mode='minent'"),
     ("demo", ["uda.mode=advseg", "uda.adv_loss=hinge"], "uda.adv_loss='hinge'"),
     ("demo", ["uda.mode=advseg", "uda.adv_betas=(0.9,1.0)"], "uda.adv_betas"),
