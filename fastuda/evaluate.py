@@ -2,6 +2,12 @@
 
     python -m fastuda.evaluate CKPT [--split val] [--device cuda] [--amp bf16] [--compile]
                                [--crop H W [--stride H W]] [--config PRESET] [key=value ...]
+                               [--dataset NAME=ROOT ...]
+
+``--dataset NAME=ROOT`` (any number; NAME one of cityscapes, acdc, acdc_<condition>,
+dark_zurich, bdd100k, mapillary) scores each dataset's val split with its published test
+pipeline instead of the config's target, and prints one table: a row per dataset, a column
+per class (IoU, %) and the mean.
 
 CKPT: a ``fastuda.train`` checkpoint, or a released DAFormer / HRDA / MIC ``.pth`` (its
 network comes from its keys, its data and test settings from the published recipe, or from
@@ -42,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="slide windows of this size (default: HRDA 1024 x 1024, DAFormer the whole image)")
     parser.add_argument("--stride", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="slide stride (default: half the window)")  # fmt: skip
+    parser.add_argument("--dataset", action="append", default=[], metavar="NAME=ROOT",
+                        help="score this dataset's val split (repeatable; one table, a row per dataset)")
     args = parser.parse_intermixed_args(argv)
     for flag, value in (("--crop", args.crop), ("--stride", args.stride)):
         if value is not None and min(value) < 1:
@@ -58,16 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.split:
         cfg.data.eval_split = args.split
     validate(cfg, from_pretrained=False)  # the weights come from the checkpoint
+    if args.dataset:
+        return _evaluate_datasets(seg, cfg, args)
     try:
         dataset, class_names = build_eval_dataset(cfg, check=True)  # every file listed, paired and checked first
     except UserError:
         raise
     except (FileNotFoundError, ValueError) as e:
         raise UserError(f"evaluation data of {args.checkpoint}: {e}") from None
-    crop, stride = seg.crop, seg.stride
-    if args.crop:
-        crop = tuple(args.crop)
-        stride = tuple(args.stride) if args.stride else (max(crop[0] // 2, 1), max(crop[1] // 2, 1))
+    crop, stride = _slide(seg, args)
     cm = evaluate(seg.model, dataset, seg.num_classes, seg.device, crop, stride, cfg.data.eval_samples,
                   seg.autocast_dtype)  # fmt: skip
     table, result = report(cm, class_names, cfg.data.source)
@@ -77,6 +84,48 @@ def main(argv: list[str] | None = None) -> int:
     iteration = f", iteration {seg.iteration}" if seg.iteration is not None else ""
     key = "teacher" if args.teacher else "student"
     print(f"mIoU {100 * result['mIoU']:.2f} ({key}, {how}, {amp}, {len(dataset)} images{iteration})")
+    return 0
+
+
+def _slide(seg, args):
+    crop, stride = seg.crop, seg.stride
+    if args.crop:
+        crop = tuple(args.crop)
+        stride = tuple(args.stride) if args.stride else (max(crop[0] // 2, 1), max(crop[1] // 2, 1))
+    return crop, stride
+
+
+def _evaluate_datasets(seg, cfg, args) -> int:
+    """``--dataset NAME=ROOT ...``: every dataset listed and checked first, then scored; one table."""
+    from fastuda.config import parse_dataset_spec
+    from fastuda.runtime.build import build_named_eval_dataset
+    from fastuda.runtime.evaluation import dataset_table
+
+    sets = {}
+    for spec in args.dataset:
+        try:
+            name, root = parse_dataset_spec(spec)
+        except ValueError as e:
+            raise UserError(f"--dataset {e}") from None
+        if name in sets:
+            raise UserError(f"--dataset {spec}: {name} is given twice; expected each dataset once")
+        if cfg.model.num_classes != 19:
+            raise UserError(f"--dataset {spec}: the checkpoint predicts {cfg.model.num_classes} classes, {name} is "
+                            "labelled with the 19 Cityscapes classes")  # fmt: skip
+        sets[name] = build_named_eval_dataset(cfg, name, root, f"--dataset {spec}", check=True)
+    crop, stride = _slide(seg, args)
+    cms, sizes = {}, {}
+    for name, (dataset, _) in sets.items():
+        cms[name] = evaluate(seg.model, dataset, seg.num_classes, seg.device, crop, stride, cfg.data.eval_samples,
+                             seg.autocast_dtype)  # fmt: skip
+        sizes[name] = min(len(dataset), cfg.data.eval_samples or len(dataset))
+    table, _ = dataset_table(cms, seg.class_names, cfg.data.source)
+    print(table)
+    how = f"slide {crop[0]}x{crop[1]} stride {stride[0]}x{stride[1]}" if crop else "whole image"
+    amp = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[seg.autocast_dtype]
+    iteration = f", iteration {seg.iteration}" if seg.iteration is not None else ""
+    images = ", ".join(f"{name} {n}" for name, n in sizes.items())
+    print(f"IoU and mIoU in % ({'teacher' if args.teacher else 'student'}, {how}, {amp}, images: {images}{iteration})")
     return 0
 
 

@@ -11,6 +11,16 @@ relative to the folder it was found in (its file name for files and globs), as .
     color/NAME.png           the image blended with the prediction in the Cityscapes palette
     side/NAME.png            image | prediction side by side (--side-by-side)
 
+``--format acdc`` / ``--format dark_zurich`` write a benchmark's test-server submission
+instead, for the test images (e.g. ``data/acdc/rgb_anon/*/test``, ``data/dark_zurich/rgb_anon/
+test/night``), each at its own 1920x1080, named as the image (``GOPR0356_frame_000001_rgb_anon
+.png``), flat:
+
+    labelTrainIds/NAME.png           train ids 0..18, 8 bit (both servers read train ids)
+    labelTrainIds_invalid/NAME.png   dark_zurich: the same labels (no pixel declared invalid)
+    confidence/NAME.png              dark_zurich: 16 bit, 65535 x the top softmax probability
+    <format>_submission.zip          those folders at the top level, ready to upload
+
 Each file is written to a temporary name and renamed, so none is ever half-written. An image
 that cannot be read is reported and skipped; the others are still written, and the command
 then exits with code 1 and the list of failures.
@@ -19,6 +29,7 @@ then exits with code 1 and the list of failures.
 import argparse
 import glob
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +149,51 @@ def write_outputs(out: Path, name: Path, image: torch.Tensor, labels: torch.Tens
     return written
 
 
+# The test-server formats (docs/predict.md): folders written per image, and the zip uploaded.
+SUBMISSION_FORMATS = {
+    "acdc": ("labelTrainIds",),
+    "dark_zurich": ("labelTrainIds", "labelTrainIds_invalid", "confidence"),
+}
+_FRAME = re.compile(r"_frame_\d{6}")  # <sequence>_frame_<6 digits>: the servers match predictions by it
+
+
+def submission_name(source: Path, fmt: str) -> Path:
+    """The flat file name of ``source``'s prediction in a ``fmt`` submission (the image's own
+    name as .png); an image not named like a benchmark frame is a UserError."""
+    if not _FRAME.search(source.name):
+        raise UserError(f"{source}: not a {fmt} test image (expected a name like GOPR0356_frame_000001_rgb_anon.png, "
+                        "which the server matches its ground truth by)")  # fmt: skip
+    return Path(source.name).with_suffix(".png")
+
+
+def write_submission(out: Path, fmt: str, name: Path, labels: torch.Tensor, probs: torch.Tensor | None) -> None:
+    """One image's files of a ``fmt`` submission (``SUBMISSION_FORMATS``)."""
+    train_ids = labels.numpy().astype(np.uint8)
+    write_png(out / "labelTrainIds" / name, train_ids)
+    if fmt == "dark_zurich":
+        write_png(out / "labelTrainIds_invalid" / name, train_ids)
+        conf = probs.max(0).values.numpy()  # (H, W) in [0, 1]
+        write_png(out / "confidence" / name, np.round(conf * 65535).astype(np.uint16))
+
+
+def zip_submission(out: Path, fmt: str) -> Path:
+    """``OUT/<fmt>_submission.zip`` holding the format's folders at its top level (atomic)."""
+    import zipfile
+
+    path = out / f"{fmt}_submission.zip"
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:  # PNGs are compressed already
+            for folder in SUBMISSION_FORMATS[fmt]:
+                for f in sorted((out / folder).glob("*.png")):
+                    z.write(f, f"{folder}/{f.name}")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastuda.predict", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
@@ -152,19 +208,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="default: cuda when available")
     parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None, help="default: bf16 on GPU, off on CPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model's forward")
+    parser.add_argument("--format", choices=tuple(SUBMISSION_FORMATS), default=None,
+                        help="write the benchmark's test-server submission (see docs/predict.md)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_intermixed_args(argv)  # inputs and overrides may follow options
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a file; expected a folder (new or existing) for the outputs")
+    if args.format and (args.native or args.side_by_side):
+        raise UserError(f"--format {args.format} writes the server's files at the benchmark's test scale; "
+                        "drop --native / --side-by-side")  # fmt: skip
     overrides = [s for s in args.inputs if "=" in s and not Path(s).exists()]
     jobs = find_images([s for s in args.inputs if s not in overrides])
+    if args.format:
+        names: dict[Path, Path] = {}
+        for i, job in enumerate(jobs):
+            name = submission_name(job.source, args.format)
+            if name in names:
+                raise UserError(f"inputs {names[name]} and {job.source} would both write {name} (a submission is "
+                                "flat); pass each test image once")  # fmt: skip
+            names[name] = job.source
+            jobs[i] = Job(job.source, name)
     from fastuda.inference import Segmenter, to_image_tensor
 
     seg = Segmenter.from_checkpoint(args.checkpoint, args.device, config=args.config, overrides=overrides,
                                     teacher=args.teacher, scale=None if args.native else "config", amp=args.amp,
                                     compile=args.compile)  # fmt: skip
+    if args.format:
+        # the benchmark's published test resize (1920x1080 at HRDA's resolution) whatever the checkpoint's
+        # target, unless the config sets data.resize (as evaluation's pipelines do)
+        from fastuda.data import preset_pipeline
+
+        d = seg.config.data
+        seg.scale = tuple(d.resize) if d.resize else tuple(preset_pipeline(d.recipe, args.format, train=False).scale)
     print(f"{seg}: {len(jobs)} images -> {args.out}", file=sys.stderr)
     out = Path(args.out)
     colours = palette(seg.class_names)
@@ -183,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
                 batch.append(job)
             except UserError as e:
                 failures.append((job.source, str(e)))
-        for job, image, labels in zip(batch, images, seg.segment(images) if images else []):
+        if args.format:
+            for job, (labels, probs) in zip(batch, seg.segment(images, probabilities=True) if images else []):
+                write_submission(out, args.format, job.name, labels, probs)
+        for job, image, labels in zip(batch, images, seg.segment(images) if images and not args.format else []):
             write_outputs(out, job.name, image, labels, colours, label_ids, args.side_by_side)
         if bar is not None:
             bar.update(len(jobs[start : start + args.batch_size]))
@@ -191,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
     done = len(jobs) - len(failures)
     print(f"wrote {done} of {len(jobs)} images to {out}", file=sys.stderr)
+    if args.format and not failures:
+        print(f"submission: {zip_submission(out, args.format)} (upload it: docs/predict.md)", file=sys.stderr)
     if failures:
         print(f"error: {len(failures)} of {len(jobs)} images could not be read:", file=sys.stderr)
         for source, message in failures:

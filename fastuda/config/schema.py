@@ -4,8 +4,8 @@ papers (comment) and what it accepts (``check``, applied by ``fastuda.config.val
 import dataclasses
 import os
 
-from fastuda._fields import (NAME, NON_NEGATIVE, POSITIVE, at_least, between, each, field, multiple_of, one_of,
-                             optional, path_template)  # fmt: skip
+from fastuda._fields import (NAME, NON_NEGATIVE, POSITIVE, Check, at_least, between, each, field, multiple_of,
+                             one_of, optional, path_template)  # fmt: skip
 from fastuda.models.config import HRDAConfig, ModelConfig
 
 from .recipes import DATASETS, RECIPES
@@ -26,6 +26,33 @@ DATASET_CLASSES = {name: d.classes for name, d in DATASETS.items()}
 SOURCE_DATASETS = ("gta", "synthia", "cityscapes", "synthetic")
 TARGET_DATASETS = ("cityscapes", "acdc", "acdc_fog", "acdc_night", "acdc_rain", "acdc_snow", "dark_zurich",
                    "synthetic")  # fmt: skip
+# The datasets data.eval_datasets and ``fastuda.evaluate --dataset`` can score (those with labelled val splits).
+EVAL_DATASETS = ("cityscapes", "acdc", "acdc_fog", "acdc_night", "acdc_rain", "acdc_snow", "dark_zurich", "bdd100k",
+                 "mapillary")  # fmt: skip
+
+
+def parse_dataset_spec(spec: str) -> tuple[str, str]:
+    """``NAME=ROOT`` (``data.eval_datasets``, ``fastuda.evaluate --dataset``) as (name, root);
+    a ValueError says what is wrong."""
+    name, sep, root = spec.partition("=")
+    name = name.strip().lower()
+    if not sep or not root:
+        raise ValueError(f"{spec!r}: expected NAME=ROOT, e.g. bdd100k=data/bdd100k")
+    if name not in EVAL_DATASETS:
+        raise ValueError(f"{spec!r}: {name!r} is not a dataset with a labelled val split; expected one of "
+                         f"{', '.join(EVAL_DATASETS)}")  # fmt: skip
+    return name, root
+
+
+def _is_dataset_spec(v) -> bool:
+    try:
+        parse_dataset_spec(v)
+    except (ValueError, AttributeError):
+        return False
+    return True
+
+
+DATASET_SPEC = Check(f"NAME=ROOT with NAME one of {', '.join(EVAL_DATASETS)}", _is_dataset_spec)
 
 # The network's sections (ModelConfig, HRDAConfig) live with the models (fastuda.models.config),
 # beside the registry of names they are checked against.
@@ -49,6 +76,11 @@ class DataConfig:
     workers: int = field(check=at_least(0), factory=lambda: default_workers())  # decoding processes per loader
     eval_split: str = field("val", one_of("val", "train"))  # target split used for evaluation
     eval_samples: int | None = field(None, optional(at_least(1)))  # evaluate on the first N images only (None: all)
+    # more datasets scored at every evaluation beside the target, each with its published test pipeline,
+    # as "NAME=ROOT" (e.g. ("bdd100k=data/bdd100k", "mapillary=data/mapillary"): the DG benchmarks)
+    eval_datasets: tuple[str, ...] = field((), each(DATASET_SPEC))
+    # PhotoMetricDistortion on the labelled source (the published domain-generalisation sources, 'gtaCAug')
+    source_photometric: bool = False
     # synthetic demo only
     synthetic_size: int = field(64, multiple_of(8))  # scene side in pixels
     synthetic_samples: int = field(256, at_least(1))  # scenes per domain (train); the same number again for validation
@@ -106,6 +138,9 @@ class UDAConfig:
     adv_betas: tuple[float, float] = field((0.9, 0.99), each(between(0, 1, hi_open=True)))  # the discriminator's Adam
     # MinEnt (published configs/_base_/uda/minent.py)
     ent_lambda: float = field(0.001, NON_NEGATIVE)  # lambda_ent: weight of the normalised target entropy
+    # MIC's mask_mode: separatetrgaug (the masked, colour-augmented target; GTA/Synthia -> Cityscapes) |
+    # separate (the first half of the source batch and of the target, no colour augmentation; ACDC, Dark Zurich)
+    mic_mode: str = field("separatetrgaug", one_of("separatetrgaug", "separate"))
 
 
 @dataclasses.dataclass

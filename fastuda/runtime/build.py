@@ -41,6 +41,8 @@ def _pipeline(cfg: TrainConfig, dataset: str, train: bool, role: str | None = No
     pipe = preset_pipeline(cfg.data.recipe, dataset, train, role=role)
     # the recipe's sizes unless data.resize / data.crop_size say otherwise (fastuda.config.recipes)
     sizes = {"scale": resize(cfg, dataset), "crop_size": train_crop(cfg)} if train else {"scale": resize(cfg, dataset)}
+    if train and role == "source" and cfg.data.source_photometric:
+        sizes["photometric"] = True  # the published DG sources ('gtaCAug'): role "dg_source" of the table
     return dataclasses.replace(pipe, **sizes)
 
 
@@ -58,7 +60,9 @@ def _dataset(cfg: TrainConfig, which: str, split: str, train: bool, seed: int | 
 
 
 def build_train_datasets(cfg: TrainConfig):
-    """(source, target) training datasets; target-only (oracle) training: (labelled target, None)."""
+    """(source, target) training datasets; target-only (oracle) training: (labelled target, None);
+    source-only training has no target images (None): the domain-generalisation presets never see
+    one, and data.target_root needs only its val split."""
     d = cfg.data
     if cfg.uda.mode == "target_only":
         return _labelled_target(cfg), None
@@ -67,7 +71,10 @@ def build_train_datasets(cfg: TrainConfig):
 
         return (SyntheticScenes("source", d.synthetic_samples, d.synthetic_size, cfg.seed),
                 SyntheticScenes("target", d.synthetic_samples, d.synthetic_size, cfg.seed))  # fmt: skip
-    return _dataset(cfg, "source", "train", True, cfg.seed), _dataset(cfg, "target", "train", True, cfg.seed + 1)
+    source = _dataset(cfg, "source", "train", True, cfg.seed)
+    if cfg.uda.mode == "source_only":
+        return source, None
+    return source, _dataset(cfg, "target", "train", True, cfg.seed + 1)
 
 
 def _labelled_target(cfg: TrainConfig):
@@ -98,6 +105,35 @@ def build_eval_dataset(cfg: TrainConfig, check: bool = False):
     if check:
         check_data(ds, f"data.target_root={d.target_root} (split {d.eval_split})")
     return ds, ds.class_names
+
+
+def build_named_eval_dataset(cfg: TrainConfig, name: str, root: str, key: str, check: bool = False):
+    """(dataset, class names): the val split of dataset ``name`` at ``root`` with its published test
+    pipeline under ``cfg``'s recipe (``data.eval_datasets``, ``fastuda.evaluate --dataset``); a
+    problem is a one-line error naming ``key`` and the root."""
+    from fastuda.data import build_dataset
+
+    try:
+        ds = build_dataset(name, root, "val", _pipeline(cfg, name, False))
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"{key}: {e}") from None
+    if check:
+        check_data(ds, f"{key} (split val)")
+    return ds, ds.class_names
+
+
+def build_extra_eval_datasets(cfg: TrainConfig, check: bool = False) -> dict[str, tuple]:
+    """{name: (dataset, class names)} of ``data.eval_datasets``, scored beside the target."""
+    from fastuda.config import parse_dataset_spec
+
+    out = {}
+    for spec in cfg.data.eval_datasets:
+        name, root = parse_dataset_spec(spec)
+        if name in out or name == cfg.data.target:
+            raise UserError(f"data.eval_datasets: {name} is listed twice (the target, data.target={cfg.data.target}, "
+                            "is always scored); expected each dataset once")  # fmt: skip
+        out[name] = build_named_eval_dataset(cfg, name, root, f"data.eval_datasets {spec}", check)
+    return out
 
 
 def check_data(dataset, key: str) -> None:
@@ -178,7 +214,7 @@ def build_loaders(cfg: TrainConfig, start_iter: int, rank: int = 0, world: int =
         start_draw = start_iter * world * cfg.data.batch_size
     source, target = build_train_datasets(cfg)
     d = cfg.data
-    source_key = "data.target_root" if target is None else "data.source_root"  # target-only: the labelled target
+    source_key = "data.target_root" if cfg.uda.mode == "target_only" else "data.source_root"  # the labelled data
     check_data(source, f"{source_key}={getattr(d, source_key.removeprefix('data.'))}")
     if target is not None:
         check_data(target, f"data.target_root={d.target_root}")

@@ -49,3 +49,28 @@ def report(cm: Tensor, class_names, source: str = "gta") -> tuple[str, dict[str,
     miou = mean_iou(cm.cpu())
     table = format_table(cm.cpu(), class_names, subsets=())
     return table + f"\n| mIoU {100 * miou:6.2f}", {"mIoU": miou}
+
+
+def dataset_table(cms: dict, class_names, source: str = "gta") -> tuple[str, dict[str, float]]:
+    """One table for several datasets: a row per dataset (its name, the keys of ``cms``, each a
+    (K, K) confusion matrix), a column per class (IoU in %, n/a where a class is in neither the
+    labels nor the predictions), then each row's mIoU (``report``'s: mIoU16 for a Synthia source).
+    Returns the table and {name: mIoU} (fractions)."""
+    from fastuda.metrics import class_iou
+
+    names = [str(n) for n in class_names]
+    width = max(len("dataset"), *(len(str(k)) for k in cms))
+    cols = [max(len(n), 6) for n in names]
+
+    def pct(x: float, w: int) -> str:
+        return f"{'n/a':>{w}}" if math.isnan(x) else f"{100 * x:{w}.2f}"
+
+    header = f"| {'dataset':<{width}} | " + " | ".join(f"{n:>{w}}" for n, w in zip(names, cols)) + " |   mIoU |"
+    rule = "|" + "-" * (width + 2) + "|" + "|".join("-" * (w + 2) for w in cols) + "|--------|"
+    lines, means = [header, rule], {}
+    for name, cm in cms.items():
+        iou = class_iou(cm.cpu()).tolist()
+        means[name] = report(cm, class_names, source)[1]["mIoU"]
+        cells = " | ".join(pct(v, w) for v, w in zip(iou, cols))
+        lines.append(f"| {str(name):<{width}} | {cells} | {pct(means[name], 6)} |")
+    return "\n".join(lines), means

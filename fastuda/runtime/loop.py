@@ -12,11 +12,12 @@ import torch
 from fastuda.config import TrainConfig, test_windows, to_dict, validate
 from fastuda.metrics import class_iou
 from fastuda.runtime import distributed
-from fastuda.runtime.build import amp_dtype, build_eval_dataset, build_loaders, build_segmentor
+from fastuda.runtime.build import (amp_dtype, build_eval_dataset, build_extra_eval_datasets, build_loaders,
+                                   build_segmentor)  # fmt: skip
 from fastuda.runtime.checkpoint import (Best, load_training_checkpoint, remove_temporaries, restore, resume_config,
                                         rng_state, seed_all, training_state, write_checkpoint)  # fmt: skip
 from fastuda.runtime.compile import compile_student_teacher, graph_breaks
-from fastuda.runtime.evaluation import evaluate, percent, report
+from fastuda.runtime.evaluation import dataset_table, evaluate, percent, report
 from fastuda.runtime.logging import RunLogger, run_metadata
 from fastuda.runtime.pictures import prediction_grid
 from fastuda.uda import build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
@@ -98,6 +99,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
     best = Best(out, before=start if state is not None else None)
     # list and check the evaluation split now: a bad one fails here, not after eval_interval iterations
     eval_set, class_names = build_eval_dataset(cfg, check=True) if cfg.eval_interval >= 0 else (None, None)
+    extra_sets = build_extra_eval_datasets(cfg, check=True) if cfg.eval_interval >= 0 else {}  # data.eval_datasets
     last_eval: dict = {}
 
     def checkpoint(iteration: int) -> None:
@@ -118,7 +120,17 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
         table, result = report(cm, class_names, cfg.data.source)
         result = {k: percent(v) for k, v in result.items()}  # the table's unit; n/a is null, never 0
         iou = {str(name): percent(v) for name, v in zip(class_names, class_iou(cm.cpu()).tolist())}
-        logger.log(iteration, {"eval": result, "iou": iou})
+        record = {"eval": result, "iou": iou}
+        # data.eval_datasets: each scored as the target is, logged as eval_<name> / iou_<name>; the best
+        # checkpoint still follows the target's mIoU
+        cms = {f"{cfg.data.target} (target)": cm}
+        for name, (ds, names) in extra_sets.items():
+            cms[name] = distributed.all_reduce_sum(evaluate(student, ds, cfg.model.num_classes, d.device, crop,
+                                                            stride, cfg.data.eval_samples, dtype,
+                                                            shard=(d.rank, d.world)), d)  # fmt: skip
+            record[f"eval_{name}"] = {k: percent(v) for k, v in report(cms[name], names, cfg.data.source)[1].items()}
+            record[f"iou_{name}"] = {str(n): percent(v) for n, v in zip(names, class_iou(cms[name].cpu()).tolist())}
+        logger.log(iteration, record)
         if d.main:
             grid = prediction_grid(student, eval_set, class_names, d.device, crop, stride, dtype)
             logger.log_image(iteration, "predictions", grid)
@@ -127,13 +139,15 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
             print(f"\nnew best mIoU: {out / 'best.pt'}", flush=True)
         if progress:
             print(f"\niteration {iteration}: target {cfg.data.eval_split}\n{table}", flush=True)
+            if extra_sets:
+                print(dataset_table(cms, class_names, cfg.data.source)[0], flush=True)
         return result
 
     src_loader, tgt_loader = build_loaders(cfg, start, d.rank, d.world, draws)  # every data file checked first
     if state is None:
         checkpoint(0)  # from now on there is always a latest.pt to resume from
     # ---- the loop: one uda_step per iteration, the gradient average, the optimiser and the schedule
-    src_iter, tgt_iter = iter(src_loader), iter(tgt_loader) if tgt_loader is not None else None
+    src_iter, tgt_iter = iter(src_loader), iter(tgt_loader) if tgt_loader is not None else None  # see below
     bar = None
     if progress:
         from tqdm import tqdm
@@ -145,7 +159,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
     with distributed.StopSignals() as signals:
         for it in range(start, stop):
             batch = {"source": _to(next(src_iter), d.device)}
-            if tgt_iter is not None:  # target-only: the labelled target is the "source"
+            if tgt_iter is not None:  # target-only: the labelled target is the "source"; source-only: no target
                 batch["target"] = _to(next(tgt_iter), d.device)
             optimizer.zero_grad(set_to_none=True)
             if disc is not None:

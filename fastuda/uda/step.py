@@ -119,6 +119,23 @@ def _detail_box(model: nn.Module, image: Tensor, generator: torch.Generator) -> 
     return random_detail_box(H, W, model.detail_crop, model.crop_divisible, generator, image.device)
 
 
+def mic_batch(mode: str, src_img: Tensor, src_lbl: Tensor, tgt_img: Tensor, pseudo_lbl: Tensor,
+              pseudo_w: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    """(images, labels, weights) MIC masks, by its published ``mask_mode``: "separatetrgaug" the
+    target with the teacher's labels and weights; "separate" (MIC's ACDC / Dark Zurich rows)
+    ``[img[0], target_img[0]]`` with ``[gt[0], plabel[0]]`` and weights ``[1, pweight[0]]``
+    (masking_consistency_module.py, which asserts a batch of 2; here the first B // 2 source
+    images and the first B - B // 2 target images, the same for B = 2)."""
+    if mode == "separatetrgaug":
+        return tgt_img, pseudo_lbl, pseudo_w
+    n = src_img.shape[0] // 2
+    m = tgt_img.shape[0] - n
+    images = torch.cat([src_img[:n], tgt_img[:m]])
+    labels = torch.cat([src_lbl[:n].reshape(pseudo_lbl[:n].shape).to(pseudo_lbl.dtype), pseudo_lbl[:m]])
+    weights = torch.cat([torch.ones_like(pseudo_w[:n]), pseudo_w[:m]])
+    return images, labels, weights
+
+
 def _backward(loss: Tensor, scaler) -> None:
     (scaler.scale(loss) if scaler is not None else loss).backward()
 
@@ -208,12 +225,14 @@ def uda_step(
 
     # 5. MIC: the masked, strongly augmented target must predict the teacher's labels
     if u.mic_lambda > 0:
-        # published MIC: one strong_transform call for the batch, so one jitter order and blur sigma
-        masked = strong_augment(tgt_img, generator, u.jitter_prob, u.jitter_strength, u.blur_prob, shared=True)
+        masked, mic_lbl, mic_w = mic_batch(u.mic_mode, src_img, src_lbl, tgt_img, pseudo_lbl, pseudo_w)
+        if u.mic_mode == "separatetrgaug":
+            # published MIC: one strong_transform call for the batch, so one jitter order and blur sigma
+            masked = strong_augment(masked, generator, u.jitter_prob, u.jitter_strength, u.blur_prob, shared=True)
         masked = mask_image(masked, u.mic_block_size, u.mic_mask_ratio, generator)
         box = _detail_box(student, masked, generator)
         with amp:
-            mic_loss, _ = fns.student_loss(student, masked, pseudo_lbl, pseudo_w, box)
+            mic_loss, _ = fns.student_loss(student, masked, mic_lbl, mic_w, box)
             mic_loss = u.mic_lambda * mic_loss
         _backward(mic_loss, scaler)
         logs["loss_mic"] = mic_loss.detach()
