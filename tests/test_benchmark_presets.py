@@ -143,7 +143,7 @@ def _train_and_evaluate(name, trees, tmp_path):
     cfg = config.preset(name)
     out = tmp_path / name
     # source-only training reads no target image: the DG presets get a Cityscapes tree without train split
-    target = trees["cityscapes_val"] if cfg.uda.mode == "source_only" else trees[cfg.data.target]
+    target = trees["cityscapes_val"] if name in DG else trees[cfg.data.target]
     roots = [f"data.source_root={trees[cfg.data.source]}", f"data.target_root={target}"]
     if cfg.data.eval_datasets:
         roots.append(f"data.eval_datasets=('bdd100k={trees['bdd100k']}','mapillary={trees['mapillary']}')")
