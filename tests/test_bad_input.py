@@ -8,6 +8,7 @@ Checkpoint-file errors (not a checkpoint, truncated, another architecture, relea
 checkpoints) belong to ``fastuda.models.checkpoint``'s reader and are tested there.
 """
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastuda import evaluate, train
+from fastuda import evaluate, predict, train
+from fastuda.errors import run_cli
 from fastuda.data import _fake, gta5, make_loader
 from fastuda.data.check import DataFileError, check_files
 from fastuda.data.convert import main as convert_main
@@ -91,6 +93,10 @@ CONFIG_CASES = [
     ("demo", ["data.target=acdc_nite"], "did you mean 'acdc_night'"),
     ("demo", ["data.source=acdc"], "data.source='acdc'"),
     ("demo", ["data.resize=(32,32)"], "data.resize"),  # the synthetic scenes are not resized
+    ("daformer_gta_dg", ["data.eval_datasets=('bdd100k',)"], "data.eval_datasets=('bdd100k',)"),  # no root
+    ("daformer_gta_dg", ["data.eval_datasets=('kitti=data/kitti',)"], "NAME=ROOT with NAME one of"),
+    ("daformer_gta_dg", ["data.eval_datasets=('gta=data/gta',)"], "data.eval_datasets"),  # no labelled val split
+    ("mic_hrda_cs2acdc", ["uda.mic_mode=separatesrc"], "uda.mic_mode='separatesrc'"),
     ("demo", ["uda.pseudo_ignore_top=40", "uda.pseudo_ignore_bottom=40"], "uda.pseudo_ignore_bottom=40"),
     # the default margins (15 + 120) on a small crop: was the op's 'ignore_bottom must be in [0, 64]'
     ("daformer_gta2cs", ["data.crop_size=(64,64)", "model.pretrained=None", "uda.fd_lambda=0"],
@@ -394,6 +400,10 @@ CLI_CASES = [
     (train.main, ["demo", "--amp", "fp8"], "--amp"),
     (train.main, ["demo", "--stop-at", "x"], "--stop-at"),
     (evaluate.main, [], "checkpoint"),
+    (evaluate.main, ["x.pt", "--dataset", "bdd100k"], "--dataset"),
+    (functools.partial(run_cli, predict.main), ["x.pt", "a_frame_000001.png", "--out", "o", "--format", "acdc",
+                                                "--native"], "--format acdc"),  # fmt: skip
+    (functools.partial(run_cli, predict.main), ["x.pt", "a.png", "--out", "o", "--format", "cityscapes"], "--format"),
 ]
 
 

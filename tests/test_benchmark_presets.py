@@ -263,3 +263,13 @@ def test_predict_submission_refuses_an_image_the_server_cannot_match(checkpoint,
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "holiday.png")
     with pytest.raises(UserError, match="holiday.png: not a acdc test image"):
         predict.main([str(checkpoint), str(tmp_path / "holiday.png"), "--out", str(tmp_path / "o"), "--format", "acdc"])
+
+
+def test_a_missing_eval_dataset_fails_at_start_up_naming_it(trees, tmp_path, capsys):
+    args = ["daformer_gta_dg", f"data.source_root={trees['gta']}", f"data.target_root={trees['cityscapes_val']}",
+            f"data.eval_datasets=('mapillary={tmp_path / 'nowhere'}',)", *SMALL, *_small("daformer_gta_dg"),
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    assert train.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: data.eval_datasets mapillary={tmp_path / 'nowhere'}: ")
+    assert not (tmp_path / "run" / "iter_1.pt").exists()
