@@ -56,6 +56,18 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{flag} {value[0]} {value[1]}: expected two positive sizes (H W)")
     if args.stride and not args.crop:
         parser.error("--stride needs --crop")
+    from fastuda.config import parse_dataset_spec
+
+    specs: dict[str, tuple[str, str]] = {}  # name -> (spec, root), checked before the checkpoint is read
+    for spec in args.dataset:
+        try:
+            name, root = parse_dataset_spec(spec)
+        except ValueError as e:
+            raise UserError(f"--dataset {e}") from None
+        if name in specs:
+            raise UserError(f"--dataset {spec}: {name} is given twice; expected each dataset once")
+        specs[name] = spec, root
+    args.dataset = specs
     from fastuda.config import validate
     from fastuda.inference import Segmenter
 
@@ -97,18 +109,11 @@ def _slide(seg, args):
 
 def _evaluate_datasets(seg, cfg, args) -> int:
     """``--dataset NAME=ROOT ...``: every dataset listed and checked first, then scored; one table."""
-    from fastuda.config import parse_dataset_spec
     from fastuda.runtime.build import build_named_eval_dataset
     from fastuda.runtime.evaluation import dataset_table
 
     sets = {}
-    for spec in args.dataset:
-        try:
-            name, root = parse_dataset_spec(spec)
-        except ValueError as e:
-            raise UserError(f"--dataset {e}") from None
-        if name in sets:
-            raise UserError(f"--dataset {spec}: {name} is given twice; expected each dataset once")
+    for name, (spec, root) in args.dataset.items():
         if cfg.model.num_classes != 19:
             raise UserError(f"--dataset {spec}: the checkpoint predicts {cfg.model.num_classes} classes, {name} is "
                             "labelled with the 19 Cityscapes classes")  # fmt: skip
