@@ -12,9 +12,9 @@ relative to the folder it was found in (its file name for files and globs), as .
     side/NAME.png            image | prediction side by side (--side-by-side)
 
 ``--format acdc`` / ``--format dark_zurich`` write a benchmark's test-server submission
-instead, for the test images (e.g. ``data/acdc/rgb_anon/*/test``, ``data/dark_zurich/rgb_anon/
-test/night``), each at its own 1920x1080, named as the image (``GOPR0356_frame_000001_rgb_anon
-.png``), flat:
+instead, for the test images (e.g. ``'data/acdc/rgb_anon/*/test/*/*.png'``,
+``data/dark_zurich/rgb_anon/test/night``), each at its own 1920x1080, named as the image
+(``GOPR0356_frame_000001_rgb_anon.png``), flat:
 
     labelTrainIds/NAME.png           train ids 0..18, 8 bit (both servers read train ids)
     labelTrainIds_invalid/NAME.png   dark_zurich: the same labels (no pixel declared invalid)
