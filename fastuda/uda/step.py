@@ -223,7 +223,8 @@ def uda_step(
     logs["loss_mix"] = mix_loss.detach()
     total = total + logs["loss_mix"]
 
-    # 5. MIC: the masked, strongly augmented target must predict the teacher's labels
+    # 5. MIC: masked images must predict their labels (uda.mic_mode: the strongly augmented target with the
+    #    teacher's labels, or, on ACDC / Dark Zurich, source and target images, unaugmented, with theirs)
     if u.mic_lambda > 0:
         masked, mic_lbl, mic_w = mic_batch(u.mic_mode, src_img, src_lbl, tgt_img, pseudo_lbl, pseudo_w)
         if u.mic_mode == "separatetrgaug":
