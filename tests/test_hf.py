@@ -375,3 +375,66 @@ def test_fallbacks_say_why_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.eval()(pixels)  # fused, nothing to say
+
+
+# ----------------------------------------------------------------------------- transformers' own suite
+
+
+def _suite_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "hf_segformer_suite.py"
+    spec = importlib.util.spec_from_file_location("hf_segformer_suite", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(TRANSFORMERS_MAJOR < 5, reason="transformers 5.x attention registry")
+def test_suite_harness_patches_every_outer_model_once(monkeypatch):
+    """bench/hf_segformer_suite.py's plugin (the patched run of transformers' Segformer tests):
+    every model built, however built, comes out patched; an explicit eager stays eager; unwrapping
+    restores the plain classes."""
+    import tempfile
+
+    from fastuda.integrations import hf
+
+    monkeypatch.setattr(hf, "_SAID", set())
+    undo = _suite_module()._install_patch()
+    try:
+        config = tiny_config()
+        head = SegformerForSemanticSegmentation(config)
+        assert head.config._attn_implementation == "fastuda" and head.segformer.config is head.config
+        assert config._attn_implementation_internal in (None, "sdpa")
+        assert SegformerModel._from_config(config).config._attn_implementation == "fastuda"
+        with tempfile.TemporaryDirectory() as folder:
+            head.save_pretrained(folder)
+            assert SegformerForSemanticSegmentation.from_pretrained(folder).config._attn_implementation == "fastuda"
+            with pytest.warns(UserWarning, match="explicit choice"):
+                eager = SegformerForSemanticSegmentation.from_pretrained(folder, attn_implementation="eager")
+            assert eager.config._attn_implementation == "eager"
+    finally:
+        undo()
+    assert SegformerModel(tiny_config()).config._attn_implementation == "sdpa"
+
+
+@pytest.mark.slow
+def test_transformers_segformer_suite_same_with_the_patch():
+    """transformers' own tests/models/segformer/test_modeling_segformer.py, plain and with every model
+    patched (~20 min on 2 cores): no difference besides EXPECTED. Needs FASTUDA_TRANSFORMERS_TESTS, a
+    transformers checkout at the installed version, and FASTUDA_TRANSFORMERS_SITE if `parameterized`
+    is not installed (see docs/testing.md)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    checkout = os.environ.get("FASTUDA_TRANSFORMERS_TESTS")
+    if not checkout:
+        pytest.skip("FASTUDA_TRANSFORMERS_TESTS (a transformers checkout with tests/) is not set")
+    site = os.environ.get("FASTUDA_TRANSFORMERS_SITE")
+    script = Path(__file__).resolve().parent.parent / "bench" / "hf_segformer_suite.py"
+    cmd = [sys.executable, str(script), checkout] + (["--site", site] if site else [])
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
