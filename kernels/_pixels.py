@@ -22,6 +22,7 @@ torch.compile has had bugs (pytorch#164124) and these kernels are memory-
 bound; the block only has to give 16-byte loads and enough programs.
 """
 
+import torch
 import triton
 import triton.language as tl
 
@@ -73,3 +74,21 @@ def online_softmax_step(x, m, s):
     e = tl.exp(-tl.abs(x - m))  # exp(m - x) when x is the new max, else exp(x - m)
     s = tl.where(x > m, s * e + 1.0, s + e)
     return tl.maximum(m, x), s
+
+
+# (device, stream) -> int32 buffer of zeros; see zeroed_workspace.
+_WORKSPACES: dict = {}
+
+
+def zeroed_workspace(device: torch.device, numel: int) -> torch.Tensor:
+    """An int32 buffer of at least ``numel`` zeros for counters and arrival tickets, kept per
+    (device, stream). Every kernel that uses it leaves it zeroed (its last-arriving program
+    resets what the launch used), so a call needs no zero-fill launch: only the first call, or
+    one that needs a larger buffer, allocates. Per stream, because two launches running at once
+    on different streams would share the counters."""
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (device, stream)
+    buf = _WORKSPACES.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = _WORKSPACES[key] = torch.zeros(max(numel, 64), dtype=torch.int32, device=device)
+    return buf

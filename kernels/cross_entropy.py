@@ -12,8 +12,11 @@ memory-bound. Layout (kernels/_pixels.py): pixels across threads, a static
 channel loop, one exp per logit; the backward keeps a pixel's C logits in
 registers up to MAX_REGISTER_C classes (two passes and two exps above).
 
-Trade-offs: the forward writes one partial sum per program and lets torch
-reduce them, so the loss is deterministic (no float atomics). A target outside
+Trade-offs: the forward writes one partial sum per program; the last program
+to arrive (an int32 ticket, kernels/_pixels.zeroed_workspace, which it resets)
+adds them in a fixed order and writes the loss. So the loss is deterministic
+(no float atomics) and one launch: the partial sum and the division were two
+more launches of about 2 us each at B = 2, 512 x 512. A target outside
 [0, C) other than ignore_index never reads out of bounds; it turns the loss and
 that pixel's gradient into NaN, so bad labels are loud even where fastuda.ops
 skips its value check (under torch.compile).
@@ -23,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._pixels import channel_group, online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous
+from ._pixels import channel_group, online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous, zeroed_workspace
 
 # Largest C whose logits the backward holds in registers per pixel (C x VEC fp32 values per
 # thread); above it, two passes over the channels.
@@ -44,6 +47,8 @@ def _cross_entropy_fwd_kernel(
     target_ptr,  # (B, H, W) int64, any strides
     weight_ptr,  # (B, H, W) float, any strides (unused without HAS_WEIGHT)
     partial_ptr,  # (B, num_programs_p) ACC: sum of w * CE over each program's pixels
+    loss_ptr,  # () ACC: the mean, written by the last program to arrive
+    ticket_ptr,  # (1,) int32, zero on entry and on exit: programs that have stored their partial
     H,
     W,
     stride_b,
@@ -57,10 +62,12 @@ def _cross_entropy_fwd_kernel(
     stride_wh,
     stride_ww,
     ignore_index,
+    num_pixels,  # B * H * W: the mean's denominator
     ACC: tl.constexpr,
     C: tl.constexpr,  # classes: the channel loop's static trip count
     HAS_WEIGHT: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    BLOCK_R: tl.constexpr,  # partial sums the last program adds per step
     PLANE_CONTIG: tl.constexpr,
     TARGET_CONTIG: tl.constexpr,
     WEIGHT_CONTIG: tl.constexpr,
@@ -98,6 +105,16 @@ def _cross_entropy_fwd_kernel(
     ce = tl.where(valid, ce, 0.0)
     ce = tl.where(bad, float("nan"), ce)
     tl.store(partial_ptr + b * tl.num_programs(0) + pid_p, tl.sum(ce, axis=0))
+    # acq_rel: our partial is visible before the ticket, and the last program sees every partial.
+    n = tl.num_programs(0) * tl.num_programs(1)
+    arrived = tl.atomic_add(ticket_ptr, 1, sem="acq_rel")
+    if arrived == n - 1:
+        total = tl.zeros([BLOCK_R], ACC)
+        for r0 in range(0, n, BLOCK_R):
+            r = r0 + tl.arange(0, BLOCK_R)
+            total += tl.load(partial_ptr + r, mask=r < n, other=0.0, cache_modifier=".cg")
+        tl.store(loss_ptr, tl.sum(total, axis=0) / num_pixels.to(ACC))
+        tl.store(ticket_ptr, 0)  # for the next launch on this stream
 
 
 @triton.jit
@@ -217,12 +234,13 @@ def cross_entropy_fwd(
     block_p, num_warps = pixel_config(logits.element_size())
     grid = (triton.cdiv(H * W, block_p), B)
     partial = torch.empty((B, grid[0]), dtype=acc_dtype, device=logits.device)
+    loss = torch.empty((), dtype=acc_dtype, device=logits.device)
     w, strides, flags = _pixel_args(logits, target, weight)
     _cross_entropy_fwd_kernel[grid](
-        logits, target, w, partial, H, W, *strides, ignore_index,
-        ACC=_acc(logits.dtype), C=C, BLOCK_P=block_p, G=channel_group(C), num_warps=num_warps, **flags,
+        logits, target, w, partial, loss, zeroed_workspace(logits.device, 1), H, W, *strides, ignore_index, B * H * W,
+        ACC=_acc(logits.dtype), C=C, BLOCK_P=block_p, BLOCK_R=4096, G=channel_group(C), num_warps=num_warps, **flags,
     )  # fmt: skip
-    return partial.sum() / (B * H * W)
+    return loss
 
 
 def cross_entropy_bwd(

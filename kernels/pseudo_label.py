@@ -8,14 +8,16 @@ Trade-off: the published weight is one fraction for the whole batch, which
 needs a grid-wide reduction. The first kernel accumulates per-image counts with
 int32 atomics (integers, so the result is deterministic); a second, tiny kernel
 writes the (B, H, W) weight (4 bytes per pixel) from those counts, the ignored
-rows and the optional valid mask. Nothing goes back to the host.
+rows and the optional valid mask. Nothing goes back to the host. The counts live
+in a per-stream workspace that is zero between calls (kernels/_pixels.zeroed_workspace):
+the last weight program to arrive resets them, so no zero-fill launch is needed.
 """
 
 import torch
 import triton
 import triton.language as tl
 
-from ._pixels import channel_group, online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous
+from ._pixels import channel_group, online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous, zeroed_workspace
 
 
 @triton.jit
@@ -69,7 +71,7 @@ def _pseudo_label_fwd_kernel(
 
 @triton.jit
 def _pseudo_label_weight_kernel(
-    count_ptr,  # (B,) int32: confident pixels per image
+    count_ptr,  # (B + 1,) int32: confident pixels per image, then the arrival ticket; zeroed on exit
     valid_ptr,  # (B, H, W) bool / uint8 / float valid mask, any strides (unused without HAS_VALID)
     weight_ptr,  # (B, H, W) float32, contiguous
     B,
@@ -104,6 +106,11 @@ def _pseudo_label_weight_kernel(
         v = tl.load(valid_ptr + b * stride_vb + row.to(tl.int64) * stride_vh + col.to(tl.int64) * stride_vw, mask=p_mask, other=0)
         weight = weight * v.to(tl.float32)
     tl.store(weight_ptr + b * HW + p, weight, mask=p_mask)
+    # acq_rel: every program has read the counts before the last one to arrive zeroes them.
+    arrived = tl.atomic_add(count_ptr + B, 1, sem="acq_rel")
+    if arrived == tl.num_programs(0) * tl.num_programs(1) - 1:
+        r = tl.arange(0, BLOCK_B)
+        tl.store(count_ptr + r, tl.zeros([BLOCK_B], tl.int32), mask=r <= B)
 
 
 def pseudo_label_fwd(
@@ -129,7 +136,7 @@ def pseudo_label_fwd(
         label, weight = out
     if B * H * W == 0:
         return label, weight
-    count = torch.zeros(B, dtype=torch.int32, device=logits.device)
+    count = zeroed_workspace(logits.device, B + 1)
     acc = tl.float64 if logits.dtype == torch.float64 else tl.float32
     block_p, num_warps = pixel_config(logits.element_size())
     grid = (triton.cdiv(H * W, block_p), B)
@@ -147,7 +154,7 @@ def pseudo_label_fwd(
     _pseudo_label_weight_kernel[(triton.cdiv(H * W, wblock), B)](
         count, valid, weight, B, H, W, *(valid.stride() if has_valid else (0, 0, 0)),
         ignore_top, ignore_bottom, inv_pixels,
-        PER_IMAGE=per_image, HAS_VALID=has_valid, BLOCK_B=triton.next_power_of_2(B), BLOCK_P=wblock,
+        PER_IMAGE=per_image, HAS_VALID=has_valid, BLOCK_B=triton.next_power_of_2(B + 1), BLOCK_P=wblock,
         num_warps=4,
     )  # fmt: skip
     return label, weight
