@@ -650,7 +650,7 @@ def _case_label(case: dict) -> str:
 
 
 _EVALUATORS = {}
-EXACT_PROGRAMS = 8192
+EXACT_PROGRAMS = 1024
 
 
 def _program_costs(launch: Launch, row: dict):

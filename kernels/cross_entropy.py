@@ -63,6 +63,8 @@ def _cross_entropy_fwd_kernel(
     stride_ww,
     ignore_index,
     num_pixels,  # B * H * W: the mean's denominator
+    num_partials,  # B * programs per image; an argument, so that Triton sees it divisible by 16
+    # and the last program's masked loads of the partials stay 16-byte vectors
     ACC: tl.constexpr,
     C: tl.constexpr,  # classes: the channel loop's static trip count
     HAS_WEIGHT: tl.constexpr,
@@ -106,13 +108,12 @@ def _cross_entropy_fwd_kernel(
     ce = tl.where(bad, float("nan"), ce)
     tl.store(partial_ptr + b * tl.num_programs(0) + pid_p, tl.sum(ce, axis=0))
     # acq_rel: our partial is visible before the ticket, and the last program sees every partial.
-    n = tl.num_programs(0) * tl.num_programs(1)
     arrived = tl.atomic_add(ticket_ptr, 1, sem="acq_rel")
-    if arrived == n - 1:
+    if arrived == num_partials - 1:
         total = tl.zeros([BLOCK_R], ACC)
-        for r0 in range(0, n, BLOCK_R):
+        for r0 in range(0, num_partials, BLOCK_R):
             r = r0 + tl.arange(0, BLOCK_R)
-            total += tl.load(partial_ptr + r, mask=r < n, other=0.0, cache_modifier=".cg")
+            total += tl.load(partial_ptr + r, mask=r < num_partials, other=0.0, cache_modifier=".cg")
         tl.store(loss_ptr, tl.sum(total, axis=0) / num_pixels.to(ACC))
         tl.store(ticket_ptr, 0)  # for the next launch on this stream
 
@@ -237,7 +238,7 @@ def cross_entropy_fwd(
     loss = torch.empty((), dtype=acc_dtype, device=logits.device)
     w, strides, flags = _pixel_args(logits, target, weight)
     _cross_entropy_fwd_kernel[grid](
-        logits, target, w, partial, loss, zeroed_workspace(logits.device, 1), H, W, *strides, ignore_index, B * H * W,
+        logits, target, w, partial, loss, zeroed_workspace(logits.device, 1), H, W, *strides, ignore_index, B * H * W, B * grid[0],
         ACC=_acc(logits.dtype), C=C, BLOCK_P=block_p, BLOCK_R=4096, G=channel_group(C), num_warps=num_warps, **flags,
     )  # fmt: skip
     return loss

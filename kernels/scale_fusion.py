@@ -555,12 +555,14 @@ def _scale_fusion_bwd2_kernel(
         XR = tl.minimum(2 * j + 2, W - 1)
         xl_hr = j_ok & (XL >= ex0) & (XL < ex1)
         xr_hr = j_ok & (XR >= ex0) & (XR < ex1)
-        g_cols = (X.to(tl.int64) * stride_gw)[None, :]
-        gl_cols = (XL.to(tl.int64) * stride_gw)[None, :]
-        gr_cols = (XR.to(tl.int64) * stride_gw)[None, :]
-        h_cols = ((X - ox).to(tl.int64) * stride_hw)[None, :]
-        hl_cols = ((XL - ox).to(tl.int64) * stride_hw)[None, :]
-        hr_cols = ((XR - ox).to(tl.int64) * stride_hw)[None, :]
+        # Offsets inside one (H, W) plane are int32 (a plane under 2^31 elements: checked by the
+        # launcher); the plane bases are int64.
+        g_cols = (X * stride_gw)[None, :]
+        gl_cols = (XL * stride_gw)[None, :]
+        gr_cols = (XR * stride_gw)[None, :]
+        h_cols = ((X - ox) * stride_hw)[None, :]
+        hl_cols = ((XL - ox) * stride_hw)[None, :]
+        hr_cols = ((XR - ox) * stride_hw)[None, :]
         rows = (tl.maximum(2 * i - 1, 0), 2 * i, 2 * i + 1, tl.minimum(2 * i + 2, H - 1))
         blk_y_lo = 2 * ti * BLOCK_I
         blk_x_lo = 2 * tj * BLOCK_J
@@ -571,14 +573,20 @@ def _scale_fusion_bwd2_kernel(
         for c in range(c_begin, c_end):
             g_base = grad_ptr + b * stride_gb + c * stride_gc
             hr_base = hr_ptr + b * stride_hb + c * stride_hc
-            ut_g = tl.zeros([BLOCK_I, BLOCK_J], ACC)
-            ut_gp = tl.zeros([BLOCK_I, BLOCK_J], ACC)
+            # The tap weights are (1/4 or 3/4) x (1/4 or 3/4): sums of the taps by weight class,
+            # 9/16 (inner rows, pair columns), 3/16 (inner x neighbour, outer x pair), 1/16.
+            g9 = tl.zeros([BLOCK_I, BLOCK_J], ACC)
+            g3 = tl.zeros([BLOCK_I, BLOCK_J], ACC)
+            g1 = tl.zeros([BLOCK_I, BLOCK_J], ACC)
+            gp9 = tl.zeros([BLOCK_I, BLOCK_J], ACC)
+            gp3 = tl.zeros([BLOCK_I, BLOCK_J], ACC)
+            gp1 = tl.zeros([BLOCK_I, BLOCK_J], ACC)
             g_own = ()  # the grad of output rows 2i and 2i + 1, kept for d_hr
             for k in tl.static_range(4):
                 Yk = rows[k]
                 y_hr = i_ok & (Yk >= ey0) & (Yk < ey1)
-                g_row = (Yk.to(tl.int64) * stride_gh)[:, None]
-                h_row = ((Yk - oy).to(tl.int64) * stride_hh)[:, None]
+                g_row = (Yk * stride_gh)[:, None]
+                h_row = ((Yk - oy) * stride_hh)[:, None]
                 g = tl.load(g_base + g_row + g_cols, mask=i_ok[:, None] & x_ok[None, :], other=0.0).to(ACC)
                 p = tl.load(hr_base + h_row + h_cols, mask=y_hr[:, None] & x_hr[None, :], other=0.0).to(ACC)
                 if k == 1 or k == 2:
@@ -589,9 +597,18 @@ def _scale_fusion_bwd2_kernel(
                 g_r = tl.load(g_base + g_row + gr_cols, mask=lr_mask, other=0.0).to(ACC)
                 p_l = tl.load(hr_base + h_row + hl_cols, mask=y_hr[:, None] & xl_hr[None, :], other=0.0).to(ACC)
                 p_r = tl.load(hr_base + h_row + hr_cols, mask=y_hr[:, None] & xr_hr[None, :], other=0.0).to(ACC)
-                wk = 0.25 if k == 0 or k == 3 else 0.75
-                ut_g += wk * (0.75 * (g_even + g_odd) + 0.25 * (g_l + g_r))
-                ut_gp += wk * (0.75 * (gp_even + gp_odd) + 0.25 * (g_l * p_l + g_r * p_r))
+                if k == 1 or k == 2:
+                    g9 += g_even + g_odd
+                    g3 += g_l + g_r
+                    gp9 += gp_even + gp_odd
+                    gp3 += g_l * p_l + g_r * p_r
+                else:
+                    g3 += g_even + g_odd
+                    g1 += g_l + g_r
+                    gp3 += gp_even + gp_odd
+                    gp1 += g_l * p_l + g_r * p_r
+            ut_g = 0.5625 * g9 + 0.1875 * g3 + 0.0625 * g1
+            ut_gp = 0.5625 * gp9 + 0.1875 * gp3 + 0.0625 * gp1
 
             lr = _load2d(lr_ptr + b * stride_lb + c * stride_lc, i, j, stride_lh, stride_lw, lr_mask).to(ACC)
             a_lr = _load2d(att_b + c * stride_ac, i, j, stride_ah, stride_aw, lr_mask & in_att_box).to(ACC)
@@ -608,12 +625,12 @@ def _scale_fusion_bwd2_kernel(
                 top, bottom = _up2_attention(
                     att_b + c * stride_ac, i, j, up, down, left, right, ay0, ay1, ax0, ax1, stride_ah, stride_aw, lr_mask, ACC
                 )
-                dhr_plane = dhr_ptr + plane * hd * wd + (X - ox)[None, :]
+                dhr_plane = dhr_ptr + plane * hd * wd + (X - ox)[None, :]  # int32 in-plane offsets
                 for ry in tl.static_range(2):
                     Y = 2 * i + ry
                     m = (i_ok & (Y >= ey0) & (Y < ey1))[:, None] & x_hr[None, :]
                     d = g_own[ry] * (top if ry == 0 else bottom)
-                    tl.store(dhr_plane + ((Y - oy).to(tl.int64) * wd)[:, None], d.to(dhr_ptr.dtype.element_ty), mask=m)
+                    tl.store(dhr_plane + ((Y - oy) * wd)[:, None], d.to(dhr_ptr.dtype.element_ty), mask=m)
 
         if BROADCAST_ATT:
             datt = datt_ptr + (b * num_att_planes + group) * h * w + lr_offs
@@ -631,6 +648,12 @@ def _scale_fusion_bwd2_kernel(
 
 def _acc(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _plane_fits_int32(t: torch.Tensor) -> bool:
+    """Whether every offset inside one (H, W) plane of ``t`` fits int32 (the scale-2 backward's
+    in-plane arithmetic)."""
+    return sum((n - 1) * abs(st) for n, st in zip(t.shape[2:], t.stride()[2:])) + 1 < 2**31
 
 
 def _attention_strides(attention: torch.Tensor) -> tuple[int, int, int, int]:
@@ -726,7 +749,7 @@ def scale_fusion_bwd(
     num_zero_tiles_v = triton.cdiv(wd, zero_v)
     num_zero_tiles = triton.cdiv(hd, zero_u) * num_zero_tiles_v if has_box else 0
     grid = (num_lr_tiles + num_zero_tiles, B, groups)
-    if scale == 2:
+    if scale == 2 and all(_plane_fits_int32(t) for t in (grad, hr_logits, d_hr)):
         _scale_fusion_bwd2_kernel[grid](
             grad, lr_logits, attention, hr_logits, crop_box if has_box else lr_logits,
             d_lr, datt_planes, d_hr,

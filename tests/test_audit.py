@@ -5,6 +5,7 @@ time). The gate fails on the pre-issue-18 attention backward and on a starved gr
 audit's parsers and the time model's evaluator on hand-written TTGIR, so that a broken parser
 cannot pass everything."""
 
+import hashlib
 import json
 import os
 import pathlib
@@ -20,30 +21,50 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 OPS = list(A.OPS)
 
 
-@pytest.fixture(scope="module")
-def result():
-    """One run of ``python -m fastuda.kernels.audit --json`` (a subprocess: the audit needs the
-    real Triton compiler, not the interpreter this test session runs under)."""
-    if torch.cuda.is_available():
-        pytest.skip("the CUDA tier measures the kernels themselves")
-    cuobjdump = pathlib.Path(A.triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    if not cuobjdump.exists():
-        pytest.skip("this Triton has no bundled cuobjdump (needed to read register use)")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "fastuda.kernels.audit", "--json"], capture_output=True, text=True, env=env, cwd=ROOT
-    )
-    assert proc.returncode in (0, 1), proc.stderr[-4000:]
-    return json.loads(proc.stdout)
+def _audit_key(args) -> str:
+    """Everything the audit's answer depends on: the kernels and their launchers (kernels/*.py),
+    the measured model parameters (bench/RESULTS.md), the arguments and the Python / torch /
+    Triton versions. The same key gives the same JSON, so it is computed once per change."""
+    h = hashlib.sha256(repr((args, sys.version, torch.__version__, A.triton.__version__)).encode())
+    for path in sorted((ROOT / "kernels").glob("*.py")) + [ROOT / "bench" / "RESULTS.md"]:
+        if path.exists():
+            h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:24]
+
+
+# Gitignored (.pytest_cache/); pytest's own cache provider is off in pytest.ini.
+CACHE = ROOT / ".pytest_cache" / "fastuda-audit"
 
 
 def _run_audit(*args):
+    """``python -m fastuda.kernels.audit --json ARGS`` (a subprocess: the audit needs the real
+    Triton compiler, not the interpreter this test session runs under), cached in CACHE under
+    _audit_key: a `make test` with unchanged kernels reuses the answer instead of recompiling."""
+    path = CACHE / f"{_audit_key(args)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run(
         [sys.executable, "-m", "fastuda.kernels.audit", "--json", *args], capture_output=True, text=True, env=env, cwd=ROOT
     )
     assert proc.returncode in (0, 1), proc.stderr[-4000:]
-    return json.loads(proc.stdout)
+    out = json.loads(proc.stdout)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(proc.stdout)
+    os.replace(tmp, path)  # atomic: a concurrent session reads the whole file or none
+    return out
+
+
+@pytest.fixture(scope="module")
+def result():
+    """One run of the whole audit (cached per source change, see _run_audit)."""
+    if torch.cuda.is_available():
+        pytest.skip("the CUDA tier measures the kernels themselves")
+    cuobjdump = pathlib.Path(A.triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not cuobjdump.exists():
+        pytest.skip("this Triton has no bundled cuobjdump (needed to read register use)")
+    return _run_audit()
 
 
 def _is_time_gate(failure: str) -> bool:
@@ -58,7 +79,7 @@ OVER_THE_GATE = {
     "attention_bwd": 2.3,  # 7 products with the dq recompute, 2 exps per score; 1.0-2.2x of the old 25x
     "pseudo_label": 1.31,  # bf16, B = 2, 512 x 512, H200: 1.30x; the weight kernel is a second launch
     "scale_fusion_fwd": 2.2,  # bf16 at the lr-256 shape: issue-bound (9 gathers per LR pixel)
-    "scale_fusion_bwd": 2.9,  # bf16: issue-bound, the scalar gathers of hr at a runtime box origin
+    "scale_fusion_bwd": 2.8,  # bf16 lr-256, H200: issue-bound (scalar gathers of hr at a runtime box origin, masks)
 }
 
 
@@ -103,7 +124,9 @@ def test_gate_fails_on_the_old_attention_backward():
     """The pre-issue-18 backward (--bwd-policy budget: 256-key fused programs, 32-query steps,
     splits capped by PARTIAL_BUDGET) runs 2 programs at stage 1, B = 2: about 25x its ideal,
     the SMs 4% busy."""
-    out = _run_audit("--ops", "attention_bwd", "--match", "B2 H1 N16384 M256 D64 bfloat16", "--bwd-policy", "budget")
+    out = _run_audit(
+        "--ops", "attention_bwd", "--match", "B2 H1 N16384 M256 D64 bfloat16", "--bwd-policy", "budget",
+    )  # fmt: skip
     (case,) = out["ops"]
     for device, m in case["model"].items():
         assert m["ratio"] > 20 and m["fill"] < 0.1, (device, m)
