@@ -30,8 +30,7 @@ from fastuda.runtime.evaluation import evaluate, report
 __all__ = ["evaluate", "main", "predict", "report", "slide_inference"]
 
 
-@cli
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fastuda.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="a fastuda training checkpoint (OUT/latest.pt, best.pt, iter_N.pt), a released "
                         "DAFormer / HRDA / MIC .pth, an mmseg file or a Hugging Face SegFormer folder")
@@ -39,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="a preset or JSON config instead of the checkpoint's own")
     parser.add_argument("--split", default=None, choices=("val", "train"),
                         help="target split (default: the config's data.eval_split)")  # fmt: skip
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     parser.add_argument("--amp", choices=("off", "bf16", "fp16"), default=None,
                         help="autocast dtype (default: bf16 on GPU, off on CPU)")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="torch.compile the model's forward")
@@ -50,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="slide stride (default: half the window)")  # fmt: skip
     parser.add_argument("--dataset", action="append", default=[], metavar="NAME=ROOT",
                         help="score this dataset's val split (repeatable; one table, a row per dataset)")
+    return parser
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     for flag, value in (("--crop", args.crop), ("--stride", args.stride)):
         if value is not None and min(value) < 1:

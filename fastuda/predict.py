@@ -194,7 +194,7 @@ def zip_submission(out: Path, fmt: str) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fastuda.predict", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
     parser.add_argument("checkpoint", help="a fastuda checkpoint, a released DAFormer / HRDA / MIC .pth, an mmseg file")
@@ -211,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=tuple(SUBMISSION_FORMATS), default=None,
                         help="write the benchmark's test-server submission (see docs/predict.md)")
     parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_intermixed_args(argv)  # inputs and overrides may follow options
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")

@@ -57,7 +57,7 @@ Outputs in --out: log.jsonl, train.log, TensorBoard events (tb/), latest.pt, ite
 A run whose OUT/latest.pt exists continues it, exactly. SIGINT / SIGTERM checkpoint and exit 0."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fastuda.train", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Domain-adaptive segmentation training (DAFormer, HRDA, MIC) from a preset or a JSON "
@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 
 @cli
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_intermixed_args(argv)
     if args.list_keys is not None:
         given = [n for n in (args.list_keys, args.config) if n]  # `--list-keys key=value` took an override

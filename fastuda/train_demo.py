@@ -37,16 +37,20 @@ def save_grid(path: Path, dataset, models: list, rows: int = 6, tile_width: int 
     save_png(render_grid(grid, titles, dataset.class_names, tile_width=tile_width), path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from fastuda import train
-    from fastuda.runtime.build import build_eval_dataset
-    from fastuda.runtime.logging import tee_output
-
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fastuda.train_demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides for both runs")
     parser.add_argument("--iters", type=int, default=None, help="iterations of each run (default: the preset's)")
     parser.add_argument("--out", default="runs/demo")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from fastuda import train
+    from fastuda.runtime.build import build_eval_dataset
+    from fastuda.runtime.logging import tee_output
+
     overrides = list(args.overrides) + ([f"max_iters={args.iters}"] if args.iters else [])
     out = Path(args.out)
     results, models, times = {}, [], {}

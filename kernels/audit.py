@@ -902,7 +902,7 @@ def model_table(result: dict) -> str:
     return _table(result["ops"], cols) + f"\n\n{len(fails)} gate failure(s)" + (":\n" + "\n".join("  " + f for f in fails) if fails else "")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fastuda.kernels.audit", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     parser.add_argument("--summary", action="store_true", help="one row per op, dtype and kernel config (worst shape)")
@@ -911,6 +911,11 @@ def main(argv=None) -> int:
     parser.add_argument("--match", default=None, help="only the cases whose label contains this, e.g. 'B2 H1 '")
     parser.add_argument("--bwd-policy", choices=("time", "budget"), default=None,
                         help="attention backward split policy to model (budget: the pre-issue-18 one)")  # fmt: skip
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if triton.knobs.runtime.interpret:
         parser.error("TRITON_INTERPRET is set: the audit compiles for sm_90 and needs Triton's compiler")

@@ -175,8 +175,7 @@ def convert(dataset: str, root, workers: int | None = None, progress: bool = Tru
     return report
 
 
-@cli
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m fastuda.data.convert",
         description="Write *_labelTrainIds.png and the rare-class-sampling statistics "
@@ -186,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", help="the dataset folder as released (see docs/datasets.md)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPU count, at most 16)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+@cli
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
