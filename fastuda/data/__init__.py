@@ -29,18 +29,9 @@ from .stats import (
     samples_with_class,
     write_class_stats,
 )
+from .published import PUBLISHED_PIPELINES, PublishedPipeline, preset_pipeline, published_pipeline
 from .synthia import synthia
-from .transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    PUBLISHED_PIPELINES,
-    Pipeline,
-    PublishedPipeline,
-    keep_ratio_size,
-    normalize,
-    preset_pipeline,
-    published_pipeline,
-)
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, Pipeline, keep_ratio_size, normalize
 
 __all__ = [
     "CITYSCAPES_CLASSES",
