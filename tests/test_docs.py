@@ -184,9 +184,10 @@ def check_fastuda_module(module: str, argv: list[str]) -> str:
             return "ran --list-keys"
         if args.config is None:
             raise Checked("fastuda.train without a preset")
-        if args.config.endswith(".json") and not (ROOT / args.config).exists():
+        placeholder = re.search(r"\b[A-Z]{2,}\b", args.config)  # OUT/config.json in running text
+        if args.config.endswith(".json") and not placeholder and not (ROOT / args.config).exists():
             raise Checked(f"{args.config}: no such config file")
-        _overrides(args.overrides, args.config)
+        _overrides(args.overrides, None if placeholder else args.config)
         return "preset + overrides validated"
     if module in ("fastuda.evaluate", "fastuda.predict"):
         inputs = args.overrides if module == "fastuda.evaluate" else args.inputs
@@ -379,3 +380,46 @@ def test_no_module_over_400_lines():
     long = {str(p.relative_to(ROOT)): n for p in sorted((ROOT / "fastuda").rglob("*.py"))
             if (n := len(p.read_text().splitlines())) > 400}  # fmt: skip
     assert not long, f"files over 400 lines: {long}"
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation but '-' and '_' dropped, spaces to '-'."""
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def test_links_resolve():
+    """Every relative link of README.md and docs/ names an existing file, and its #anchor a heading there."""
+    bad = []
+    for path in DOCS:
+        text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"^[a-z]+:", target):
+                continue  # https:, mailto:
+            file, _, anchor = target.partition("#")
+            dest = (path.parent / file).resolve() if file else path
+            if not dest.exists():
+                bad.append(f"{path.relative_to(ROOT)}: {target}: no such file")
+            elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+                bad.append(f"{path.relative_to(ROOT)}: {target}: no such heading")
+    assert not bad, "\n".join(bad)
+
+
+# Commands in running text (`python -m fastuda.X ...` in backquotes) are checked too, with the
+# placeholders the prose uses standing for arguments.
+INLINE = [(where, span) for path in DOCS
+          for where, span in ((f"{path.relative_to(ROOT)}", s) for s in re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", path.read_text(), flags=re.S)))
+          if re.match(r"^(python -m fastuda\.|make [a-z])", span)]  # fmt: skip
+
+
+@pytest.mark.parametrize("where,span", INLINE, ids=[f"{w} {s[:60]}" for w, s in INLINE])
+def test_inline_command(where, span):
+    if "..." in span or "[" in span or "<" in span:
+        pytest.skip("a usage pattern, not a command")
+    if len(span.split()) == 3:  # the command named in the text, without arguments
+        assert span.split()[2] in CLI_MODULES, f"{where}: `{span}`: not a fastuda command line"
+        return
+    try:
+        check_line(span, [])
+    except Checked as e:
+        pytest.fail(f"{where}: `{span}`: {e}", pytrace=False)
