@@ -12,11 +12,14 @@ cannot have one). The ```python blocks compile, and the names they import exist.
 
 import argparse
 import ast
+import builtins
 import contextlib
 import importlib
 import io
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,7 +38,7 @@ ALLOWED_PROGRAMS = {
     ".venv-latest/bin/pip": "freezes the .venv-latest that `make test-latest` builds (minutes of installs)",
 }
 # Packages the install commands may name: each must also be pinned in constraints.txt.
-PIP_PACKAGES = {"pip", "setuptools", "wheel", "ninja", "torch", "torchvision", "timm", "triton"}
+PIP_PACKAGES = {"pip", "setuptools", "wheel", "ninja", "torch", "torchvision", "timm", "triton", "build"}
 CLI_MODULES = {"fastuda.train", "fastuda.evaluate", "fastuda.predict", "fastuda.data.convert",
                "fastuda.kernels.audit", "fastuda.train_demo"}  # fmt: skip
 
@@ -221,16 +224,16 @@ def check_pip(argv: list[str]) -> str:
             name = next(it)
             if not (ROOT / name).is_file():
                 raise Checked(f"pip {arg} {name}: no such file")
-        elif arg in ("-e", "--editable"):
-            spec = next(it)
-            m = re.fullmatch(r"\.(?:\[([\w,]+)\])?", spec)
-            if not m:
-                raise Checked(f"pip -e {spec}: expected . or .[extras]")
+        elif arg in ("-e", "--editable") or re.match(r"^(\.|fastuda)(\[|$)", arg):
+            spec = next(it) if arg.startswith("-") else arg
+            m = re.fullmatch(r"(?:\.|fastuda)(?:\[([\w,]+)\])?", spec)
+            if not m or (arg.startswith("-") and spec.startswith("fastuda")):
+                raise Checked(f"pip install {arg} {spec}: expected . or .[extras] (fastuda[extras] from PyPI)")
             for extra in (m.group(1) or "").split(","):
                 if extra and extra not in extras:
                     raise Checked(f"pip -e {spec}: setup.py has no extra {extra!r} ({sorted(extras)})")
         elif arg.startswith("-"):
-            if arg not in ("--upgrade", "-U", "--no-build-isolation"):
+            if arg not in ("--upgrade", "-U", "--no-build-isolation", "--no-deps"):
                 raise Checked(f"pip install {arg}: an option this test does not know")
         elif arg.lower() not in PIP_PACKAGES or arg.lower() not in pinned:
             raise Checked(f"pip install {arg}: not a package the docs install, or not pinned in constraints.txt")
@@ -259,9 +262,11 @@ def check_command(argv: list[str], shown: list[str]) -> str:
                     raise Checked(f"expected exit 2 and {shown!r}; got {code} and {err.strip()!r}")
                 return "gives the error shown"
             return check_fastuda_module(rest[1], rest[2:])
-        if rest[:1] == ["-c"]:
-            compile(rest[1], "<-c>", "exec")
-            return "compiles"
+        if rest[:1] == ["-c"]:  # a snippet in the docs is a quick read-only one: it runs
+            result = subprocess.run([sys.executable, *rest], cwd=ROOT, capture_output=True, text=True, timeout=120)
+            if result.returncode != 0:
+                raise Checked(f"python -c exits {result.returncode}: {result.stderr.strip()[-300:]}")
+            return "ran"
         if rest and rest[0].endswith(".py"):
             if not (ROOT / rest[0]).is_file():
                 raise Checked(f"{rest[0]}: no such script")
@@ -309,11 +314,37 @@ def test_command(where, line, shown):
         pytest.fail(f"{where}: `{line}`: {e}", pytrace=False)
 
 
+def runnable(tree: ast.AST) -> bool:
+    """A block runs here when it needs nothing from outside: every name it reads is defined in
+    it, and it names no GPU and no file (a checkpoint, an image, a dataset folder)."""
+    defined = set(dir(builtins))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            defined.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, ast.arg):
+            defined.add(node.arg)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in defined:
+            return False
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and (
+                node.value == "cuda" or "/" in node.value or re.search(r"\.(pt|pth|png|jpe?g|json)$", node.value)):
+            return False
+    return True
+
+
 @pytest.mark.parametrize("where,text", list(python_blocks()), ids=[w for w, _ in python_blocks()])
-def test_python_block(where, text):
-    """Each Python block compiles, and the fastuda names it imports exist. (None runs whole: each
-    needs a GPU, a dataset or a checkpoint.)"""
+def test_python_block(where, text, tmp_path, monkeypatch):
+    """Each Python block compiles, and the fastuda names it imports exist; a block that needs no
+    GPU, data or weights runs. (Today each needs one of them.)"""
     tree = compile(text, where, "exec", ast.PyCF_ONLY_AST)
+    if runnable(tree):
+        monkeypatch.chdir(tmp_path)
+        exec(compile(tree, where, "exec"), {"__name__": "__docs__"})
+        return
     aliases = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module.startswith("fastuda"):
@@ -350,10 +381,17 @@ def test_python_block(where, text):
     "pip install numpyy",
     "rsync -a host:data/gta data/gta",
     "python bench/nonexistent.py",
+    "python -c 'raise SystemExit(3)'",
 ])  # fmt: skip
 def test_checker_rejects(line):
     with pytest.raises(Checked):
         check_line(line, [])
+
+
+def test_python_blocks_that_need_nothing_run():
+    assert runnable(ast.parse("import fastuda.config as c\nprint(c.load_config('demo').max_iters)"))
+    for text in ("labels = seg('street.jpg')", "x = torch.randn(2, device='cuda')", "f('runs/x/latest.pt')"):
+        assert not runnable(ast.parse(text)), text
 
 
 def test_checker_checks_shown_output():
@@ -409,14 +447,14 @@ def test_links_resolve():
 # placeholders the prose uses standing for arguments.
 INLINE = [(where, span) for path in DOCS
           for where, span in ((f"{path.relative_to(ROOT)}", s) for s in re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", path.read_text(), flags=re.S)))
-          if re.match(r"^(python -m fastuda\.|make [a-z])", span)]  # fmt: skip
+          if re.match(r"^(python -m fastuda\.|python [\w./-]+\.py|make [a-z]|pip install |torchrun )", span)]  # fmt: skip
 
 
 @pytest.mark.parametrize("where,span", INLINE, ids=[f"{w} {s[:60]}" for w, s in INLINE])
 def test_inline_command(where, span):
-    if "..." in span or "[" in span or "<" in span:
+    if "..." in span or "<" in span or ("[" in span and not span.startswith("pip")):
         pytest.skip("a usage pattern, not a command")
-    if len(span.split()) == 3:  # the command named in the text, without arguments
+    if span.startswith("python -m") and len(span.split()) == 3:  # the command named, without arguments
         assert span.split()[2] in CLI_MODULES, f"{where}: `{span}`: not a fastuda command line"
         return
     try:
