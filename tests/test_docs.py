@@ -403,7 +403,8 @@ def test_checker_checks_shown_output():
 
 def test_extraction():
     block = "A=1 python -m fastuda.train demo \\\n    max_iters=3 --out runs/x  # a comment\n# only a comment\n"
-    assert shell_lines("bash", block) == [("A=1 python -m fastuda.train demo max_iters=3 --out runs/x  # a comment", [])]
+    line = "A=1 python -m fastuda.train demo max_iters=3 --out runs/x  # a comment"
+    assert shell_lines("bash", block) == [(line, [])]
     assert simple_commands("A=1 python -m fastuda.train demo max_iters=3  # c") == [
         ["python", "-m", "fastuda.train", "demo", "max_iters=3"]]  # fmt: skip
     assert simple_commands("{ grep '^#' c.txt; pip freeze | sort -f; } > new") == [
@@ -422,7 +423,7 @@ def test_no_module_over_400_lines():
 
 def _anchors(path: Path) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation but '-' and '_' dropped, spaces to '-'."""
-    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    text = _prose(path)
     return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", text, re.M)}
 
 
@@ -430,7 +431,7 @@ def test_links_resolve():
     """Every relative link of README.md and docs/ names an existing file, and its #anchor a heading there."""
     bad = []
     for path in DOCS:
-        text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+        text = _prose(path)
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
             if re.match(r"^[a-z]+:", target):
                 continue  # https:, mailto:
@@ -445,9 +446,13 @@ def test_links_resolve():
 
 # Commands in running text (`python -m fastuda.X ...` in backquotes) are checked too, with the
 # placeholders the prose uses standing for arguments.
-INLINE = [(where, span) for path in DOCS
-          for where, span in ((f"{path.relative_to(ROOT)}", s) for s in re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", path.read_text(), flags=re.S)))
-          if re.match(r"^(python -m fastuda\.|python [\w./-]+\.py|make [a-z]|pip install |torchrun )", span)]  # fmt: skip
+def _prose(path: Path) -> str:
+    return re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # the text outside the code blocks
+
+
+COMMAND_START = r"^(python -m fastuda\.|python [\w./-]+\.py|make [a-z]|pip install |torchrun )"
+INLINE = [(str(path.relative_to(ROOT)), span) for path in DOCS for span in re.findall(r"`([^`\n]+)`", _prose(path))
+          if re.match(COMMAND_START, span)]  # fmt: skip
 
 
 @pytest.mark.parametrize("where,span", INLINE, ids=[f"{w} {s[:60]}" for w, s in INLINE])
