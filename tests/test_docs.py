@@ -240,6 +240,32 @@ def check_pip(argv: list[str]) -> str:
     return "extras, files and pins exist"
 
 
+def check_pytest(argv: list[str]) -> str:
+    """The paths exist, -m names markers of pytest.ini, -k a test whose id holds it exists."""
+    markers = set(re.findall(r"^    (\w+):", (ROOT / "pytest.ini").read_text(), re.M))
+    it, paths, keyword = iter(argv), [], None
+    for arg in it:
+        if arg == "-m":
+            words = set(re.findall(r"\w+", next(it))) - {"not", "and", "or"}
+            if unknown := words - markers:
+                raise Checked(f"pytest -m: no such marker {sorted(unknown)} in pytest.ini ({sorted(markers)})")
+        elif arg == "-k":
+            keyword = next(it)
+        elif arg.startswith("-"):
+            if arg not in ("-q", "-x", "-v", "-ra", "--benchmark-only"):
+                raise Checked(f"pytest {arg}: an option this test does not know")
+        else:
+            path = arg.split("::")[0]
+            if not (ROOT / path).exists():
+                raise Checked(f"pytest {arg}: no such file or folder")
+            paths.append(path)
+    if keyword and re.fullmatch(r"\w+", keyword):  # a plain word: some test function holds it
+        files = [f for p in paths or ["tests"] for f in ([ROOT / p] if p.endswith(".py") else (ROOT / p).rglob("*.py"))]
+        if not any(keyword in f.read_text() for f in files):
+            raise Checked(f"pytest -k {keyword}: no test in {paths or ['tests']} mentions it")
+    return "paths, markers and -k exist"
+
+
 def check_command(argv: list[str], shown: list[str]) -> str:
     """Checks one simple command; returns how, raises Checked when it is wrong."""
     prog, rest = argv[0], argv[1:]
@@ -253,6 +279,8 @@ def check_command(argv: list[str], shown: list[str]) -> str:
     if prog in ("python", "python3", ".venv/bin/python", "$PY"):
         if rest[:2] == ["-m", "venv"]:
             return "makes a venv"
+        if rest[:1] == ["-m"] and rest[1] == "pytest":
+            return check_pytest(rest[2:])
         if rest[:1] == ["-m"] and rest[1] == "pip":
             return check_pip(rest[2:])
         if rest[:1] == ["-m"] and rest[1].startswith("fastuda"):
@@ -272,6 +300,8 @@ def check_command(argv: list[str], shown: list[str]) -> str:
                 raise Checked(f"{rest[0]}: no such script")
             return "script exists"
         raise Checked(f"python {' '.join(rest)}: unknown form")
+    if prog == "pytest":
+        return check_pytest(rest)
     if prog == "make":
         targets = [a for a in rest if not a.startswith("-") and "=" not in a]
         if missing := [t for t in targets if t not in makefile_targets()]:
@@ -382,6 +412,9 @@ def test_python_block(where, text, tmp_path, monkeypatch):
     "rsync -a host:data/gta data/gta",
     "python bench/nonexistent.py",
     "python -c 'raise SystemExit(3)'",
+    "pytest -m slwo tests",
+    "pytest tests/test_nonexistent.py",
+    "pytest bench -k nosuchbenchmarkword",
 ])  # fmt: skip
 def test_checker_rejects(line):
     with pytest.raises(Checked):
@@ -450,7 +483,7 @@ def _prose(path: Path) -> str:
     return re.sub(r"```.*?```", "", path.read_text(), flags=re.S)  # the text outside the code blocks
 
 
-COMMAND_START = r"^(python -m fastuda\.|python [\w./-]+\.py|make [a-z]|pip install |torchrun )"
+COMMAND_START = r"^(python -m fastuda\.|python [\w./-]+\.py|make [a-z]|pip install |torchrun |pytest )"
 INLINE = [(str(path.relative_to(ROOT)), span) for path in DOCS for span in re.findall(r"`([^`\n]+)`", _prose(path))
           if re.match(COMMAND_START, span)]  # fmt: skip
 
