@@ -18,16 +18,22 @@ autocast by default, as training's evaluations do (``--amp off`` for fp32).
 """
 
 import argparse
+import importlib
 import sys
 
-import torch
-
 from fastuda.errors import UserError, cli
-from fastuda.models.slide import predict, slide_inference
-from fastuda.runtime.build import build_eval_dataset
-from fastuda.runtime.evaluation import evaluate, report
 
 __all__ = ["evaluate", "main", "predict", "report", "slide_inference"]
+# Re-exported, imported on first use: an argument error must come before torch (issue 20 #9).
+_LAZY = {"predict": "fastuda.models.slide", "slide_inference": "fastuda.models.slide",
+         "evaluate": "fastuda.runtime.evaluation", "report": "fastuda.runtime.evaluation"}  # fmt: skip
+_AMP = {"None": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}  # str(autocast dtype) -> name
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--dataset {spec}: {name} is given twice; expected each dataset once")
         specs[name] = spec, root
     args.dataset = specs
+    # The arguments are checked: now torch and the runtime.
     from fastuda.config import validate
     from fastuda.inference import Segmenter
+    from fastuda.runtime.build import build_eval_dataset
+    from fastuda.runtime.evaluation import evaluate, report
 
     # The dataset's test pipeline resizes the images (scale=None: no second resize here).
     seg = Segmenter.from_checkpoint(args.checkpoint, args.device, config=args.config, overrides=args.overrides,
@@ -97,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     table, result = report(cm, class_names, cfg.data.source)
     print(table)
     how = f"slide {crop[0]}x{crop[1]} stride {stride[0]}x{stride[1]}" if crop else "whole image"
-    amp = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[seg.autocast_dtype]
+    amp = _AMP[str(seg.autocast_dtype)]
     iteration = f", iteration {seg.iteration}" if seg.iteration is not None else ""
     key = "teacher" if args.teacher else "student"
     print(f"mIoU {100 * result['mIoU']:.2f} ({key}, {how}, {amp}, {len(dataset)} images{iteration})")
@@ -115,7 +124,7 @@ def _slide(seg, args):
 def _evaluate_datasets(seg, cfg, args) -> int:
     """``--dataset NAME=ROOT ...``: every dataset listed and checked first, then scored; one table."""
     from fastuda.runtime.build import build_named_eval_dataset
-    from fastuda.runtime.evaluation import dataset_table
+    from fastuda.runtime.evaluation import dataset_table, evaluate
 
     sets = {}
     for name, (spec, root) in args.dataset.items():
@@ -132,7 +141,7 @@ def _evaluate_datasets(seg, cfg, args) -> int:
     table, _ = dataset_table(cms, seg.class_names, cfg.data.source)
     print(table)
     how = f"slide {crop[0]}x{crop[1]} stride {stride[0]}x{stride[1]}" if crop else "whole image"
-    amp = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[seg.autocast_dtype]
+    amp = _AMP[str(seg.autocast_dtype)]
     iteration = f", iteration {seg.iteration}" if seg.iteration is not None else ""
     images = ", ".join(f"{name} {n}" for name, n in sizes.items())
     print(f"IoU and mIoU in % ({'teacher' if args.teacher else 'student'}, {how}, {amp}, images: {images}{iteration})")
