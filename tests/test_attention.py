@@ -319,33 +319,30 @@ def test_kernels_reject_a_head_beyond_32_bit_offsets():
 def test_kernel_launches_run_under_the_inputs_device(monkeypatch):
     """Triton launches on the current CUDA device, not on the tensors', so the op enters q's device
     around both launches. Without a GPU this checks the wiring: the guard is built from the
-    tensors' device (a cuda:1 stand-in) and each launcher runs inside it. That Triton then uses
-    that device needs two GPUs to show."""
+    tensors' device (cuda:1) and each launcher runs inside it. That Triton then uses that device
+    needs two GPUs to show."""
     import contextlib
     import importlib
 
     import fastuda.kernels.attention as kernels
+    from fastuda.ops import _backend
 
     op = importlib.import_module("fastuda.ops.attention")  # the module, not the function it exports
 
     entered = []
     monkeypatch.setattr(torch.cuda, "device", lambda device: entered.append(device) or contextlib.nullcontext())
-    with op._on_device_of(torch.empty(0)):
+    with _backend.device_guard(torch.device("cpu")):
         pass
     assert entered == []  # not a CUDA tensor: no guard
-
-    class OnCuda1:
-        device = torch.device("cuda", 1)
-
-    with op._on_device_of(OnCuda1()):
+    with _backend.device_guard(torch.device("cuda", 1)):
         pass
     assert entered == [torch.device("cuda", 1)]
 
     events = []
 
     @contextlib.contextmanager
-    def guard(x):
-        events.append(("enter", x.shape))
+    def guard(device):
+        events.append(("enter", device))
         yield
         events.append("exit")
 
@@ -359,13 +356,13 @@ def test_kernel_launches_run_under_the_inputs_device(monkeypatch):
         grads = reference.attention_backward(grad_out, q, k, v, out, lse, scale)
         return tuple(op._empty_bnhd(x).copy_(g) for x, g in zip((q, k, v), grads))
 
-    monkeypatch.setattr(op, "_on_device_of", guard)
+    monkeypatch.setattr(_backend, "device_guard", guard)
     monkeypatch.setattr(op, "use_triton", lambda device: True)
     monkeypatch.setattr(kernels, "attention_fwd", fwd)
     monkeypatch.setattr(kernels, "attention_bwd", bwd)
     q, k, v = leaf(*make_qkv((1, 2, 5, 3, 8)))
     ops.attention(q, k, v).sum().backward()
-    assert events == [("enter", q.shape), "fwd", "exit", ("enter", q.shape), "bwd", "exit"]
+    assert events == [("enter", q.device), "fwd", "exit", ("enter", q.device), "bwd", "exit"]
 
 
 # ----------------------------------------------------------------------------- the MiT module

@@ -1,14 +1,12 @@
 """fastuda.ops.pseudo_label: reference vs the published DACS code, Triton vs reference,
 registration (opcheck), torch.compile, and input validation."""
 
-import importlib
-
 import numpy as np
 import pytest
 import torch
 
 import fastuda.ops as ops
-from fastuda.ops import reference
+from fastuda.ops import _backend, reference
 
 from _util import ODD_SHAPES, channels_last_view, make_logits
 
@@ -187,8 +185,8 @@ def test_device_guard_targets_the_tensors_device():
         pass
 
 
-def record_launch_guard(monkeypatch, op_module, kernel_module, *launchers):
-    """Patches ``op_module``'s device guard and ``kernel_module``'s launchers to log their order."""
+def record_launch_guard(monkeypatch, kernel_module, *launchers):
+    """Patches the ops' device guard and ``kernel_module``'s launchers to log their order."""
     import contextlib
 
     events = []
@@ -206,7 +204,7 @@ def record_launch_guard(monkeypatch, op_module, kernel_module, *launchers):
 
         return launch
 
-    monkeypatch.setattr(op_module, "device_guard", guard)
+    monkeypatch.setattr(_backend, "device_guard", guard)
     for name in launchers:
         monkeypatch.setattr(kernel_module, name, logged(name, getattr(kernel_module, name)))
     return events
@@ -271,9 +269,8 @@ def test_triton_backend_dispatch(triton_cpu):
 @pytest.mark.interpreter
 def test_triton_launch_runs_under_the_device_guard(triton_cpu, monkeypatch):
     import fastuda.kernels.pseudo_label as K
-    op = importlib.import_module("fastuda.ops.pseudo_label")
 
-    events = record_launch_guard(monkeypatch, op, K, "pseudo_label_fwd")
+    events = record_launch_guard(monkeypatch, K, "pseudo_label_fwd")
     ops.pseudo_label(make_logits((1, 5, 3, 4)))
     assert events == [("enter", "cpu"), "pseudo_label_fwd", ("exit", "cpu")]
 

@@ -14,7 +14,9 @@ Set it with ``fastuda.ops.set_backend(name)``, the context manager
 """
 
 import contextlib
+import importlib
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -74,3 +76,33 @@ def device_guard(device: torch.device):
     device, not on its arguments' device, so without this a ``cuda:1`` tensor would run on GPU 0
     with pointers into GPU 1. A no-op off CUDA (the interpreter)."""
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+# Every Triton-backed op body is the same branch: the Triton launcher when ``use_triton`` says so,
+# under the device guard, else the reference. It lives here once, as two plain functions the op
+# body calls, rather than as one ``torch.library.register_kernel`` per device: the choice is not
+# a function of the device alone (``set_backend("reference")`` keeps CUDA tensors on the
+# reference, ``"triton"`` sends CPU tensors to the interpreter), so a per-device kernel would
+# still test the backend inside, twice per op (CPU and CUDA) instead of once. And an op body
+# that branches in Python is what OPS-NOTES.md calls the safe pattern under torch.compile: the
+# body is opaque to the compiler, which runs the fake.
+
+
+def launch(launcher: str, device: torch.device, *args):
+    """Runs the Triton launcher ``"module.function"`` of ``fastuda.kernels`` on ``device``'s
+    tensors. The import happens here, at the first launch, because Triton is optional (no Triton
+    off Linux) and importing it reads ``TRITON_INTERPRET``; the launcher is looked up on every call,
+    a dict lookup next to a kernel launch, so a test can replace it on the module."""
+    module, name = launcher.split(".")
+    kernel = getattr(importlib.import_module(f"fastuda.kernels.{module}"), name)
+    with device_guard(device):
+        return kernel(*args)
+
+
+def dispatch(device: torch.device, launcher: str, reference_fn: Callable, *args):
+    """``launch(launcher, device, *args)`` when ``device``'s tensors take the Triton kernel (see
+    ``use_triton``), else ``reference_fn(*args)``: for ops whose launcher and reference take the
+    same arguments and return the same layout."""
+    if use_triton(device):
+        return launch(launcher, device, *args)
+    return reference_fn(*args)

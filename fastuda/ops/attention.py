@@ -1,7 +1,6 @@
 """fastuda.ops.attention: scaled-dot-product attention (no mask, no dropout), fused forward and
 backward; the MiT efficient self-attention's core."""
 
-import contextlib
 import math
 import numbers
 
@@ -9,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._backend import use_triton
+from ._backend import launch, use_triton
 from ._checks import FLOAT_DTYPES, check_same_device, check_tensor
 
 # All MiT variants use head dims 32 and 64; the kernels hold one head dim in a single tile.
@@ -20,13 +19,6 @@ def _use_kernel(q: Tensor) -> bool:
     # float64 is for gradcheck: it runs the kernels (float64 accumulation) under the interpreter; on
     # a GPU it takes the reference, so no float64 kernel is compiled there.
     return use_triton(q.device) and not (q.dtype == torch.float64 and q.device.type == "cuda")
-
-
-def _on_device_of(x: Tensor):
-    """Context for a kernel launch on ``x``'s device: Triton launches on the *current* CUDA device,
-    not on the tensors' (torch's own ops follow the tensors), so without it tensors on cuda:1
-    would be handed to a kernel running on cuda:0."""
-    return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
 
 
 def _empty_bnhd(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
@@ -43,10 +35,7 @@ def _lse_dtype(dtype: torch.dtype) -> torch.dtype:
 @torch.library.custom_op("fastuda::attention", mutates_args=())
 def _attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     if _use_kernel(q):
-        from fastuda.kernels.attention import attention_fwd
-
-        with _on_device_of(q):
-            return attention_fwd(q, k, v, scale)
+        return launch("attention.attention_fwd", q.device, q, k, v, scale)
     out, lse = reference.attention_forward(q, k, v, scale)
     return _empty_bnhd(q).copy_(out), lse
 
@@ -62,10 +51,7 @@ def _attention_backward(
     grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, scale: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     if _use_kernel(q):
-        from fastuda.kernels.attention import attention_bwd
-
-        with _on_device_of(q):
-            return attention_bwd(grad_out, q, k, v, out, lse, scale)
+        return launch("attention.attention_bwd", q.device, grad_out, q, k, v, out, lse, scale)
     dq, dk, dv = reference.attention_backward(grad_out, q, k, v, out, lse, scale)
     return _empty_bnhd(q).copy_(dq), _empty_bnhd(k).copy_(dk), _empty_bnhd(v).copy_(dv)
 

@@ -4,18 +4,14 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._backend import device_guard, use_triton
+from ._backend import dispatch
 from ._checks import FLOAT_DTYPES, check_bhw, check_int, check_labels, check_tensor
 
 
 @torch.library.custom_op("fastuda::weighted_cross_entropy", mutates_args=())
 def _weighted_cross_entropy(logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int) -> Tensor:
-    if use_triton(logits.device):
-        from fastuda.kernels.cross_entropy import cross_entropy_fwd
-
-        with device_guard(logits.device):
-            return cross_entropy_fwd(logits, target, weight, ignore_index)
-    return reference.weighted_cross_entropy(logits, target, weight, ignore_index)
+    args = (logits, target, weight, ignore_index)
+    return dispatch(logits.device, "cross_entropy.cross_entropy_fwd", reference.weighted_cross_entropy, *args)
 
 
 @_weighted_cross_entropy.register_fake
@@ -27,12 +23,8 @@ def _(logits, target, weight, ignore_index):
 def _weighted_cross_entropy_backward(
     grad_loss: Tensor, logits: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int
 ) -> Tensor:
-    if use_triton(logits.device):
-        from fastuda.kernels.cross_entropy import cross_entropy_bwd
-
-        with device_guard(logits.device):
-            return cross_entropy_bwd(grad_loss, logits, target, weight, ignore_index)
-    return reference.weighted_cross_entropy_backward(grad_loss, logits, target, weight, ignore_index)
+    args = (grad_loss, logits, target, weight, ignore_index)
+    return dispatch(logits.device, "cross_entropy.cross_entropy_bwd", reference.weighted_cross_entropy_backward, *args)
 
 
 @_weighted_cross_entropy_backward.register_fake

@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._backend import device_guard, use_triton
+from ._backend import launch, use_triton
 from ._checks import FLOAT_DTYPES, check_bhw, check_int, check_tensor
 
 WEIGHT_MODES = ("batch", "image")
@@ -20,11 +20,9 @@ def _pseudo_label(
     weight_mode: str,
     valid_mask: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
-    if use_triton(logits.device):
-        from fastuda.kernels.pseudo_label import pseudo_label_fwd
-
-        with device_guard(logits.device):
-            return pseudo_label_fwd(logits, threshold, ignore_top, ignore_bottom, weight_mode == "image", valid_mask)
+    if use_triton(logits.device):  # the launcher takes the mode as a flag, per_image
+        args = (logits, threshold, ignore_top, ignore_bottom, weight_mode == "image", valid_mask)
+        return launch("pseudo_label.pseudo_label_fwd", logits.device, *args)
     return reference.pseudo_label(logits, threshold, ignore_top, ignore_bottom, weight_mode, valid_mask)
 
 

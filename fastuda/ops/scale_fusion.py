@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 
 from . import reference
-from ._backend import device_guard, use_triton
+from ._backend import dispatch
 from ._checks import FLOAT_DTYPES, check_same_device, check_tensor, value_checks_enabled
 
 # The Triton backward unrolls a (2 * scale)^2 gather window at compile time.
@@ -15,12 +15,8 @@ MAX_SCALE = 4
 def _scale_fusion(
     lr_logits: Tensor, attention: Tensor, hr_logits: Tensor, crop_box: Tensor | None, scale: int
 ) -> Tensor:
-    if use_triton(lr_logits.device):
-        from fastuda.kernels.scale_fusion import scale_fusion_fwd
-
-        with device_guard(lr_logits.device):
-            return scale_fusion_fwd(lr_logits, attention, hr_logits, crop_box, scale)
-    return reference.scale_fusion(lr_logits, attention, hr_logits, crop_box, scale)
+    args = (lr_logits, attention, hr_logits, crop_box, scale)
+    return dispatch(lr_logits.device, "scale_fusion.scale_fusion_fwd", reference.scale_fusion, *args)
 
 
 @_scale_fusion.register_fake
@@ -33,12 +29,8 @@ def _(lr_logits, attention, hr_logits, crop_box, scale):
 def _scale_fusion_backward(
     grad: Tensor, lr_logits: Tensor, attention: Tensor, hr_logits: Tensor, crop_box: Tensor | None, scale: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    if use_triton(lr_logits.device):
-        from fastuda.kernels.scale_fusion import scale_fusion_bwd
-
-        with device_guard(lr_logits.device):
-            return scale_fusion_bwd(grad, lr_logits, attention, hr_logits, crop_box, scale)
-    return reference.scale_fusion_backward(grad, lr_logits, attention, hr_logits, crop_box, scale)
+    args = (grad, lr_logits, attention, hr_logits, crop_box, scale)
+    return dispatch(lr_logits.device, "scale_fusion.scale_fusion_bwd", reference.scale_fusion_backward, *args)
 
 
 @_scale_fusion_backward.register_fake
