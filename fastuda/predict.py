@@ -28,7 +28,6 @@ then exits with code 1 and the list of failures.
 
 import argparse
 import glob
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastuda._io import atomic_write
 from fastuda.errors import UserError, run_cli
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -119,14 +119,7 @@ def write_png(path: Path, array: np.ndarray) -> None:
     """An (H, W) or (H, W, 3) uint8 PNG, written to a temporary file and renamed into place."""
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def write_outputs(out: Path, name: Path, image: torch.Tensor, labels: torch.Tensor, colours: np.ndarray,
@@ -180,18 +173,14 @@ def zip_submission(out: Path, fmt: str) -> Path:
     """``OUT/<fmt>_submission.zip`` holding the format's folders at its top level (atomic)."""
     import zipfile
 
-    path = out / f"{fmt}_submission.zip"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:  # PNGs are compressed already
             for folder in SUBMISSION_FORMATS[fmt]:
                 for f in sorted((out / folder).glob("*.png")):
                     z.write(f, f"{folder}/{f.name}")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+
+    return atomic_write(out / f"{fmt}_submission.zip", write)
 
 
 def build_parser() -> argparse.ArgumentParser:

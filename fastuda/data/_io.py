@@ -1,4 +1,4 @@
-"""Reading images and label PNGs, and writing files atomically.
+"""Reading images and label PNGs; writing label PNGs (atomically, through fastuda._io).
 
 Every error names the file and says what was expected: a missing file is a
 FileNotFoundError, a file of the wrong kind (label bit depth, channels, values)
@@ -13,16 +13,15 @@ only the high byte of a 16-bit RGB PNG.
 """
 
 import io
-import os
 import struct
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from fastuda._io import atomic_write
 
 from .labels import IGNORE_INDEX, LabelFormat
 
@@ -124,34 +123,7 @@ def _decode_png16_first_channel(data: bytes) -> np.ndarray:
     return decoded[0].to(torch.int32).numpy()
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Calls ``write(tmp_path)``, then renames the file onto ``path``.
-
-    A reader (or a second conversion run) sees either the old file or the
-    complete new one, never a partial file. The temporary file sits in the
-    same directory so the rename stays on one file system.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_label_png(path: Path, label: np.ndarray) -> None:
     """uint8 (H, W) label as an 8-bit grey PNG, atomically."""
     image = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8))  # 2-D uint8: mode "L"
     atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
-
-
-def write_text(path: Path, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    atomic_write(path, write)

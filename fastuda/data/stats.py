@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import write_text
+from fastuda._io import write_text
+
 from ._parallel import default_workers, parallel_map
 from .dataset import SegmentationDataset
 

@@ -27,8 +27,6 @@ that rounding.
 
 import copy
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import torch
 from torch import nn
 
 from fastuda import ops
+from fastuda._io import atomic_write
 
 IMPLEMENTATION = "fastuda"
 
@@ -232,17 +231,7 @@ def export_hf(checkpoint, folder, *, which: str = "model", encoder_only: bool = 
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise UserError(f"export folder {folder} exists and is not empty")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        model.save_pretrained(tmp)
-        if folder.exists():
-            folder.rmdir()
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return folder
+    return atomic_write(folder, model.save_pretrained, folder=True)
 
 
 def _segformer_config(state: dict, arch, whole: bool):

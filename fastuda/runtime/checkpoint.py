@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastuda._io import atomic_write, write_text
 from fastuda.config import TrainConfig, from_dict, to_dict
 from fastuda.models.checkpoint_format import FORMAT
 from fastuda.models.daformer_head import FUSE_KEY, fuse_levels, reverse_fuse_blocks
@@ -100,32 +101,14 @@ def restore(state: dict, nets: dict, optimizer, scheduler, generator: torch.Gene
     return state["iteration"], state.get("draws", state["iteration"] * cfg["data"]["batch_size"])
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # no directory handles (Windows)
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file in the same directory, fsync, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    """torch.save, durably and atomically (``fastuda._io.atomic_write``)."""
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, write, durable=True)
 
 
 def write_checkpoint(out: Path, state: dict, interval: int, keep_last: int | None) -> None:
@@ -148,14 +131,14 @@ def remove_temporaries(out: Path) -> list[Path]:
 
 def link_or_copy(src: Path, dst: Path) -> None:
     """``dst`` becomes the current content of ``src`` (a hard link when the filesystem allows), atomically."""
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-    _fsync_dir(dst.parent)
+
+    def write(tmp: Path) -> None:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+    atomic_write(dst, write, durable=True)
 
 
 def prune(out: Path, keep_last: int | None) -> None:
@@ -186,9 +169,8 @@ class Best:
             return False
         link_or_copy(checkpoint, self.out / "best.pt")
         self.score, self.iteration = score, iteration
-        tmp = self.out / f".best.json.tmp{os.getpid()}"
-        tmp.write_text(json.dumps({"iteration": iteration, "mIoU": score, "unit": "percent"}))
-        os.replace(tmp, self.out / "best.json")
+        write_text(self.out / "best.json", json.dumps({"iteration": iteration, "mIoU": score, "unit": "percent"}),
+                   durable=True)
         return True
 
 

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from fastuda._io import write_text
+
 _said_no_tensorboard = False
 
 
@@ -71,9 +73,7 @@ def _cut_log(path: Path, last: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError, TypeError):
             continue
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in kept))
 
 
 class RunLogger:

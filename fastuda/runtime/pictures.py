@@ -15,12 +15,13 @@ matplotlib out of the dependencies: four line plots do not need it.
 import colorsys
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from fastuda._io import atomic_write
 
 # the Cityscapes colours of the 19 evaluation classes (cityscapesScripts labels.py)
 CITYSCAPES_COLOURS = {
@@ -165,15 +166,7 @@ def prediction_grid(model, dataset, class_names, device="cpu", crop=None, stride
 
 def save_png(image: Image.Image, path: Path) -> None:
     """Writes a PNG atomically (a temporary file in the same directory, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 # ---- curves
