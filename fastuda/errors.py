@@ -6,6 +6,7 @@ and exit with code 2, without a traceback; any other exception is a bug and keep
 traceback.
 """
 
+import functools
 import sys
 from collections.abc import Callable
 
@@ -29,8 +30,6 @@ def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = No
 def cli(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """Decorates a CLI's ``main(argv)`` so that calling it (in process or as ``python -m``)
     goes through ``run_cli``."""
-    import functools
-
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> int:
         return run_cli(main, argv)

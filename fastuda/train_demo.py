@@ -18,13 +18,12 @@ from pathlib import Path
 
 from fastuda.config import load_config
 from fastuda.models.slide import predict
+from fastuda.runtime.pictures import render_grid, save_png, to_rgb
 
 
 def save_grid(path: Path, dataset, models: list, rows: int = 6, tile_width: int = 192) -> None:
     """One row per target image: image, ground truth, source-only and UDA predictions,
     with titled columns and a legend of the demo's classes."""
-    from fastuda.runtime.pictures import render_grid, save_png, to_rgb
-
     grid = []
     for i in range(min(rows, len(dataset))):
         sample = dataset[i]
@@ -47,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # after the arguments: the training loop's modules take seconds to import
     from fastuda import train
     from fastuda.runtime.build import build_eval_dataset
     from fastuda.runtime.logging import tee_output

@@ -116,6 +116,7 @@ def read_label(path: Path, fmt: LabelFormat) -> np.ndarray:
 
 
 def _decode_png16_first_channel(data: bytes) -> np.ndarray:
+    # Imported here: torchvision costs seconds to import, and only Synthia's 16-bit labels need it.
     from torchvision.io import ImageReadMode, decode_png
 
     decoded = decode_png(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.UNCHANGED)

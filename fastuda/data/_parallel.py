@@ -6,6 +6,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+import torch
+
 
 def default_workers() -> int:
     return max(1, min(16, os.cpu_count() or 1))
@@ -48,8 +50,6 @@ def parallel_map(
 
 
 def _init_worker(initializer, initargs):
-    import torch
-
     torch.set_num_threads(1)  # one process per core already
     if initializer is not None:
         initializer(*initargs)

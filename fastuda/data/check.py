@@ -16,6 +16,8 @@ and the constructor keeps the original message, the traceback's last line.
 import os
 from pathlib import Path
 
+from PIL import Image
+
 from fastuda.errors import UserError
 
 from ._io import _PNG_SIGNATURE, PngHeader, png_header
@@ -55,8 +57,6 @@ def image_size(path: Path) -> tuple[int, int]:
     if start[:8] == _PNG_SIGNATURE:
         header = png_header(start + end, path)  # checks the IEND tail too
         return header.height, header.width
-    from PIL import Image
-
     if start[:2] == b"\xff\xd8" and not end.rstrip(b"\x00").endswith(_JPEG_EOI):
         raise RuntimeError(f"{path}: the JPEG is truncated (it does not end with an EOI marker)")
     try:

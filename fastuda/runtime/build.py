@@ -4,20 +4,25 @@ Shared by ``fastuda.train``, ``fastuda.evaluate`` and ``fastuda.predict``.
 """
 
 import dataclasses
+import signal
 
 import torch
 from torch.utils.data import DataLoader
 
 from fastuda.config import TrainConfig, check_pretrained, resize, train_crop
-from fastuda.errors import UserError
+from fastuda.data import build_dataset, preset_pipeline
+from fastuda.data.check import check_files
+from fastuda.data.dataset import SegmentationDataset
 from fastuda.data.sampler import IterationSampler
+from fastuda.data.synthetic import SyntheticScenes
+from fastuda.errors import UserError
+from fastuda.models import build_model
+from fastuda.uda.rcs import RareClassSampling, dataset_class_stats
 
 
 def build_segmentor(cfg: TrainConfig, pretrained: bool = True) -> torch.nn.Module:
     """The student network of ``cfg`` (HRDA when ``hrda.enabled``); ``pretrained=False``
     skips ``model.pretrained`` (the weights come from a checkpoint)."""
-    from fastuda.models import build_model
-
     model_cfg = cfg.model if pretrained else dataclasses.replace(cfg.model, pretrained=None)
     check_pretrained(model_cfg.pretrained)
     # HRDA: the (pretrained) MiT encoder shared by both scales, fresh HRDA heads
@@ -36,8 +41,6 @@ def amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
 
 def _pipeline(cfg: TrainConfig, dataset: str, train: bool, role: str | None = None):
     """The published pipeline of ``dataset`` in ``role`` ("source" / "target"; Cityscapes has both)."""
-    from fastuda.data import preset_pipeline
-
     pipe = preset_pipeline(cfg.data.recipe, dataset, train, role=role)
     # the recipe's sizes unless data.resize / data.crop_size say otherwise (fastuda.config.recipes)
     sizes = {"scale": resize(cfg, dataset), "crop_size": train_crop(cfg)} if train else {"scale": resize(cfg, dataset)}
@@ -50,8 +53,6 @@ def _dataset(cfg: TrainConfig, which: str, split: str, train: bool, seed: int | 
              role: str | None = None):  # fmt: skip
     """``data.<which>`` at ``data.<which>_root`` in pipeline ``role`` (default: ``which``); a layout
     problem names the key and the root."""
-    from fastuda.data import build_dataset
-
     name, root = getattr(cfg.data, which), getattr(cfg.data, f"{which}_root")
     try:
         return build_dataset(name, root, split, _pipeline(cfg, name, train, role or which), seed=seed)
@@ -67,8 +68,6 @@ def build_train_datasets(cfg: TrainConfig):
     if cfg.uda.mode == "target_only":
         return _labelled_target(cfg), None
     if d.source == "synthetic":  # validate() has checked that both are
-        from fastuda.data.synthetic import SyntheticScenes
-
         return (SyntheticScenes("source", d.synthetic_samples, d.synthetic_size, cfg.seed),
                 SyntheticScenes("target", d.synthetic_samples, d.synthetic_size, cfg.seed))  # fmt: skip
     source = _dataset(cfg, "source", "train", True, cfg.seed)
@@ -81,8 +80,6 @@ def _labelled_target(cfg: TrainConfig):
     """The target's training split with its labels (published experiment 43: Cityscapes train)."""
     d = cfg.data
     if d.target == "synthetic":
-        from fastuda.data.synthetic import SyntheticScenes
-
         return SyntheticScenes("target", d.synthetic_samples, d.synthetic_size, cfg.seed)
     ds = _dataset(cfg, "target", "train", True, cfg.seed, role="target_only")  # with PhotoMetricDistortion
     unlabelled = [s.image for s in getattr(ds, "samples", ()) if s.label is None]
@@ -97,8 +94,6 @@ def build_eval_dataset(cfg: TrainConfig, check: bool = False):
     """(target evaluation dataset, class names); ``check``: every file's header first (``check_data``)."""
     d = cfg.data
     if d.target == "synthetic":
-        from fastuda.data.synthetic import SyntheticScenes
-
         ds = SyntheticScenes("target", d.eval_samples or d.synthetic_samples, d.synthetic_size, cfg.seed, split="val")
         return ds, ds.class_names
     ds = _dataset(cfg, "target", d.eval_split, False)
@@ -139,8 +134,6 @@ def build_extra_eval_datasets(cfg: TrainConfig, check: bool = False) -> dict[str
 def check_data(dataset, key: str) -> None:
     """The start-up check of every file of ``dataset`` (headers, sizes, label kinds; see
     ``fastuda.data.check``); a problem is a one-line error naming ``key`` and the file."""
-    from fastuda.data.check import check_files
-
     check_files(dataset, key)
 
 
@@ -162,8 +155,6 @@ class _RankShare(torch.utils.data.Sampler):
 def _ignore_stop_signals(worker_id: int) -> None:
     """Ctrl-C reaches the workers too (one process group): they leave the stop to the loop,
     which checkpoints and exits (they end with the main process)."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -181,9 +172,6 @@ def _loader(dataset, cfg: TrainConfig, seed: int, start_draw: int, identity: boo
 
 def _rare_class_sampling(cfg: TrainConfig, source):
     """RCS over ``source``, after checking that ``rcs.min_pixels`` leaves every class a file."""
-    from fastuda.data.dataset import SegmentationDataset
-    from fastuda.uda.rcs import RareClassSampling, dataset_class_stats
-
     r, K = cfg.rcs, cfg.model.num_classes
     stats, _ = dataset_class_stats(source, K)
     most: dict[int, int] = {}

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from fastuda._io import atomic_write, write_text
-from fastuda.config import TrainConfig, from_dict, to_dict
+from fastuda.config import TrainConfig, from_dict, set_value, to_dict
+from fastuda.models.checkpoint import read_training_checkpoint
 from fastuda.models.checkpoint_format import FORMAT
 from fastuda.models.daformer_head import FUSE_KEY, fuse_levels, reverse_fuse_blocks
 
@@ -177,8 +178,6 @@ class Best:
 def load_training_checkpoint(path: Path, mmap: bool = False) -> dict:
     """A checkpoint written by ``fastuda.train`` (student, teacher, optimiser, RNG, config);
     ``mmap`` reads tensors lazily (cheap when only the config is needed)."""
-    from fastuda.models.checkpoint import read_training_checkpoint
-
     del mmap  # read_training_checkpoint reads weights-only, and refuses any other kind of file
     return read_training_checkpoint(path)
 
@@ -212,8 +211,6 @@ def resume_config(saved: dict, requested: TrainConfig | None, where: str = "the 
         raise ValueError(f"{k}={new[k]!r} differs from {old[k]!r} in {where}{more}: a resumed run may change "
                          "only paths, lengths, intervals and workers (fastuda.runtime.checkpoint.RESUMABLE); "
                          "start a new run with another --out to change it")  # fmt: skip
-    from fastuda.config import set_value
-
     for k in changed:
         set_value(cfg, k, new[k])
     return cfg

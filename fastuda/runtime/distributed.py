@@ -24,6 +24,7 @@ import dataclasses
 import datetime
 import os
 import signal
+import threading
 
 import torch
 import torch.distributed as dist
@@ -236,8 +237,6 @@ class StopSignals:
         self.requested = signal.Signals(signum).name
 
     def __enter__(self):
-        import threading
-
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)

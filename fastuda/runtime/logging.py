@@ -9,9 +9,15 @@ import shlex
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
+import numpy as np
+import torch
+
+import fastuda
 from fastuda._io import write_text
+from fastuda.runtime.pictures import save_curves, save_png
 
 _said_no_tensorboard = False
 
@@ -41,10 +47,6 @@ def run_metadata(argv: list[str] | None = None) -> dict:
     """What produced a run, for ``config.json``: fastuda's version, the git commit of its
     source tree when it is a checkout (``git_dirty``: uncommitted changes to tracked files),
     the command line, and the torch / Python versions."""
-    import torch
-
-    import fastuda
-
     argv = list(sys.argv if argv is None else argv)
     if argv and argv[0].endswith(".py"):  # `python -m fastuda.train` leaves the module's path in argv[0]
         module = Path(argv[0]).resolve()
@@ -92,7 +94,7 @@ class RunLogger:
         if resume_at is not None:
             _cut_log(path, resume_at)
         self.file = open(path, "a" if resume_at is not None else "w", encoding="utf-8")
-        try:
+        try:  # optional, and a second to import: only for a run that logs
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as error:
             global _said_no_tensorboard
@@ -119,10 +121,6 @@ class RunLogger:
         """Saves a PIL image as ``OUT/<tag>/iter_<iteration>.png`` and to TensorBoard."""
         if not self.enabled:
             return None
-        import numpy as np
-
-        from fastuda.runtime.pictures import save_png
-
         path = self.out / tag / f"iter_{iteration}.png"
         save_png(image, path)
         if self.tb:
@@ -135,8 +133,6 @@ class RunLogger:
         if self.file:
             self.file.close()
             self.file = None
-            from fastuda.runtime.pictures import save_curves
-
             save_curves(self.out / "log.jsonl", self.out / "curves.png")
         if self.tb:
             self.tb.close()
@@ -177,8 +173,6 @@ class _Tee:
 def tee_output(path: Path, header: str | None = None):
     """Copies stdout and stderr to ``path`` (appended, so a resumed run keeps its history)
     while the block runs; an exception that ends the block is written there too."""
-    import traceback
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as file:

@@ -22,6 +22,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from fastuda._io import atomic_write
+from fastuda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from fastuda.models.slide import predict
 
 # the Cityscapes colours of the 19 evaluation classes (cityscapesScripts labels.py)
 CITYSCAPES_COLOURS = {
@@ -79,8 +81,6 @@ def colourise(label, colours: np.ndarray) -> np.ndarray:
 
 def to_rgb(image: torch.Tensor) -> np.ndarray:
     """A normalised (3, H, W) image (ImageNet mean / std) -> (H, W, 3) uint8."""
-    from fastuda.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return (image.float().cpu() * std + mean).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
@@ -147,8 +147,6 @@ def prediction_grid(model, dataset, class_names, device="cpu", crop=None, stride
                     count: int = 4, tile_width: int = 256) -> Image.Image:  # fmt: skip
     """image | ground truth | prediction for the first ``count`` samples of ``dataset``
     (predicted the way ``evaluate`` does; the model's train/eval mode is restored)."""
-    from fastuda.models.slide import predict
-
     was_training = model.training
     model.eval()
     rows = []

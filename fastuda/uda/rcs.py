@@ -23,8 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fastuda.data.dataset import SegmentationDataset
 from fastuda.data.sampler import draw_generator
-from fastuda.data.stats import SampleStats, class_counts, rcs_probabilities, samples_with_class
+from fastuda.data.stats import (SampleStats, class_counts, compute_class_stats, rcs_probabilities, read_class_stats,
+                                samples_with_class)  # fmt: skip
 
 RETRIES = 10
 
@@ -36,8 +38,6 @@ def dataset_class_stats(dataset, num_classes: int) -> tuple[list[SampleStats], d
     present, else ``compute_class_stats``. Any other dataset must offer
     ``read_label(i)`` (uint8 / int (H, W) train ids); entries are named by index.
     """
-    from fastuda.data import SegmentationDataset, compute_class_stats, read_class_stats
-
     if isinstance(dataset, SegmentationDataset):
         if (Path(dataset.root) / "sample_class_stats.json").is_file():
             return read_class_stats(dataset.root, dataset.name), None
