@@ -20,8 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastuda.config import resize, test_windows
+from fastuda.config import TrainConfig, apply_overrides, config_for, from_dict, load_config, resize, test_windows
+from fastuda.data._io import read_image
+from fastuda.data.labels import CITYSCAPES_CLASSES
+from fastuda.data.synthetic import CLASSES as SYNTHETIC_CLASSES
+from fastuda.data.transforms import keep_ratio_size, normalize, resize_image
 from fastuda.errors import UserError
+from fastuda.models.architecture import architecture, check_architecture
+from fastuda.models.checkpoint import load_checkpoint, read_checkpoint, to_model_keys
+from fastuda.models.slide import forward_full, slide_inference
+from fastuda.runtime.build import amp_dtype, build_segmentor
 
 ImageLike = str | Path | np.ndarray | Tensor  # or a PIL.Image.Image
 
@@ -44,8 +52,6 @@ class Segmenter:
     def __init__(self, model: nn.Module, *, num_classes: int, class_names: Sequence[str] | None = None,
                  crop=None, stride=None, scale=None, device=None, amp: str | None = None,
                  compile: bool | str = False, description: str = ""):  # fmt: skip
-        from fastuda.runtime.build import amp_dtype
-
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.num_classes = num_classes
@@ -81,15 +87,6 @@ class Segmenter:
             scale: ``"config"`` (the config's test resize), None (the image's own size) or
                 (long, short).
         """
-        from fastuda.config import TrainConfig, apply_overrides, config_for, from_dict, load_config
-        from fastuda.models.architecture import architecture, check_architecture
-        from fastuda.models.checkpoint import (
-            load_checkpoint,
-            read_checkpoint,
-            to_model_keys,
-        )
-        from fastuda.runtime.build import build_segmentor
-
         kind, content = read_checkpoint(path)
         which = "ema_model" if teacher else "model"
         try:
@@ -153,8 +150,6 @@ class Segmenter:
 
     def _prepare(self, image: Tensor) -> Tensor:
         """(3, H, W) 0..255 -> (3, h, w) normalised float32 at the test scale."""
-        from fastuda.data.transforms import keep_ratio_size, normalize, resize_image
-
         if self.scale is not None:
             w, h = keep_ratio_size(image.shape[-1], image.shape[-2], self.scale)
             if image.dtype == torch.uint8:  # as the evaluation pipeline resizes
@@ -166,8 +161,6 @@ class Segmenter:
     @torch.no_grad()
     def logits(self, batch: Tensor) -> Tensor:
         """Logits (B, K, h, w) float32 of normalised images (B, 3, h, w) at their size."""
-        from fastuda.models.slide import forward_full, slide_inference
-
         # Windows slide over the image as it is (mmseg's slide_inference); HRDA's two-scale
         # forward handles any window size itself.
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
@@ -200,8 +193,6 @@ def to_image_tensor(image: ImageLike) -> Tensor:
     and RGBA (alpha dropped, as PIL's ``convert("RGB")``). Float values must lie in 0..255; an
     image whose floats all lie in [0, 1] is refused (0..1 scaled, or too dark to segment)."""
     if isinstance(image, (str, Path)):
-        from fastuda.data._io import read_image
-
         try:
             return read_image(Path(image))
         except (OSError, RuntimeError, ValueError) as e:
@@ -254,9 +245,5 @@ def _class_names(cfg, content: dict) -> tuple[str, ...] | None:
     if isinstance(meta, dict) and len(meta.get("CLASSES") or ()) == cfg.model.num_classes:
         return tuple(meta["CLASSES"])
     if cfg.data.target == "synthetic":
-        from fastuda.data.synthetic import CLASSES
-
-        return CLASSES if len(CLASSES) == cfg.model.num_classes else None
-    from fastuda.data.labels import CITYSCAPES_CLASSES
-
+        return SYNTHETIC_CLASSES if len(SYNTHETIC_CLASSES) == cfg.model.num_classes else None
     return CITYSCAPES_CLASSES if cfg.model.num_classes == len(CITYSCAPES_CLASSES) else None

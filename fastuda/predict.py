@@ -30,13 +30,18 @@ import argparse
 import glob
 import re
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from tqdm import tqdm
 
 from fastuda._io import atomic_write
+from fastuda.data import preset_pipeline
+from fastuda.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_ID_TO_TRAIN_ID
 from fastuda.errors import UserError, run_cli
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -96,8 +101,6 @@ def find_images(inputs: list[str]) -> list[Job]:
 def palette(class_names) -> np.ndarray:
     """(256, 3) uint8 colours by train id: a class named like a Cityscapes class takes its colour,
     the others the Cityscapes colour of their index; 255 (ignore) is black."""
-    from fastuda.data.labels import CITYSCAPES_CLASSES
-
     table = np.zeros((256, 3), dtype=np.uint8)
     for i, name in enumerate(class_names):
         j = CITYSCAPES_CLASSES.index(name) if name in CITYSCAPES_CLASSES else i % len(CITYSCAPES_PALETTE)
@@ -107,8 +110,6 @@ def palette(class_names) -> np.ndarray:
 
 def train_to_label_ids() -> np.ndarray:
     """(256,) uint8 train id -> Cityscapes label id (255 -> 0, unlabeled)."""
-    from fastuda.data.labels import CITYSCAPES_ID_TO_TRAIN_ID
-
     table = np.zeros(256, dtype=np.uint8)
     for label_id, train_id in CITYSCAPES_ID_TO_TRAIN_ID.items():
         table[train_id] = label_id
@@ -117,8 +118,6 @@ def train_to_label_ids() -> np.ndarray:
 
 def write_png(path: Path, array: np.ndarray) -> None:
     """An (H, W) or (H, W, 3) uint8 PNG, written to a temporary file and renamed into place."""
-    from PIL import Image
-
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
@@ -171,8 +170,6 @@ def write_submission(out: Path, fmt: str, name: Path, labels: torch.Tensor, prob
 
 def zip_submission(out: Path, fmt: str) -> Path:
     """``OUT/<fmt>_submission.zip`` holding the format's folders at its top level (atomic)."""
-    import zipfile
-
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:  # PNGs are compressed already
@@ -224,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "flat); pass each test image once")  # fmt: skip
             names[name] = job.source
             jobs[i] = Job(job.source, name)
+    # Imported once the arguments are checked: the networks' modules take seconds to import.
     from fastuda.inference import Segmenter, to_image_tensor
 
     seg = Segmenter.from_checkpoint(args.checkpoint, args.device, config=args.config, overrides=overrides,
@@ -232,8 +230,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.format:
         # the benchmark's published test resize (1920x1080 at HRDA's resolution) whatever the checkpoint's
         # target, unless the config sets data.resize (as evaluation's pipelines do)
-        from fastuda.data import preset_pipeline
-
         d = seg.config.data
         seg.scale = tuple(d.resize) if d.resize else tuple(preset_pipeline(d.recipe, args.format, train=False).scale)
     print(f"{seg}: {len(jobs)} images -> {args.out}", file=sys.stderr)
@@ -243,8 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[tuple[Path, str]] = []
     bar = None
     if not args.no_progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(jobs), desc="predict", unit="img", dynamic_ncols=True)
     for start in range(0, len(jobs), args.batch_size):
         batch, images = [], []

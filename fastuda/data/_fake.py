@@ -10,6 +10,7 @@ id in the second), BDD100K images as JPEGs with grey train-id masks, Mapillary
 images as JPEGs with palette PNGs of its 66 class ids.
 """
 
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -168,8 +169,6 @@ def write_fake_acdc(
                     (root / "gt" / split).mkdir(parents=True, exist_ok=True)
                     (root / "gt" / split / train_label.name).write_bytes(train_label.read_bytes())
     if layout == "flat":
-        import shutil
-
         for condition in conditions:
             shutil.rmtree(root / "rgb_anon" / condition)
             shutil.rmtree(root / "gt" / condition)

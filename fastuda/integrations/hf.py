@@ -35,6 +35,11 @@ from torch import nn
 
 from fastuda import ops
 from fastuda._io import atomic_write
+from fastuda.data.labels import CITYSCAPES_CLASSES
+from fastuda.errors import UserError
+from fastuda.models.architecture import architecture
+from fastuda.models.checkpoint import read_model_state
+from fastuda.models.mix_transformer import hf_v5_name, mit, model_to_hf_keys
 
 IMPLEMENTATION = "fastuda"
 
@@ -198,11 +203,6 @@ def export_hf(checkpoint, folder, *, which: str = "model", encoder_only: bool = 
             ``SegformerForSemanticSegmentation``, and a DAFormer, HRDA or DeepLabV2 head is an
             error: transformers has no such head.
     """
-    from fastuda.errors import UserError
-    from fastuda.models.architecture import architecture
-    from fastuda.models.checkpoint import read_model_state
-    from fastuda.models.mix_transformer import hf_v5_name, model_to_hf_keys
-
     seg = _segformer_module()
     if isinstance(checkpoint, nn.Module):
         state, name = checkpoint.state_dict(), type(checkpoint).__name__
@@ -237,9 +237,6 @@ def export_hf(checkpoint, folder, *, which: str = "model", encoder_only: bool = 
 def _segformer_config(state: dict, arch, whole: bool):
     """The transformers ``SegformerConfig`` of a MiT (+ SegFormer head) state dict."""
     from transformers import SegformerConfig
-
-    from fastuda.data.labels import CITYSCAPES_CLASSES
-    from fastuda.models import mit
 
     encoder = mit(arch.backbone, drop_path_rate=0.0)  # heads, reduction ratios and MLP widths of the variant
     blocks = [getattr(encoder, f"block{i}")[0] for i in range(1, 5)]

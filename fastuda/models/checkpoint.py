@@ -119,7 +119,7 @@ def _read_file(path: str):
         raise UserError(f"checkpoint {path} is empty (0 bytes): the file is not a checkpoint, or it was cut off")
     if path.endswith(".safetensors"):
         try:
-            from safetensors.torch import load_file
+            from safetensors.torch import load_file  # optional: comes with transformers
         except ImportError:
             raise UserError(f"checkpoint {path} is a safetensors file: pip install safetensors") from None
         try:

@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 
+import timm
 import torch
 from torch import nn
 
@@ -30,8 +31,6 @@ class TimmResNet(nn.Module):
 
     def __init__(self, name: str = "resnet101", output_stride: int = 8):
         super().__init__()
-        import timm
-
         self.body = timm.create_model(name, pretrained=False, features_only=True, output_stride=output_stride,
                                       out_indices=(4,))  # fmt: skip
         self.out_channels = self.body.feature_info.channels()

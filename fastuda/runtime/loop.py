@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from fastuda.config import TrainConfig, test_windows, to_dict, validate
 from fastuda.metrics import class_iou
@@ -150,8 +151,6 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
     src_iter, tgt_iter = iter(src_loader), iter(tgt_loader) if tgt_loader is not None else None  # see below
     bar = None
     if progress:
-        from tqdm import tqdm
-
         # the whole run's length: a --stop-at run does not look finished
         bar = tqdm(total=cfg.max_iters, initial=start, desc=cfg.name, dynamic_ncols=True)
     student.train()
