@@ -98,7 +98,7 @@ class Segmenter:
             if isinstance(config, TrainConfig):
                 cfg = apply_overrides(config, list(overrides))
             elif config is not None:
-                cfg = load_config(config, overrides)
+                cfg = load_config(config, overrides, from_pretrained=False)  # the weights are the checkpoint's
             elif kind == "fastuda":
                 cfg = apply_overrides(from_dict(content["config"]), list(overrides))
             else:

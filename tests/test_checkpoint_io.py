@@ -350,3 +350,18 @@ def test_mmsegmentations_own_segformer_head_is_named_and_refused(tmp_path):
     _, content = read_checkpoint(tmp_path / "mmseg_segformer.pth")
     with pytest.raises(UserError, match="mmseg_segformer.pth: mmsegmentation's SegformerHead .* is not SegFormer's all-MLP"):
         architecture(content["state_dict"], tmp_path / "mmseg_segformer.pth")
+
+
+def test_predict_with_a_training_preset_needs_only_what_inference_reads(files, tmp_path, monkeypatch, capsys):
+    """README's ``predict CKPT IMAGES --config mic_hrda_gta2cs``: the preset names the ImageNet
+    encoder file (model.pretrained) and the feature distance (uda.fd_lambda), which only training
+    reads; the checkpoint holds the weights (issue 20, sharp edge 1: they were demanded)."""
+    from PIL import Image
+
+    monkeypatch.chdir(tmp_path)  # no pretrained/mit_b5.pth here
+    Image.new("RGB", (40, 30), (90, 120, 60)).save(tmp_path / "x.png")
+    small = ["model.backbone=mit_demo", "model.embed_dim=32"]  # the released file's network, at a test's size
+    argv = [str(files["released_hrda"]), "x.png", "--out", "out", "--no-progress", "--native", "--config",
+            "mic_hrda_gta2cs", *small]  # fmt: skip
+    assert run_cli(predict.main, argv) == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "labelTrainIds" / "x.png").is_file()
