@@ -13,7 +13,7 @@ import fastuda.ops
 from fastuda import config
 from fastuda.runtime.build import build_segmentor
 from fastuda.runtime.compile import compile_student_teacher
-from fastuda.uda import build_optimizer, make_imnet_encoder, make_teacher, uda_step
+from fastuda.uda import StepState, build_optimizer, make_imnet_encoder, make_teacher, uda_step
 
 from conftest import CUDA, DEVICE
 
@@ -52,7 +52,7 @@ def setup(preset: str, provider: str, compile_backend: str = "inductor"):
     def step():
         with fastuda.ops.use_backend(backend):
             optimizer.zero_grad(set_to_none=True)
-            uda_step(student, teacher, batch, cfg, iteration[0], generator, imnet, dtype, fns=fns)
+            uda_step(StepState(student, teacher, generator, imnet, autocast_dtype=dtype, fns=fns), batch, cfg, iteration[0])
             optimizer.step()
         iteration[0] += 1
 

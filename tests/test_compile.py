@@ -9,7 +9,7 @@ import torch._dynamo
 from fastuda import config
 from fastuda.runtime.build import build_segmentor
 from fastuda.runtime.compile import compile_student_teacher
-from fastuda.uda import make_imnet_encoder, make_teacher, uda_step
+from fastuda.uda import StepState, make_imnet_encoder, make_teacher, uda_step
 from fastuda.uda.step import _detail_box, segmentation_loss, teacher_logits
 
 _TINY = ["data.batch_size=2", "model.backbone=mit_demo", "model.num_classes=19", "model.pretrained=None",
@@ -60,7 +60,7 @@ def _run_step(name: str, fns):
     generator = torch.Generator().manual_seed(0)
     for it in (0, 1):  # iteration 0 copies the student into the teacher; 1 is a real EMA step
         student.zero_grad(set_to_none=True)
-        loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, fns=fns)
+        loss, logs = uda_step(StepState(student, teacher, generator, imnet, fns=fns), batch, cfg, it)
     return logs, {n: p.grad for n, p in student.named_parameters() if p.grad is not None}
 
 

@@ -18,7 +18,7 @@ from fastuda.data import _fake
 from fastuda.models import mit
 from fastuda.runtime.build import build_eval_dataset, build_loaders, build_segmentor
 from fastuda.runtime.evaluation import evaluate
-from fastuda.uda import build_optimizer, make_imnet_encoder, make_teacher, uda_step
+from fastuda.uda import StepState, build_optimizer, make_imnet_encoder, make_teacher, uda_step
 from fastuda.uda.advseg import build_discriminator
 from fastuda.uda.optim import lr_factor
 
@@ -94,8 +94,8 @@ def probe_step(cfg):
     g = torch.Generator().manual_seed(1)
     batch = {"source": {"image": torch.randn(2, 3, h, w, generator=g), "label": label},
              "target": {"image": torch.randn(2, 3, h, w, generator=g)}}  # fmt: skip
-    loss, logs = uda_step(student, teacher, batch, cfg, 1000, torch.Generator().manual_seed(0), imnet,
-                          discriminator=disc)  # fmt: skip
+    state = StepState(student, teacher, torch.Generator().manual_seed(0), imnet, discriminator=disc)
+    loss, logs = uda_step(state, batch, cfg, 1000)
     grads = torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
     return sorted(logs), [float(v) for v in logs.values()], grads
 

@@ -25,7 +25,7 @@ from fastuda import config, train
 from fastuda.models import EncoderDecoder, HRDASegmentor
 from fastuda.models.daformer_head import DeepLabV2Head
 from fastuda.models.discriminator import FCDiscriminator
-from fastuda.uda import uda_step
+from fastuda.uda import StepState, uda_step
 from fastuda.uda.advseg import generator_loss
 from fastuda.uda.minent import entropy_loss
 from fastuda.uda.step import _detail_box, main_prediction, main_prediction_loss
@@ -100,7 +100,7 @@ def test_step_matches_published_forward_train(mode, hrda):
     if hrda:  # the step's two draws (source, then target) from the same generator state
         g = torch.Generator().manual_seed(7)
         boxes = [tuple(int(v) for v in _detail_box(ours, batch["source"]["image"], g)) for _ in range(2)]
-    loss, logs = uda_step(ours, None, batch, cfg, 0, generator, discriminator=disc if mode == "advseg" else None)
+    loss, logs = uda_step(StepState(ours, None, generator, discriminator=disc if mode == "advseg" else None), batch, cfg, 0)
 
     # the published forward_train, transcribed: source, target term, discriminator
     src, tgt, lbl = batch["source"]["image"], batch["target"]["image"], batch["source"]["label"]
@@ -151,7 +151,7 @@ def test_step_has_no_host_sync(mode, hrda):
     if mode == "target_only":
         del batch["target"]
     with SyncDetector():
-        loss, logs = uda_step(student, None, batch, cfg, 1, None, discriminator=disc)
+        loss, logs = uda_step(StepState(student, discriminator=disc), batch, cfg, 1)
     assert loss.device.type == "meta" and all(p.grad is not None for p in student.decode_head.parameters())
     if disc is not None:
         assert all(p.grad is not None for p in disc.parameters()) and "loss_disc" in logs
@@ -165,14 +165,14 @@ def test_step_no_host_sync_on_cuda(mode, hrda):
     warm-up step, then two checked steps."""
     cfg, student, disc, batch = _tiny_setup(mode, hrda, "cuda")
     generator = torch.Generator("cuda").manual_seed(0)
-    uda_step(student, None, batch, cfg, 0, generator, None, torch.bfloat16, discriminator=disc)
+    uda_step(StepState(student, None, generator, discriminator=disc, autocast_dtype=torch.bfloat16), batch, cfg, 0)
     torch.cuda.synchronize()
     previous = torch.cuda.get_sync_debug_mode()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for it in (1, 2):
             student.zero_grad(set_to_none=True)
-            loss, logs = uda_step(student, None, batch, cfg, it, generator, None, torch.bfloat16, discriminator=disc)
+            loss, logs = uda_step(StepState(student, None, generator, discriminator=disc, autocast_dtype=torch.bfloat16), batch, cfg, it)
     finally:
         torch.cuda.set_sync_debug_mode(previous)
     assert torch.isfinite(loss) and ("loss_disc" in logs) == (mode == "advseg")

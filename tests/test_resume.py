@@ -94,10 +94,10 @@ def test_sigterm_checkpoints_and_exits_zero(tmp_path, monkeypatch, capsys):
 
     step = loop.uda_step
 
-    def step_then_sigterm(student, teacher, batch, cfg, iteration, *args):
+    def step_then_sigterm(state, batch, cfg, iteration):
         if iteration == 2:  # a real signal, in the middle of iteration 3
             os.kill(os.getpid(), signal.SIGTERM)
-        return step(student, teacher, batch, cfg, iteration, *args)
+        return step(state, batch, cfg, iteration)
 
     monkeypatch.setattr(loop, "uda_step", step_then_sigterm)
     before = signal.getsignal(signal.SIGTERM)

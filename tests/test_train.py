@@ -12,7 +12,7 @@ import torch
 from fastuda import config, train
 from fastuda.models import mit
 from fastuda.runtime.build import build_segmentor, build_train_datasets
-from fastuda.uda import uda_step
+from fastuda.uda import StepState, uda_step
 
 TINY = [
     "data.source=synthetic", "data.target=synthetic", "data.synthetic_size=32", "data.synthetic_samples=8",
@@ -156,7 +156,7 @@ def test_uda_step_logs_and_per_term_backward():
     batch = {"source": {k: torch.stack([src[i][k] for i in range(2)]) for k in ("image", "label")},
              "target": {"image": torch.stack([tgt[i]["image"] for i in range(2)])}}  # fmt: skip
     g = torch.Generator().manual_seed(0)
-    loss, logs = uda_step(model, teacher, batch, cfg, 0, g, imnet)
+    loss, logs = uda_step(StepState(model, teacher, g, imnet), batch, cfg, 0)
     assert all(isinstance(v, torch.Tensor) and not v.requires_grad for v in logs.values())
     torch.testing.assert_close(loss, logs["loss_src"] + logs["loss_fd"] + logs["loss_mix"])
     assert all(p.grad is not None for p in model.decode_head.parameters() if p.requires_grad)

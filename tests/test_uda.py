@@ -380,7 +380,7 @@ from torch.overrides import TorchFunctionMode  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from fastuda import config as _config  # noqa: E402
-from fastuda.uda import make_imnet_encoder, make_teacher, step as step_module, uda_step  # noqa: E402
+from fastuda.uda import StepState, make_imnet_encoder, make_teacher, step as step_module, uda_step  # noqa: E402
 
 _DATA_DEPENDENT = (torch.Tag.dynamic_output_shape, torch.Tag.data_dependent_output)
 _COPIES = (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default)
@@ -466,7 +466,7 @@ def _step_setup(name: str, device):
 def _meta_step(name: str):
     student, teacher, imnet, batch, cfg = _step_setup(name, "meta")
     with SyncDetector():
-        loss, logs = uda_step(student, teacher, batch, cfg, 1, None, imnet)
+        loss, logs = uda_step(StepState(student, teacher, None, imnet), batch, cfg, 1)
     return loss, logs, student
 
 
@@ -523,14 +523,14 @@ def test_uda_step_no_host_sync_on_cuda(name):
     one warm-up step (lazy initialisation may sync once), then two checked steps."""
     student, teacher, imnet, batch, cfg = _step_setup(name, "cuda")
     generator = torch.Generator("cuda").manual_seed(0)
-    uda_step(student, teacher, batch, cfg, 0, generator, imnet, torch.bfloat16)
+    uda_step(StepState(student, teacher, generator, imnet, autocast_dtype=torch.bfloat16), batch, cfg, 0)
     torch.cuda.synchronize()
     previous = torch.cuda.get_sync_debug_mode()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for it in (1, 2):
             student.zero_grad(set_to_none=True)
-            loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, torch.bfloat16)
+            loss, logs = uda_step(StepState(student, teacher, generator, imnet, autocast_dtype=torch.bfloat16), batch, cfg, it)
     finally:
         torch.cuda.set_sync_debug_mode(previous)
     assert torch.isfinite(loss) and ("loss_mic" in logs) == (name == "mic")

@@ -1,5 +1,5 @@
-"""Checkpoint I/O: durable atomic writes, retention, the random state of a run, and what
-may change when a run is resumed.
+"""A run's checkpoints: the ``Checkpointer`` (save, retention, best, restore), the random state
+of a run, and what may change when a run is resumed.
 
 A write goes to ``.NAME.tmpPID`` in the same folder, is fsync'ed, renamed over ``NAME``
 and the folder entry is fsync'ed: a SIGKILL or power cut at any moment leaves the previous
@@ -22,6 +22,7 @@ import torch
 from fastuda._io import atomic_write, write_text
 from fastuda.config import TrainConfig, from_dict, set_value, to_dict
 from fastuda.models.checkpoint import read_training_checkpoint
+from fastuda.runtime import distributed
 from fastuda.models.checkpoint_format import FORMAT
 from fastuda.models.daformer_head import FUSE_KEY, fuse_levels, reverse_fuse_blocks
 
@@ -102,35 +103,98 @@ def restore(state: dict, nets: dict, optimizer, scheduler, generator: torch.Gene
     return state["iteration"], state.get("draws", state["iteration"] * cfg["data"]["batch_size"])
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save, durably and atomically (``fastuda._io.atomic_write``)."""
+class Checkpointer:
+    """A run's checkpoints, in ``out``: ``latest.pt`` (durable and atomic, every save),
+    ``iter_N.pt`` at multiples of ``checkpoint_interval`` (a hard link to the same bytes; the newest
+    ``checkpoint.keep_last`` kept), ``best.pt`` + ``best.json`` (the best evaluation so far, mIoU
+    in percent), and the resume: what ``restore`` loads and where the data order continues.
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
+    The loop calls ``restore`` (a resumed run), ``start`` (before training), ``save`` and
+    ``update_best``; every rank calls ``save`` (it gathers the ranks' RNG states and rank 0's BN
+    statistics), rank 0 alone writes.
+    """
 
-    atomic_write(path, write, durable=True)
+    def __init__(self, out: Path, cfg: TrainConfig, dist, nets: dict, optimizer, scheduler,
+                 generator: torch.Generator, disc_optim=None):  # fmt: skip
+        self.out, self.cfg, self.dist = Path(out), cfg, dist
+        self.nets, self.optimizer, self.scheduler, self.disc_optim = nets, optimizer, scheduler, disc_optim
+        self.generator = generator
+        self.start, self.draws = 0, 0  # the iteration this process started at, the draws consumed before it
+        self.resumed = False
+        self.best_score, self.best_iteration = -1.0, None
 
+    @property
+    def latest(self) -> Path:
+        return self.out / "latest.pt"
 
-def write_checkpoint(out: Path, state: dict, interval: int, keep_last: int | None) -> None:
-    """``OUT/latest.pt``; at multiples of ``interval`` also ``iter_N.pt`` (a hard link to the
-    same bytes: one write), keeping the newest ``keep_last`` of them."""
-    out, iteration = Path(out), state["iteration"]
-    save_checkpoint(out / "latest.pt", state)
-    if iteration and interval and iteration % interval == 0:
-        link_or_copy(out / "latest.pt", out / f"iter_{iteration}.pt")
-        prune(out, keep_last)
+    def restore(self, state: dict) -> int:
+        """Loads a saved run (``load_training_checkpoint``) into the networks, optimisers and this
+        rank's RNG streams; returns the iteration it continues from."""
+        self.start, self.draws = restore(state, self.nets, self.optimizer, self.scheduler, self.generator,
+                                         self.dist.rank, self.disc_optim)  # fmt: skip
+        self.resumed = True
+        return self.start
+
+    def begin(self) -> None:
+        """Before training (rank 0): removes the temporaries of killed writes, and reads the best
+        evaluation of a resumed run, of the iterations it has not undone."""
+        if not self.dist.main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(self.out)
+        path = self.out / "best.json"
+        if self.resumed and path.is_file():
+            data = json.loads(path.read_text())
+            if data["iteration"] <= self.start:  # runs before fastuda 0.1's percent units stored fractions
+                scale = 1 if data.get("unit") == "percent" else 100
+                self.best_score, self.best_iteration = scale * data["mIoU"], data["iteration"]
+
+    def save(self, iteration: int) -> None:
+        """``latest.pt`` at ``iteration`` (all ranks call it); ``iter_N.pt`` at the interval."""
+        d = self.dist
+        rngs = distributed.gather(rng_state(self.generator), d)
+        distributed.broadcast_state([self.nets["student"], self.nets.get("teacher")], d, params=False)
+        if not d.main:
+            return
+        consumed = self.draws + (iteration - self.start) * d.world * self.cfg.data.batch_size
+        state = training_state(self.nets, self.optimizer, self.scheduler, rngs, iteration, consumed, d.world,
+                               self.cfg, self.disc_optim)  # fmt: skip
+        _save(self.latest, state)
+        interval = self.cfg.checkpoint_interval
+        if iteration and interval and iteration % interval == 0:
+            _link_or_copy(self.latest, self.out / f"iter_{iteration}.pt")
+            _prune(self.out, self.cfg.checkpoint.keep_last)
+
+    def update_best(self, iteration: int, score: float | None) -> bool:
+        """Rank 0: keeps ``latest.pt`` (saved at ``iteration``) as ``best.pt`` if ``score`` (mIoU,
+        percent) beats the best so far; True when it did."""
+        if not self.dist.main or score is None or score <= self.best_score:
+            return False
+        _link_or_copy(self.latest, self.out / "best.pt")
+        self.best_score, self.best_iteration = score, iteration
+        write_text(self.out / "best.json", json.dumps({"iteration": iteration, "mIoU": score, "unit": "percent"}),
+                   durable=True)
+        return True
 
 
 def remove_temporaries(out: Path) -> list[Path]:
-    """Deletes ``.*.tmpPID`` files left by killed writes in ``out``; returns them."""
+    """Deletes the ``.NAME.tmpPID`` files (``fastuda._io.temporary_name``) left by killed writes
+    in ``out``; returns them."""
     stale = [p for p in Path(out).glob(".*.tmp*") if re.fullmatch(r"\..+\.tmp\d+", p.name)]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
+def _save(path: Path, state: dict) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: torch.save then writes it in one stream
+            torch.save(state, f)
+
+    atomic_write(path, write, durable=True)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
     """``dst`` becomes the current content of ``src`` (a hard link when the filesystem allows), atomically."""
 
     def write(tmp: Path) -> None:
@@ -142,37 +206,13 @@ def link_or_copy(src: Path, dst: Path) -> None:
     atomic_write(dst, write, durable=True)
 
 
-def prune(out: Path, keep_last: int | None) -> None:
+def _prune(out: Path, keep_last: int | None) -> None:
     """Keeps the newest ``keep_last`` ``iter_N.pt`` files (None: all)."""
     if not keep_last:
         return
     numbered = [(int(m[1]), p) for p in Path(out).glob("iter_*.pt") if (m := re.fullmatch(r"iter_(\d+)\.pt", p.name))]
     for _, p in sorted(numbered)[:-keep_last]:
         p.unlink(missing_ok=True)
-
-
-class Best:
-    """The best evaluation so far (``best.json``: iteration, mIoU in percent) and its checkpoint (``best.pt``)."""
-
-    def __init__(self, out: Path, before: int | None = None):
-        self.out = Path(out)
-        self.score, self.iteration = -1.0, None
-        path = self.out / "best.json"
-        if before is not None and path.is_file():  # a resumed run: only evaluations it has not undone
-            data = json.loads(path.read_text())
-            if data["iteration"] <= before:  # runs before fastuda 0.1's percent units stored fractions
-                scale = 1 if data.get("unit") == "percent" else 100
-                self.score, self.iteration = scale * data["mIoU"], data["iteration"]
-
-    def update(self, iteration: int, score: float, checkpoint: Path) -> bool:
-        """Keeps ``checkpoint`` (of ``iteration``) as ``best.pt`` if ``score`` beats the best."""
-        if score <= self.score:
-            return False
-        link_or_copy(checkpoint, self.out / "best.pt")
-        self.score, self.iteration = score, iteration
-        write_text(self.out / "best.json", json.dumps({"iteration": iteration, "mIoU": score, "unit": "percent"}),
-                   durable=True)
-        return True
 
 
 def load_training_checkpoint(path: Path, mmap: bool = False) -> dict:

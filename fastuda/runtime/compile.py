@@ -36,7 +36,7 @@ def _check_backend(backend: str) -> None:
 
 def compile_student_teacher(backend: str = "inductor", mode: str | None = None) -> StepFunctions:
     """The step's model calls compiled with ``torch.compile(backend=, mode=)``; pass the result
-    as ``uda_step(..., fns=)``. ``backend``: "inductor" (kernels; needs a C++ compiler on CPU),
+    as ``StepState(..., fns=)``. ``backend``: "inductor" (kernels; needs a C++ compiler on CPU),
     "aot_eager" (traced forward + backward, eager kernels: checks tracing quickly), "eager"."""
     _check_backend(backend)
     return StepFunctions(

@@ -10,20 +10,21 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from fastuda._io import write_text
 from fastuda.config import TrainConfig, test_windows, to_dict, validate
 from fastuda.metrics import class_iou
 from fastuda.runtime import distributed
 from fastuda.runtime.build import (amp_dtype, build_eval_dataset, build_extra_eval_datasets, build_loaders,
                                    build_segmentor)  # fmt: skip
-from fastuda.runtime.checkpoint import (Best, load_training_checkpoint, remove_temporaries, restore, resume_config,
-                                        rng_state, seed_all, training_state, write_checkpoint)  # fmt: skip
+from fastuda.runtime.checkpoint import Checkpointer, load_training_checkpoint, resume_config, seed_all
 from fastuda.runtime.compile import compile_student_teacher, graph_breaks
 from fastuda.runtime.evaluation import dataset_table, evaluate, percent, report
 from fastuda.runtime.logging import RunLogger, run_metadata
 from fastuda.runtime.pictures import prediction_grid
-from fastuda.uda import build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
+from fastuda.uda import StepState, build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
 from fastuda.uda.advseg import build_discriminator
 from fastuda.uda.optim import lr_factor
+from fastuda.uda.step import StepFunctions
 
 
 def _to(batch: dict, device) -> dict:
@@ -85,32 +86,22 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
         seed_all(rank_seed)
     generator = torch.Generator(d.device).manual_seed(rank_seed)
     nets = {"student": student, "teacher": teacher, "imnet": imnet, "discriminator": disc}
-    start, draws = (restore(state, nets, optimizer, scheduler, generator, d.rank, disc_optim) if state is not None
-                    else (0, 0))  # fmt: skip
+    checkpoints = Checkpointer(out, cfg, d, nets, optimizer, scheduler, generator, disc_optim)
+    start = checkpoints.restore(state) if state is not None else 0
     dtype = amp_dtype(amp, d.device)
     scaler = torch.amp.GradScaler(d.device.type) if dtype == torch.float16 else None
-    fns = compile_student_teacher(compile_backend) if compile_backend else None
+    fns = compile_student_teacher(compile_backend) if compile_backend else StepFunctions()
+    step_state = StepState(student, teacher, generator, imnet, disc, dtype, scaler, fns)
     breaks_before = graph_breaks()  # the count is per process: report this run's
 
+    checkpoints.begin()
     if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(out)
-        (out / "config.json").write_text(json.dumps({**to_dict(cfg), "run": run_metadata()}, indent=2))
+        write_text(out / "config.json", json.dumps({**to_dict(cfg), "run": run_metadata()}, indent=2))
     logger = RunLogger(out, enabled=d.main, resume_at=start if state is not None else None)
-    best = Best(out, before=start if state is not None else None)
     # list and check the evaluation split now: a bad one fails here, not after eval_interval iterations
     eval_set, class_names = build_eval_dataset(cfg, check=True) if cfg.eval_interval >= 0 else (None, None)
     extra_sets = build_extra_eval_datasets(cfg, check=True) if cfg.eval_interval >= 0 else {}  # data.eval_datasets
     last_eval: dict = {}
-
-    def checkpoint(iteration: int) -> None:
-        rngs = distributed.gather(rng_state(generator), d)
-        distributed.broadcast_state([student, teacher], d, params=False)
-        if not d.main:
-            return
-        consumed = draws + (iteration - start) * d.world * cfg.data.batch_size
-        ckpt = training_state(nets, optimizer, scheduler, rngs, iteration, consumed, d.world, cfg, disc_optim)
-        write_checkpoint(out, ckpt, cfg.checkpoint_interval, cfg.checkpoint.keep_last)
 
     def run_eval(iteration: int) -> dict:
         distributed.broadcast_state([student], d, params=False)  # evaluate rank 0's BN statistics
@@ -135,8 +126,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
         if d.main:
             grid = prediction_grid(student, eval_set, class_names, d.device, crop, stride, dtype)
             logger.log_image(iteration, "predictions", grid)
-        if d.main and result["mIoU"] is not None and best.update(iteration, result["mIoU"], out / "latest.pt") \
-                and progress:
+        if checkpoints.update_best(iteration, result["mIoU"]) and progress:
             print(f"\nnew best mIoU: {out / 'best.pt'}", flush=True)
         if progress:
             print(f"\niteration {iteration}: target {cfg.data.eval_split}\n{table}", flush=True)
@@ -144,9 +134,10 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
                 print(dataset_table(cms, class_names, cfg.data.source)[0], flush=True)
         return result
 
-    src_loader, tgt_loader = build_loaders(cfg, start, d.rank, d.world, draws)  # every data file checked first
+    # every data file is checked here, before the first step
+    src_loader, tgt_loader = build_loaders(cfg, start, d.rank, d.world, checkpoints.draws)
     if state is None:
-        checkpoint(0)  # from now on there is always a latest.pt to resume from
+        checkpoints.save(0)  # from now on there is always a latest.pt to resume from
     # ---- the loop: one uda_step per iteration, the gradient average, the optimiser and the schedule
     src_iter, tgt_iter = iter(src_loader), iter(tgt_loader) if tgt_loader is not None else None  # see below
     bar = None
@@ -163,7 +154,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
             optimizer.zero_grad(set_to_none=True)
             if disc is not None:
                 disc_optim[0].zero_grad(set_to_none=True)
-            loss, logs = uda_step(student, teacher, batch, cfg, it, generator, imnet, dtype, scaler, fns, disc)
+            loss, logs = uda_step(step_state, batch, cfg, it)
             distributed.all_reduce_gradients(student, d)
             if disc is not None:
                 distributed.all_reduce_gradients(disc, d)
@@ -192,7 +183,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
             stopped = signals.requested if distributed.any_rank(signals.requested is not None, d) else None
             evaluate_now = cfg.eval_interval > 0 and done % cfg.eval_interval == 0 and done != stop
             if stopped or evaluate_now or (cfg.checkpoint_interval and done % cfg.checkpoint_interval == 0):
-                checkpoint(done)  # before the evaluation: a failing evaluation loses no training
+                checkpoints.save(done)  # before the evaluation: a failing evaluation loses no training
             if stopped:
                 break
             if evaluate_now:
@@ -201,7 +192,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
         bar.close()
     if not stopped:
         if stop > start and not (cfg.checkpoint_interval and stop % cfg.checkpoint_interval == 0):
-            checkpoint(stop)
+            checkpoints.save(stop)
         if stop == cfg.max_iters and cfg.eval_interval >= 0:
             last_eval = run_eval(stop)
     result = {"student": student, "teacher": teacher, "discriminator": disc, "iteration": done, "eval": last_eval, "out": out,

@@ -8,11 +8,11 @@ from .fd import downscale_label_ratio, feature_distance_mask, make_imnet_encoder
 from .mic import block_mask, mask_image
 from .optim import build_optimizer, build_scheduler, lr_factor, param_groups
 from .rcs import RareClassSampling
-from .step import uda_step
+from .step import StepState, uda_step
 
 __all__ = [
     "RareClassSampling", "blur_kernel_size", "block_mask", "build_optimizer", "build_scheduler", "color_jitter",
     "downscale_label_ratio", "ema_alpha", "ema_update", "feature_distance_mask", "gaussian_blur",
     "lr_factor", "make_imnet_encoder", "make_teacher", "mask_image", "masked_feature_distance", "param_groups",
-    "strong_augment", "teacher_mode", "uda_step",
+    "StepState", "strong_augment", "teacher_mode", "uda_step",
 ]  # fmt: skip

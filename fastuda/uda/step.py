@@ -30,8 +30,9 @@ shape or host-to-device copy flagged) and on a GPU
 """
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -140,30 +141,39 @@ def _backward(loss: Tensor, scaler) -> None:
     (scaler.scale(loss) if scaler is not None else loss).backward()
 
 
-def uda_step(
-    student: nn.Module,
-    teacher: nn.Module | None,
-    batch: dict,
-    cfg: TrainConfig,
-    iteration: int,
-    generator: torch.Generator,
-    imnet_encoder: nn.Module | None = None,
-    autocast_dtype: torch.dtype | None = None,
-    scaler=None,
-    fns: StepFunctions | None = None,
-    discriminator: nn.Module | None = None,
-) -> tuple[Tensor, dict[str, Tensor]]:
+@dataclasses.dataclass
+class StepState:
+    """What an iteration works on besides the batch and the config: the networks, the random
+    stream and the precision. The loop builds one per run; tests build their own.
+
+    ``generator``: a torch.Generator on the training device for ClassMix, augmentation, MIC
+    masks and HRDA crops (None: the global stream). ``imnet_encoder``: the frozen ImageNet
+    encoder of the feature distance (FD), when ``uda.fd_lambda > 0``. ``discriminator``:
+    AdvSeg's; its gradients are accumulated by the step. ``scaler``: a GradScaler under fp16.
+    ``fns``: the model calls (eager by default; ``fastuda.runtime.compile`` compiles them).
+    """
+
+    student: nn.Module
+    teacher: nn.Module | None = None  # the EMA teacher (uda.mode="dacs")
+    generator: torch.Generator | None = None
+    imnet_encoder: nn.Module | None = None
+    discriminator: nn.Module | None = None
+    autocast_dtype: torch.dtype | None = None
+    scaler: Any = None
+    fns: StepFunctions = StepFunctions()
+
+
+def uda_step(state: StepState, batch: dict, cfg: TrainConfig, iteration: int) -> tuple[Tensor, dict[str, Tensor]]:
     """One iteration's losses and gradients (the optimiser steps are the caller's).
 
     ``batch``: {"source": {"image", "label"}, "target": {"image"[, "valid_mask"]}}
     on the training device (target-only: the labelled target as "source", no
-    "target"). ``generator``: a torch.Generator on that device for ClassMix,
-    augmentation, MIC masks and HRDA crops. ``fns``: the model calls
-    (``StepFunctions()``, eager, by default). ``discriminator``: AdvSeg's; its
-    gradients are accumulated here. Returns the segmentor's total loss and a
-    dict of detached logs.
+    "target"). ``state``: the networks and the random stream (``StepState``).
+    Returns the segmentor's total loss and a dict of detached logs.
     """
-    fns = fns or StepFunctions()
+    student, teacher, generator, fns = state.student, state.teacher, state.generator, state.fns
+    imnet_encoder, discriminator, scaler = state.imnet_encoder, state.discriminator, state.scaler
+    autocast_dtype = state.autocast_dtype
     u = cfg.uda
     device = batch["source"]["image"].device
     amp = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
