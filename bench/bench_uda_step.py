@@ -48,11 +48,12 @@ def setup(preset: str, provider: str, compile_backend: str = "inductor"):
     fns = compile_student_teacher(compile_backend) if provider.endswith("+compile") else None
     dtype = torch.bfloat16 if CUDA else None
     iteration = [1]
+    state = StepState(student, teacher, generator, imnet, autocast_dtype=dtype, fns=fns)
 
     def step():
         with fastuda.ops.use_backend(backend):
             optimizer.zero_grad(set_to_none=True)
-            uda_step(StepState(student, teacher, generator, imnet, autocast_dtype=dtype, fns=fns), batch, cfg, iteration[0])
+            uda_step(state, batch, cfg, iteration[0])
             optimizer.step()
         iteration[0] += 1
 

@@ -100,7 +100,8 @@ def test_step_matches_published_forward_train(mode, hrda):
     if hrda:  # the step's two draws (source, then target) from the same generator state
         g = torch.Generator().manual_seed(7)
         boxes = [tuple(int(v) for v in _detail_box(ours, batch["source"]["image"], g)) for _ in range(2)]
-    loss, logs = uda_step(StepState(ours, None, generator, discriminator=disc if mode == "advseg" else None), batch, cfg, 0)
+    state = StepState(ours, None, generator, discriminator=disc if mode == "advseg" else None)
+    loss, logs = uda_step(state, batch, cfg, 0)
 
     # the published forward_train, transcribed: source, target term, discriminator
     src, tgt, lbl = batch["source"]["image"], batch["target"]["image"], batch["source"]["label"]
@@ -165,14 +166,15 @@ def test_step_no_host_sync_on_cuda(mode, hrda):
     warm-up step, then two checked steps."""
     cfg, student, disc, batch = _tiny_setup(mode, hrda, "cuda")
     generator = torch.Generator("cuda").manual_seed(0)
-    uda_step(StepState(student, None, generator, discriminator=disc, autocast_dtype=torch.bfloat16), batch, cfg, 0)
+    state = StepState(student, None, generator, discriminator=disc, autocast_dtype=torch.bfloat16)
+    uda_step(state, batch, cfg, 0)
     torch.cuda.synchronize()
     previous = torch.cuda.get_sync_debug_mode()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for it in (1, 2):
             student.zero_grad(set_to_none=True)
-            loss, logs = uda_step(StepState(student, None, generator, discriminator=disc, autocast_dtype=torch.bfloat16), batch, cfg, it)
+            loss, logs = uda_step(state, batch, cfg, it)
     finally:
         torch.cuda.set_sync_debug_mode(previous)
     assert torch.isfinite(loss) and ("loss_disc" in logs) == (mode == "advseg")

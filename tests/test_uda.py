@@ -523,14 +523,15 @@ def test_uda_step_no_host_sync_on_cuda(name):
     one warm-up step (lazy initialisation may sync once), then two checked steps."""
     student, teacher, imnet, batch, cfg = _step_setup(name, "cuda")
     generator = torch.Generator("cuda").manual_seed(0)
-    uda_step(StepState(student, teacher, generator, imnet, autocast_dtype=torch.bfloat16), batch, cfg, 0)
+    state = StepState(student, teacher, generator, imnet, autocast_dtype=torch.bfloat16)
+    uda_step(state, batch, cfg, 0)
     torch.cuda.synchronize()
     previous = torch.cuda.get_sync_debug_mode()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for it in (1, 2):
             student.zero_grad(set_to_none=True)
-            loss, logs = uda_step(StepState(student, teacher, generator, imnet, autocast_dtype=torch.bfloat16), batch, cfg, it)
+            loss, logs = uda_step(state, batch, cfg, it)
     finally:
         torch.cuda.set_sync_debug_mode(previous)
     assert torch.isfinite(loss) and ("loss_mic" in logs) == (name == "mic")
