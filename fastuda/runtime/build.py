@@ -9,7 +9,7 @@ import signal
 import torch
 from torch.utils.data import DataLoader
 
-from fastuda.config import TrainConfig, check_pretrained, resize, train_crop
+from fastuda.config import TrainConfig, check_pretrained, parse_dataset_spec, resize, train_crop
 from fastuda.data import build_dataset, preset_pipeline
 from fastuda.data.check import check_files
 from fastuda.data.dataset import SegmentationDataset
@@ -106,8 +106,6 @@ def build_named_eval_dataset(cfg: TrainConfig, name: str, root: str, key: str, c
     """(dataset, class names): the val split of dataset ``name`` at ``root`` with its published test
     pipeline under ``cfg``'s recipe (``data.eval_datasets``, ``fastuda.evaluate --dataset``); a
     problem is a one-line error naming ``key`` and the root."""
-    from fastuda.data import build_dataset
-
     try:
         ds = build_dataset(name, root, "val", _pipeline(cfg, name, False))
     except (FileNotFoundError, ValueError) as e:
@@ -119,8 +117,6 @@ def build_named_eval_dataset(cfg: TrainConfig, name: str, root: str, key: str, c
 
 def build_extra_eval_datasets(cfg: TrainConfig, check: bool = False) -> dict[str, tuple]:
     """{name: (dataset, class names)} of ``data.eval_datasets``, scored beside the target."""
-    from fastuda.config import parse_dataset_spec
-
     out = {}
     for spec in cfg.data.eval_datasets:
         name, root = parse_dataset_spec(spec)

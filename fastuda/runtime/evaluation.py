@@ -5,7 +5,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from fastuda.metrics import GTA_SUBSETS, SYNTHIA_SUBSETS, confusion_matrix, format_table, mean_iou, scores
+from fastuda.metrics import (GTA_SUBSETS, SYNTHIA_SUBSETS, class_iou, confusion_matrix, format_table, mean_iou,
+                             scores)  # fmt: skip
 from fastuda.models.slide import predict
 
 
@@ -56,8 +57,6 @@ def dataset_table(cms: dict, class_names, source: str = "gta") -> tuple[str, dic
     (K, K) confusion matrix), a column per class (IoU in %, n/a where a class is in neither the
     labels nor the predictions), then each row's mIoU (``report``'s: mIoU16 for a Synthia source).
     Returns the table and {name: mIoU} (fractions)."""
-    from fastuda.metrics import class_iou
-
     names = [str(n) for n in class_names]
     width = max(len("dataset"), *(len(str(k)) for k in cms))
     cols = [max(len(n), 6) for n in names]

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from fastuda.models.discriminator import FCDiscriminator
+
 SOURCE_LABEL = 0.0  # published: source_label = 0
 TARGET_LABEL = 1.0  # published: target_label = 1
 ADV_LOSSES = ("ls", "vanilla")
@@ -85,8 +87,6 @@ def build_discriminator_optimizer(discriminator: nn.Module, max_iters: int, lr: 
 
 def build_discriminator(cfg, device) -> tuple[nn.Module, tuple]:
     """(FCDiscriminator on ``device``, (Adam, LambdaLR)) of a training config's ``uda`` section."""
-    from fastuda.models.discriminator import FCDiscriminator
-
     u = cfg.uda
     disc = FCDiscriminator(cfg.model.num_classes).to(device)
     return disc, build_discriminator_optimizer(disc, cfg.max_iters, u.adv_lr, u.adv_betas, u.adv_lr_power, u.adv_lr_min)
