@@ -24,7 +24,6 @@ from fastuda.runtime.pictures import prediction_grid
 from fastuda.uda import StepState, build_optimizer, build_scheduler, make_imnet_encoder, make_teacher, uda_step
 from fastuda.uda.advseg import build_discriminator
 from fastuda.uda.optim import lr_factor
-from fastuda.uda.step import StepFunctions
 
 
 def _to(batch: dict, device) -> dict:
@@ -90,7 +89,7 @@ def _train(cfg, out, resume, d: distributed.Dist, amp, progress, max_iters, comp
     start = checkpoints.restore(state) if state is not None else 0
     dtype = amp_dtype(amp, d.device)
     scaler = torch.amp.GradScaler(d.device.type) if dtype == torch.float16 else None
-    fns = compile_student_teacher(compile_backend) if compile_backend else StepFunctions()
+    fns = compile_student_teacher(compile_backend) if compile_backend else None
     step_state = StepState(student, teacher, generator, imnet, disc, dtype, scaler, fns)
     breaks_before = graph_breaks()  # the count is per process: report this run's
 

@@ -160,7 +160,7 @@ class StepState:
     discriminator: nn.Module | None = None
     autocast_dtype: torch.dtype | None = None
     scaler: Any = None
-    fns: StepFunctions = StepFunctions()
+    fns: StepFunctions | None = None  # None: StepFunctions(), eager
 
 
 def uda_step(state: StepState, batch: dict, cfg: TrainConfig, iteration: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -171,7 +171,7 @@ def uda_step(state: StepState, batch: dict, cfg: TrainConfig, iteration: int) ->
     "target"). ``state``: the networks and the random stream (``StepState``).
     Returns the segmentor's total loss and a dict of detached logs.
     """
-    student, teacher, generator, fns = state.student, state.teacher, state.generator, state.fns
+    student, teacher, generator, fns = state.student, state.teacher, state.generator, state.fns or StepFunctions()
     imnet_encoder, discriminator, scaler = state.imnet_encoder, state.discriminator, state.scaler
     autocast_dtype = state.autocast_dtype
     u = cfg.uda
