@@ -8,6 +8,8 @@ where it is written.
 
 from dataclasses import dataclass
 
+from fastuda.config.recipes import RECIPES, recipe_resize
+
 from .transforms import HRDA_PSEUDO_MARGINS, Pipeline
 
 
@@ -39,8 +41,6 @@ class PublishedPipeline:
 
     def pipeline(self, recipe: str, dataset: str) -> Pipeline:
         """The pipeline at ``recipe``'s sizes for ``dataset`` (a name of ``fastuda.config.DATASETS``)."""
-        from fastuda.config.recipes import RECIPES, recipe_resize
-
         scale = recipe_resize(recipe, dataset)
         if not self.train:
             return Pipeline(scale=scale, resize_label=False)
@@ -102,8 +102,6 @@ PUBLISHED_PIPELINES: dict[tuple[str, str, str], PublishedPipeline] = {
 
 def _row(recipe: str, dataset: str, role: str | None) -> tuple[str, str, PublishedPipeline]:
     """(recipe, canonical dataset, row), with every argument checked."""
-    from fastuda.config.recipes import RECIPES
-
     recipe = recipe.lower()
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {recipe!r}")

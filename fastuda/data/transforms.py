@@ -28,8 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastuda.config.recipes import RECIPES, recipe_resize
-
 from .labels import IGNORE_INDEX
 from .photometric import photometric_distortion
 
