@@ -64,8 +64,11 @@ def source_only_gta2cs() -> TrainConfig:
 def _deeplabv2_sgd(name: str, mode: str) -> TrainConfig:
     """HRDA experiment 41's DeepLabV2 rows: ResNet-101 + dlv2red head, GTA -> Cityscapes at
     DAFormer's resolution (crop 512, whole-image test at 1024x512), SGD lr 0.0025 (momentum 0.9,
-    weight decay 5e-4, no head multiplier) with poly10warm, 40k iterations, seed 0."""
-    cfg = TrainConfig(name=name, model=ModelConfig(backbone="resnet101", decode_head="deeplabv2red", pretrained=None))
+    weight decay 5e-4, no head multiplier) with poly10warm, 40k iterations, seed 0. The encoder starts
+    from mmcv's ImageNet ResNet-101 v1c (``open-mmlab://resnet101_v1c``, as
+    ``configs/_base_/models/deeplabv2_r50-d8.py``; see docs/training.md for the file)."""
+    cfg = TrainConfig(name=name, model=ModelConfig(backbone="resnet101", decode_head="deeplabv2red",
+                                                   pretrained="pretrained/resnet101_v1c.pth"))  # fmt: skip
     cfg.data.crop_size = (512, 512)
     cfg.uda.mode = mode
     cfg.uda.fd_lambda = 0.0
@@ -78,8 +81,7 @@ def advseg_gta2cs() -> TrainConfig:
     """AdvSeg on DeepLabV2: HRDA ``experiments.py`` id 41, row ``('gtaCAug', 'cityscapes', '512x512',
     'dlv2red', 'r101v1c', 'advseg', sgd)`` with ``configs/_base_/uda/advseg.py`` (LS discriminator,
     lr_D 1e-4, power 0.9, lambda_adv 0.001). With HRDA (row 2): ``hrda.enabled=true data.recipe=hrda
-    data.crop_size=(1024,1024)``. Not yet as published: the source's PhotoMetricDistortion
-    ('CAug'), the ImageNet ResNet-101 v1c weights (set model.pretrained) and its deep stem."""
+    data.crop_size=(1024,1024)``."""
     return _deeplabv2_sgd("advseg_gta2cs", "advseg")
 
 

@@ -33,7 +33,7 @@ _LAZY = {
     **{name: ("mix_transformer", name)
        for name in ("mit", "mit_b0", "mit_b1", "mit_b2", "mit_b3", "mit_b4", "mit_b5", "mit_demo")},  # fmt: skip
     "EncoderDecoder": ("segmentor", "EncoderDecoder"),
-    "TimmResNet": ("segmentor", "TimmResNet"),
+    "TimmResNet": ("resnet", "TimmResNet"),
 }
 
 

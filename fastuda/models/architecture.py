@@ -35,6 +35,10 @@ def architecture(state: dict, path="checkpoint") -> Architecture:
         if backbone is None:
             raise UserError(f"{path}: a MiT encoder with widths {dims} and depths {depths} is none of "
                             f"{', '.join(VARIANTS)}")  # fmt: skip
+    elif "backbone.body.conv1.weight" in state:  # timm's 7x7 stem: what fastuda built before the v1c stem
+        raise UserError(f"{path}: a ResNet with the single 7x7 stem; fastuda's ResNets are mmseg's ResNetV1c "
+                        "(deep stem, as the published DeepLabV2): retrain, or load the encoder from mmcv's "
+                        "resnet101_v1c weights")  # fmt: skip
     elif any(k.startswith("backbone.body.") for k in state):
         blocks = {k.split(".")[3] for k in state if k.startswith("backbone.body.layer3.")}
         backbone = {6: "resnet50", 23: "resnet101", 36: "resnet152"}.get(len(blocks), "resnet101")

@@ -10,6 +10,8 @@ One reader, ``read_checkpoint(path) -> (kind, state)``, recognises every layout 
 * ``"mmseg"``: an mmseg file, ``{"state_dict": {"backbone.*", "decode_head.*"}, "meta": ...}``.
 * ``"mit"``: SegFormer's ImageNet encoders ``mit_b0..b5.pth``, a bare MiT state dict
   (``patch_embed1.proj.weight``, ``block1.0.attn.q.weight``, ...) with a classifier ``head.*``.
+* ``"resnet"``: mmcv's ImageNet ResNetV1c (``open-mmlab://resnet101_v1c``, the published DeepLabV2
+  encoder): ``stem.*``, ``layer1..4.*``, ``fc.*``, bare or under ``state_dict``.
 * ``"hf"``: a Hugging Face transformers Segformer: a ``save_pretrained`` folder
   (``model.safetensors`` or ``pytorch_model.bin``), a ``.safetensors`` file or a state dict,
   in the key names of transformers 4.x or 5.x (``SegformerModel``, ``...ForSemanticSegmentation``,
@@ -17,7 +19,8 @@ One reader, ``read_checkpoint(path) -> (kind, state)``, recognises every layout 
 
 This file reads the files and tells their layouts apart; the key remaps of the external layouts
 live beside the model they load into (``mix_transformer``: SegFormer's ImageNet encoders and
-transformers' Segformer; ``daformer_head``: the SegFormer head of NVlabs and mmseg files).
+transformers' Segformer; ``daformer_head``: the SegFormer head of NVlabs and mmseg files; ``resnet``:
+mmcv's ResNetV1c keys, bare or under mmseg's ``backbone.``).
 
 SegFormer head: fastuda's ``SegFormerHead`` concatenates the levels shallowest first, as the
 published DAFormer / HRDA / MIC ``segformer_head.py`` does (``daformer_head.FUSE_ORDER``). A
@@ -46,6 +49,7 @@ from fastuda.errors import UserError
 from .checkpoint_format import upgrade_fastuda
 from .daformer_head import segformer_head_keys
 from .mix_transformer import hf_to_model_keys, imagenet_to_model_keys
+from .resnet import is_mmcv_resnet, mmcv_resnet_to_model_keys, resnet_backbone_keys
 
 UDA_MODELS = ("model", "ema_model", "imnet_model")
 # which= of a released UDA checkpoint -> the entry of a fastuda.train checkpoint
@@ -56,6 +60,7 @@ KINDS = {
     "mmseg": "mmseg checkpoint",
     "mit": "SegFormer ImageNet MiT encoder",
     "hf": "Hugging Face Segformer",
+    "resnet": "mmcv ImageNet ResNetV1c encoder",
 }
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -197,6 +202,8 @@ def classify(obj, path: str = "checkpoint") -> str:
         return "mmseg"
     if "patch_embed1.proj.weight" in state:
         return "mit"
+    if is_mmcv_resnet(state):
+        return "resnet"
     raise UserError(f"{path} is not a checkpoint fastuda knows: its keys ({_short(sorted(state), 4)}) match none "
                     f"of {', '.join(KINDS.values())}")  # fmt: skip
 
@@ -250,11 +257,13 @@ def to_model_keys(checkpoint: dict, which: str = "model") -> tuple[dict, str]:
         if which not in prefixes:
             raise UserError(f"UDA checkpoint has no {which!r} weights; it has {sorted(prefixes & set(UDA_MODELS))}")
         picked = {k.removeprefix(which + "."): v for k, v in state.items() if k.startswith(which + ".")}
-        return segformer_head_keys(picked), f"UDA ({which})"
+        return resnet_backbone_keys(segformer_head_keys(picked)), f"UDA ({which})"
     if kind == "mmseg":
-        return segformer_head_keys(state), "mmseg"
+        return resnet_backbone_keys(segformer_head_keys(state)), "mmseg"
     if kind == "hf":
         return hf_to_model_keys(state), "Hugging Face Segformer"
+    if kind == "resnet":
+        return mmcv_resnet_to_model_keys(state), "mmcv ImageNet ResNetV1c"
     return imagenet_to_model_keys(state), "ImageNet MiT"
 
 

@@ -21,9 +21,9 @@ BACKBONES = {
     "mit_b4": "fastuda.models.mix_transformer:mit_b4",
     "mit_b5": "fastuda.models.mix_transformer:mit_b5",
     "mit_demo": "fastuda.models.mix_transformer:mit_demo",  # the CPU demo's: MiT-shaped, one block per stage
-    # timm ResNets dilated to stride 8: their last level only (DeepLabV2)
-    "resnet50": "fastuda.models.segmentor:resnet50",
-    "resnet101": "fastuda.models.segmentor:resnet101",
+    # mmseg's ResNetV1c (deep stem) dilated to stride 8: its last level only (DeepLabV2)
+    "resnet50": "fastuda.models.resnet:resnet50",
+    "resnet101": "fastuda.models.resnet:resnet101",
 }
 # the backbones with the 4 levels that the daformer / segformer heads and HRDA's daformer head fuse
 MIT_BACKBONES = tuple(name for name, ctor in BACKBONES.items() if ctor.startswith("fastuda.models.mix_transformer:"))
