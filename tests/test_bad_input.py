@@ -115,6 +115,8 @@ CONFIG_CASES = [
     ("demo", ["uda.mode=advseg", "uda.adv_betas=(0.9,1.0)"], "uda.adv_betas"),
     ("demo", ["optim.name=adam"], "optim.name='adam'"),
     ("advseg_gta2cs", ["model.decode_head=daformer"], "model.decode_head='daformer' needs a 4-level MiT encoder"),
+    ("advseg_gta2cs", ["data.source=synthia"], "data.caug=true with data.source='synthia'"),  # gtaCAug only
+    ("advseg_gta2cs", [], "model.pretrained=pretrained/resnet101_v1c.pth: file not found"),  # says where to get it
     ("demo", ["hrda.enabled=true", "model.decode_head=deeplabv2red", "model.embed_dim=32"], "model.embed_dim=32"),
     # FD against a randomly initialised 'ImageNet' encoder
     ("daformer_gta2cs", ["model.pretrained=None"], "uda.fd_lambda=0.005"),

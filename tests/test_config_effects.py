@@ -203,6 +203,7 @@ CASES = {
     "data.recipe": ("hrda", "data", "file", [], []),  # the target's valid pseudo-label mask
     "data.crop_size": ((64, 32), "data", "file", [], []),
     "data.resize": ((96, 48), "data", "file", [], []),
+    "data.caug": (True, "data", "file", [], []),  # PhotoMetricDistortion on the source, a plain target crop
     "data.batch_size": (1, "data", "file", [], []),
     "data.workers": (1, "data", "file", [], []),
     "data.eval_split": ("train", "eval", "file", [], []),

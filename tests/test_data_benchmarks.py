@@ -658,7 +658,7 @@ def test_target_only_and_dg_pipelines():
         assert (pipe.scale, pipe.crop_size, pipe.cat_max_ratio, pipe.flip_prob) == (scale, (crop, crop), 0.75, 0.5)
         assert pipe.photometric and pipe.pseudo_margins is None
     assert not any(row.photometric for (_, _, role), row in PUBLISHED_PIPELINES.items()
-                   if role not in ("target_only", "dg_source"))  # fmt: skip
+                   if role not in ("target_only", "dg_source", "caug_source"))  # fmt: skip
     # the label and the geometry are those of the pipeline without the distortion
     pipe = preset_pipeline("daformer", "gta", role="dg_source")
     image = torch.randint(0, 256, (3, 90, 160), dtype=torch.uint8)
@@ -669,6 +669,36 @@ def test_target_only_and_dg_pipelines():
     b = with_pmd(image, label, torch.Generator().manual_seed(3))
     torch.testing.assert_close(a["label"], b["label"])
     assert pipe.photometric and not torch.equal(a["image"], b["image"])
+
+
+def test_caug_pipelines_of_advseg_and_minent(tmp_path):
+    """HRDA experiments.py id 41 trains AdvSeg / MinEnt on 'gtaCAug' -> 'cityscapes'
+    (configs/_base_/datasets/uda_gtaCAug{,HR}_to_cityscapes{,HR}_*.py): the GTA pipeline with
+    cat_max_ratio 0.75 and PhotoMetricDistortion after the flip, the Cityscapes target with a plain
+    RandomCrop (no cat_max_ratio, no distortion, no valid mask). The presets train on that pair."""
+    from fastuda import config
+    from fastuda.data._fake import write_fake_cityscapes, write_fake_gta
+    from fastuda.runtime.build import build_train_datasets
+
+    published = {("daformer", "gta", "caug_source"): ((1280, 720), 512, 0.75, True),
+                 ("hrda", "gta", "caug_source"): ((2560, 1440), 1024, 0.75, True),
+                 ("daformer", "cityscapes", "caug_target"): ((1024, 512), 512, 1.0, False),
+                 ("hrda", "cityscapes", "caug_target"): ((2048, 1024), 1024, 1.0, False)}  # fmt: skip
+    for (recipe, dataset, role), (scale, crop, cat_max, pmd) in published.items():
+        pipe = preset_pipeline(recipe, dataset, role=role)
+        assert (pipe.scale, pipe.crop_size, pipe.cat_max_ratio, pipe.flip_prob) == (scale, (crop, crop), cat_max, 0.5)
+        assert pipe.photometric == pmd and pipe.pseudo_margins is None
+    for name in ("advseg_gta2cs", "minent_gta2cs"):
+        cfg = config.preset(name)
+        cfg.data.source_root = str(write_fake_gta(tmp_path / "gta", count=2, size=(96, 64)))
+        cfg.data.target_root = str(write_fake_cityscapes(tmp_path / "cs", counts={"train": 2, "val": 1}))
+        source, target = build_train_datasets(cfg)
+        assert source.pipeline.photometric and source.pipeline.cat_max_ratio == 0.75
+        assert not target.pipeline.photometric and target.pipeline.cat_max_ratio == 1.0
+        assert target.pipeline.pseudo_margins is None
+        cfg.data.caug = False  # DACS on DeepLabV2 (id 41's 'gta' rows): the plain source, DAFormer's target crop
+        source, target = build_train_datasets(cfg)
+        assert not source.pipeline.photometric and target.pipeline.cat_max_ratio == 0.75
 
 
 # ---------------------------------------------------------------- through the command line

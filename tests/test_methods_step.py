@@ -226,7 +226,10 @@ def test_sgd_optimizer_groups():
     from fastuda.models import build_model
     from fastuda.uda import build_optimizer
 
-    opt = build_optimizer(build_model(config.preset("advseg_gta2cs").model), config.preset("advseg_gta2cs").optim)
+    cfg = config.preset("advseg_gta2cs")
+    assert cfg.model.pretrained == "pretrained/resnet101_v1c.pth"  # mmcv's open-mmlab://resnet101_v1c, as published
+    cfg.model.pretrained = None
+    opt = build_optimizer(build_model(cfg.model), cfg.optim)
     assert isinstance(opt, torch.optim.SGD) and {g["lr"] for g in opt.param_groups} == {0.0025}
     assert {g["weight_decay"] for g in opt.param_groups} == {0.0005} and opt.defaults["momentum"] == 0.9
 

@@ -70,6 +70,7 @@ def _deeplabv2_sgd(name: str, mode: str) -> TrainConfig:
     cfg = TrainConfig(name=name, model=ModelConfig(backbone="resnet101", decode_head="deeplabv2red",
                                                    pretrained="pretrained/resnet101_v1c.pth"))  # fmt: skip
     cfg.data.crop_size = (512, 512)
+    cfg.data.caug = True  # 'gtaCAug': the source with PhotoMetricDistortion, a plain target crop
     cfg.uda.mode = mode
     cfg.uda.fd_lambda = 0.0
     cfg.rcs.enabled = False

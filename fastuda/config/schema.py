@@ -72,6 +72,9 @@ class DataConfig:
     crop_size: tuple[int, int] | None = field(None, optional(each(POSITIVE)))
     # (long, short) keep-ratio resize; None: the recipe's (e.g. 1280x720)
     resize: tuple[int, int] | None = field(None, optional(each(POSITIVE)))
+    # the published 'CAug' data (gtaCAug, HRDA experiment 41's AdvSeg / MinEnt): PhotoMetricDistortion on the
+    # source, a plain random crop of the Cityscapes target (no cat_max_ratio); not read by the synthetic scenes
+    caug: bool = False
     batch_size: int = field(2, at_least(1))  # images per domain per iteration (2 source + 2 target)
     workers: int = field(check=at_least(0), factory=lambda: default_workers())  # decoding processes per loader
     eval_split: str = field("val", one_of("val", "train"))  # target split used for evaluation

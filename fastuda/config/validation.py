@@ -66,6 +66,9 @@ def _check_across(cfg: TrainConfig, from_pretrained: bool) -> None:
     if u.mode != "dacs" and u.mic_lambda > 0:
         raise UserError(f"uda.mic_lambda={u.mic_lambda} with uda.mode={u.mode!r}: MIC learns from the EMA teacher's "
                         "pseudo-labels, which only uda.mode='dacs' has; expected uda.mic_lambda=0 or uda.mode='dacs'")
+    if cfg.data.caug and cfg.data.source not in ("gta", "synthetic"):
+        raise UserError(f"data.caug=true with data.source={cfg.data.source!r}: the published CAug source is GTA "
+                        "(gtaCAug); expected data.source='gta' or data.caug=false")  # fmt: skip
     if u.mode in ("advseg", "minent") and u.fd_lambda > 0:
         raise UserError(f"uda.fd_lambda={u.fd_lambda} with uda.mode={u.mode!r}: the published {u.mode} has no ImageNet "
                         "feature distance (it belongs to DAFormer's DACS); expected uda.fd_lambda=0")  # fmt: skip
@@ -84,8 +87,9 @@ def check_pretrained(path: str | None) -> None:
     """``model.pretrained`` names a file (or is None); read by ``validate`` and, for configs
     built in code, by ``fastuda.runtime.build.build_segmentor``."""
     if path and not Path(path).is_file():
-        raise UserError(f"model.pretrained={path}: file not found; expected the SegFormer ImageNet weights "
-                        "(mit_b*.pth) there, or model.pretrained=None to start from scratch")  # fmt: skip
+        raise UserError(f"model.pretrained={path}: file not found; expected the ImageNet weights there (SegFormer's "
+                        "mit_b*.pth, or mmcv's resnet101_v1c: docs/training.md says where to get them), or "
+                        "model.pretrained=None to start from scratch")  # fmt: skip
 
 
 def validate(cfg: TrainConfig, from_pretrained: bool = True) -> TrainConfig:

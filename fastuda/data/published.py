@@ -20,8 +20,10 @@ DATASET_ALIASES = {
     **{f"acdc_{c}": "acdc" for c in ("fog", "night", "rain", "snow")},
 }  # fmt: skip
 # source / target: UDA training; test: evaluation; dg_source: a labelled source for domain
-# generalisation, target_only: supervised training on the target (both with PhotoMetricDistortion)
-ROLES = ("source", "target", "test", "dg_source", "target_only")
+# generalisation, target_only: supervised training on the target (both with PhotoMetricDistortion);
+# caug_source / caug_target: the 'CAug' UDA pair (gtaCAug -> cityscapes: PhotoMetricDistortion on the
+# source, a plain target crop), HRDA experiment 41's AdvSeg / MinEnt
+ROLES = ("source", "target", "test", "dg_source", "target_only", "caug_source", "caug_target")
 # The role a dataset has in the published benchmarks when none is asked for.
 DEFAULT_ROLE = {"gta": "source", "synthia": "source", "cityscapes": "target", "acdc": "target",
                 "dark_zurich": "target", "bdd100k": "test", "mapillary": "test"}  # fmt: skip
@@ -77,6 +79,10 @@ PUBLISHED_PIPELINES: dict[tuple[str, str, str], PublishedPipeline] = {
                                                   photometric=True),
     ("daformer", "gta", "dg_source"): _P(_config("uda_gtaCAug_to_cityscapes_512x512"), cat_max_ratio=0.75,
                                          photometric=True),
+    # AdvSeg / MinEnt (HRDA experiments.py id 41: 'gtaCAug' -> 'cityscapes'): the target's crop is plain there
+    ("daformer", "gta", "caug_source"): _P(_config("uda_gtaCAug_to_cityscapes_512x512"), cat_max_ratio=0.75,
+                                           photometric=True),
+    ("daformer", "cityscapes", "caug_target"): _P(_config("uda_gtaCAug_to_cityscapes_512x512")),
     ("daformer", "bdd100k", "test"): _P(_dg_test("uda_gtaCAug_to_cityscapes_512x512"), train=False),
     ("daformer", "mapillary", "test"): _P(_dg_test("uda_gtaCAug_to_cityscapes_512x512"), train=False),
     # HRDA (and MIC), crop 1024
@@ -95,6 +101,9 @@ PUBLISHED_PIPELINES: dict[tuple[str, str, str], PublishedPipeline] = {
     ("hrda", "cityscapes", "target_only"): _P(_config("cityscapesHR_1024x1024"), cat_max_ratio=0.75, photometric=True),
     ("hrda", "gta", "dg_source"): _P(_config("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), cat_max_ratio=0.75,
                                      photometric=True),
+    ("hrda", "gta", "caug_source"): _P(_config("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), cat_max_ratio=0.75,
+                                       photometric=True),
+    ("hrda", "cityscapes", "caug_target"): _P(_config("uda_gtaCAugHR_to_cityscapesHR_1024x1024")),
     ("hrda", "bdd100k", "test"): _P(_dg_test("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), train=False),
     ("hrda", "mapillary", "test"): _P(_dg_test("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), train=False),
 }  # fmt: skip
@@ -136,7 +145,10 @@ def preset_pipeline(recipe: str, dataset: str, train: bool = True, role: str | N
     dataset plays its published role (``DEFAULT_ROLE``). "target_only"
     (Cityscapes) and "dg_source" (GTA5) are the supervised pipelines of the
     target-only and domain-generalisation configs: the source geometry with
-    cat_max_ratio 0.75, plus PhotoMetricDistortion. ``PUBLISHED_PIPELINES`` holds
+    cat_max_ratio 0.75, plus PhotoMetricDistortion. "caug_source" (GTA5) and
+    "caug_target" (Cityscapes) are the 'CAug' pair of AdvSeg / MinEnt (HRDA
+    experiments.py id 41): the source with PhotoMetricDistortion, the target
+    with a plain crop and no valid mask. ``PUBLISHED_PIPELINES`` holds
     every row with the config it comes from; the sizes are
     ``fastuda.config.RECIPES`` (crop) and ``DATASETS`` (resize):
 

@@ -70,10 +70,11 @@ def build_train_datasets(cfg: TrainConfig):
     if d.source == "synthetic":  # validate() has checked that both are
         return (SyntheticScenes("source", d.synthetic_samples, d.synthetic_size, cfg.seed),
                 SyntheticScenes("target", d.synthetic_samples, d.synthetic_size, cfg.seed))  # fmt: skip
-    source = _dataset(cfg, "source", "train", True, cfg.seed)
+    roles = ("caug_source", "caug_target") if d.caug else ("source", "target")  # the published gtaCAug pair
+    source = _dataset(cfg, "source", "train", True, cfg.seed, role=roles[0])
     if cfg.uda.mode == "source_only":
         return source, None
-    return source, _dataset(cfg, "target", "train", True, cfg.seed + 1)
+    return source, _dataset(cfg, "target", "train", True, cfg.seed + 1, role=roles[1])
 
 
 def _labelled_target(cfg: TrainConfig):
