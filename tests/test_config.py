@@ -56,7 +56,24 @@ def test_tables_match_the_code_they_describe():
         cfg.data.recipe, cfg.data.crop_size = recipe, None
         assert preset_pipeline(recipe, "gta").crop_size == config.train_crop(cfg)
     assert {r: config.RECIPES[r].crop for r in config.RECIPES} == {"daformer": (512, 512), "hrda": (1024, 1024),
-                                                                  "mic": (1024, 1024)}  # fmt: skip
+                                                                  "mic": (1024, 1024), "target_only": (512, 512),
+                                                                  "hrda_whole": (1024, 1024)}  # fmt: skip
+
+
+def test_test_windows_are_the_published_ones():
+    """mmseg test_cfg of the published experiments (HRDA experiments.py): DAFormer whole image;
+    HRDA / MIC slide 1024 / 512 (id 40); target-only slide 512 / 256 (id 43, inference='slide' with
+    stride = crop // 2); HRDA on DeepLabV2 whole image through HRDA's scales (id 41, inference='whole')."""
+    def windows(name, *overrides):
+        return config.test_windows(config.apply_overrides(config.preset(name), list(overrides)))
+
+    assert windows("daformer_gta2cs") == (None, None)
+    assert windows("hrda_gta2cs") == windows("mic_hrda_gta2cs") == ((1024, 1024), (512, 512))
+    assert windows("target_only_cs") == ((512, 512), (256, 256))
+    assert windows("advseg_gta2cs") == (None, None)
+    assert windows("advseg_gta2cs", "hrda.enabled=true", "data.recipe=hrda_whole", "data.crop_size=(1024,1024)") == (
+        None, None)
+    assert windows("target_only_cs", "data.target=synthetic", "data.source=synthetic") == (None, None)
 
 
 def test_messages_name_key_value_and_expectation():

@@ -81,8 +81,7 @@ def _deeplabv2_sgd(name: str, mode: str) -> TrainConfig:
 def advseg_gta2cs() -> TrainConfig:
     """AdvSeg on DeepLabV2: HRDA ``experiments.py`` id 41, row ``('gtaCAug', 'cityscapes', '512x512',
     'dlv2red', 'r101v1c', 'advseg', sgd)`` with ``configs/_base_/uda/advseg.py`` (LS discriminator,
-    lr_D 1e-4, power 0.9, lambda_adv 0.001). With HRDA (row 2): ``hrda.enabled=true data.recipe=hrda
-    data.crop_size=(1024,1024)``."""
+    lr_D 1e-4, power 0.9, lambda_adv 0.001). With HRDA (row 2): ``advseg_hrda_gta2cs``."""
     return _deeplabv2_sgd("advseg_gta2cs", "advseg")
 
 
@@ -97,10 +96,11 @@ def target_only_cs() -> TrainConfig:
     """The oracle: HRDA ``experiments.py`` id 43, row ``('', 'cityscapes', '512x512')`` (DAFormer
     network, MiT-B5 + DAFormer head, ``configs/_base_/datasets/cityscapes_512x512.py``: Cityscapes
     train at 1024x512, crop 512, cat_max_ratio 0.75, flip, PhotoMetricDistortion: the data pipeline's
-    ``target_only`` role), AdamW 6e-5 poly10warm, 40k, seed 0. Not yet as published: the test is
-    whole-image (published: slide 512 / stride 256 over the 1024x512 image)."""
+    ``target_only`` role), AdamW 6e-5 poly10warm, 40k, seed 0; tested as published with slide windows
+    of 512 every 256 over the 1024x512 image (``data.recipe=target_only``, ``fastuda.config.RECIPES``)."""
     cfg = daformer_gta2cs()
     cfg.name = "target_only_cs"
+    cfg.data.recipe = "target_only"
     cfg.uda.mode = "target_only"
     cfg.uda.fd_lambda = 0.0
     cfg.rcs.enabled = False

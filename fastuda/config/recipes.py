@@ -19,10 +19,13 @@ class Recipe:
 
     crop: Size  # (h, w) random training crop
     full_resolution: bool  # resize to the dataset's full-resolution size (HRDA) or to half of it (DAFormer)
-    # HRDA's slide inference (mmseg test_cfg mode='slide'): window (h, w) and stride; the
-    # single-scale models infer on the whole (resized) image
-    test_window: Size
-    test_stride: Size
+    # an HRDA model's test (mmseg test_cfg): slide windows (h, w) every stride (mode='slide'), or None: the
+    # whole (resized) image through HRDA's two scales, its detail branch slid at hr_crop / 2 (mode='whole')
+    test_window: Size | None
+    test_stride: Size | None
+    # a single-scale model's test: slide windows and stride, or None: the whole (resized) image
+    single_window: Size | None = None
+    single_stride: Size | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +43,13 @@ RECIPES = {
     "daformer": Recipe(crop=(512, 512), full_resolution=False, test_window=(1024, 1024), test_stride=(512, 512)),
     "hrda": Recipe(crop=(1024, 1024), full_resolution=True, test_window=(1024, 1024), test_stride=(512, 512)),
     "mic": Recipe(crop=(1024, 1024), full_resolution=True, test_window=(1024, 1024), test_stride=(512, 512)),
+    # HRDA experiments.py id 43 (target-only at DAFormer's resolution): DAFormer's data sizes,
+    # inference='slide' with the crop as window and half of it as stride
+    "target_only": Recipe(crop=(512, 512), full_resolution=False, test_window=(1024, 1024), test_stride=(512, 512),
+                          single_window=(512, 512), single_stride=(256, 256)),
+    # HRDA experiments.py id 41's HRDA rows (hrda1-512-0.1_dlv2red with AdvSeg / MinEnt / DACS): HRDA's
+    # data sizes, inference='whole' (the default there): the whole 2048x1024 image through HRDA's scales
+    "hrda_whole": Recipe(crop=(1024, 1024), full_resolution=True, test_window=None, test_stride=None),
 }
 
 DATASETS = {
@@ -83,9 +93,9 @@ def resize(cfg, dataset: str) -> Size | None:
 
 
 def test_windows(cfg) -> tuple[Size | None, Size | None]:
-    """(window, stride) of slide inference: the recipe's for HRDA; None (the whole image) for
-    single-scale models and the synthetic scenes."""
-    if cfg.hrda.enabled and cfg.data.target != "synthetic":
-        r = RECIPES[cfg.data.recipe]
-        return r.test_window, r.test_stride
-    return None, None
+    """(window, stride) of slide inference, the recipe's (``test_window`` for HRDA models,
+    ``single_window`` for single-scale ones); None: the whole image (always for the synthetic scenes)."""
+    if cfg.data.target == "synthetic":
+        return None, None
+    r = RECIPES[cfg.data.recipe]
+    return (r.test_window, r.test_stride) if cfg.hrda.enabled else (r.single_window, r.single_stride)
