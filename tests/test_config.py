@@ -71,8 +71,7 @@ def test_test_windows_are_the_published_ones():
     assert windows("hrda_gta2cs") == windows("mic_hrda_gta2cs") == ((1024, 1024), (512, 512))
     assert windows("target_only_cs") == ((512, 512), (256, 256))
     assert windows("advseg_gta2cs") == (None, None)
-    assert windows("advseg_gta2cs", "hrda.enabled=true", "data.recipe=hrda_whole", "data.crop_size=(1024,1024)") == (
-        None, None)
+    assert windows("advseg_hrda_gta2cs") == windows("minent_hrda_gta2cs") == (None, None)
     assert windows("target_only_cs", "data.target=synthetic", "data.source=synthetic") == (None, None)
 
 

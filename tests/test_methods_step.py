@@ -212,6 +212,14 @@ def test_presets_carry_published_numbers():
         assert (c.optim.warmup_iters, c.optim.power, c.max_iters, c.seed, c.uda.fd_lambda, c.rcs.enabled) == (
             1500, 1.0, 40000, 0, 0.0, False)
         assert name in config.PRESETS[name].__doc__ or "experiments.py" in config.PRESETS[name].__doc__
+    for name, mode in (("advseg_hrda_gta2cs", "advseg"), ("minent_hrda_gta2cs", "minent")):
+        # the HRDA rows of id 41: 'gtaCAugHR' -> 'cityscapesHR', crop 1024, hrda1-512-0.1_dlv2red, whole-image test
+        c, low = config.preset(name), config.preset(name.replace("_hrda", ""))
+        assert (c.uda.mode, c.data.recipe, c.data.crop_size, c.data.caug) == (mode, "hrda_whole", (1024, 1024), True)
+        assert (c.hrda.enabled, c.hrda.hr_crop_size, c.hrda.hr_loss_weight, c.hrda.crop_coord_divisible) == (
+            True, 512, 0.1, 8)
+        assert (c.model, c.optim, c.uda, c.rcs, c.seed) == (low.model, low.optim, low.uda, low.rcs, low.seed)
+        assert "experiments.py" in config.PRESETS[name].__doc__ and "hrda1-512-0.1_dlv2red" in config.PRESETS[name].__doc__
     a = config.preset("advseg_gta2cs").uda
     assert (a.adv_loss, a.adv_lr, a.adv_lr_power, a.adv_lr_min, a.adv_lambda, a.adv_betas) == (
         "ls", 1e-4, 0.9, 0.0, 0.001, (0.9, 0.99))

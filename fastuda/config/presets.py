@@ -92,6 +92,35 @@ def minent_gta2cs() -> TrainConfig:
     return _deeplabv2_sgd("minent_gta2cs", "minent")
 
 
+def _deeplabv2_sgd_hrda(name: str, mode: str) -> TrainConfig:
+    """HRDA experiment 41's HRDA rows: ``_deeplabv2_sgd`` on 'gtaCAugHR' -> 'cityscapesHR' (full
+    resolution, crop 1024) with ``hrda1-512-0.1_dlv2red``: HRDA (scales 1 and 0.5, detail crop 512,
+    detail loss 0.1, crop offsets divisible by 8, class-wise attention from a second dlv2red
+    classifier), inference='whole' (the whole 2048x1024 image through HRDA's scales, data.recipe
+    ``hrda_whole``)."""
+    cfg = _deeplabv2_sgd(name, mode)
+    cfg.data.recipe, cfg.data.crop_size = "hrda_whole", (1024, 1024)
+    cfg.hrda.enabled = True
+    cfg.hrda.hr_crop_size, cfg.hrda.hr_loss_weight, cfg.hrda.crop_coord_divisible = 512, 0.1, 8
+    return cfg
+
+
+def advseg_hrda_gta2cs() -> TrainConfig:
+    """AdvSeg with HRDA on DeepLabV2: HRDA ``experiments.py`` id 41, row ``('gtaCAugHR', 'cityscapesHR',
+    '1024x1024', 'hrda1-512-0.1_dlv2red', 'r101v1c', 'advseg', sgd)`` (published run name
+    ``gtaCAugHR2csHR_1024x1024_advseg_hrda1-512-01_dlv2red_r101v1c_poly10warm_sgd_00025_pmF_s0``) with
+    ``configs/_base_/uda/advseg.py``; AdvSeg sees HRDA's fused prediction at half the crop."""
+    return _deeplabv2_sgd_hrda("advseg_hrda_gta2cs", "advseg")
+
+
+def minent_hrda_gta2cs() -> TrainConfig:
+    """MinEnt with HRDA on DeepLabV2: HRDA ``experiments.py`` id 41, row ``('gtaCAugHR', 'cityscapesHR',
+    '1024x1024', 'hrda1-512-0.1_dlv2red', 'r101v1c', 'minent', sgd)`` (published run name
+    ``gtaCAugHR2csHR_1024x1024_minent_hrda1-512-01_dlv2red_r101v1c_poly10warm_sgd_00025_pmF_s0``) with
+    ``configs/_base_/uda/minent.py``."""
+    return _deeplabv2_sgd_hrda("minent_hrda_gta2cs", "minent")
+
+
 def target_only_cs() -> TrainConfig:
     """The oracle: HRDA ``experiments.py`` id 43, row ``('', 'cityscapes', '512x512')`` (DAFormer
     network, MiT-B5 + DAFormer head, ``configs/_base_/datasets/cityscapes_512x512.py``: Cityscapes
@@ -270,7 +299,7 @@ def demo_source_only() -> TrainConfig:
 PRESETS = {
     f.__name__: f
     for f in (daformer_gta2cs, daformer_synthia2cs, hrda_gta2cs, hrda_synthia2cs, mic_hrda_gta2cs, source_only_gta2cs,
-              advseg_gta2cs, minent_gta2cs, target_only_cs,
+              advseg_gta2cs, minent_gta2cs, advseg_hrda_gta2cs, minent_hrda_gta2cs, target_only_cs,
               daformer_cs2acdc, hrda_cs2acdc, mic_hrda_cs2acdc, source_only_cs2acdc,
               daformer_cs2darkzurich, hrda_cs2darkzurich, mic_hrda_cs2darkzurich, source_only_cs2darkzurich,
               daformer_gta_dg, hrda_gta_dg, demo, demo_source_only)
