@@ -15,10 +15,10 @@ from fastuda.models.registry import BACKBONES, HEADS, MIT_BACKBONES
 
 from .loading import (MOVED, ConfigKeyError, all_keys, apply_overrides, from_dict, load_config, set_value,
                       to_dict)  # fmt: skip
-from .presets import (PRESETS, advseg_gta2cs, config_for, daformer_cs2acdc, daformer_cs2darkzurich, daformer_gta2cs,
+from .presets import (PRESETS, advseg_gta2cs, advseg_hrda_gta2cs, config_for, daformer_cs2acdc, daformer_cs2darkzurich, daformer_gta2cs,
                       daformer_gta_dg, daformer_synthia2cs, demo, demo_source_only, hrda_cs2acdc, hrda_cs2darkzurich,
                       hrda_gta2cs, hrda_gta_dg, hrda_synthia2cs, mic_hrda_cs2acdc, mic_hrda_cs2darkzurich,
-                      mic_hrda_gta2cs, minent_gta2cs, preset, source_only_cs2acdc, source_only_cs2darkzurich,
+                      mic_hrda_gta2cs, minent_gta2cs, minent_hrda_gta2cs, preset, source_only_cs2acdc, source_only_cs2darkzurich,
                       source_only_gta2cs, target_only_cs)  # fmt: skip
 from .recipes import DATASETS, RECIPES, Dataset, Recipe, recipe_resize, resize, test_windows, train_crop
 from .schema import (DATASET_CLASSES, EVAL_DATASETS, SOURCE_DATASETS, TARGET_DATASETS, CheckpointConfig, DataConfig,
@@ -29,11 +29,11 @@ __all__ = [
     "BACKBONES", "Check", "CheckpointConfig", "ConfigKeyError", "DATASETS", "DATASET_CLASSES", "DataConfig",
     "Dataset", "EVAL_DATASETS", "HEADS", "HRDAConfig", "MIT_BACKBONES", "MOVED", "ModelConfig", "OptimConfig",
     "PRESETS", "RCSConfig", "RECIPES", "Recipe", "SOURCE_DATASETS", "TARGET_DATASETS", "TrainConfig", "UDAConfig",
-    "advseg_gta2cs", "all_keys", "apply_overrides", "check_fields", "check_pretrained", "config_for",
+    "advseg_gta2cs", "advseg_hrda_gta2cs", "all_keys", "apply_overrides", "check_fields", "check_pretrained", "config_for",
     "daformer_cs2acdc", "daformer_cs2darkzurich", "daformer_gta2cs", "daformer_gta_dg", "daformer_synthia2cs", "demo",
     "demo_source_only", "field", "from_dict", "hrda_cs2acdc", "hrda_cs2darkzurich", "hrda_gta2cs", "hrda_gta_dg",
     "hrda_synthia2cs", "load_config", "mic_hrda_cs2acdc", "mic_hrda_cs2darkzurich", "mic_hrda_gta2cs",
-    "minent_gta2cs", "parse_dataset_spec", "preset", "recipe_resize", "resize", "set_value", "source_only_cs2acdc",
+    "minent_gta2cs", "minent_hrda_gta2cs", "parse_dataset_spec", "preset", "recipe_resize", "resize", "set_value", "source_only_cs2acdc",
     "source_only_cs2darkzurich", "source_only_gta2cs", "target_only_cs", "test_windows", "to_dict", "train_crop",
     "validate",
 ]  # fmt: skip
