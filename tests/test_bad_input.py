@@ -96,6 +96,7 @@ CONFIG_CASES = [
     ("daformer_gta_dg", ["data.eval_datasets=('bdd100k',)"], "data.eval_datasets=('bdd100k',)"),  # no root
     ("daformer_gta_dg", ["data.eval_datasets=('kitti=data/kitti',)"], "NAME=ROOT with NAME one of"),
     ("daformer_gta_dg", ["data.eval_datasets=('gta=data/gta',)"], "data.eval_datasets"),  # no labelled val split
+    ("demo", ["data.eval_datasets=('bdd100k=data/bdd100k',)"], "but data.eval_datasets='bdd100k' has 19"),  # 6 classes
     ("mic_hrda_cs2acdc", ["uda.mic_mode=separatesrc"], "uda.mic_mode='separatesrc'"),
     ("demo", ["uda.pseudo_ignore_top=40", "uda.pseudo_ignore_bottom=40"], "uda.pseudo_ignore_bottom=40"),
     # the default margins (15 + 120) on a small crop: was the op's 'ignore_bottom must be in [0, 64]'

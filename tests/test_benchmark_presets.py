@@ -63,7 +63,7 @@ def test_dg_presets_carry_the_published_settings():
         cfg = config.preset(name)
         assert (cfg.data.source, cfg.data.target, cfg.uda.mode, cfg.seed) == ("gta", "cityscapes", "source_only", 0)
         assert cfg.uda.fd_lambda == 0.005 and cfg.rcs.enabled and cfg.rcs.temperature == 0.01
-        assert cfg.data.source_photometric
+        assert cfg.data.caug
         assert [config.parse_dataset_spec(s)[0] for s in cfg.data.eval_datasets] == ["bdd100k", "mapillary"]
         assert (cfg.optim.lr, cfg.optim.warmup_iters, cfg.max_iters) == (6e-5, 1500, 40000)
     d, h = config.preset("daformer_gta_dg"), config.preset("hrda_gta_dg")

@@ -16,7 +16,7 @@ from fastuda import config
 from fastuda.config import train_crop
 from fastuda.data import _fake
 from fastuda.models import mit
-from fastuda.runtime.build import build_eval_dataset, build_loaders, build_segmentor
+from fastuda.runtime.build import build_eval_dataset, build_extra_eval_datasets, build_loaders, build_segmentor
 from fastuda.runtime.evaluation import evaluate
 from fastuda.uda import StepState, build_optimizer, make_imnet_encoder, make_teacher, uda_step
 from fastuda.uda.advseg import build_discriminator
@@ -33,6 +33,7 @@ def env(tmp_path_factory):
         "synthia": _fake.write_fake_synthia(root / "synthia", count=4, size=(96, 64)),
         "cs": _fake.write_fake_cityscapes(root / "cs", counts={"train": 3, "val": 2}),
         "cs2": _fake.write_fake_cityscapes(root / "cs2", counts={"train": 3, "val": 2}, seed=1),
+        "bdd": _fake.write_fake_bdd100k(root / "bdd", count=2),
     }
     for i in (1, 2):
         with torch.random.fork_rng():
@@ -135,6 +136,12 @@ def probe_eval(cfg):
     return read
 
 
+def probe_eval_extra(cfg):
+    """The datasets scored beside the target, and which of their images."""
+    return {name: [dataset[i]["name"] for i in range(len(dataset))]
+            for name, (dataset, _) in build_extra_eval_datasets(cfg).items()}  # fmt: skip
+
+
 def probe_optim(cfg):
     torch.manual_seed(0)
     optimizer = build_optimizer(build_segmentor(cfg), cfg.optim)
@@ -174,7 +181,7 @@ def probe_run(cfg):
 
 
 PROBES = {"model": probe_model, "step": probe_step, "data": probe_data, "eval": probe_eval, "optim": probe_optim,
-          "run": probe_run, "disc": probe_disc}  # fmt: skip
+          "run": probe_run, "disc": probe_disc, "eval_extra": probe_eval_extra}  # fmt: skip
 ADVSEG = ["uda.mode=advseg", "uda.fd_lambda=0"]
 
 # key: (value, probe, base, overrides on both sides, overrides of the variant only)
@@ -204,6 +211,7 @@ CASES = {
     "data.crop_size": ((64, 32), "data", "file", [], []),
     "data.resize": ((96, 48), "data", "file", [], []),
     "data.caug": (True, "data", "file", [], []),  # PhotoMetricDistortion on the source, a plain target crop
+    "data.eval_datasets": ("('bdd100k={env[bdd]}',)", "eval_extra", "file", [], []),  # scored and logged beside the target
     "data.batch_size": (1, "data", "file", [], []),
     "data.workers": (1, "data", "file", [], []),
     "data.eval_split": ("train", "eval", "file", [], []),
@@ -231,6 +239,7 @@ CASES = {
     "uda.mic_lambda": (1.0, "step", "file", [], []),
     "uda.mic_mask_ratio": (0.3, "step", "file", ["uda.mic_lambda=1.0", "uda.mic_block_size=8"], []),
     "uda.mic_block_size": (16, "step", "file", ["uda.mic_lambda=1.0"], []),
+    "uda.mic_mode": ("separate", "step", "file", ["uda.mic_lambda=1.0", "uda.mic_block_size=8"], []),
     "uda.adv_lambda": (0.5, "step", "file", ADVSEG, []),
     "uda.adv_loss": ("vanilla", "step", "file", ADVSEG, []),
     "uda.adv_lr": (1e-3, "disc", "file", ADVSEG, []),

@@ -651,16 +651,16 @@ def test_target_only_and_dg_pipelines():
     with cat_max_ratio 0.75, RandomFlip 0.5, PhotoMetricDistortion."""
     published = {("daformer", "cityscapes", "target_only"): ((1024, 512), 512),
                  ("hrda", "cityscapes", "target_only"): ((2048, 1024), 1024),
-                 ("daformer", "gta", "dg_source"): ((1280, 720), 512),
-                 ("hrda", "gta", "dg_source"): ((2560, 1440), 1024)}  # fmt: skip
+                 ("daformer", "gta", "caug_source"): ((1280, 720), 512),
+                 ("hrda", "gta", "caug_source"): ((2560, 1440), 1024)}  # fmt: skip
     for (recipe, dataset, role), (scale, crop) in published.items():
         pipe = preset_pipeline(recipe, dataset, role=role)
         assert (pipe.scale, pipe.crop_size, pipe.cat_max_ratio, pipe.flip_prob) == (scale, (crop, crop), 0.75, 0.5)
         assert pipe.photometric and pipe.pseudo_margins is None
     assert not any(row.photometric for (_, _, role), row in PUBLISHED_PIPELINES.items()
-                   if role not in ("target_only", "dg_source", "caug_source"))  # fmt: skip
+                   if role not in ("target_only", "caug_source"))  # fmt: skip
     # the label and the geometry are those of the pipeline without the distortion
-    pipe = preset_pipeline("daformer", "gta", role="dg_source")
+    pipe = preset_pipeline("daformer", "gta", role="caug_source")
     image = torch.randint(0, 256, (3, 90, 160), dtype=torch.uint8)
     label = torch.randint(0, 19, (90, 160), dtype=torch.uint8)
     plain = Pipeline(scale=(160, 90), crop_size=(64, 64), cat_max_ratio=0.75, flip_prob=0.5)

@@ -227,7 +227,7 @@ def _gta_dg(name: str, base) -> TrainConfig:
     # (lambda 0.005) and RCS (T 0.01) of DAFormer
     cfg.uda.mode = "source_only"
     # 'gtaCAug' (dg configs/_base_/datasets/uda_gtaCAug*_to_cityscapes*.py): PhotoMetricDistortion after the flip
-    cfg.data.source_photometric = True
+    cfg.data.caug = True  # the source of the CAug pair; source-only reads no target
     # the model "is directly evaluated on Cityscapes during training"; BDD100K and Mapillary with
     # tools/test.py --dataset afterwards (dg README): here all three at every evaluation
     cfg.data.eval_datasets = ("bdd100k=data/bdd100k", "mapillary=data/mapillary")

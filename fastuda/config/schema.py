@@ -72,8 +72,9 @@ class DataConfig:
     crop_size: tuple[int, int] | None = field(None, optional(each(POSITIVE)))
     # (long, short) keep-ratio resize; None: the recipe's (e.g. 1280x720)
     resize: tuple[int, int] | None = field(None, optional(each(POSITIVE)))
-    # the published 'CAug' data (gtaCAug, HRDA experiment 41's AdvSeg / MinEnt): PhotoMetricDistortion on the
-    # source, a plain random crop of the Cityscapes target (no cat_max_ratio); not read by the synthetic scenes
+    # the published 'CAug' data (gtaCAug: HRDA experiment 41's AdvSeg / MinEnt, the dg branch's DG sources):
+    # PhotoMetricDistortion on the source, a plain random crop of the Cityscapes target (no cat_max_ratio);
+    # not read by the synthetic scenes
     caug: bool = False
     batch_size: int = field(2, at_least(1))  # images per domain per iteration (2 source + 2 target)
     workers: int = field(check=at_least(0), factory=lambda: default_workers())  # decoding processes per loader
@@ -82,8 +83,6 @@ class DataConfig:
     # more datasets scored at every evaluation beside the target, each with its published test pipeline,
     # as "NAME=ROOT" (e.g. ("bdd100k=data/bdd100k", "mapillary=data/mapillary"): the DG benchmarks)
     eval_datasets: tuple[str, ...] = field((), each(DATASET_SPEC))
-    # PhotoMetricDistortion on the labelled source (the published domain-generalisation sources, 'gtaCAug')
-    source_photometric: bool = False
     # synthetic demo only
     synthetic_size: int = field(64, multiple_of(8))  # scene side in pixels
     synthetic_samples: int = field(256, at_least(1))  # scenes per domain (train); the same number again for validation

@@ -8,7 +8,7 @@ from fastuda.errors import UserError
 from fastuda.models.registry import DEEPLAB_HEADS, MIT_BACKBONES
 
 from .recipes import train_crop
-from .schema import DATASET_CLASSES, TrainConfig
+from .schema import DATASET_CLASSES, TrainConfig, parse_dataset_spec
 
 
 def _check_across(cfg: TrainConfig, from_pretrained: bool) -> None:
@@ -17,7 +17,8 @@ def _check_across(cfg: TrainConfig, from_pretrained: bool) -> None:
     if synthetic[0] != synthetic[1]:
         raise UserError(f"data.source={d.source!r} with data.target={d.target!r}: the synthetic demo needs both "
                         "'synthetic', a released dataset needs neither")  # fmt: skip
-    for key, name in (("data.source", d.source), ("data.target", d.target)):
+    extra = [("data.eval_datasets", parse_dataset_spec(spec)[0]) for spec in d.eval_datasets]
+    for key, name in (("data.source", d.source), ("data.target", d.target), *extra):
         if m.num_classes != DATASET_CLASSES[name]:
             raise UserError(f"model.num_classes={m.num_classes} but {key}={name!r} has {DATASET_CLASSES[name]} "
                             f"classes; expected model.num_classes={DATASET_CLASSES[name]}")  # fmt: skip

@@ -19,11 +19,11 @@ DATASET_ALIASES = {
     "gta5": "gta", "darkzurich": "dark_zurich", "bdd": "bdd100k",
     **{f"acdc_{c}": "acdc" for c in ("fog", "night", "rain", "snow")},
 }  # fmt: skip
-# source / target: UDA training; test: evaluation; dg_source: a labelled source for domain
-# generalisation, target_only: supervised training on the target (both with PhotoMetricDistortion);
-# caug_source / caug_target: the 'CAug' UDA pair (gtaCAug -> cityscapes: PhotoMetricDistortion on the
-# source, a plain target crop), HRDA experiment 41's AdvSeg / MinEnt
-ROLES = ("source", "target", "test", "dg_source", "target_only", "caug_source", "caug_target")
+# source / target: UDA training; test: evaluation; target_only: supervised training on the target
+# (with PhotoMetricDistortion); caug_source / caug_target: the 'CAug' pair (gtaCAug -> cityscapes:
+# PhotoMetricDistortion on the source, a plain target crop), HRDA experiment 41's AdvSeg / MinEnt and,
+# source only, the dg branch's domain generalisation (id 50)
+ROLES = ("source", "target", "test", "target_only", "caug_source", "caug_target")
 # The role a dataset has in the published benchmarks when none is asked for.
 DEFAULT_ROLE = {"gta": "source", "synthia": "source", "cityscapes": "target", "acdc": "target",
                 "dark_zurich": "target", "bdd100k": "test", "mapillary": "test"}  # fmt: skip
@@ -77,8 +77,6 @@ PUBLISHED_PIPELINES: dict[tuple[str, str, str], PublishedPipeline] = {
     # target-only (HRDA experiments.py id 43: datasets/<target>_<crop>.py) and DG (dg branch id 50: gtaCAug)
     ("daformer", "cityscapes", "target_only"): _P(_config("cityscapes_512x512"), cat_max_ratio=0.75,
                                                   photometric=True),
-    ("daformer", "gta", "dg_source"): _P(_config("uda_gtaCAug_to_cityscapes_512x512"), cat_max_ratio=0.75,
-                                         photometric=True),
     # AdvSeg / MinEnt (HRDA experiments.py id 41: 'gtaCAug' -> 'cityscapes'): the target's crop is plain there
     ("daformer", "gta", "caug_source"): _P(_config("uda_gtaCAug_to_cityscapes_512x512"), cat_max_ratio=0.75,
                                            photometric=True),
@@ -99,8 +97,6 @@ PUBLISHED_PIPELINES: dict[tuple[str, str, str], PublishedPipeline] = {
     ("hrda", "dark_zurich", "target"): _P(_config("uda_cityscapesHR_to_darkzurichHR_1024x1024")),
     ("hrda", "dark_zurich", "test"): _P(_config("uda_cityscapesHR_to_darkzurichHR_1024x1024"), train=False),
     ("hrda", "cityscapes", "target_only"): _P(_config("cityscapesHR_1024x1024"), cat_max_ratio=0.75, photometric=True),
-    ("hrda", "gta", "dg_source"): _P(_config("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), cat_max_ratio=0.75,
-                                     photometric=True),
     ("hrda", "gta", "caug_source"): _P(_config("uda_gtaCAugHR_to_cityscapesHR_1024x1024"), cat_max_ratio=0.75,
                                        photometric=True),
     ("hrda", "cityscapes", "caug_target"): _P(_config("uda_gtaCAugHR_to_cityscapesHR_1024x1024")),
@@ -143,12 +139,12 @@ def preset_pipeline(recipe: str, dataset: str, train: bool = True, role: str | N
     at full resolution. ``role`` ("source" or "target") picks between the two
     training pipelines of a dataset that has both (Cityscapes); by default a
     dataset plays its published role (``DEFAULT_ROLE``). "target_only"
-    (Cityscapes) and "dg_source" (GTA5) are the supervised pipelines of the
-    target-only and domain-generalisation configs: the source geometry with
-    cat_max_ratio 0.75, plus PhotoMetricDistortion. "caug_source" (GTA5) and
-    "caug_target" (Cityscapes) are the 'CAug' pair of AdvSeg / MinEnt (HRDA
-    experiments.py id 41): the source with PhotoMetricDistortion, the target
-    with a plain crop and no valid mask. ``PUBLISHED_PIPELINES`` holds
+    (Cityscapes) is the supervised pipeline of the target-only configs: the
+    source geometry with cat_max_ratio 0.75, plus PhotoMetricDistortion.
+    "caug_source" (GTA5) and "caug_target" (Cityscapes) are the 'CAug' pair of
+    AdvSeg / MinEnt (HRDA experiments.py id 41): the source with
+    PhotoMetricDistortion, the target with a plain crop and no valid mask; the
+    domain-generalisation configs (dg branch, id 50) train on its source alone. ``PUBLISHED_PIPELINES`` holds
     every row with the config it comes from; the sizes are
     ``fastuda.config.RECIPES`` (crop) and ``DATASETS`` (resize):
 

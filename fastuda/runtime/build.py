@@ -44,8 +44,6 @@ def _pipeline(cfg: TrainConfig, dataset: str, train: bool, role: str | None = No
     pipe = preset_pipeline(cfg.data.recipe, dataset, train, role=role)
     # the recipe's sizes unless data.resize / data.crop_size say otherwise (fastuda.config.recipes)
     sizes = {"scale": resize(cfg, dataset), "crop_size": train_crop(cfg)} if train else {"scale": resize(cfg, dataset)}
-    if train and role == "source" and cfg.data.source_photometric:
-        sizes["photometric"] = True  # the published DG sources ('gtaCAug'): role "dg_source" of the table
     return dataclasses.replace(pipe, **sizes)
 
 
