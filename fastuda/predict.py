@@ -26,6 +26,8 @@ that cannot be read is reported and skipped; the others are still written, and t
 then exits with code 1 and the list of failures.
 """
 
+from __future__ import annotations  # torch is named in annotations but imported once the arguments are checked
+
 import argparse
 import glob
 import re
@@ -34,15 +36,17 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
 from fastuda._io import atomic_write
-from fastuda.data import preset_pipeline
-from fastuda.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_ID_TO_TRAIN_ID
 from fastuda.errors import UserError, run_cli
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUTS = ("labelTrainIds", "labelIds", "color", "side")
@@ -101,6 +105,8 @@ def find_images(inputs: list[str]) -> list[Job]:
 def palette(class_names) -> np.ndarray:
     """(256, 3) uint8 colours by train id: a class named like a Cityscapes class takes its colour,
     the others the Cityscapes colour of their index; 255 (ignore) is black."""
+    from fastuda.data.labels import CITYSCAPES_CLASSES  # fastuda.data imports torch: after the argument checks
+
     table = np.zeros((256, 3), dtype=np.uint8)
     for i, name in enumerate(class_names):
         j = CITYSCAPES_CLASSES.index(name) if name in CITYSCAPES_CLASSES else i % len(CITYSCAPES_PALETTE)
@@ -110,6 +116,8 @@ def palette(class_names) -> np.ndarray:
 
 def train_to_label_ids() -> np.ndarray:
     """(256,) uint8 train id -> Cityscapes label id (255 -> 0, unlabeled)."""
+    from fastuda.data.labels import CITYSCAPES_ID_TO_TRAIN_ID  # fastuda.data imports torch: after the checks
+
     table = np.zeros(256, dtype=np.uint8)
     for label_id, train_id in CITYSCAPES_ID_TO_TRAIN_ID.items():
         table[train_id] = label_id
@@ -221,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "flat); pass each test image once")  # fmt: skip
             names[name] = job.source
             jobs[i] = Job(job.source, name)
-    # Imported once the arguments are checked: the networks' modules take seconds to import.
+    # Imported once the arguments are checked: torch and the networks' modules take seconds to import.
+    from fastuda.data import preset_pipeline
     from fastuda.inference import Segmenter, to_image_tensor
 
     seg = Segmenter.from_checkpoint(args.checkpoint, args.device, config=args.config, overrides=overrides,
