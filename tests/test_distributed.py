@@ -102,10 +102,10 @@ def _die(out: Path) -> None:
 
     step = loop.uda_step
 
-    def dying_step(student, teacher, batch, cfg, iteration, *args):
+    def dying_step(state, batch, cfg, iteration):
         if iteration == 1 and os.environ["RANK"] == "1":
             os._exit(3)
-        return step(student, teacher, batch, cfg, iteration, *args)
+        return step(state, batch, cfg, iteration)
 
     loop.uda_step = dying_step
     t.train(tiny("demo", "data.batch_size=1", "max_iters=1000", "eval_interval=-1"), out, progress=False)
