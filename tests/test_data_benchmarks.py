@@ -11,6 +11,14 @@ import re
 import numpy as np
 import pytest
 import torch
+from _published_data import (
+    CITYSCAPES_MAPPING,
+    assert_converted_as_published,
+    mmseg_crop_bbox,
+    parse_mapping,
+    published_convert_to_train_id,
+    published_train_ids,
+)
 from PIL import Image
 
 from fastuda.data import (
@@ -43,12 +51,7 @@ CONDITIONS = ("fog", "night", "rain", "snow")
 
 def _cityscapes_train_ids(raw: np.ndarray) -> np.ndarray:
     """cityscapesscripts' labelId -> trainId (the ids ACDC and Dark Zurich labelIds hold)."""
-    table = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13,
-             27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # fmt: skip
-    out = np.full(raw.shape, 255, np.uint8)
-    for k, v in table.items():
-        out[raw == k] = v
-    return out
+    return published_train_ids(raw, parse_mapping(CITYSCAPES_MAPPING))
 
 
 # ---------------------------------------------------------------- ACDC
@@ -268,17 +271,7 @@ def published_mapillary_convert_to_train_id(file: str):
     """HRDA tools/convert_datasets/mapillary.py ``convert_to_train_id``, transcribed (returns
     the label instead of saving it; PIL's ``np.asarray`` of the palette PNG, as published)."""
     label = np.asarray(Image.open(file))
-    label_copy = 255 * np.ones(label.shape, dtype=np.uint8)
-    sample_class_stats = {}
-    for k, v in PUBLISHED_MAPILLARY.items():
-        k_mask = label == k
-        label_copy[k_mask] = v
-        n = int(np.sum(k_mask))
-        if n > 0:
-            sample_class_stats[v] = n
-    new_file = file.replace(".png", "_labelTrainIds.png")
-    sample_class_stats["file"] = new_file
-    return label_copy, sample_class_stats
+    return published_convert_to_train_id(label, PUBLISHED_MAPILLARY, file.replace(".png", "_labelTrainIds.png"))
 
 
 def test_mapillary_mapping_is_the_published_converter(trees):
@@ -296,8 +289,6 @@ def test_mapillary_mapping_is_the_published_converter(trees):
 
 
 def test_convert_mapillary_matches_the_published_converter(tmp_path):
-    from test_data_convert import published_save_class_stats
-
     root = write_fake_mapillary(tmp_path / "mapillary", count=3, seed=12)
     before = [mapillary(root)[i]["label"] for i in range(3)]
     report = convert("mapillary", root, workers=1, progress=False)
@@ -320,12 +311,7 @@ def test_convert_mapillary_matches_the_published_converter(tmp_path):
             c: n for c, n in counts.items() if c not in merged}
         assert all(published[c] <= counts[c] for c in merged if c in counts)
         expected.append({**counts, "file": str(path.relative_to(root)).replace(".png", "_labelTrainIds.png")})
-    for name, text in published_save_class_stats(expected).items():
-        assert (root / name).read_text() == text, name
-    ds = mapillary(root)
-    assert all(s.label.name.endswith("_labelTrainIds.png") for s in ds.samples)
-    for i in range(3):
-        torch.testing.assert_close(ds[i]["label"], before[i])
+    assert_converted_as_published(root, expected, mapillary(root), before)
     assert json.loads((root / "sample_class_stats.json").read_text())[0]["file"].startswith("validation/labels/")
 
 
@@ -359,42 +345,30 @@ def test_mapillary_wrong_shape_names_the_path(tmp_path):
 # The published dataset configs, transcribed as their pipeline steps (geometry only:
 # Normalize and the format steps do not move pixels). HRDA master unless noted.
 
-_PAD_1024 = dict(type="Pad", size=(1024, 1024), pad_val=0, seg_pad_val=255)
-_PAD_512 = dict(type="Pad", size=(512, 512), pad_val=0, seg_pad_val=255)
+
+def _published_uda_config(source_scale, target_scale, crop):
+    """The four published files below share their steps; they differ in the Cityscapes resize,
+    the target's resize (also its test scale) and the crop, which Pad pads to."""
+    pad = dict(type="Pad", size=(crop, crop), pad_val=0, seg_pad_val=255)
+    return dict(
+        source=[dict(type="Resize", img_scale=source_scale),
+                dict(type="RandomCrop", crop_size=(crop, crop), cat_max_ratio=0.75),
+                dict(type="RandomFlip", prob=0.5), pad],
+        target=[dict(type="Resize", img_scale=target_scale), dict(type="RandomCrop", crop_size=(crop, crop)),
+                dict(type="RandomFlip", prob=0.5), pad],
+        test_scale=target_scale)  # fmt: skip
+
+
 PUBLISHED_CONFIGS = {
     # configs/_base_/datasets/uda_cityscapesHR_to_acdcHR_1024x1024.py
-    ("hrda", "acdc"): dict(
-        source=[dict(type="Resize", img_scale=(2048, 1024)),
-                dict(type="RandomCrop", crop_size=(1024, 1024), cat_max_ratio=0.75),
-                dict(type="RandomFlip", prob=0.5), _PAD_1024],
-        target=[dict(type="Resize", img_scale=(1920, 1080)), dict(type="RandomCrop", crop_size=(1024, 1024)),
-                dict(type="RandomFlip", prob=0.5), _PAD_1024],
-        test_scale=(1920, 1080)),
+    ("hrda", "acdc"): _published_uda_config((2048, 1024), (1920, 1080), 1024),
     # configs/_base_/datasets/uda_cityscapesHR_to_darkzurichHR_1024x1024.py
-    ("hrda", "dark_zurich"): dict(
-        source=[dict(type="Resize", img_scale=(2048, 1024)),
-                dict(type="RandomCrop", crop_size=(1024, 1024), cat_max_ratio=0.75),
-                dict(type="RandomFlip", prob=0.5), _PAD_1024],
-        target=[dict(type="Resize", img_scale=(1920, 1080)), dict(type="RandomCrop", crop_size=(1024, 1024)),
-                dict(type="RandomFlip", prob=0.5), _PAD_1024],
-        test_scale=(1920, 1080)),
+    ("hrda", "dark_zurich"): _published_uda_config((2048, 1024), (1920, 1080), 1024),
     # configs/_base_/datasets/uda_cityscapes_to_acdc_512x512.py
-    ("daformer", "acdc"): dict(
-        source=[dict(type="Resize", img_scale=(1024, 512)),
-                dict(type="RandomCrop", crop_size=(512, 512), cat_max_ratio=0.75),
-                dict(type="RandomFlip", prob=0.5), _PAD_512],
-        target=[dict(type="Resize", img_scale=(960, 540)), dict(type="RandomCrop", crop_size=(512, 512)),
-                dict(type="RandomFlip", prob=0.5), _PAD_512],
-        test_scale=(960, 540)),
+    ("daformer", "acdc"): _published_uda_config((1024, 512), (960, 540), 512),
     # configs/_base_/datasets/uda_cityscapes_to_darkzurich_512x512.py
-    ("daformer", "dark_zurich"): dict(
-        source=[dict(type="Resize", img_scale=(1024, 512)),
-                dict(type="RandomCrop", crop_size=(512, 512), cat_max_ratio=0.75),
-                dict(type="RandomFlip", prob=0.5), _PAD_512],
-        target=[dict(type="Resize", img_scale=(960, 540)), dict(type="RandomCrop", crop_size=(512, 512)),
-                dict(type="RandomFlip", prob=0.5), _PAD_512],
-        test_scale=(960, 540)),
-}  # fmt: skip
+    ("daformer", "dark_zurich"): _published_uda_config((1024, 512), (960, 540), 512),
+}
 # dg branch tools/test.py --dataset BDD100K / Mapillary: the trained config's test pipeline,
 # configs/_base_/datasets/uda_gtaCAug_to_cityscapes_512x512.py (DAFormer) and
 # uda_gtaCAugHR_to_cityscapesHR_1024x1024.py (HRDA): MultiScaleFlipAug img_scale
@@ -427,26 +401,7 @@ def mmseg_train_geometry(label: np.ndarray, steps: list, randint, rand) -> np.nd
         if kind == "Resize":  # keep_ratio=True: mmcv.imrescale(seg, scale, interpolation='nearest')
             label = cv2_nearest(label, mmcv_rescale_size(label.shape[::-1], step["img_scale"]))
         elif kind == "RandomCrop":
-            crop, cat_max_ratio = step["crop_size"], step.get("cat_max_ratio", 1.0)
-
-            def get_crop_bbox():
-                margin_h = max(label.shape[0] - crop[0], 0)
-                margin_w = max(label.shape[1] - crop[1], 0)
-                offset_h = randint(margin_h + 1)
-                offset_w = randint(margin_w + 1)
-                return offset_h, offset_h + crop[0], offset_w, offset_w + crop[1]
-
-            crop_bbox = get_crop_bbox()
-            if cat_max_ratio < 1.0:
-                for _ in range(10):
-                    y1, y2, x1, x2 = crop_bbox
-                    seg_temp = label[y1:y2, x1:x2]
-                    labels_, cnt = np.unique(seg_temp, return_counts=True)
-                    cnt = cnt[labels_ != 255]
-                    if len(cnt) > 1 and np.max(cnt) / np.sum(cnt) < cat_max_ratio:
-                        break
-                    crop_bbox = get_crop_bbox()
-            y1, y2, x1, x2 = crop_bbox
+            y1, y2, x1, x2 = mmseg_crop_bbox(label, step["crop_size"], step.get("cat_max_ratio", 1.0), randint)
             label = label[y1:y2, x1:x2]
         elif kind == "RandomFlip":
             if rand() < step["prob"]:

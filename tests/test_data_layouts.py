@@ -4,6 +4,7 @@ mappings, pairing, and a clear error naming the path for every broken input."""
 import numpy as np
 import pytest
 import torch
+from _published_data import CITYSCAPES_MAPPING, SYNTHIA_MAPPING, parse_mapping, published_train_ids
 from PIL import Image
 
 from fastuda.data import (
@@ -18,25 +19,6 @@ from fastuda.data import (
 )
 from fastuda.data._fake import write_fake_cityscapes, write_fake_gta, write_fake_synthia, write_png16
 
-# The mappings exactly as issue 7 and REFERENCE-NOTES list them.
-CITYSCAPES_MAPPING = (
-    "7:0 8:1 11:2 12:3 13:4 17:5 19:6 20:7 21:8 22:9 23:10 24:11 25:12 26:13 27:14 28:15 31:16 32:17 33:18"
-)
-SYNTHIA_MAPPING = "3:0 4:1 2:2 21:3 5:4 7:5 15:6 9:7 6:8 16:9 1:10 10:11 17:12 8:13 18:14 19:15 20:16 12:17 11:18"
-
-
-def _parse(text):
-    return {int(a): int(b) for a, b in (pair.split(":") for pair in text.split())}
-
-
-def _expected(mapping, raw):
-    """Published conversion loop (tools/convert_datasets/gta.py): start at 255, set each id."""
-    out = np.full(raw.shape, 255, dtype=np.uint8)
-    for k, v in mapping.items():
-        out[raw == k] = v
-    return out
-
-
 @pytest.fixture(scope="module")
 def fakes(tmp_path_factory):
     root = tmp_path_factory.mktemp("released")
@@ -48,14 +30,14 @@ def fakes(tmp_path_factory):
 
 
 def test_mappings_are_the_published_ones():
-    assert labels.CITYSCAPES_ID_TO_TRAIN_ID == _parse(CITYSCAPES_MAPPING)
-    assert labels.SYNTHIA_ID_TO_TRAIN_ID == _parse(SYNTHIA_MAPPING)
+    assert labels.CITYSCAPES_ID_TO_TRAIN_ID == parse_mapping(CITYSCAPES_MAPPING)
+    assert labels.SYNTHIA_ID_TO_TRAIN_ID == parse_mapping(SYNTHIA_MAPPING)
     cs = labels.CITYSCAPES_LABEL_IDS.lookup
     assert cs.shape == (256,) and cs.dtype == np.uint8
-    np.testing.assert_array_equal(cs, _expected(labels.CITYSCAPES_ID_TO_TRAIN_ID, np.arange(256)))
+    np.testing.assert_array_equal(cs, published_train_ids(np.arange(256), labels.CITYSCAPES_ID_TO_TRAIN_ID))
     syn = labels.SYNTHIA_LABELS.lookup
     assert syn.shape == (65536,)
-    np.testing.assert_array_equal(syn, _expected(labels.SYNTHIA_ID_TO_TRAIN_ID, np.arange(65536)))
+    np.testing.assert_array_equal(syn, published_train_ids(np.arange(65536), labels.SYNTHIA_ID_TO_TRAIN_ID))
     assert len(CITYSCAPES_CLASSES) == 19 and CITYSCAPES_CLASSES[13] == "car"
     assert labels.SYNTHIA_16 == (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
     assert labels.SYNTHIA_13 == (0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15, 17, 18)
@@ -68,7 +50,7 @@ def test_gta_reads_images_and_palette_labels(fakes):
     sample = ds[1]
     raw = np.array(Image.open(fakes["gta"] / "labels" / "00002.png"))  # palette indices = labelIds
     assert Image.open(fakes["gta"] / "labels" / "00002.png").mode == "P"
-    np.testing.assert_array_equal(sample["label"].numpy(), _expected(labels.CITYSCAPES_ID_TO_TRAIN_ID, raw))
+    np.testing.assert_array_equal(sample["label"].numpy(), published_train_ids(raw, labels.CITYSCAPES_ID_TO_TRAIN_ID))
     image = np.array(Image.open(fakes["gta"] / "images" / "00002.png"))
     np.testing.assert_array_equal(sample["image"].permute(1, 2, 0).numpy(), image)
     assert sample["image"].dtype == torch.uint8 and sample["label"].dtype == torch.int64
@@ -85,7 +67,8 @@ def test_synthia_reads_the_first_channel_of_16_bit_labels(fakes):
 
     raw = decode_png(read_file(str(fakes["synthia"] / "GT" / "LABELS" / "0000000.png")), ImageReadMode.UNCHANGED)
     assert int(raw[1].to(torch.int32).max()) > 255  # a wrong channel or an 8-bit read would be caught below
-    np.testing.assert_array_equal(label, _expected(labels.SYNTHIA_ID_TO_TRAIN_ID, raw[0].to(torch.int32).numpy()))
+    want = published_train_ids(raw[0].to(torch.int32).numpy(), labels.SYNTHIA_ID_TO_TRAIN_ID)
+    np.testing.assert_array_equal(label, want)
     assert not np.isin(label, [9, 14, 16]).any()  # terrain, truck, train: never in Synthia
 
 
@@ -96,7 +79,7 @@ def test_cityscapes_splits(fakes, split, count):
     sample = ds.samples[0]
     assert sample.image.name.endswith("_leftImg8bit.png") and sample.label.name.endswith("_gtFine_labelIds.png")
     raw = np.array(Image.open(sample.label))
-    np.testing.assert_array_equal(ds[0]["label"].numpy(), _expected(labels.CITYSCAPES_ID_TO_TRAIN_ID, raw))
+    np.testing.assert_array_equal(ds[0]["label"].numpy(), published_train_ids(raw, labels.CITYSCAPES_ID_TO_TRAIN_ID))
 
 
 def test_cityscapes_prefers_label_train_ids(tmp_path):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _published_data import mmseg_crop_bbox
 
 from fastuda.data import IMAGENET_MEAN, IMAGENET_STD, Pipeline, gta5, keep_ratio_size, make_loader, preset_pipeline
 from fastuda.data._fake import write_fake_gta
@@ -84,29 +85,6 @@ def test_valid_pseudo_mask_is_the_resized_full_resolution_mask(size):
         assert not mask[:, :30].any() and not mask[:, 2018:].any()
 
 
-def _mmseg_random_crop(label: np.ndarray, crop, draw, cat_max_ratio=0.75, ignore_index=255):
-    """mmseg 0.16 RandomCrop.__call__ / get_crop_bbox, transcribed;
-    ``draw(high)`` stands for np.random.randint(0, high)."""
-
-    def get_crop_bbox():
-        margin_h = max(label.shape[0] - crop[0], 0)
-        margin_w = max(label.shape[1] - crop[1], 0)
-        offset_h = draw(margin_h + 1)
-        offset_w = draw(margin_w + 1)
-        return offset_h, offset_h + crop[0], offset_w, offset_w + crop[1]
-
-    crop_bbox = get_crop_bbox()
-    if cat_max_ratio < 1.0:
-        for _ in range(10):
-            y1, y2, x1, x2 = crop_bbox
-            labels, cnt = np.unique(label[y1:y2, x1:x2], return_counts=True)
-            cnt = cnt[labels != ignore_index]
-            if len(cnt) > 1 and np.max(cnt) / np.sum(cnt) < cat_max_ratio:
-                break
-            crop_bbox = get_crop_bbox()
-    return crop_bbox[0], crop_bbox[2]
-
-
 def test_random_crop_matches_mmseg():
     rng = np.random.default_rng(0)
     for trial in range(40):
@@ -117,8 +95,9 @@ def test_random_crop_matches_mmseg():
         gen = torch.Generator().manual_seed(trial)
         got = random_crop_box(60, 90, (32, 32), gen, torch.from_numpy(label), 0.75)
         gen = torch.Generator().manual_seed(trial)
-        want = _mmseg_random_crop(label, (32, 32), lambda high: int(torch.randint(0, high, (), generator=gen)))
-        assert got == want, trial
+        draw = lambda high: int(torch.randint(0, high, (), generator=gen))  # noqa: E731
+        y1, _, x1, _ = mmseg_crop_bbox(label, (32, 32), 0.75, draw)
+        assert got == (y1, x1), trial
 
 
 def test_random_crop_gives_up_after_ten_checks():
