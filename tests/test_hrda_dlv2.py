@@ -7,25 +7,12 @@ Checked in float64 against a transcription of the published ``HRDAHead.forward``
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from _step import TinyBNEncoder
 
 from fastuda.config import HRDAConfig, ModelConfig
 from fastuda.models import HRDASegmentor, build_model
 
 K = 5
-
-
-class TinyBNEncoder(nn.Module):
-    """A stride-8 encoder with BatchNorm (what a dilated ResNet is to HRDA): one feature map."""
-
-    out_channels = [16]
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 8, stride=8), nn.BatchNorm2d(16), nn.ReLU())
-
-    def forward(self, x):
-        return [self.body(x)]
 
 
 def _model(dtype=torch.float64):

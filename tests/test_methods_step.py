@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch._dynamo
 import torch.nn.functional as F
-from torch import nn
+from _step import TinyBNEncoder, steps_without_host_sync
 from test_methods import PublishedFCDiscriminator, published_advseg_losses, published_entropy_loss
 from test_train import TINY, assert_same_networks
 from test_uda import SyncDetector
@@ -31,17 +31,6 @@ from fastuda.uda.minent import entropy_loss
 from fastuda.uda.step import _detail_box, main_prediction, main_prediction_loss
 
 K = 6  # the demo's classes
-
-
-class TinyBNEncoder(nn.Module):
-    out_channels = [16]
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 8, stride=8), nn.BatchNorm2d(16), nn.ReLU())
-
-    def forward(self, x):
-        return [self.body(x)]
 
 
 def _segmentor(hrda: bool):
@@ -167,16 +156,7 @@ def test_step_no_host_sync_on_cuda(mode, hrda):
     cfg, student, disc, batch = _tiny_setup(mode, hrda, "cuda")
     generator = torch.Generator("cuda").manual_seed(0)
     state = StepState(student, None, generator, discriminator=disc, autocast_dtype=torch.bfloat16)
-    uda_step(state, batch, cfg, 0)
-    torch.cuda.synchronize()
-    previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for it in (1, 2):
-            student.zero_grad(set_to_none=True)
-            loss, logs = uda_step(state, batch, cfg, it)
-    finally:
-        torch.cuda.set_sync_debug_mode(previous)
+    loss, logs = steps_without_host_sync(state, batch, cfg)
     assert torch.isfinite(loss) and ("loss_disc" in logs) == (mode == "advseg")
 
 

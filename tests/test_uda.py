@@ -378,6 +378,7 @@ import contextlib  # noqa: E402
 
 from torch.overrides import TorchFunctionMode  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from _step import steps_without_host_sync  # noqa: E402
 
 from fastuda import config as _config  # noqa: E402
 from fastuda.uda import StepState, make_imnet_encoder, make_teacher, step as step_module, uda_step  # noqa: E402
@@ -524,16 +525,7 @@ def test_uda_step_no_host_sync_on_cuda(name):
     student, teacher, imnet, batch, cfg = _step_setup(name, "cuda")
     generator = torch.Generator("cuda").manual_seed(0)
     state = StepState(student, teacher, generator, imnet, autocast_dtype=torch.bfloat16)
-    uda_step(state, batch, cfg, 0)
-    torch.cuda.synchronize()
-    previous = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for it in (1, 2):
-            student.zero_grad(set_to_none=True)
-            loss, logs = uda_step(state, batch, cfg, it)
-    finally:
-        torch.cuda.set_sync_debug_mode(previous)
+    loss, logs = steps_without_host_sync(state, batch, cfg)
     assert torch.isfinite(loss) and ("loss_mic" in logs) == (name == "mic")
 
 
