@@ -18,13 +18,6 @@ def daformer_gta2cs() -> TrainConfig:
     return cfg
 
 
-def daformer_synthia2cs() -> TrainConfig:
-    cfg = daformer_gta2cs()
-    cfg.name = "daformer_synthia2cs"
-    cfg.data.source, cfg.data.source_root = "synthia", "data/synthia"
-    return cfg
-
-
 def hrda_gta2cs() -> TrainConfig:
     cfg = daformer_gta2cs()
     cfg.name, cfg.seed = "hrda_gta2cs", 1
@@ -37,19 +30,28 @@ def hrda_gta2cs() -> TrainConfig:
     return cfg
 
 
-def hrda_synthia2cs() -> TrainConfig:
-    cfg = hrda_gta2cs()
-    cfg.name = "hrda_synthia2cs"
-    cfg.data.source, cfg.data.source_root = "synthia", "data/synthia"
-    return cfg
-
-
 def mic_hrda_gta2cs() -> TrainConfig:
     cfg = hrda_gta2cs()
     cfg.name, cfg.seed = "mic_hrda_gta2cs", 2
     cfg.data.recipe = "mic"
     cfg.uda.mic_lambda = 1.0
     return cfg
+
+
+def _synthia2cs(name: str, base) -> TrainConfig:
+    """``base`` (a GTA -> Cityscapes preset) with SYNTHIA as the source."""
+    cfg = base()
+    cfg.name = name
+    cfg.data.source, cfg.data.source_root = "synthia", "data/synthia"
+    return cfg
+
+
+def daformer_synthia2cs() -> TrainConfig:
+    return _synthia2cs("daformer_synthia2cs", daformer_gta2cs)
+
+
+def hrda_synthia2cs() -> TrainConfig:
+    return _synthia2cs("hrda_synthia2cs", hrda_gta2cs)
 
 
 def source_only_gta2cs() -> TrainConfig:
