@@ -43,6 +43,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from fastuda._io import atomic_write
+from fastuda.data.labels import CITYSCAPES_CLASSES, CITYSCAPES_ID_TO_TRAIN_ID  # numpy only, no torch
 from fastuda.errors import UserError, run_cli
 
 if TYPE_CHECKING:
@@ -105,8 +106,6 @@ def find_images(inputs: list[str]) -> list[Job]:
 def palette(class_names) -> np.ndarray:
     """(256, 3) uint8 colours by train id: a class named like a Cityscapes class takes its colour,
     the others the Cityscapes colour of their index; 255 (ignore) is black."""
-    from fastuda.data.labels import CITYSCAPES_CLASSES  # fastuda.data imports torch: after the argument checks
-
     table = np.zeros((256, 3), dtype=np.uint8)
     for i, name in enumerate(class_names):
         j = CITYSCAPES_CLASSES.index(name) if name in CITYSCAPES_CLASSES else i % len(CITYSCAPES_PALETTE)
@@ -116,8 +115,6 @@ def palette(class_names) -> np.ndarray:
 
 def train_to_label_ids() -> np.ndarray:
     """(256,) uint8 train id -> Cityscapes label id (255 -> 0, unlabeled)."""
-    from fastuda.data.labels import CITYSCAPES_ID_TO_TRAIN_ID  # fastuda.data imports torch: after the checks
-
     table = np.zeros(256, dtype=np.uint8)
     for label_id, train_id in CITYSCAPES_ID_TO_TRAIN_ID.items():
         table[train_id] = label_id

@@ -474,6 +474,22 @@ def test_predict_argument_errors_come_before_torch(argv):
     assert result.stdout.split() == ["False", "2"], result.stdout + result.stderr
 
 
+CONVERT_ARGUMENT_ERRORS = [["kitti", "/data/kitti"], ["gta", "/data/gta", "--workers", "0"], ["gta"], []]
+
+
+@pytest.mark.parametrize("argv", CONVERT_ARGUMENT_ERRORS, ids=[" ".join(a) or "none" for a in CONVERT_ARGUMENT_ERRORS])
+def test_convert_argument_errors_come_before_torch(argv):
+    """Issue 20 #9 for convert: its errors took 1.8 s (fastuda.data's __init__ imported torch, and
+    convert the loaders, before argparse ran). Run as ``python -m`` does (runpy: the package, then
+    the module as __main__); the real command now takes about 0.1 s."""
+    code = ("import runpy, sys\nsys.argv[0] = 'convert'\ntry:\n"
+            "    runpy.run_module('fastuda.data.convert', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit as e:\n    code = e.code\nprint('torch' in sys.modules, code)")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False", "2"], result.stdout + result.stderr
+    assert_user_error(2, result.stderr, "")
+
+
 @pytest.mark.parametrize("argv,expected", [
     (["-m", "fastuda.train", "demo", "uda.mode=dac"], "uda.mode='dac'"),
     (["-m", "fastuda.evaluate", "/nonexistent.pt", "--crop", "0", "0"], "--crop"),
