@@ -52,6 +52,19 @@ def test_kernels_and_csrc_do_not_import_fastuda():
             assert not any(n.split(".")[0] == "fastuda" for n in names), f"{path.name} imports {names}"
 
 
+def test_data_imports_its_submodules_on_first_use():
+    """``import fastuda.data`` imports no torch (``python -m fastuda.data.convert`` checks its
+    arguments first); a loader named as its submodule (fastuda.data.cityscapes) stays the loader,
+    whichever is imported first."""
+    code = ("import sys, fastuda.data\nassert 'torch' not in sys.modules, 'fastuda.data imports torch'\n"
+            "import fastuda.data.loader, fastuda.data.cityscapes\nfrom fastuda.data import cityscapes, labels\n"
+            "assert callable(cityscapes) and fastuda.data.synthia.__name__ == 'synthia', fastuda.data.synthia\n"
+            "assert labels.__name__ == 'fastuda.data.labels' and fastuda.data.stats.__name__ == 'fastuda.data.stats'\n"
+            "assert set(fastuda.data.__all__) <= set(dir(fastuda.data))")  # fmt: skip
+    result = run_python(code, ROOT)
+    assert result.returncode == 0, result.stderr
+
+
 def test_backend_switch():
     assert ops.get_backend() == "auto"
     with ops.use_backend("reference"):
