@@ -244,13 +244,16 @@ class Pipeline:
         return out
 
 
-# The published recipes' table lives in published.py; its names stay importable from here.
-from .published import (  # noqa: E402  (published.py imports Pipeline from this module)
-    DATASET_ALIASES,
-    DEFAULT_ROLE,
-    PUBLISHED_PIPELINES,
-    ROLES,
-    PublishedPipeline,
-    preset_pipeline,
-    published_pipeline,
-)
+# The published recipes' table lives in published.py; its names stay importable from here. Looked
+# up on first use: published.py imports Pipeline from this module, so an import here would fail
+# whenever published.py is imported first.
+_PUBLISHED = ("DATASET_ALIASES", "DEFAULT_ROLE", "PUBLISHED_PIPELINES", "ROLES", "PublishedPipeline",
+              "preset_pipeline", "published_pipeline")  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _PUBLISHED:
+        from . import published
+
+        return getattr(published, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
