@@ -67,6 +67,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._pixels import zeroed_workspace
+
 # Scores are kept in base 2 so the kernels use exp2. constexpr: a @triton.jit function may only
 # read constexpr globals (the interpreter does not enforce this; the GPU compiler does).
 LOG2E = tl.constexpr(1.4426950408889634)  # log2(e)
@@ -491,6 +493,9 @@ def _bwd_keys(
         key_block = pid // (SPLITS * m_blocks) * m_blocks + pid % m_blocks  # bh * m_blocks + pid_m
         done = tl.atomic_add(count_ptr + key_block, 1, sem="acq_rel", scope="gpu")
         if done == SPLITS - 1:
+            # Every split has counted itself: reset the counter for the next launch (the
+            # workspace is zero between calls, kernels/_pixels.zeroed_workspace).
+            tl.store(count_ptr + key_block, 0)
             _sum_partials(
                 partial_ptr, dk_ptr, dv_ptr, key_block, SPLITS, H, M,
                 stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
@@ -558,7 +563,7 @@ def _attention_bwd_kernel(
     dk_ptr,  # (B, H, M, D) any strides, k's dtype
     dv_ptr,  # (B, H, M, D) any strides, v's dtype
     partial_ptr,  # (key programs, 2, BLOCK_M, BLOCK_D) ACC: each key program's dk, dv (SPLITS > 1 only)
-    count_ptr,  # (B * H * cdiv(M, BLOCK_M),) int32, zeroed: splits done per key block (SPLITS > 1)
+    count_ptr,  # (>= B * H * cdiv(M, BLOCK_M),) int32, zero on entry and on exit: splits done per key block
     qk_scale,  # scale * log2(e)
     scale,
     H,
@@ -835,7 +840,7 @@ def attention_bwd(
     partial = count = dk  # placeholder pointers, never read when direct
     if not direct:
         partial = torch.empty((m_blocks * splits * B * H, 2, cfg.block_m, block_d), dtype=acc_torch, device=dev)
-        count = torch.zeros((B * H * m_blocks,), dtype=torch.int32, device=dev)
+        count = zeroed_workspace(dev, B * H * m_blocks)  # reset by the last arriver: no zero-fill launch
     key_programs = m_blocks * splits * B * H
     query_programs = 0 if fused_dq else triton.cdiv(N, cfg.dq_block_n) * B * H
     _attention_bwd_kernel[(key_programs + query_programs,)](
