@@ -392,6 +392,43 @@ def _sum_partials(
 
 
 @triton.jit
+def _rows(base, start, stride_r, stride_c, R, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, EVEN: tl.constexpr):
+    """Rows [start, start + BLOCK_R) of a strided (R, C) view: (BLOCK_R, BLOCK_C). The start is
+    added to the scalar base, so the tile's offsets do not depend on it; EVEN (no partial block,
+    C == BLOCK_C) drops the masks."""
+    rows = tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_C)
+    base = base + start * stride_r
+    if EVEN:
+        return tl.load(base + rows[:, None] * stride_r + cols[None, :] * stride_c)
+    return _load_tile(base, rows, cols, stride_r, stride_c, rows < R - start, cols < C)
+
+
+@triton.jit
+def _query_rows(
+    q_base, o_base, do_base, lse_row, start, N, stride_qn, stride_qd, stride_on, stride_od, stride_gn, stride_gd,
+    D: tl.constexpr, ACC: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr,
+):  # fmt: skip
+    """What the backward needs of queries [start, start + BLOCK_N): q and dO (BLOCK_N, BLOCK_D),
+    -lse in base 2 and delta = rowsum(dO * out) (BLOCK_N,). Padded rows read as 0."""
+    q = _rows(q_base, start, stride_qn, stride_qd, N, D, BLOCK_N, BLOCK_D, EVEN)
+    do = _rows(do_base, start, stride_gn, stride_gd, N, D, BLOCK_N, BLOCK_D, EVEN)
+    o = _rows(o_base, start, stride_on, stride_od, N, D, BLOCK_N, BLOCK_D, EVEN)
+    offs_n = start + tl.arange(0, BLOCK_N)
+    if EVEN:
+        lse = tl.load(lse_row + offs_n)
+    else:
+        lse = tl.load(lse_row + offs_n, mask=offs_n < N, other=0.0)
+    return q, do, lse * -LOG2E, tl.sum(o.to(ACC) * do.to(ACC), axis=1)
+
+
+@triton.jit
+def _probs(s, qk_scale, neg_lse2):
+    """P = exp(scale s - lse) in base 2, one fma and one exp per score (neg_lse2 broadcast to s)."""
+    return tl.exp2(tl.fma(s, qk_scale, neg_lse2))
+
+
+@triton.jit
 def _bwd_keys(
     pid, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, partial_ptr, count_ptr,
     qk_scale, scale, H, N, M, CHUNK_N, SPLITS,
@@ -433,25 +470,22 @@ def _bwd_keys(
     o_base = out_ptr + b * stride_ob + h * stride_oh
     do_base = do_ptr + b * stride_gb + h * stride_gh
     dq_base = dq_ptr + b * stride_dqb + h * stride_dqh
-    row_base = bh.to(tl.int64) * N  # into lse
+    lse_row = lse_ptr + bh.to(tl.int64) * N
 
     dk = tl.zeros([BLOCK_M, BLOCK_D], ACC)
     dv = tl.zeros([BLOCK_M, BLOCK_D], ACC)
     n_start = split * CHUNK_N
     n_end = tl.minimum(n_start + CHUNK_N, N)
     for start_n in range(n_start, n_end, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_mask = tl.full([BLOCK_N], 1, tl.int1) if EVEN else offs_n < N
-        q = _load_tile(q_base, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
-        do = _load_tile(do_base, offs_n, offs_d, stride_gn, stride_gd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
-        o = _load_tile(o_base, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
-        lse2 = tl.load(lse_ptr + row_base + offs_n, mask=n_mask, other=0.0) * LOG2E  # (BLOCK_N,)
-        delta = tl.sum(o.to(ACC) * do.to(ACC), axis=1)
-
-        s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
-        p_t = tl.exp2(s_t - lse2[None, :])  # P^T, exact probabilities (the lse is the full row's)
+        q, do, neg_lse2, delta = _query_rows(
+            q_base, o_base, do_base, lse_row, start_n, N, stride_qn, stride_qd, stride_on, stride_od, stride_gn, stride_gd,
+            D, ACC, BLOCK_N, BLOCK_D, EVEN,
+        )  # fmt: skip
+        s_t = tl.dot(k, tl.trans(q), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
+        p_t = _probs(s_t, qk_scale, neg_lse2[None, :])  # P^T, exact probabilities (the lse is the full row's)
         if not EVEN:
-            p_t = tl.where(m_mask[:, None] & n_mask[None, :], p_t, 0.0)
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            p_t = tl.where(m_mask[:, None] & (offs_n < N)[None, :], p_t, 0.0)
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=PRECISION, out_dtype=dv.dtype)  # (BLOCK_M, BLOCK_D)
         dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (BLOCK_M, BLOCK_N)
         ds_t = p_t * (dp_t - delta[None, :])  # dS^T
@@ -460,6 +494,8 @@ def _bwd_keys(
             # This program saw every key of these queries: dq is complete. wgmma needs 64 rows
             # per warpgroup: with BLOCK_N < 64 queries the product is taken transposed, with the
             # head dim as its rows, and stored transposed.
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            n_mask = tl.full([BLOCK_N], 1, tl.int1) if EVEN else offs_n < N
             if DQ_T:
                 dq_t = tl.dot(tl.trans(k), ds_t.to(k.dtype), input_precision=PRECISION) * scale  # (BLOCK_D, BLOCK_N)
                 _store_tile(dq_base, dq_t, offs_d, offs_n, stride_dqd, stride_dqn, d_mask, n_mask)
@@ -513,7 +549,7 @@ def _bwd_queries(
     stride_gb, stride_gh, stride_gn, stride_gd,
     stride_dqb, stride_dqh, stride_dqn, stride_dqd,
     D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr,
 ):  # fmt: skip
     """Query program ``pid``: dq for a block of BLOCK_N queries, looping over the keys (P and dP
     recomputed: the flash-attention 2 recipe), delta from its own rows of out and dO."""
@@ -522,33 +558,30 @@ def _bwd_queries(
     bh = pid // n_blocks
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    n_mask = offs_n < N
-    d_mask = offs_d < D
+    start_n = pid_n * BLOCK_N
     k_base = k_ptr + b * stride_kb + h * stride_kh
     v_base = v_ptr + b * stride_vb + h * stride_vh
-    q = _load_tile(q_ptr + b * stride_qb + h * stride_qh, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)
-    do = _load_tile(do_ptr + b * stride_gb + h * stride_gh, offs_n, offs_d, stride_gn, stride_gd, n_mask, d_mask)
-    o = _load_tile(out_ptr + b * stride_ob + h * stride_oh, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
-    delta = tl.sum(o.to(ACC) * do.to(ACC), axis=1)
-    lse2 = tl.load(lse_ptr + bh.to(tl.int64) * N + offs_n, mask=n_mask, other=0.0) * LOG2E
+    q, do, neg_lse2, delta = _query_rows(
+        q_ptr + b * stride_qb + h * stride_qh, out_ptr + b * stride_ob + h * stride_oh, do_ptr + b * stride_gb + h * stride_gh,
+        lse_ptr + bh.to(tl.int64) * N, start_n, N, stride_qn, stride_qd, stride_on, stride_od, stride_gn, stride_gd,
+        D, ACC, BLOCK_N, BLOCK_D, EVEN,
+    )  # fmt: skip
 
     dq = tl.zeros([BLOCK_N, BLOCK_D], ACC)
     for start_m in range(0, M, BLOCK_M):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        m_mask = offs_m < M
-        k_t = _load_tile(k_base, offs_d, offs_m, stride_kd, stride_km, d_mask, m_mask)  # (BLOCK_D, BLOCK_M)
-        v_t = _load_tile(v_base, offs_d, offs_m, stride_vd, stride_vm, d_mask, m_mask)  # (BLOCK_D, BLOCK_M)
-        s = tl.dot(q, k_t, input_precision=PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M)
-        p = tl.exp2(s - lse2[:, None])
-        if not EVEN_M:
-            p = tl.where(m_mask[None, :], p, 0.0)
-        dp = tl.dot(do, v_t, input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
+        k = _rows(k_base, start_m, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D, EVEN)  # (BLOCK_M, BLOCK_D)
+        v = _rows(v_base, start_m, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D, EVEN)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
+        p = _probs(s, qk_scale, neg_lse2[:, None])
+        if not EVEN:
+            p = tl.where((start_m + tl.arange(0, BLOCK_M) < M)[None, :], p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
         ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(k_t.dtype), tl.trans(k_t), dq, input_precision=PRECISION, out_dtype=dq.dtype)  # (BLOCK_N, BLOCK_D)
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION, out_dtype=dq.dtype)  # (BLOCK_N, BLOCK_D)
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
     dq_out = dq_ptr + b * stride_dqb + h * stride_dqh
-    _store_tile(dq_out, dq * scale, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
+    _store_tile(dq_out, dq * scale, offs_n, offs_d, stride_dqn, stride_dqd, offs_n < N, offs_d < D)
 
 
 @triton.jit
@@ -592,12 +625,12 @@ def _attention_bwd_kernel(
     DQ_T: tl.constexpr,  # FUSED_DQ: compute dq^T = k^T dS^T (BLOCK_D rows) instead of dS k (BLOCK_N rows)
     DIRECT_DKV: tl.constexpr,  # SPLITS == 1: dk and dv written directly, no partials
     EVEN: tl.constexpr,  # M % BLOCK_M == 0, N % BLOCK_N == 0 and D == BLOCK_D: no masks
-    EVEN_DQ_M: tl.constexpr,  # M % DQ_BLOCK_M == 0
+    EVEN_DQ: tl.constexpr,  # N % DQ_BLOCK_N == 0, M % DQ_BLOCK_M == 0 and D == BLOCK_D: query programs unmasked
 ):  # fmt: skip
     """One launch for the whole backward: the key programs first (the long ones, so the hardware
     starts them first), then the query programs, which need nothing from the key programs."""
     pid = tl.program_id(0)
-    if FUSED_DQ:
+    if pid < KEY_PROGRAMS:
         _bwd_keys(
             pid, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, partial_ptr, count_ptr,
             qk_scale, scale, H, N, M, CHUNK_N, SPLITS,
@@ -607,23 +640,13 @@ def _attention_bwd_kernel(
             stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
             D, ACC, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, FUSED_DQ, DQ_T, DIRECT_DKV, EVEN,
         )  # fmt: skip
-    elif pid < KEY_PROGRAMS:
-        _bwd_keys(
-            pid, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, partial_ptr, count_ptr,
-            qk_scale, scale, H, N, M, CHUNK_N, SPLITS,
-            stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_km, stride_kd,
-            stride_vb, stride_vh, stride_vm, stride_vd, stride_ob, stride_oh, stride_on, stride_od,
-            stride_gb, stride_gh, stride_gn, stride_gd, stride_dqb, stride_dqh, stride_dqn, stride_dqd,
-            stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
-            D, ACC, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, FUSED_DQ, DQ_T, DIRECT_DKV, EVEN,
-        )  # fmt: skip
-    else:
+    elif not FUSED_DQ:  # FUSED_DQ: the grid is the key programs
         _bwd_queries(
             pid - KEY_PROGRAMS, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, qk_scale, scale, H, N, M,
             stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_km, stride_kd,
             stride_vb, stride_vh, stride_vm, stride_vd, stride_ob, stride_oh, stride_on, stride_od,
             stride_gb, stride_gh, stride_gn, stride_gd, stride_dqb, stride_dqh, stride_dqn, stride_dqd,
-            D, ACC, PRECISION, DQ_BLOCK_N, DQ_BLOCK_M, BLOCK_D, EVEN_DQ_M,
+            D, ACC, PRECISION, DQ_BLOCK_N, DQ_BLOCK_M, BLOCK_D, EVEN_DQ,
         )  # fmt: skip
 
 
@@ -851,7 +874,7 @@ def attention_bwd(
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
         DQ_BLOCK_N=cfg.dq_block_n, DQ_BLOCK_M=cfg.dq_block_m,
         FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
-        EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d, EVEN_DQ_M=M % cfg.dq_block_m == 0,
+        EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d, EVEN_DQ=(M % cfg.dq_block_m == 0) and (N % cfg.dq_block_n == 0) and D == block_d,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return dq, dk, dv
