@@ -540,6 +540,23 @@ def _bwd_keys(
 
 
 @triton.jit
+def _dq_step(
+    dq, q, do, neg_lse2, delta, k_base, v_base, start_m, M, stride_km, stride_kd, stride_vm, stride_vd, qk_scale,
+    D: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr,
+):  # fmt: skip
+    """dq += dS k over keys [start_m, start_m + BLOCK_M), P and dP recomputed."""
+    k = _rows(k_base, start_m, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D, EVEN)  # (BLOCK_M, BLOCK_D)
+    v = _rows(v_base, start_m, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D, EVEN)
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
+    p = _probs(s, qk_scale, neg_lse2[:, None])
+    if not EVEN:
+        p = tl.where((start_m + tl.arange(0, BLOCK_M) < M)[None, :], p, 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
+    ds = p * (dp - delta[:, None])
+    return tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION, out_dtype=dq.dtype)  # (BLOCK_N, BLOCK_D)
+
+
+@triton.jit
 def _bwd_queries(
     pid, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, qk_scale, scale, H, N, M,
     stride_qb, stride_qh, stride_qn, stride_qd,
@@ -549,7 +566,7 @@ def _bwd_queries(
     stride_gb, stride_gh, stride_gn, stride_gd,
     stride_dqb, stride_dqh, stride_dqn, stride_dqd,
     D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr, KEY_TILES: tl.constexpr,
 ):  # fmt: skip
     """Query program ``pid``: dq for a block of BLOCK_N queries, looping over the keys (P and dP
     recomputed: the flash-attention 2 recipe), delta from its own rows of out and dO."""
@@ -568,16 +585,16 @@ def _bwd_queries(
     )  # fmt: skip
 
     dq = tl.zeros([BLOCK_N, BLOCK_D], ACC)
-    for start_m in range(0, M, BLOCK_M):
-        k = _rows(k_base, start_m, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D, EVEN)  # (BLOCK_M, BLOCK_D)
-        v = _rows(v_base, start_m, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D, EVEN)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
-        p = _probs(s, qk_scale, neg_lse2[:, None])
-        if not EVEN:
-            p = tl.where((start_m + tl.arange(0, BLOCK_M) < M)[None, :], p, 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
-        ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION, out_dtype=dq.dtype)  # (BLOCK_N, BLOCK_D)
+    if KEY_TILES > 0:
+        # A few key tiles (MiT: 4 of 64): unrolled, so their loads go out together with the
+        # query rows' instead of one pipelined round per tile.
+        for t in tl.static_range(KEY_TILES):
+            dq = _dq_step(dq, q, do, neg_lse2, delta, k_base, v_base, t * BLOCK_M, M, stride_km, stride_kd, stride_vm, stride_vd,
+                          qk_scale, D, PRECISION, BLOCK_M, BLOCK_D, EVEN)  # fmt: skip
+    else:
+        for start_m in range(0, M, BLOCK_M):
+            dq = _dq_step(dq, q, do, neg_lse2, delta, k_base, v_base, start_m, M, stride_km, stride_kd, stride_vm, stride_vd,
+                          qk_scale, D, PRECISION, BLOCK_M, BLOCK_D, EVEN)  # fmt: skip
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     dq_out = dq_ptr + b * stride_dqb + h * stride_dqh
@@ -625,6 +642,7 @@ def _attention_bwd_kernel(
     DQ_T: tl.constexpr,  # FUSED_DQ: compute dq^T = k^T dS^T (BLOCK_D rows) instead of dS k (BLOCK_N rows)
     DIRECT_DKV: tl.constexpr,  # SPLITS == 1: dk and dv written directly, no partials
     EVEN: tl.constexpr,  # M % BLOCK_M == 0, N % BLOCK_N == 0 and D == BLOCK_D: no masks
+    DQ_KEY_TILES: tl.constexpr,  # query programs: > 0 unrolls their loop over this many key tiles
     EVEN_DQ: tl.constexpr,  # N % DQ_BLOCK_N == 0, M % DQ_BLOCK_M == 0 and D == BLOCK_D: query programs unmasked
 ):  # fmt: skip
     """One launch for the whole backward: the key programs first (the long ones, so the hardware
@@ -646,7 +664,7 @@ def _attention_bwd_kernel(
             stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_km, stride_kd,
             stride_vb, stride_vh, stride_vm, stride_vd, stride_ob, stride_oh, stride_on, stride_od,
             stride_gb, stride_gh, stride_gn, stride_gd, stride_dqb, stride_dqh, stride_dqn, stride_dqd,
-            D, ACC, PRECISION, DQ_BLOCK_N, DQ_BLOCK_M, BLOCK_D, EVEN_DQ,
+            D, ACC, PRECISION, DQ_BLOCK_N, DQ_BLOCK_M, BLOCK_D, EVEN_DQ, DQ_KEY_TILES,
         )  # fmt: skip
 
 
@@ -765,6 +783,15 @@ def split_plan(
     return best
 
 
+# Query programs unroll their key loop up to this many tiles (MiT: 256 keys, 4 tiles).
+MAX_UNROLLED_KEY_TILES = 4
+
+
+def _dq_key_tiles(M: int, cfg: BwdConfig) -> int:
+    tiles = triton.cdiv(M, cfg.dq_block_m)
+    return tiles if tiles <= MAX_UNROLLED_KEY_TILES else 0
+
+
 def attention_fwd(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -874,7 +901,7 @@ def attention_bwd(
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
         DQ_BLOCK_N=cfg.dq_block_n, DQ_BLOCK_M=cfg.dq_block_m,
         FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
-        EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d, EVEN_DQ=(M % cfg.dq_block_m == 0) and (N % cfg.dq_block_n == 0) and D == block_d,
+        EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d, DQ_KEY_TILES=_dq_key_tiles(M, cfg), EVEN_DQ=(M % cfg.dq_block_m == 0) and (N % cfg.dq_block_n == 0) and D == block_d,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return dq, dk, dv
