@@ -540,13 +540,8 @@ def _bwd_keys(
 
 
 @triton.jit
-def _dq_step(
-    dq, q, do, neg_lse2, delta, k_base, v_base, start_m, M, stride_km, stride_kd, stride_vm, stride_vd, qk_scale,
-    D: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN: tl.constexpr,
-):  # fmt: skip
-    """dq += dS k over keys [start_m, start_m + BLOCK_M), P and dP recomputed."""
-    k = _rows(k_base, start_m, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D, EVEN)  # (BLOCK_M, BLOCK_D)
-    v = _rows(v_base, start_m, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D, EVEN)
+def _dq_step(dq, q, do, neg_lse2, delta, k, v, start_m, M, qk_scale, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, EVEN: tl.constexpr):
+    """dq += dS k over the keys [start_m, start_m + BLOCK_M) of tiles k and v, P and dP recomputed."""
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BLOCK_N, BLOCK_M)
     p = _probs(s, qk_scale, neg_lse2[:, None])
     if not EVEN:
@@ -586,15 +581,28 @@ def _bwd_queries(
 
     dq = tl.zeros([BLOCK_N, BLOCK_D], ACC)
     if KEY_TILES > 0:
-        # A few key tiles (MiT: 4 of 64): unrolled, so their loads go out together with the
-        # query rows' instead of one pipelined round per tile.
-        for t in tl.static_range(KEY_TILES):
-            dq = _dq_step(dq, q, do, neg_lse2, delta, k_base, v_base, t * BLOCK_M, M, stride_km, stride_kd, stride_vm, stride_vd,
-                          qk_scale, D, PRECISION, BLOCK_M, BLOCK_D, EVEN)  # fmt: skip
+        # Up to 4 key tiles (MiT: 256 keys): all of K and V is loaded first, so that these loads
+        # are in flight together (one round trip, as the query rows'), then the tiles' products.
+        k0 = _rows(k_base, 0, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D, EVEN)  # (BLOCK_M, BLOCK_D)
+        v0 = _rows(v_base, 0, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D, EVEN)
+        k1 = _rows(k_base, BLOCK_M, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D, EVEN) if KEY_TILES > 1 else k0
+        v1 = _rows(v_base, BLOCK_M, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D, EVEN) if KEY_TILES > 1 else v0
+        k2 = _rows(k_base, 2 * BLOCK_M, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D, EVEN) if KEY_TILES > 2 else k0
+        v2 = _rows(v_base, 2 * BLOCK_M, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D, EVEN) if KEY_TILES > 2 else v0
+        k3 = _rows(k_base, 3 * BLOCK_M, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D, EVEN) if KEY_TILES > 3 else k0
+        v3 = _rows(v_base, 3 * BLOCK_M, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D, EVEN) if KEY_TILES > 3 else v0
+        dq = _dq_step(dq, q, do, neg_lse2, delta, k0, v0, 0, M, qk_scale, PRECISION, BLOCK_M, EVEN)
+        if KEY_TILES > 1:
+            dq = _dq_step(dq, q, do, neg_lse2, delta, k1, v1, BLOCK_M, M, qk_scale, PRECISION, BLOCK_M, EVEN)
+        if KEY_TILES > 2:
+            dq = _dq_step(dq, q, do, neg_lse2, delta, k2, v2, 2 * BLOCK_M, M, qk_scale, PRECISION, BLOCK_M, EVEN)
+        if KEY_TILES > 3:
+            dq = _dq_step(dq, q, do, neg_lse2, delta, k3, v3, 3 * BLOCK_M, M, qk_scale, PRECISION, BLOCK_M, EVEN)
     else:
         for start_m in range(0, M, BLOCK_M):
-            dq = _dq_step(dq, q, do, neg_lse2, delta, k_base, v_base, start_m, M, stride_km, stride_kd, stride_vm, stride_vd,
-                          qk_scale, D, PRECISION, BLOCK_M, BLOCK_D, EVEN)  # fmt: skip
+            k = _rows(k_base, start_m, stride_km, stride_kd, M, D, BLOCK_M, BLOCK_D, EVEN)
+            v = _rows(v_base, start_m, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D, EVEN)
+            dq = _dq_step(dq, q, do, neg_lse2, delta, k, v, start_m, M, qk_scale, PRECISION, BLOCK_M, EVEN)
     offs_n = start_n + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     dq_out = dq_ptr + b * stride_dqb + h * stride_dqh
