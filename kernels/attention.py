@@ -60,6 +60,8 @@ cubin without a GPU; none of this has been timed).
   launches on the current device, not on the tensors'.
 """
 
+import functools
+import heapq
 import os
 from typing import NamedTuple
 
@@ -96,6 +98,7 @@ class BwdConfig(NamedTuple):
     num_stages: int
     dq_block_n: int  # queries per program of the separate dq kernel
     dq_block_m: int  # keys per step of its loop
+    ctas_per_sm: int = 1  # programs per SM (registers and shared memory allow this many; split_plan's placement)
 
 
 def _pow2(x: int, low: int = 16) -> int:
@@ -151,7 +154,7 @@ def bwd_config(
             # two programs per SM and a two-stage load pipeline. dq comes from query programs in
             # the same launch (64 queries, 64 keys per step), not from partial sums.
             bm = min(_pow2(M), 64)
-            cfg = BwdConfig(bm, 64, 4, 4, 64, 64)
+            cfg = BwdConfig(bm, 64, 4, 4, 64, 64, ctas_per_sm=2)
         else:
             # 64 keys: one warpgroup (8 warps would put two on the same 64 rows).
             bm = _pow2(M) if _pow2(M) <= 64 else 64
@@ -742,53 +745,86 @@ def split_plan(
     B: int, H: int, N: int, M: int, D: int, dtype: torch.dtype, cfg: BwdConfig, sms: int, candidates=None
 ) -> tuple[int, float]:
     """(splits, modelled seconds) of the backward: the query-split count with the least modelled
-    time, the same roofline as kernels/timing.py in closed form (H100 figures; the SM count is
-    the device's). Per key program: its query steps' MMA time (4 products of BLOCK_M x BLOCK_N x
-    D, 5 when it also does dq), then, when split, the last arriver's sum of the SPLITS fp32
-    partials over one SM's port. Query programs: 3 products per key step. The launch takes the
-    longest key program or the total work spread over the SMs, whichever is larger, and at
-    least its bytes (scratch written and read back included) over HBM bandwidth. More splits
-    shorten the key programs and cost partials. ``candidates`` restricts the split counts tried
-    (tests)."""
-    from .timing import DEVICES
+    time. The model is kernels/timing.py's (H100 figures, the device's SM count) in closed form
+    per program, with its placement replayed: each program costs the larger of its MMA time and
+    its memory time (bytes over one SM's port, the pipeline's prologue included, or its round
+    trips times the latency); programs go in launch order (key programs first) to the SM that
+    frees a slot first, and an SM's time is the larger of its programs' summed MMA time and
+    their memory time. The launch takes the busiest SM, at least its bytes over HBM, then the
+    last arriver's sum of the SPLITS fp32 partials (split > 1), then the launch overhead. More
+    splits shorten the key programs, and cost partials and a longer tail. ``candidates``
+    restricts the split counts tried (tests)."""
+    return _split_plan(B, H, N, M, D, dtype, cfg, sms, None if candidates is None else tuple(candidates))
+
+
+@functools.lru_cache(maxsize=256)
+def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
+    from .timing import DEVICES, mma_efficiency
 
     dev = DEVICES["H100"]
-    peak = dev.mma_per_sm
-    port = dev.sm_port_bytes_clk * dev.clock_hz
     elem = torch.finfo(dtype).bits // 8
+    eff = mma_efficiency("wgmma", 64, False, {2: "bf16", 4: "f32", 8: "f64"}[elem], dev)
+    peak = dev.mma_per_sm * eff
+    port = dev.sm_port_bytes_clk * dev.clock_hz
     block_d = _pow2(D)
     fused = cfg.block_m >= M
     m_blocks = triton.cdiv(M, cfg.block_m)
     n_blocks = triton.cdiv(N, cfg.block_n)
     bh = B * H
-    step = (5 if fused else 4) * 2 * cfg.block_m * cfg.block_n * block_d / peak
-    # The elementwise work of a step (about 8 instructions per score and thread) issues in about
-    # the time of its products at D = 64, and a step without a load pipeline waits for its loads.
-    step = max(step, 4 * 2 * cfg.block_m * cfg.block_n * 64 / peak)
-    if cfg.num_stages == 1:
-        step += dev.latency_s
-    query_work = 0.0
+    pipe = max(1, cfg.num_stages - 1)  # round trips per loop step: 1 / pipe
+    prologue = cfg.num_stages - 1  # steps the pipeline's prologue loads beyond the loop's
+    step_bytes = 3 * cfg.block_n * block_d * elem + cfg.block_n * 4  # q, dO, out, lse
+    step_flops = (5 if fused else 4) * 2 * cfg.block_m * cfg.block_n * block_d
+    tile = cfg.block_m * block_d
+    partial = 2 * tile * 4  # fp32 dk, dv of one key program
+    query = []
     if not fused:
-        query_step = 3 * 2 * cfg.dq_block_n * cfg.dq_block_m * block_d / peak
-        query_work = bh * triton.cdiv(N, cfg.dq_block_n) * triton.cdiv(M, cfg.dq_block_m) * query_step
+        keys = triton.cdiv(M, cfg.dq_block_m) * cfg.dq_block_m
+        tiles = triton.cdiv(M, cfg.dq_block_m)
+        q_bytes = 4 * cfg.dq_block_n * block_d * elem + cfg.dq_block_n * 4 + 2 * keys * block_d * elem
+        q_rounds = 1 if tiles <= MAX_UNROLLED_KEY_TILES else 1 + tiles / pipe
+        q_cost = (3 * 2 * cfg.dq_block_n * keys * block_d / peak, q_bytes, q_rounds)
+        query = [q_cost] * (bh * triton.cdiv(N, cfg.dq_block_n))
     essential = (4 * N + 4 * M) * block_d * elem * bh
     best = None
     for splits in candidates or range(1, min(n_blocks, max(1, 4 * sms // (bh * m_blocks))) + 1):
         steps = triton.cdiv(n_blocks, splits)
         if splits > 1 and triton.cdiv(N, steps * cfg.block_n) < splits and not candidates:
             continue  # the same chunks as a smaller count
-        key_programs = bh * m_blocks * splits
-        partial = 2 * cfg.block_m * block_d * 4
-        # the last arriver reads every split's partial, one round trip each
-        tail = 0.0 if splits == 1 else splits * (dev.latency_s + partial / port)
-        # SMs with more key programs than others run them one after the other
-        longest = triton.cdiv(key_programs, sms) * steps * step + tail
-        spread = (key_programs * steps * step + query_work) / sms + tail
-        scratch = 0 if splits == 1 else 2 * key_programs * partial
-        t = max(longest, spread, (essential + scratch) / dev.hbm_bytes_s) + dev.launch_s * (1 if splits == 1 else 2)
+        chunks = [steps] * (n_blocks // steps) + ([n_blocks % steps] if n_blocks % steps else [])
+        programs = []
+        for _ in range(bh):
+            for n in chunks:
+                out = partial if splits > 1 else 2 * tile * elem
+                cost = (n * step_flops / peak, (n + prologue) * step_bytes + 2 * tile * elem + out,
+                        1 + n / pipe)  # fmt: skip
+                programs += [cost] * m_blocks
+        body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
+        tail = 0.0
+        if splits > 1:
+            tail = max(splits / pipe * dev.latency_s, (splits * partial + 2 * tile * elem) / port)
+        scratch = 0 if splits == 1 else len(programs) * partial
+        t = max(body, (essential + scratch) / dev.hbm_bytes_s) + tail + dev.launch_s
         if best is None or t < best[1] * 0.98:  # fewer splits unless clearly faster
             best = (splits, t)
     return best
+
+
+def _busiest_sm(programs, slots: int, sms: int, port: float, latency: float) -> float:
+    """kernels/timing.sm_times in brief: programs (mma seconds, bytes, round trips) in launch
+    order, each on the SM whose slots free first; the busiest SM's seconds."""
+    heap = [(0.0, j) for j in range(sms)]
+    mine = [[0.0, 0.0, 0.0, 0.0, 0] for _ in range(sms)]  # mma, bytes, rounds, max rounds, count
+    for mma, nbytes, rounds in programs:
+        load, j = heapq.heappop(heap)
+        acc = mine[j]
+        acc[0] += mma
+        acc[1] += nbytes
+        acc[2] += rounds
+        acc[3] = max(acc[3], rounds)
+        acc[4] += 1
+        heapq.heappush(heap, (load + max(mma, nbytes / port, rounds * latency) / slots, j))
+    return max(max(m, max(r / min(slots, c), top) * latency, b / port) for m, b, r, top, c in mine if c)
 
 
 # Query programs unroll their key loop up to this many tiles (MiT: 256 keys, 4 tiles).
