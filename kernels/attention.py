@@ -741,11 +741,18 @@ def num_splits(B: int, H: int, N: int, M: int, D: int, dtype: torch.dtype, block
     return max(1, min(triton.cdiv(N, block_n), fill, budget))
 
 
+class SplitPlan(NamedTuple):
+    splits: int  # query chunks per key block
+    seconds: float  # modelled time of the launch (H100)
+    chunk_n: int  # queries per chunk, a multiple of BLOCK_N (the last chunk takes the rest)
+
+
 def split_plan(
     B: int, H: int, N: int, M: int, D: int, dtype: torch.dtype, cfg: BwdConfig, sms: int, candidates=None
-) -> tuple[int, float]:
-    """(splits, modelled seconds) of the backward: the query-split count with the least modelled
-    time. The model is kernels/timing.py's (H100 figures, the device's SM count) in closed form
+) -> SplitPlan:
+    """The query chunks of the backward's key programs with the least modelled time, among even
+    chunks and chunks one or two query blocks longer than even (a shorter last chunk: its key
+    program has room for a query program on its SM). The model is kernels/timing.py's (H100 figures, the device's SM count) in closed form
     per program, with its placement replayed: each program costs the larger of its MMA time and
     its memory time (bytes over one SM's port, the pipeline's prologue included, or its round
     trips times the latency); programs go in launch order (key programs first) to the SM that
@@ -786,11 +793,13 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
         q_cost = (3 * 2 * cfg.dq_block_n * keys * block_d / peak, q_bytes, q_rounds)
         query = [q_cost] * (bh * triton.cdiv(N, cfg.dq_block_n))
     essential = (4 * N + 4 * M) * block_d * elem * bh
-    best = None
+    options = []  # (splits, query blocks per split): even chunks, and the last split a little shorter
     for splits in candidates or range(1, min(n_blocks, max(1, 4 * sms // (bh * m_blocks))) + 1):
-        steps = triton.cdiv(n_blocks, splits)
-        if splits > 1 and triton.cdiv(N, steps * cfg.block_n) < splits and not candidates:
-            continue  # the same chunks as a smaller count
+        even = triton.cdiv(n_blocks, splits)
+        options += [(splits, steps) for steps in ((even,) if candidates else range(even, even + 3))
+                    if triton.cdiv(n_blocks, steps) == splits or (candidates and steps == even)]  # fmt: skip
+    best = None
+    for splits, steps in options:
         chunks = [steps] * (n_blocks // steps) + ([n_blocks % steps] if n_blocks % steps else [])
         programs = []
         for _ in range(bh):
@@ -801,12 +810,12 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
                 programs += [cost] * m_blocks
         body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
         tail = 0.0
-        if splits > 1:
-            tail = max(splits / pipe * dev.latency_s, (splits * partial + 2 * tile * elem) / port)
-        scratch = 0 if splits == 1 else len(programs) * partial
+        if len(chunks) > 1:
+            tail = max(len(chunks) / pipe * dev.latency_s, (len(chunks) * partial + 2 * tile * elem) / port)
+        scratch = 0 if len(chunks) == 1 else len(programs) * partial
         t = max(body, (essential + scratch) / dev.hbm_bytes_s) + tail + dev.launch_s
-        if best is None or t < best[1] * 0.98:  # fewer splits unless clearly faster
-            best = (splits, t)
+        if best is None or t < best.seconds * 0.98:  # fewer splits unless clearly faster
+            best = SplitPlan(len(chunks), t, steps * cfg.block_n)
     return best
 
 
@@ -925,9 +934,10 @@ def attention_bwd(
         if BWD_POLICY == "budget":
             splits = num_splits(B, H, N, M, D, q.dtype, cfg.block_n, m_blocks, _sm_count(dev))
         else:
-            splits, _ = split_plan(B, H, N, M, D, q.dtype, cfg, _sm_count(dev))
-    splits = max(1, min(splits, n_blocks))
-    chunk_n = triton.cdiv(n_blocks, splits) * cfg.block_n
+            chunk_n = split_plan(B, H, N, M, D, q.dtype, cfg, _sm_count(dev)).chunk_n
+    if splits is not None:
+        splits = max(1, min(splits, n_blocks))
+        chunk_n = triton.cdiv(n_blocks, splits) * cfg.block_n
     splits = triton.cdiv(N, chunk_n)  # no empty split
 
     direct = splits == 1
