@@ -34,15 +34,20 @@ cubin without a GPU; none of this has been timed).
   (b, h) and a chunk of queries, one warpgroup, 64 queries per step in the transposed orientation
   (keys as rows): S^T, dP^T, dv and dk are all 64 x 64 wgmma tiles (N = 64 reaches the tensor peak
   even with both operands in shared memory, where the previous 32- and 16-wide tiles reached 67%
-  and 40%), loads go through a 4-stage cp.async pipeline, about 220 registers, two programs per
+  and 40%), loads go through a 4-stage cp.async pipeline, 241-246 registers, two programs per
   SM. A query program owns 64 queries and computes dq over all keys (P and dP recomputed: 7
-  products in all instead of 5, the price of needing no dq partial sums). Both compute delta =
-  rowsum(dO * out) from their own rows, so there is no preprocessing launch. The key programs
-  come first in the grid, the long ones start first. When B * H is small the key programs split
-  their queries (split_plan: the count the time model finds fastest, e.g. 7-8 at MiT-B5 stage 1,
-  B = 2, none from stage 3 on); the splits' fp32 partials (32 KiB each) are summed
-  deterministically in the kernel: every split writes its partial and counts itself done with an
-  atomic, the last one sums all partials in split order (no float atomics). The earlier policy
+  products in all instead of 5, the price of needing no dq partial sums); with up to 4 key tiles
+  (MiT's 256 keys) it loads all of K and V before its products, so those loads and its query
+  rows' are one round trip, with no pipeline prologue. Both kinds of program compute delta =
+  rowsum(dO * out) from their own rows, so there is no preprocessing launch; the scale is folded
+  into one fma per score. The key programs come first in the grid, the long ones start first.
+  When B * H is small the key programs split their queries (split_plan: the chunking that
+  kernels/timing.py's model, replayed in closed form, finds fastest; at MiT-B5, B = 2: 9 / 4 / 2
+  / 1 chunks, at stage 3 of 10 and 6 query blocks, so the shorter key program shares its SM with
+  a query program); the splits' fp32 partials (32 KiB each) are summed deterministically in the
+  kernel: every split writes its partial and counts itself done with an atomic on a counter of
+  kernels/_pixels.zeroed_workspace (no zero-fill launch), the last one sums all partials in
+  split order (no float atomics) and resets the counter. The earlier policy
   (all 256 keys in one program with dq written directly, splits capped by PARTIAL_BUDGET so the
   partials stay within 5% of the bytes moved: 6 / 4 / 10 / 16 programs at B = 2, 25x its ideal
   at stage 1) stays selectable as BWD_POLICY = "budget" so the audit can model it. Keys beyond
@@ -752,8 +757,8 @@ def split_plan(
 ) -> SplitPlan:
     """The query chunks of the backward's key programs with the least modelled time, among even
     chunks and chunks one or two query blocks longer than even (a shorter last chunk: its key
-    program has room for a query program on its SM). The model is kernels/timing.py's (H100 figures, the device's SM count) in closed form
-    per program, with its placement replayed: each program costs the larger of its MMA time and
+    program has room for a query program on its SM). The model is kernels/timing.py's (H100
+    figures, the device's SM count) in closed form per program, with its placement replayed: each program costs the larger of its MMA time and
     its memory time (bytes over one SM's port, the pipeline's prologue included, or its round
     trips times the latency); programs go in launch order (key programs first) to the SM that
     frees a slot first, and an SM's time is the larger of its programs' summed MMA time and
@@ -913,7 +918,8 @@ def attention_bwd(
     """Returns (dq, dk, dv) in the inputs' dtype, stored (B, N, H, D) / (B, M, H, D).
 
     ``dq`` / ``dk`` / ``dv`` let a caller pass pre-filled tensors; ``block_m`` < M selects the
-    two-kernel path (separate dq kernel), ``splits`` the number of query chunks (default: one wave).
+    two-kernel path (separate dq kernel), ``splits`` the number of even query chunks (default:
+    split_plan's chunking).
     """
     B, H, N, D = q.shape
     M = k.shape[2]
