@@ -370,13 +370,17 @@ def _attention_fwd_kernel(
 
 @triton.jit(noinline=True)
 def _sum_partials(
-    partial_ptr, dk_ptr, dv_ptr, key_block, SPLITS, H, M,
+    partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
     stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
-    D: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    D: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, TWO_LEVEL: tl.constexpr,
 ):  # fmt: skip
-    """dk and dv of one key block (key_block = (b * H + h) * cdiv(M, BLOCK_M) + key tile): the
-    sum of its SPLITS fp32 partials in split order, cast and stored. Not inlined, so that its
-    registers do not add to the main loop's."""
+    """dk and dv of one key block (key_block = (b * H + h) * cdiv(M, BLOCK_M) + key tile), by the
+    last of splits [lo, hi) to arrive: the sum of their fp32 partials in split order. One level:
+    [lo, hi) is every split, and the sum is stored. TWO_LEVEL: the splits are two halves, each
+    summed by its last arriver into its first split's slot; the second half to finish adds the
+    other half's sum to its own (a + b == b + a in floating point, so the result does not depend
+    on which) and stores. Each last arriver then reads half of the partials: the serial tail
+    halves. Not inlined, so that its registers do not add to the main loop's."""
     m_blocks = tl.cdiv(M, BLOCK_M)
     bh = key_block // m_blocks
     offs_m = (key_block % m_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -386,17 +390,30 @@ def _sum_partials(
     first = partial_ptr + (bh.to(tl.int64) * SPLITS * m_blocks + key_block % m_blocks) * (2 * BLOCK_M * BLOCK_D)
     dk = tl.zeros([BLOCK_M, BLOCK_D], ACC)
     dv = tl.zeros([BLOCK_M, BLOCK_D], ACC)
-    for i in range(0, SPLITS):
+    for i in range(lo, hi):
         # From L2 (.cg): other SMs wrote these, and L1 is not coherent.
         slot = first + i * m_blocks * (2 * BLOCK_M * BLOCK_D)
         dk += tl.load(slot + tile, cache_modifier=".cg")
         dv += tl.load(slot + BLOCK_M * BLOCK_D + tile, cache_modifier=".cg")
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    m_mask = offs_m < M
-    d_mask = offs_d < D
-    _store_tile(dk_ptr + b * stride_dkb + h * stride_dkh, dk, offs_m, offs_d, stride_dkm, stride_dkd, m_mask, d_mask)
-    _store_tile(dv_ptr + b * stride_dvb + h * stride_dvh, dv, offs_m, offs_d, stride_dvm, stride_dvd, m_mask, d_mask)
+    last = True
+    if TWO_LEVEL:
+        mine = first + lo * m_blocks * (2 * BLOCK_M * BLOCK_D)  # read above, by this program only
+        tl.store(mine + tile, dk)
+        tl.store(mine + BLOCK_M * BLOCK_D + tile, dv)
+        tl.debug_barrier()  # as in _bwd_keys: the stores, then the release
+        last = tl.atomic_add(count_ptr + key_block * 3 + 2, 1, sem="acq_rel", scope="gpu") == 1
+        if last:
+            tl.store(count_ptr + key_block * 3 + 2, 0)
+            other = first + tl.where(lo == 0, (SPLITS + 1) // 2, 0) * m_blocks * (2 * BLOCK_M * BLOCK_D)
+            dk += tl.load(other + tile, cache_modifier=".cg")
+            dv += tl.load(other + BLOCK_M * BLOCK_D + tile, cache_modifier=".cg")
+    if last:
+        b = (bh // H).to(tl.int64)
+        h = (bh % H).to(tl.int64)
+        m_mask = offs_m < M
+        d_mask = offs_d < D
+        _store_tile(dk_ptr + b * stride_dkb + h * stride_dkh, dk, offs_m, offs_d, stride_dkm, stride_dkd, m_mask, d_mask)
+        _store_tile(dv_ptr + b * stride_dvb + h * stride_dvh, dv, offs_m, offs_d, stride_dvm, stride_dvd, m_mask, d_mask)
 
 
 @triton.jit
@@ -450,7 +467,7 @@ def _bwd_keys(
     stride_dvb, stride_dvh, stride_dvm, stride_dvd,
     D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    FUSED_DQ: tl.constexpr, DQ_T: tl.constexpr, DIRECT_DKV: tl.constexpr, EVEN: tl.constexpr,
+    FUSED_DQ: tl.constexpr, DQ_T: tl.constexpr, DIRECT_DKV: tl.constexpr, EVEN: tl.constexpr, TWO_LEVEL: tl.constexpr,
 ):  # fmt: skip
     """Key program ``pid``: BLOCK_M keys x one chunk of queries of one (b, h): dk and dv (and dq
     when FUSED_DQ). Works in the transposed orientation (keys as rows) so the key block is the M
@@ -535,15 +552,25 @@ def _bwd_keys(
         # every other split's release.
         tl.debug_barrier()
         key_block = pid // (SPLITS * m_blocks) * m_blocks + pid % m_blocks  # bh * m_blocks + pid_m
-        done = tl.atomic_add(count_ptr + key_block, 1, sem="acq_rel", scope="gpu")
-        if done == SPLITS - 1:
-            # Every split has counted itself: reset the counter for the next launch (the
-            # workspace is zero between calls, kernels/_pixels.zeroed_workspace).
-            tl.store(count_ptr + key_block, 0)
+        # Three counters per key block: the two halves' (one level: the first only), the halves'.
+        if TWO_LEVEL:
+            half = (SPLITS + 1) // 2
+            group = pid // m_blocks % SPLITS // half
+            lo = group * half
+            hi = tl.minimum(lo + half, SPLITS)
+        else:
+            group = 0
+            lo = 0
+            hi = SPLITS
+        done = tl.atomic_add(count_ptr + key_block * 3 + group, 1, sem="acq_rel", scope="gpu")
+        if done == hi - lo - 1:
+            # Every split of [lo, hi) has counted itself: reset the counter for the next launch
+            # (the workspace is zero between calls, kernels/_pixels.zeroed_workspace).
+            tl.store(count_ptr + key_block * 3 + group, 0)
             _sum_partials(
-                partial_ptr, dk_ptr, dv_ptr, key_block, SPLITS, H, M,
+                partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
                 stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
-                D, ACC, BLOCK_M, BLOCK_D,
+                D, ACC, BLOCK_M, BLOCK_D, TWO_LEVEL,
             )  # fmt: skip
 
 
@@ -657,6 +684,7 @@ def _attention_bwd_kernel(
     FUSED_DQ: tl.constexpr,  # BLOCK_M >= M: the key programs write dq too, no query programs
     DQ_T: tl.constexpr,  # FUSED_DQ: compute dq^T = k^T dS^T (BLOCK_D rows) instead of dS k (BLOCK_N rows)
     DIRECT_DKV: tl.constexpr,  # SPLITS == 1: dk and dv written directly, no partials
+    TWO_LEVEL: tl.constexpr,  # the partials are summed in two halves, then the halves (SPLITS >= TWO_LEVEL_SPLITS)
     EVEN: tl.constexpr,  # M % BLOCK_M == 0, N % BLOCK_N == 0 and D == BLOCK_D: no masks
     DQ_KEY_TILES: tl.constexpr,  # query programs: > 0 unrolls their loop over this many key tiles
     EVEN_DQ: tl.constexpr,  # N % DQ_BLOCK_N == 0, M % DQ_BLOCK_M == 0 and D == BLOCK_D: query programs unmasked
@@ -672,7 +700,7 @@ def _attention_bwd_kernel(
             stride_vb, stride_vh, stride_vm, stride_vd, stride_ob, stride_oh, stride_on, stride_od,
             stride_gb, stride_gh, stride_gn, stride_gd, stride_dqb, stride_dqh, stride_dqn, stride_dqd,
             stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
-            D, ACC, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, FUSED_DQ, DQ_T, DIRECT_DKV, EVEN,
+            D, ACC, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, FUSED_DQ, DQ_T, DIRECT_DKV, EVEN, TWO_LEVEL,
         )  # fmt: skip
     elif not FUSED_DQ:  # FUSED_DQ: the grid is the key programs
         _bwd_queries(
@@ -815,7 +843,10 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
                 programs += [cost] * m_blocks
         body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
         tail = 0.0
-        if len(chunks) > 1:
+        if len(chunks) >= TWO_LEVEL_SPLITS:  # a half's partials, its sum written, the other half's read
+            half = triton.cdiv(len(chunks), 2)
+            tail = max((half / pipe + 1) * dev.latency_s, ((half + 2) * partial + 2 * tile * elem) / port)
+        elif len(chunks) > 1:
             tail = max(len(chunks) / pipe * dev.latency_s, (len(chunks) * partial + 2 * tile * elem) / port)
         scratch = 0 if len(chunks) == 1 else len(programs) * partial
         t = max(body, (essential + scratch) / dev.hbm_bytes_s) + tail + dev.launch_s
@@ -840,6 +871,10 @@ def _busiest_sm(programs, slots: int, sms: int, port: float, latency: float) -> 
         heapq.heappush(heap, (load + max(mma, nbytes / port, rounds * latency) / slots, j))
     return max(max(m, max(r / min(slots, c), top) * latency, b / port) for m, b, r, top, c in mine if c)
 
+
+# From this many splits the partials are summed in two halves (_sum_partials): two last arrivers
+# read half of them each, then one adds the other half's sum.
+TWO_LEVEL_SPLITS = 4
 
 # Query programs unroll their key loop up to this many tiles (MiT: 256 keys, 4 tiles).
 MAX_UNROLLED_KEY_TILES = 4
@@ -950,7 +985,7 @@ def attention_bwd(
     partial = count = dk  # placeholder pointers, never read when direct
     if not direct:
         partial = torch.empty((m_blocks * splits * B * H, 2, cfg.block_m, block_d), dtype=acc_torch, device=dev)
-        count = zeroed_workspace(dev, B * H * m_blocks)  # reset by the last arriver: no zero-fill launch
+        count = zeroed_workspace(dev, 3 * B * H * m_blocks)  # reset by the last arrivers: no zero-fill launch
     key_programs = m_blocks * splits * B * H
     query_programs = 0 if fused_dq else triton.cdiv(N, cfg.dq_block_n) * B * H
     _attention_bwd_kernel[(key_programs + query_programs,)](
@@ -960,7 +995,7 @@ def attention_bwd(
         *dq.stride(), *dk.stride(), *dv.stride(),
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
         DQ_BLOCK_N=cfg.dq_block_n, DQ_BLOCK_M=cfg.dq_block_m,
-        FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
+        TWO_LEVEL=splits >= TWO_LEVEL_SPLITS, FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
         EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d, DQ_KEY_TILES=_dq_key_tiles(M, cfg), EVEN_DQ=(M % cfg.dq_block_m == 0) and (N % cfg.dq_block_n == 0) and D == block_d,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip

@@ -535,6 +535,28 @@ def test_triton_float16_within_torch_error(shape):
 
 
 @pytest.mark.interpreter
+@pytest.mark.parametrize("splits", [3, 5, 6])
+def test_triton_backward_split_sums(splits):
+    """The key programs' query splits summed in the kernel: one level (3 splits) and two halves
+    (5: 3 + 2, 6: 3 + 3, each half summed by its last arriver, then the halves), with separate
+    query programs (M = 100: two key blocks, a masked one) and fused dq (M = 40). The result is
+    within PyTorch's float16 error, and the split counters are zero again afterwards (the
+    workspace is shared by every call on the stream)."""
+    from fastuda.kernels._pixels import zeroed_workspace
+
+    for shape in [(1, 2, 300, 100, 64), (2, 1, 330, 40, 64)]:
+        q, k, v = make_qkv(shape, torch.float16)
+        grad_out = torch.randn(q.shape).half()
+        scale = shape[-1] ** -0.5
+        exact = _exact(q, k, v, grad_out, scale)
+        eager = run_with_grads(lambda q, k, v: torch.softmax(q @ k.transpose(-1, -2) * scale, -1) @ v, q, k, v, grad_out)
+        eager_lse = torch.logsumexp((q @ k.transpose(-1, -2) * scale).float(), dim=-1)
+        got = _triton_fwd_bwd(q, k, v, grad_out, scale, splits=splits)
+        _assert_within_torch_error(got, exact, (eager[0], eager_lse, *eager[1:]), atol=2e-3)
+        assert not zeroed_workspace(q.device, 1).any(), "a split counter was left non-zero"
+
+
+@pytest.mark.interpreter
 @pytest.mark.parametrize("D", [1, 8, 20, 48, 80, 128])
 def test_triton_any_head_dim(D):
     """Head dims that are not 32 / 64 (padded to a power of two >= 16 inside the kernels)."""
