@@ -778,6 +778,7 @@ class SplitPlan(NamedTuple):
     splits: int  # query chunks per key block
     seconds: float  # modelled time of the launch (H100)
     chunk_n: int  # queries per chunk, a multiple of BLOCK_N (the last chunk takes the rest)
+    num_stages: int  # the key programs' load pipeline
 
 
 def split_plan(
@@ -811,20 +812,10 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
     m_blocks = triton.cdiv(M, cfg.block_m)
     n_blocks = triton.cdiv(N, cfg.block_n)
     bh = B * H
-    pipe = max(1, cfg.num_stages - 1)  # round trips per loop step: 1 / pipe
-    prologue = cfg.num_stages - 1  # steps the pipeline's prologue loads beyond the loop's
     step_bytes = 3 * cfg.block_n * block_d * elem + cfg.block_n * 4  # q, dO, out, lse
     step_flops = (5 if fused else 4) * 2 * cfg.block_m * cfg.block_n * block_d
     tile = cfg.block_m * block_d
     partial = 2 * tile * 4  # fp32 dk, dv of one key program
-    query = []
-    if not fused:
-        keys = triton.cdiv(M, cfg.dq_block_m) * cfg.dq_block_m
-        tiles = triton.cdiv(M, cfg.dq_block_m)
-        q_bytes = 4 * cfg.dq_block_n * block_d * elem + cfg.dq_block_n * 4 + 2 * keys * block_d * elem
-        q_rounds = 1 if tiles <= MAX_UNROLLED_KEY_TILES else 1 + tiles / pipe
-        q_cost = (3 * 2 * cfg.dq_block_n * keys * block_d / peak, q_bytes, q_rounds)
-        query = [q_cost] * (bh * triton.cdiv(N, cfg.dq_block_n))
     essential = (4 * N + 4 * M) * block_d * elem * bh
     options = []  # (splits, query blocks per split): even chunks, and the last split a little shorter
     for splits in candidates or range(1, min(n_blocks, max(1, 4 * sms // (bh * m_blocks))) + 1):
@@ -832,26 +823,38 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
         options += [(splits, steps) for steps in ((even,) if candidates else range(even, even + 3))
                     if triton.cdiv(n_blocks, steps) == splits or (candidates and steps == even)]  # fmt: skip
     best = None
-    for splits, steps in options:
-        chunks = [steps] * (n_blocks // steps) + ([n_blocks % steps] if n_blocks % steps else [])
-        programs = []
-        for _ in range(bh):
-            for n in chunks:
-                out = partial if splits > 1 else 2 * tile * elem
-                cost = (n * step_flops / peak, (n + prologue) * step_bytes + 2 * tile * elem + out,
-                        1 + n / pipe)  # fmt: skip
-                programs += [cost] * m_blocks
-        body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
-        tail = 0.0
-        if len(chunks) >= TWO_LEVEL_SPLITS:  # a half's partials, its sum written, the other half's read
-            half = triton.cdiv(len(chunks), 2)
-            tail = max((half / pipe + 1) * dev.latency_s, ((half + 2) * partial + 2 * tile * elem) / port)
-        elif len(chunks) > 1:
-            tail = max(len(chunks) / pipe * dev.latency_s, (len(chunks) * partial + 2 * tile * elem) / port)
-        scratch = 0 if len(chunks) == 1 else len(programs) * partial
-        t = max(body, (essential + scratch) / dev.hbm_bytes_s) + tail + dev.launch_s
-        if best is None or t < best.seconds * 0.98:  # fewer splits unless clearly faster
-            best = SplitPlan(len(chunks), t, steps * cfg.block_n)
+    # The pipeline depth too: fewer stages load fewer steps ahead (short loops) and wait more.
+    for stages in [cfg.num_stages] + [st for st in (3, 2) if st < cfg.num_stages and not candidates]:
+        pipe = max(1, stages - 1)  # round trips per loop step: 1 / pipe
+        prologue = stages - 1  # steps the pipeline's prologue loads beyond the loop's
+        query = []
+        if not fused:
+            keys = triton.cdiv(M, cfg.dq_block_m) * cfg.dq_block_m
+            tiles = triton.cdiv(M, cfg.dq_block_m)
+            q_bytes = 4 * cfg.dq_block_n * block_d * elem + cfg.dq_block_n * 4 + 2 * keys * block_d * elem
+            q_rounds = 1 if tiles <= MAX_UNROLLED_KEY_TILES else 1 + tiles / pipe
+            q_cost = (3 * 2 * cfg.dq_block_n * keys * block_d / peak, q_bytes, q_rounds)
+            query = [q_cost] * (bh * triton.cdiv(N, cfg.dq_block_n))
+        for splits, steps in options:
+            chunks = [steps] * (n_blocks // steps) + ([n_blocks % steps] if n_blocks % steps else [])
+            programs = []
+            for _ in range(bh):
+                for n in chunks:
+                    out = partial if splits > 1 else 2 * tile * elem
+                    cost = (n * step_flops / peak, (n + prologue) * step_bytes + 2 * tile * elem + out,
+                            1 + n / pipe)  # fmt: skip
+                    programs += [cost] * m_blocks
+            body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
+            tail = 0.0
+            if len(chunks) >= TWO_LEVEL_SPLITS:  # a half's partials, its sum written, the other half's read
+                half = triton.cdiv(len(chunks), 2)
+                tail = max((half / pipe + 1) * dev.latency_s, ((half + 2) * partial + 2 * tile * elem) / port)
+            elif len(chunks) > 1:
+                tail = max(len(chunks) / pipe * dev.latency_s, (len(chunks) * partial + 2 * tile * elem) / port)
+            scratch = 0 if len(chunks) == 1 else len(programs) * partial
+            t = max(body, (essential + scratch) / dev.hbm_bytes_s) + tail + dev.launch_s
+            if best is None or t < best.seconds * 0.98:  # fewer splits unless clearly faster
+                best = SplitPlan(len(chunks), t, steps * cfg.block_n, stages)
     return best
 
 
@@ -975,7 +978,8 @@ def attention_bwd(
         if BWD_POLICY == "budget":
             splits = num_splits(B, H, N, M, D, q.dtype, cfg.block_n, m_blocks, _sm_count(dev))
         else:
-            chunk_n = split_plan(B, H, N, M, D, q.dtype, cfg, _sm_count(dev)).chunk_n
+            plan = split_plan(B, H, N, M, D, q.dtype, cfg, _sm_count(dev))
+            chunk_n, cfg = plan.chunk_n, cfg._replace(num_stages=plan.num_stages)
     if splits is not None:
         splits = max(1, min(splits, n_blocks))
         chunk_n = triton.cdiv(n_blocks, splits) * cfg.block_n

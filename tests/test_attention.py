@@ -293,8 +293,9 @@ def test_backward_splits_are_chosen_for_time():
 
     cfg = bwd_config(256, 64, torch.bfloat16)
     assert (cfg.block_m, cfg.block_n, cfg.num_warps) == (64, 64, 4)
-    s1, t1, _ = split_plan(2, 1, 16384, 256, 64, torch.bfloat16, cfg, HOPPER_SMS)
-    s4, _, _ = split_plan(2, 8, 256, 256, 64, torch.bfloat16, cfg, HOPPER_SMS)
+    plan1 = split_plan(2, 1, 16384, 256, 64, torch.bfloat16, cfg, HOPPER_SMS)
+    s1, t1 = plan1.splits, plan1.seconds
+    s4 = split_plan(2, 8, 256, 256, 64, torch.bfloat16, cfg, HOPPER_SMS).splits
     assert s1 > 3 and s4 == 1, (s1, s4)  # more than the budget policy's 3
     for more in (2 * s1, 4 * s1):
         worse = split_plan(2, 1, 16384, 256, 64, torch.bfloat16, cfg, HOPPER_SMS, candidates=[more])
