@@ -41,13 +41,16 @@ cubin without a GPU; none of this has been timed).
   rows' are one round trip, with no pipeline prologue. Both kinds of program compute delta =
   rowsum(dO * out) from their own rows, so there is no preprocessing launch; the scale is folded
   into one fma per score. The key programs come first in the grid, the long ones start first.
-  When B * H is small the key programs split their queries (split_plan: the chunking that
-  kernels/timing.py's model, replayed in closed form, finds fastest; at MiT-B5, B = 2: 9 / 4 / 2
-  / 1 chunks, at stage 3 of 10 and 6 query blocks, so the shorter key program shares its SM with
-  a query program); the splits' fp32 partials (32 KiB each) are summed deterministically in the
+  When B * H is small the key programs split their queries (split_plan: the chunking and the
+  pipeline depth that kernels/timing.py's model, replayed in closed form, finds fastest; at
+  MiT-B5, B = 2: 10 / 4 / 2 / 1 chunks, at stage 3 of 10 and 6 query blocks, so the shorter key
+  program shares its SM with a query program; 3 stages where the query loop is short and the
+  GPU full); the splits' fp32 partials (32 KiB each) are summed deterministically in the
   kernel: every split writes its partial and counts itself done with an atomic on a counter of
-  kernels/_pixels.zeroed_workspace (no zero-fill launch), the last one sums all partials in
-  split order (no float atomics) and resets the counter. The earlier policy
+  kernels/_pixels.zeroed_workspace (no zero-fill launch), the last one sums the partials in
+  split order (no float atomics) and resets the counter. From 4 splits the two halves are summed
+  so by their own last arrivers and the second to finish adds the other's sum (a + b == b + a:
+  still deterministic), which halves the serial tail. The earlier policy
   (all 256 keys in one program with dq written directly, splits capped by PARTIAL_BUDGET so the
   partials stay within 5% of the bytes moved: 6 / 4 / 10 / 16 programs at B = 2, 25x its ideal
   at stage 1) stays selectable as BWD_POLICY = "budget" so the audit can model it. Keys beyond

@@ -76,8 +76,8 @@ def _is_time_gate(failure: str) -> bool:
 # docs/kernels.md ("Over the gate"); a change that makes any of them worse fails here, one that
 # brings an op under the gate should delete its entry. Ops not listed pass the gate outright.
 OVER_THE_GATE = {
-    "attention_bwd": 1.73,  # 7 products with the dq recompute, 2 exps per score: 1.40-1.43x at B = 8 and
-    # 18 (MMA-bound); at B = 2 the split tail and key-program bytes, 1.72x at stage 1 (the old: 25x)
+    "attention_bwd": 1.61,  # 7 products with the dq recompute, 2 exps per score: 1.40-1.43x at B = 8 and
+    # 18 (MMA-bound); at B = 2 the split sum's tail, 1.61x at stage 1 (the old backward: 25x)
     "pseudo_label": 1.31,  # bf16, B = 2, 512 x 512, H200: 1.30x; the weight kernel is a second launch
     "scale_fusion_fwd": 2.2,  # bf16 at the lr-256 shape: issue-bound (9 gathers per LR pixel)
     "scale_fusion_bwd": 3.2,  # bf16 lr-256, H200: issue-bound (hr gathers at a runtime box origin, box masks);
@@ -108,10 +108,10 @@ def test_time_gate(result, op):
     assert worst <= OVER_THE_GATE[op], f"{op}: worst modelled / ideal {worst:.2f} > recorded {OVER_THE_GATE[op]}"
 
 
-def test_mit_b5_attention_backward_within_1_6x_of_ideal(result):
+def test_mit_b5_attention_backward_within_1_59x_of_ideal(result):
     """A whole MiT-B5 attention backward at B = 2 (3 / 6 / 40 / 3 layers over the stages): the
-    sum of the modelled calls against the sum of their ideals (the old policy: about 13x; 1.51x
-    on an H100, 1.60x on an H200)."""
+    sum of the modelled calls against the sum of their ideals (the old policy: about 13x; 1.50x
+    on an H100, 1.59x on an H200)."""
     layers = {16384: 3, 4096: 6, 1024: 40, 256: 3}
     for device in ("H100", "H200"):
         modelled = ideal = 0.0
@@ -120,7 +120,7 @@ def test_mit_b5_attention_backward_within_1_6x_of_ideal(result):
                 n = int(o["case"].split()[2][1:])
                 modelled += layers[n] * o["model"][device]["modelled_us"]
                 ideal += layers[n] * o["model"][device]["ideal_us"]
-        assert modelled / ideal <= 1.6, (device, modelled, ideal)
+        assert modelled / ideal <= 1.59, (device, modelled, ideal)
 
 
 def test_gate_fails_on_the_old_attention_backward():
