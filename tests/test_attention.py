@@ -516,6 +516,17 @@ def test_triton_matches_reference_float32(shape, path):
             torch.testing.assert_close(g.double(), w, rtol=1e-5, atol=2e-5, msg=lambda m: f"{name} splits={splits}: {m}")
 
 
+def _float16_case(shape):
+    """Fresh float16 (q, k, v, grad_out, scale), the float64 oracle (out, lse, dq, dk, dv), and
+    PyTorch's eager float16 result in the same order (the yardstick of its own error)."""
+    q, k, v = make_qkv(shape, torch.float16)
+    grad_out = torch.randn(q.shape).half()
+    scale = shape[-1] ** -0.5
+    eager = run_with_grads(lambda q, k, v: torch.softmax(q @ k.transpose(-1, -2) * scale, -1) @ v, q, k, v, grad_out)
+    eager_lse = torch.logsumexp((q @ k.transpose(-1, -2) * scale).float(), dim=-1)
+    return (q, k, v, grad_out, scale), _exact(q, k, v, grad_out, scale), (eager[0], eager_lse, *eager[1:])
+
+
 @pytest.mark.interpreter
 @pytest.mark.parametrize("shape", [(2, 1, 37, 5, 32), (1, 2, 300, 1, 64), (1, 5, 33, 40, 64), (1, 5, 100, 32, 64)], ids=shape_id)
 def test_triton_float16_within_torch_error(shape):
@@ -523,16 +534,11 @@ def test_triton_float16_within_torch_error(shape):
     PyTorch's eager float16 attention and its gradients. With block_m = 16, M = 32 takes the
     two-tile resident forward; its 10 query blocks over the interpreter's 8 persistent programs
     make a program cross heads."""
-    q, k, v = make_qkv(shape, torch.float16)
-    grad_out = torch.randn(q.shape).half()
-    scale = shape[-1] ** -0.5
-    exact = _exact(q, k, v, grad_out, scale)
-    eager = run_with_grads(lambda q, k, v: torch.softmax(q @ k.transpose(-1, -2) * scale, -1) @ v, q, k, v, grad_out)
-    eager_lse = torch.logsumexp((q @ k.transpose(-1, -2) * scale).float(), dim=-1)
+    inputs, exact, eager = _float16_case(shape)
     for block_m in (None, 16):
-        got = _triton_fwd_bwd(q, k, v, grad_out, scale, block_m=block_m)
+        got = _triton_fwd_bwd(*inputs, block_m=block_m)
         assert all(g.dtype == torch.float16 for g in got[:1] + got[2:])
-        _assert_within_torch_error(got, exact, (eager[0], eager_lse, *eager[1:]), atol=2e-3)
+        _assert_within_torch_error(got, exact, eager, atol=2e-3)
 
 
 @pytest.mark.interpreter
@@ -546,15 +552,10 @@ def test_triton_backward_split_sums(splits):
     from fastuda.kernels._pixels import zeroed_workspace
 
     for shape in [(1, 2, 300, 100, 64), (2, 1, 330, 40, 64)]:
-        q, k, v = make_qkv(shape, torch.float16)
-        grad_out = torch.randn(q.shape).half()
-        scale = shape[-1] ** -0.5
-        exact = _exact(q, k, v, grad_out, scale)
-        eager = run_with_grads(lambda q, k, v: torch.softmax(q @ k.transpose(-1, -2) * scale, -1) @ v, q, k, v, grad_out)
-        eager_lse = torch.logsumexp((q @ k.transpose(-1, -2) * scale).float(), dim=-1)
-        got = _triton_fwd_bwd(q, k, v, grad_out, scale, splits=splits)
-        _assert_within_torch_error(got, exact, (eager[0], eager_lse, *eager[1:]), atol=2e-3)
-        assert not zeroed_workspace(q.device, 1).any(), "a split counter was left non-zero"
+        inputs, exact, eager = _float16_case(shape)
+        got = _triton_fwd_bwd(*inputs, splits=splits)
+        _assert_within_torch_error(got, exact, eager, atol=2e-3)
+        assert not zeroed_workspace(torch.device("cpu"), 1).any(), "a split counter was left non-zero"
 
 
 @pytest.mark.interpreter
