@@ -421,15 +421,15 @@ def _sum_partials(
 
 @triton.jit
 def _rows(base, start, stride_r, stride_c, R, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, EVEN: tl.constexpr):
-    """Rows [start, start + BLOCK_R) of a strided (R, C) view: (BLOCK_R, BLOCK_C). The start is
-    added to the scalar base, so the tile's offsets do not depend on it; EVEN (no partial block,
-    C == BLOCK_C) drops the masks."""
+    """Rows [start, start + BLOCK_R) of a strided (R, C) view: (BLOCK_R, BLOCK_C). EVEN (no
+    partial block, C == BLOCK_C) drops the masks and adds the start to the scalar base, so the
+    tile's offsets do not depend on it (the compiler keeps them out of the loop). With masks the
+    offsets include the start: hoisted, the masked tiles' offsets spill at D = 128."""
     rows = tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_C)
-    base = base + start * stride_r
     if EVEN:
-        return tl.load(base + rows[:, None] * stride_r + cols[None, :] * stride_c)
-    return _load_tile(base, rows, cols, stride_r, stride_c, rows < R - start, cols < C)
+        return tl.load(base + start * stride_r + rows[:, None] * stride_r + cols[None, :] * stride_c)
+    return _load_tile(base, start + rows, cols, stride_r, stride_c, start + rows < R, cols < C)
 
 
 @triton.jit
@@ -835,7 +835,7 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
             keys = triton.cdiv(M, cfg.dq_block_m) * cfg.dq_block_m
             tiles = triton.cdiv(M, cfg.dq_block_m)
             q_bytes = 4 * cfg.dq_block_n * block_d * elem + cfg.dq_block_n * 4 + 2 * keys * block_d * elem
-            q_rounds = 1 if tiles <= MAX_UNROLLED_KEY_TILES else 1 + tiles / pipe
+            q_rounds = 1 if _dq_key_tiles(M, cfg, dtype) else 1 + tiles / pipe
             q_cost = (3 * 2 * cfg.dq_block_n * keys * block_d / peak, q_bytes, q_rounds)
             query = [q_cost] * (bh * triton.cdiv(N, cfg.dq_block_n))
         for splits, steps in options:
@@ -886,9 +886,11 @@ TWO_LEVEL_SPLITS = 4
 MAX_UNROLLED_KEY_TILES = 4
 
 
-def _dq_key_tiles(M: int, cfg: BwdConfig) -> int:
+def _dq_key_tiles(M: int, cfg: BwdConfig, dtype: torch.dtype) -> int:
+    """Key tiles a query program unrolls (0: its loop). 16-bit only: their tiles wait in shared
+    memory for wgmma; fp32 / fp64 dots take their operands from registers, where 4 tiles spill."""
     tiles = triton.cdiv(M, cfg.dq_block_m)
-    return tiles if tiles <= MAX_UNROLLED_KEY_TILES else 0
+    return tiles if tiles <= MAX_UNROLLED_KEY_TILES and dtype in (torch.float16, torch.bfloat16) else 0
 
 
 def attention_fwd(
@@ -1003,7 +1005,7 @@ def attention_bwd(
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
         DQ_BLOCK_N=cfg.dq_block_n, DQ_BLOCK_M=cfg.dq_block_m,
         TWO_LEVEL=splits >= TWO_LEVEL_SPLITS, FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
-        EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d, DQ_KEY_TILES=_dq_key_tiles(M, cfg), EVEN_DQ=(M % cfg.dq_block_m == 0) and (N % cfg.dq_block_n == 0) and D == block_d,
+        EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d, DQ_KEY_TILES=_dq_key_tiles(M, cfg, q.dtype), EVEN_DQ=(M % cfg.dq_block_m == 0) and (N % cfg.dq_block_n == 0) and D == block_d,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return dq, dk, dv
