@@ -34,7 +34,7 @@ cubin without a GPU; none of this has been timed).
   (b, h) and a chunk of queries, one warpgroup, 64 queries per step in the transposed orientation
   (keys as rows): S^T, dP^T, dv and dk are all 64 x 64 wgmma tiles (N = 64 reaches the tensor peak
   even with both operands in shared memory, where the previous 32- and 16-wide tiles reached 67%
-  and 40%), loads go through a 4-stage cp.async pipeline, 241-246 registers, two programs per
+  and 40%), loads go through a cp.async pipeline (2-4 stages), 241-244 registers, two programs per
   SM. A query program owns 64 queries and computes dq over all keys (P and dP recomputed: 7
   products in all instead of 5, the price of needing no dq partial sums); with up to 4 key tiles
   (MiT's 256 keys) it loads all of K and V before its products, so those loads and its query
