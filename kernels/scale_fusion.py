@@ -78,8 +78,8 @@ MAX_SCALE = 4
 # register counts, no spills): forward 96-112 registers at scale 2; backward 64 registers at
 # scale 2 (so 8 CTAs of 4 warps fit an SM), about 105 at 3 and 170-215 at 4 (the (2S)^2 window
 # is unrolled).
-FWD_BLOCK = {1: (8, 64), 2: (8, 64), 3: (4, 32), 4: (4, 32)}  # LR pixels per program (rows, columns), by scale
-FWD_NUM_WARPS = 4
+FWD_BLOCK = {1: (8, 128), 2: (8, 128), 3: (8, 64), 4: (8, 64)}  # LR (rows walked, columns) per program, by scale
+FWD_NUM_WARPS = 1
 # Scale 2 runs _scale_fusion_bwd2_kernel: 4 x 128 LR pixels (128-168 registers, 3-4 CTAs per SM)
 # amortise the per-program scalar work; the modelled time falls from 4 x 32 to 4 x 128 by 1.4x.
 BWD_BLOCK = {1: (4, 32), 2: (4, 128), 3: (4, 16), 4: (4, 16)}  # LR pixels per program, by scale
@@ -201,7 +201,144 @@ def _interleave(phases, S: tl.constexpr):
         t = tl.join(phases[0], phases[1])
     else:
         t = tl.join(tl.join(phases[0], phases[2]), tl.join(phases[1], phases[3]))
-    return tl.reshape(t, (t.shape[0], S * t.shape[1]))
+    if len(phases[0].shape) == 1:
+        return tl.reshape(t, (S * t.shape[0],))
+    else:
+        return tl.reshape(t, (t.shape[0], S * t.shape[1]))
+
+
+@triton.jit
+def _row_taps(base, i, left, j, right, j_ok, stride_h, stride_w, ACC: tl.constexpr, mask_l=None, mask_m=None, mask_r=None):
+    """LR row ``i`` (a scalar, inside the plane) of a plane at columns (left, j, right): the clamped
+    neighbours and the tile's own columns (contiguous, so a vector load). ``mask_*`` replace
+    ``j_ok`` per column set (a' uses them to zero the attention outside the box)."""
+    row = base + i.to(tl.int64) * stride_h
+    ml = j_ok if mask_l is None else mask_l
+    mm = j_ok if mask_m is None else mask_m
+    mr = j_ok if mask_r is None else mask_r
+    return (
+        tl.load(row + left * stride_w, mask=ml, other=0.0).to(ACC),
+        tl.load(row + j * stride_w, mask=mm, other=0.0).to(ACC),
+        tl.load(row + right * stride_w, mask=mr, other=0.0).to(ACC),
+    )
+
+
+@triton.jit
+def _lerp(a, b, w: tl.constexpr):
+    """a + w (b - a) for a constexpr weight; a itself at w = 0 (the centre phase of an odd S)."""
+    if w == 0:
+        return a
+    else:
+        return tl.fma(b - a, w, a)
+
+
+@triton.jit
+def _fwd_hpass(lr_b, att_b, i, left, j, right, j_ok, cols_in, ay0, ay1, stride_lh, stride_lw, stride_ah, stride_aw,
+               S: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """Horizontal pass of LR row ``i``: per output column phase r (column S j + r), the
+    interpolated (1 - a') lr and a'. Phase r samples the source coordinate j + (2r + 1 - S) / 2S:
+    columns (j - 1, j) left of j, else (j, j + 1), with constexpr weights."""
+    row_in = (i >= ay0) & (i < ay1)  # a' is zero outside the LR box: masked loads give it
+    l0, l1, l2 = _row_taps(lr_b, i, left, j, right, j_ok, stride_lh, stride_lw, ACC)
+    a0, a1, a2 = _row_taps(
+        att_b, i, left, j, right, j_ok, stride_ah, stride_aw, ACC, cols_in[0] & row_in, cols_in[1] & row_in, cols_in[2] & row_in
+    )
+    p0 = (1.0 - a0) * l0
+    p1 = (1.0 - a1) * l1
+    p2 = (1.0 - a2) * l2
+    hp = ()
+    ha = ()
+    for r in tl.static_range(S):
+        if 2 * r + 1 < S:
+            hp = hp + (_lerp(p0, p1, (2 * r + 1 + S) / (2 * S)),)
+            ha = ha + (_lerp(a0, a1, (2 * r + 1 + S) / (2 * S)),)
+        else:
+            hp = hp + (_lerp(p1, p2, (2 * r + 1 - S) / (2 * S)),)
+            ha = ha + (_lerp(a1, a2, (2 * r + 1 - S) / (2 * S)),)
+    return hp, ha
+
+
+@triton.jit
+def _vpass(lo, hi, w: tl.constexpr, S: tl.constexpr):
+    """Vertical pass of one output row phase over S column-phase tiles."""
+    out = ()
+    for r in tl.static_range(S):
+        out = out + (_lerp(lo[r], hi[r], w),)
+    return out
+
+
+@triton.jit
+def _hr_cols(col0, N: tl.constexpr, stride_hw, VEC: tl.constexpr):
+    """Offsets of N contiguous output columns in an hr row, the first at hr column ``col0`` (output
+    column minus box origin). VEC > 1: the caller has checked that col0 is VEC-aligned and the row
+    contiguous (the origin lives in device memory, so only at run time), and the loads vectorise."""
+    if VEC > 1:
+        return tl.multiple_of(col0, VEC) + tl.arange(0, N)
+    else:
+        return (col0 + tl.arange(0, N)) * stride_hw
+
+
+@triton.jit
+def _fwd_emit(hp, ha, i, row_ok, j0, j, x_ok, x_hr, ey0, ey1, ex0, ex1, oy, ox, hr_b, out_b, W, stride_hh, stride_hw,
+              S: tl.constexpr, ACC: tl.constexpr, BLOCK_J: tl.constexpr, VEC: tl.constexpr):  # fmt: skip
+    """The S output rows of LR row i from the horizontal passes ``hp``, ``ha`` of rows (i - 1, i,
+    i + 1). Output row phase ry samples rows (i - 1, i) when 2 ry + 1 < S, else (i, i + 1);
+    ((2 ry + 1 + S) mod 2S) / 2S is the second row's weight."""
+    for ry in tl.static_range(S):
+        if 2 * ry + 1 < S:
+            up_lr = _vpass(hp[0], hp[1], ((2 * ry + 1 + S) % (2 * S)) / (2 * S), S)
+            up_att = _vpass(ha[0], ha[1], ((2 * ry + 1 + S) % (2 * S)) / (2 * S), S)
+        else:
+            up_lr = _vpass(hp[1], hp[2], ((2 * ry + 1 + S) % (2 * S)) / (2 * S), S)
+            up_att = _vpass(ha[1], ha[2], ((2 * ry + 1 + S) % (2 * S)) / (2 * S), S)
+        Y = S * i + ry
+        y_hr = (Y >= ey0) & (Y < ey1)
+        out_row = out_b + Y.to(tl.int64) * W
+        hr_row = hr_b + (Y - oy).to(tl.int64) * stride_hh
+        if S == 2 or S == 4:
+            # Phases interleaved into contiguous output rows: vector stores and hr loads.
+            X = S * j0 + tl.arange(0, S * BLOCK_J)
+            hr = tl.load(hr_row + _hr_cols(S * j0 - ox, S * BLOCK_J, stride_hw, VEC), mask=x_hr & y_hr, other=0.0)
+            fused = tl.fma(_interleave(up_att, S), hr.to(ACC), _interleave(up_lr, S))
+            tl.store(out_row + X, fused.to(out_b.dtype.element_ty), mask=x_ok & row_ok)
+        else:
+            for r in tl.static_range(S):
+                X = S * j + r  # (BLOCK_J,): contiguous for S = 1, strided by S otherwise
+                hr_mask = y_hr & (X < W) & (X >= ex0) & (X < ex1)
+                hr = tl.load(hr_row + (X - ox).to(tl.int64) * stride_hw, mask=hr_mask, other=0.0)
+                tl.store(out_row + X, tl.fma(up_att[r], hr.to(ACC), up_lr[r]).to(out_b.dtype.element_ty), mask=(X < W) & row_ok)
+
+
+@triton.jit
+def _fwd_rows(lr_b, att_b, hr_b, out_b, i_begin, i_end, j0, left, j, right, j_ok, cols_in, ay0, ay1, ey0, ey1, ex0,
+              ex1, oy, ox, h, W, stride_lh, stride_lw, stride_ah, stride_aw, stride_hh, stride_hw,
+              S: tl.constexpr, ACC: tl.constexpr, BLOCK_J: tl.constexpr, VEC: tl.constexpr):  # fmt: skip
+    """LR rows [i_begin, i_end) of a column tile, walked top to bottom two at a time. The
+    horizontal passes of rows (i - 1, i) are kept from the previous step, so each LR row is read
+    once (plus one row above and below the band), and every output row phase is a vertical lerp
+    of two of them. Each step's loads go out together (one round trip for two LR rows)."""
+    if S == 2 or S == 4:
+        X = S * j0 + tl.arange(0, S * BLOCK_J)  # the interleaved output columns
+    else:
+        X = S * j  # (unused: odd scales store phase by phase)
+    x_ok = X < W
+    x_hr = x_ok & (X >= ex0) & (X < ex1)  # hr's columns; its rows are tested per output row
+    hp_prev, ha_prev = _fwd_hpass(lr_b, att_b, tl.maximum(i_begin - 1, 0), left, j, right, j_ok, cols_in, ay0, ay1,
+                                  stride_lh, stride_lw, stride_ah, stride_aw, S, ACC)  # fmt: skip
+    hp_cur, ha_cur = _fwd_hpass(lr_b, att_b, i_begin, left, j, right, j_ok, cols_in, ay0, ay1,
+                                stride_lh, stride_lw, stride_ah, stride_aw, S, ACC)  # fmt: skip
+    for i in range(i_begin, i_end, 2):
+        hp_1, ha_1 = _fwd_hpass(lr_b, att_b, tl.minimum(i + 1, h - 1), left, j, right, j_ok, cols_in, ay0, ay1,
+                                stride_lh, stride_lw, stride_ah, stride_aw, S, ACC)  # fmt: skip
+        hp_2, ha_2 = _fwd_hpass(lr_b, att_b, tl.minimum(i + 2, h - 1), left, j, right, j_ok, cols_in, ay0, ay1,
+                                stride_lh, stride_lw, stride_ah, stride_aw, S, ACC)  # fmt: skip
+        _fwd_emit((hp_prev, hp_cur, hp_1), (ha_prev, ha_cur, ha_1), i, True, j0, j, x_ok, x_hr, ey0, ey1, ex0, ex1, oy, ox,
+                  hr_b, out_b, W, stride_hh, stride_hw, S, ACC, BLOCK_J, VEC)  # fmt: skip
+        # Row i + 1 is past the band only at the bottom of the plane (bands have even heights).
+        _fwd_emit((hp_cur, hp_1, hp_2), (ha_cur, ha_1, ha_2), i + 1, i + 1 < h, j0, j, x_ok, x_hr, ey0, ey1, ex0, ex1, oy, ox,
+                  hr_b, out_b, W, stride_hh, stride_hw, S, ACC, BLOCK_J, VEC)  # fmt: skip
+        hp_prev, ha_prev = hp_1, ha_1
+        hp_cur, ha_cur = hp_2, ha_2
 
 
 @triton.jit
@@ -231,8 +368,9 @@ def _scale_fusion_fwd_kernel(
     ACC: tl.constexpr,  # float32, or float64 for float64 inputs
     S: tl.constexpr,  # upsampling factor
     HAS_BOX: tl.constexpr,
-    BLOCK_I: tl.constexpr,  # LR rows per program (S * BLOCK_I output rows)
+    BLOCK_I: tl.constexpr,  # LR rows per program, walked one at a time (S * BLOCK_I output rows)
     BLOCK_J: tl.constexpr,  # LR columns per program (S * BLOCK_J output columns)
+    HR_VEC: tl.constexpr,  # hr elements per 16-byte vector
 ):
     pid = tl.program_id(0)
     c = tl.program_id(1)
@@ -240,80 +378,28 @@ def _scale_fusion_fwd_kernel(
     C = tl.num_programs(1)
     H = S * h
     W = S * w
-    i = (pid // num_tiles_j) * BLOCK_I + tl.arange(0, BLOCK_I)  # (BLOCK_I,) LR rows
-    j = (pid % num_tiles_j) * BLOCK_J + tl.arange(0, BLOCK_J)  # (BLOCK_J,) LR columns
+    i_begin = (pid // num_tiles_j) * BLOCK_I
+    i_end = tl.minimum(i_begin + BLOCK_I, h)
+    j0 = (pid % num_tiles_j) * BLOCK_J
+    j = j0 + tl.arange(0, BLOCK_J)  # (BLOCK_J,) LR columns
     ay0, ay1, ax0, ax1, ey0, ey1, ex0, ex1, oy, ox = _box(box_ptr, H, W, hd, wd, S, HAS_BOX)
 
     # Neighbours clamped to the plane: PyTorch clamps the source coordinate at 0 and repeats the
     # last row / column, which is what a tap on the clamped index with any weight gives.
-    up = tl.maximum(i - 1, 0)
-    down = tl.minimum(i + 1, h - 1)
+    j_ok = j < w
     left = tl.maximum(j - 1, 0)
     right = tl.minimum(j + 1, w - 1)
-    in_plane = (i < h)[:, None] & (j < w)[None, :]
-    lr = _lr_windows(lr_ptr + b * stride_lb + c * stride_lc, i, j, up, down, left, right, stride_lh, stride_lw, in_plane, ACC)
-    # a' = attention inside the LR box, per tap row / column.
-    rows_in = ((up >= ay0) & (up < ay1), (i >= ay0) & (i < ay1), (down >= ay0) & (down < ay1))
-    cols_in = ((left >= ax0) & (left < ax1), (j >= ax0) & (j < ax1), (right >= ax0) & (right < ax1))
-    att_base = att_ptr + b * stride_ab + c * stride_ac
-    a = _lr_windows(att_base, i, j, up, down, left, right, stride_ah, stride_aw, in_plane, ACC)
-    a_masked = ()
-    for k in tl.static_range(9):
-        a_masked = a_masked + (tl.where(rows_in[k // 3][:, None] & cols_in[k % 3][None, :], a[k], 0.0),)
-    # Horizontal pass: for each of the three rows and each column phase r (output column
-    # S * j + r), both products (1 - a') lr and a'. Phase r samples the source coordinate
-    # j + (2r + 1 - S) / 2S: columns (j - 1, j) left of j, else (j, j + 1); weights are constexpr.
-    hp = ()  # (BLOCK_I, BLOCK_J) tiles, index row * S + r
-    ha = ()
-    for row in tl.static_range(3):
-        a_l, a_m, a_r = a_masked[3 * row], a_masked[3 * row + 1], a_masked[3 * row + 2]
-        p_l = (1.0 - a_l) * lr[3 * row]
-        p_m = (1.0 - a_m) * lr[3 * row + 1]
-        p_r = (1.0 - a_r) * lr[3 * row + 2]
-        for r in tl.static_range(S):
-            if 2 * r + 1 - S < 0:
-                wx1 = (2 * r + 1 + S) / (2 * S)
-                hp = hp + (p_l + wx1 * (p_m - p_l),)
-                ha = ha + (a_l + wx1 * (a_m - a_l),)
-            else:
-                wx1 = (2 * r + 1 - S) / (2 * S)
-                hp = hp + (p_m + wx1 * (p_r - p_m),)
-                ha = ha + (a_m + wx1 * (a_r - a_m),)
-
+    cols_in = (j_ok & (left >= ax0) & (left < ax1), j_ok & (j >= ax0) & (j < ax1), j_ok & (right >= ax0) & (right < ax1))
+    lr_b = lr_ptr + b * stride_lb + c * stride_lc
+    att_b = att_ptr + b * stride_ab + c * stride_ac
     hr_b = hr_ptr + b * stride_hb + c * stride_hc
     out_b = out_ptr + (b * C + c) * H * W
-    for ry in tl.static_range(S):
-        # Vertical pass for output row phase ry: rows (up, i) when 2 ry + 1 < S, else (i, down);
-        # (2 ry + 1 + S) // 2S is that first row (0 or 1), and the remainder its weight.
-        wy1 = ((2 * ry + 1 + S) % (2 * S)) / (2 * S)
-        up_lr = ()
-        up_att = ()
-        for r in tl.static_range(S):
-            t0, t1 = hp[(2 * ry + 1 + S) // (2 * S) * S + r], hp[((2 * ry + 1 + S) // (2 * S) + 1) * S + r]
-            up_lr = up_lr + (t0 + wy1 * (t1 - t0),)
-            t0, t1 = ha[(2 * ry + 1 + S) // (2 * S) * S + r], ha[((2 * ry + 1 + S) // (2 * S) + 1) * S + r]
-            up_att = up_att + (t0 + wy1 * (t1 - t0),)
-        Y = S * i + ry  # (BLOCK_I,) output rows
-        y_mask = Y < H
-        y_hr = y_mask & (Y >= ey0) & (Y < ey1)
-        y_hr_off = ((Y - oy).to(tl.int64) * stride_hh)[:, None]
-        y_out_off = (Y.to(tl.int64) * W)[:, None]
-        if S == 2 or S == 4:
-            # Phases interleaved into contiguous output rows: vectorised hr loads and stores.
-            X = S * ((pid % num_tiles_j) * BLOCK_J) + tl.arange(0, S * BLOCK_J)  # (S * BLOCK_J,)
-            mask = y_mask[:, None] & (X < W)[None, :]
-            hr_mask = y_hr[:, None] & ((X < W) & (X >= ex0) & (X < ex1))[None, :]
-            hr = tl.load(hr_b + y_hr_off + ((X - ox).to(tl.int64) * stride_hw)[None, :], mask=hr_mask, other=0.0)
-            fused = _interleave(up_lr, S) + _interleave(up_att, S) * hr.to(ACC)
-            tl.store(out_b + y_out_off + X[None, :], fused.to(out_ptr.dtype.element_ty), mask=mask)
-        else:
-            for r in tl.static_range(S):
-                X = S * j + r  # (BLOCK_J,): contiguous for S = 1, strided by S otherwise
-                mask = y_mask[:, None] & (X < W)[None, :]
-                hr_mask = y_hr[:, None] & ((X < W) & (X >= ex0) & (X < ex1))[None, :]
-                hr = tl.load(hr_b + y_hr_off + ((X - ox).to(tl.int64) * stride_hw)[None, :], mask=hr_mask, other=0.0)
-                fused = up_lr[r] + up_att[r] * hr.to(ACC)
-                tl.store(out_b + y_out_off + X[None, :], fused.to(out_ptr.dtype.element_ty), mask=mask)
+    if ((S * j0 - ox) % HR_VEC == 0) & (stride_hw == 1) & ((S == 2) | (S == 4)):
+        _fwd_rows(lr_b, att_b, hr_b, out_b, i_begin, i_end, j0, left, j, right, j_ok, cols_in, ay0, ay1, ey0, ey1, ex0,
+                  ex1, oy, ox, h, W, stride_lh, stride_lw, stride_ah, stride_aw, stride_hh, stride_hw, S, ACC, BLOCK_J, HR_VEC)  # fmt: skip
+    else:
+        _fwd_rows(lr_b, att_b, hr_b, out_b, i_begin, i_end, j0, left, j, right, j_ok, cols_in, ay0, ay1, ey0, ey1, ex0,
+                  ex1, oy, ox, h, W, stride_lh, stride_lw, stride_ah, stride_aw, stride_hh, stride_hw, S, ACC, BLOCK_J, 1)  # fmt: skip
 
 
 @triton.jit
@@ -686,6 +772,7 @@ def scale_fusion_fwd(
     if out.numel() == 0:
         return out
     block_i, block_j = block or FWD_BLOCK[scale]
+    assert block_i % 2 == 0, "the forward walks its LR rows two at a time"
     num_tiles_j = triton.cdiv(w, block_j)
     grid = (triton.cdiv(h, block_i) * num_tiles_j, C, B)
     has_box = crop_box is not None
@@ -694,7 +781,7 @@ def scale_fusion_fwd(
         h, w, hr_logits.shape[2], hr_logits.shape[3],
         *lr_logits.stride(), *_attention_strides(attention), *hr_logits.stride(), num_tiles_j,
         ACC=_acc(lr_logits.dtype), S=scale, HAS_BOX=has_box,
-        BLOCK_I=block_i, BLOCK_J=block_j, num_warps=FWD_NUM_WARPS,
+        BLOCK_I=block_i, BLOCK_J=block_j, HR_VEC=16 // hr_logits.element_size(), num_warps=FWD_NUM_WARPS,
     )  # fmt: skip
     return out
 

@@ -555,7 +555,7 @@ def compile_kernels_for_sm90(has_box, classwise):
                   **strides("h", C * hd * wd, hd * wd, wd), **strides("g", C * S * S * h * w, S * S * h * w, S * w))  # fmt: skip
     bi, bj = K.FWD_BLOCK[S]
     fwd = dict(common, out_ptr=f32, num_tiles_j=triton.cdiv(w, bj))
-    compile_for_sm90(K._scale_fusion_fwd_kernel, fwd, dict(ACC=tl.float32, S=S, HAS_BOX=has_box, BLOCK_I=bi, BLOCK_J=bj), K.FWD_NUM_WARPS)
+    compile_for_sm90(K._scale_fusion_fwd_kernel, fwd, dict(ACC=tl.float32, S=S, HAS_BOX=has_box, BLOCK_I=bi, BLOCK_J=bj, HR_VEC=4), K.FWD_NUM_WARPS)
     bi, bj = K.BWD_BLOCK[S]
     bwd = dict(common, grad_ptr=f32, dlr_ptr=f32, datt_ptr=f32, dhr_ptr=f32, num_att_planes=C,
                num_tiles_j=triton.cdiv(w, bj), num_lr_tiles=triton.cdiv(h, bi) * triton.cdiv(w, bj),
