@@ -82,8 +82,9 @@ FWD_BLOCK = {1: (8, 128), 2: (8, 128), 3: (8, 64), 4: (8, 64)}  # LR (rows walke
 FWD_NUM_WARPS = 1
 # Scale 2 runs _scale_fusion_bwd2_kernel: 4 x 128 LR pixels (128-168 registers, 3-4 CTAs per SM)
 # amortise the per-program scalar work; the modelled time falls from 4 x 32 to 4 x 128 by 1.4x.
-BWD_BLOCK = {1: (4, 32), 2: (4, 128), 3: (4, 16), 4: (4, 16)}  # LR pixels per program, by scale
+BWD_BLOCK = {1: (4, 32), 2: (8, 128), 3: (4, 16), 4: (4, 16)}  # LR pixels per program, by scale
 BWD_NUM_WARPS = 4
+BWD2_NUM_WARPS = 1  # the scale-2 walk: one warp per column tile of BLOCK_J LR columns
 ZERO_BLOCK = (16, 64)  # hr pixels per program of the d_hr zero fill
 # Channels per program for a one-channel attention. A loop over channels sums d
 # attention in registers, but it raised the backward from 64 to 143 registers
@@ -224,6 +225,14 @@ def _row_taps(base, i, left, j, right, j_ok, stride_h, stride_w, ACC: tl.constex
 
 
 @triton.jit
+def _att_taps(att_b, i, left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC: tl.constexpr):
+    """a' of LR row ``i`` at columns (left, j, right): the attention, zero outside the LR box (the
+    masked loads give it; ``cols_in``: the three column sets' in-box masks)."""
+    row_in = (i >= ay0) & (i < ay1)
+    return _row_taps(att_b, i, left, j, right, None, stride_ah, stride_aw, ACC, cols_in[0] & row_in, cols_in[1] & row_in, cols_in[2] & row_in)
+
+
+@triton.jit
 def _lerp(a, b, w: tl.constexpr):
     """a + w (b - a) for a constexpr weight; a itself at w = 0 (the centre phase of an odd S)."""
     if w == 0:
@@ -238,11 +247,8 @@ def _fwd_hpass(lr_b, att_b, i, left, j, right, j_ok, cols_in, ay0, ay1, stride_l
     """Horizontal pass of LR row ``i``: per output column phase r (column S j + r), the
     interpolated (1 - a') lr and a'. Phase r samples the source coordinate j + (2r + 1 - S) / 2S:
     columns (j - 1, j) left of j, else (j, j + 1), with constexpr weights."""
-    row_in = (i >= ay0) & (i < ay1)  # a' is zero outside the LR box: masked loads give it
     l0, l1, l2 = _row_taps(lr_b, i, left, j, right, j_ok, stride_lh, stride_lw, ACC)
-    a0, a1, a2 = _row_taps(
-        att_b, i, left, j, right, j_ok, stride_ah, stride_aw, ACC, cols_in[0] & row_in, cols_in[1] & row_in, cols_in[2] & row_in
-    )
+    a0, a1, a2 = _att_taps(att_b, i, left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC)
     p0 = (1.0 - a0) * l0
     p1 = (1.0 - a1) * l1
     p2 = (1.0 - a2) * l2
@@ -534,37 +540,158 @@ def _scale_fusion_bwd_kernel(
             datt = datt_ptr + (b * num_att_planes + group) * h * w + lr_offs
             tl.store(datt, datt_sum.to(datt_ptr.dtype.element_ty), mask=lr_mask)
     else:
-        # d_hr where no in-range output pixel reads hr (only for a box that does
-        # not match hr or leaves the output): zero, so every element is written.
-        t = pid - num_lr_tiles
-        u = (t // num_zero_tiles_v) * BLOCK_U + tl.arange(0, BLOCK_U)
-        v = (t % num_zero_tiles_v) * BLOCK_V + tl.arange(0, BLOCK_V)
-        covered = ((oy + u >= ey0) & (oy + u < ey1))[:, None] & ((ox + v >= ex0) & (ox + v < ex1))[None, :]
-        mask = (u < hd)[:, None] & (v < wd)[None, :] & ~covered
-        offs = (u.to(tl.int64) * wd)[:, None] + v[None, :]
-        for c in range(c_begin, c_end):
-            tl.store(dhr_ptr + (b * C + c) * hd * wd + offs, tl.zeros([BLOCK_U, BLOCK_V], dhr_ptr.dtype.element_ty), mask=mask)
+        _zero_dhr_outside(dhr_ptr, pid - num_lr_tiles, b, c_begin, c_end, C, hd, wd, oy, ox, ey0, ey1, ex0, ex1,
+                          num_zero_tiles_v, BLOCK_U, BLOCK_V)  # fmt: skip
 
 
 @triton.jit
-def _up2_attention(att_base, i, j, up, down, left, right, ay0, ay1, ax0, ax1, stride_ah, stride_aw, in_plane, ACC: tl.constexpr):
-    """up(a') at scale 2 on the output block of an LR tile: two (BLOCK_I, 2 BLOCK_J) tiles, output
-    rows 2i and 2i + 1, columns interleaved by phase. The forward's stencil with constexpr weights:
-    phase 0 of a row / column samples (previous, own) at 1/4, 3/4, phase 1 (own, next) at 3/4, 1/4."""
-    a = _lr_windows(att_base, i, j, up, down, left, right, stride_ah, stride_aw, in_plane, ACC)
-    rows_in = ((up >= ay0) & (up < ay1), (i >= ay0) & (i < ay1), (down >= ay0) & (down < ay1))
-    cols_in = ((left >= ax0) & (left < ax1), (j >= ax0) & (j < ax1), (right >= ax0) & (right < ax1))
-    h0 = ()
-    h1 = ()
-    for row in tl.static_range(3):
-        a_l = tl.where(rows_in[row][:, None] & cols_in[0][None, :], a[3 * row], 0.0)
-        a_m = tl.where(rows_in[row][:, None] & cols_in[1][None, :], a[3 * row + 1], 0.0)
-        a_r = tl.where(rows_in[row][:, None] & cols_in[2][None, :], a[3 * row + 2], 0.0)
-        h0 = h0 + (0.25 * a_l + 0.75 * a_m,)
-        h1 = h1 + (0.75 * a_m + 0.25 * a_r,)
-    top = _interleave((0.25 * h0[0] + 0.75 * h0[1], 0.25 * h1[0] + 0.75 * h1[1]), 2)
-    bottom = _interleave((0.75 * h0[1] + 0.25 * h0[2], 0.75 * h1[1] + 0.25 * h1[2]), 2)
-    return top, bottom
+def _zero_dhr_outside(dhr_ptr, t, b, c_begin, c_end, C, hd, wd, oy, ox, ey0, ey1, ex0, ex1, num_zero_tiles_v,
+                      BLOCK_U: tl.constexpr, BLOCK_V: tl.constexpr):  # fmt: skip
+    """d_hr where no in-range output pixel reads hr (only for a box that does not match hr or
+    leaves the output): zero, so every element is written. ``t``: the zero-fill tile."""
+    u = (t // num_zero_tiles_v) * BLOCK_U + tl.arange(0, BLOCK_U)
+    v = (t % num_zero_tiles_v) * BLOCK_V + tl.arange(0, BLOCK_V)
+    covered = ((oy + u >= ey0) & (oy + u < ey1))[:, None] & ((ox + v >= ex0) & (ox + v < ex1))[None, :]
+    mask = (u < hd)[:, None] & (v < wd)[None, :] & ~covered
+    offs = (u.to(tl.int64) * wd)[:, None] + v[None, :]
+    for c in range(c_begin, c_end):
+        tl.store(dhr_ptr + (b * C + c) * hd * wd + offs, tl.zeros([BLOCK_U, BLOCK_V], dhr_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _att_hpass2(att_b, r, left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC: tl.constexpr):
+    """a' (attention zeroed outside the LR box) of LR row ``r`` at scale 2: its two column-phase
+    taps (1/4 left + 3/4 own, 3/4 own + 1/4 right) and its own value."""
+    a0, a1, a2 = _att_taps(att_b, r, left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC)
+    return tl.fma(a1, 0.75, 0.25 * a0), tl.fma(a1, 0.75, 0.25 * a2), a1
+
+
+@triton.jit
+def _bwd2_out_row(g_base, hr_base, Y, g_cols, gl_cols, gr_cols, h_cols, hl_cols, hr_cols, x_ok, j_ok, x_hr, xl_hr,
+                  xr_hr, ey0, ey1, oy, stride_gh, stride_hh, ACC: tl.constexpr, BLOCK_J: tl.constexpr,
+                  WITH_HR: tl.constexpr):  # fmt: skip
+    """Output row Y's part of up^T: per LR column j, 3/4 (g[2j] + g[2j + 1]) + 1/4 (g[2j - 1] +
+    g[2j + 2]) (clamped neighbours), of g and of g * pad(hr); and the row itself (for d_hr). The
+    pair is one contiguous vector load split into phases, the neighbours two narrow loads."""
+    g_row = g_base + Y * stride_gh
+    g = tl.load(g_row + g_cols, mask=x_ok, other=0.0).to(ACC)
+    g_l = tl.load(g_row + gl_cols, mask=j_ok, other=0.0).to(ACC)
+    g_r = tl.load(g_row + gr_cols, mask=j_ok, other=0.0).to(ACC)
+    g_even, g_odd = tl.split(tl.reshape(g, (BLOCK_J, 2)))
+    hg = tl.fma(g_even + g_odd, 0.75, 0.25 * (g_l + g_r))
+    if WITH_HR:
+        y_hr = (Y >= ey0) & (Y < ey1)
+        hr_row = hr_base + (Y - oy) * stride_hh
+        p = tl.load(hr_row + h_cols, mask=x_hr & y_hr, other=0.0).to(ACC)
+        p_l = tl.load(hr_row + hl_cols, mask=xl_hr & y_hr, other=0.0).to(ACC)
+        p_r = tl.load(hr_row + hr_cols, mask=xr_hr & y_hr, other=0.0).to(ACC)
+        gp_even, gp_odd = tl.split(tl.reshape(g * p, (BLOCK_J, 2)))
+        hgp = tl.fma(gp_even + gp_odd, 0.75, 0.25 * tl.fma(g_l, p_l, g_r * p_r))
+    else:
+        hgp = tl.zeros([BLOCK_J], ACC)
+    return hg, hgp, g
+
+
+@triton.jit
+def _bwd2_lr_row(carry, i, row_ok, g_base, hr_base, lr_b, att_b, dlr_row0, datt_row0, dhr_plane, c, c_begin, h, H, j,
+                 left, right, cols_in, g_cols, gl_cols, gr_cols, h_cols, hl_cols, hr_cols, dhr_cols, x_ok, j_ok, x_hr,
+                 xl_hr, xr_hr, ay0, ay1, ey0, ey1, oy, w, wd, stride_gh, stride_hh, stride_lh, stride_lw, stride_ah,
+                 stride_aw, ACC: tl.constexpr, BLOCK_J: tl.constexpr, WITH_HR: tl.constexpr,
+                 ACCUMULATE_DATT: tl.constexpr):  # fmt: skip
+    """One LR row i of the walk. ``carry``: up^T rows of output rows 2i - 1 and 2i (g, g * pad(hr)),
+    output row 2i of g, the a' taps of LR rows i - 1 and i and a'[i]. Writes d_lr and d_attention
+    of row i and d_hr of output rows 2i, 2i + 1; returns the carry of row i + 1."""
+    hg_a, hgp_a, hg_b, hgp_b, g_b, ha_prev, ha_cur, a_cur = carry
+    hg_1, hgp_1, g_1 = _bwd2_out_row(g_base, hr_base, tl.minimum(2 * i + 1, H - 1), g_cols, gl_cols, gr_cols, h_cols,
+                                     hl_cols, hr_cols, x_ok, j_ok, x_hr, xl_hr, xr_hr, ey0, ey1, oy, stride_gh,
+                                     stride_hh, ACC, BLOCK_J, WITH_HR)  # fmt: skip
+    hg_2, hgp_2, g_2 = _bwd2_out_row(g_base, hr_base, tl.minimum(2 * i + 2, H - 1), g_cols, gl_cols, gr_cols, h_cols,
+                                     hl_cols, hr_cols, x_ok, j_ok, x_hr, xl_hr, xr_hr, ey0, ey1, oy, stride_gh,
+                                     stride_hh, ACC, BLOCK_J, WITH_HR)  # fmt: skip
+    ha_next = _att_hpass2(att_b, tl.minimum(i + 1, h - 1), left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC)
+    # up^T over the rows: 3/4 (rows 2i, 2i + 1) + 1/4 (rows 2i - 1, 2i + 2), clamped like the columns.
+    ut_g = tl.fma(hg_b + hg_1, 0.75, 0.25 * (hg_a + hg_2))
+    ut_gp = tl.fma(hgp_b + hgp_1, 0.75, 0.25 * (hgp_a + hgp_2))
+    lr_ok = j_ok & row_ok
+    lr = tl.load(lr_b + i * stride_lh + j * stride_lw, mask=lr_ok, other=0.0).to(ACC)
+    tl.store(dlr_row0 + i * w + j, ((1.0 - a_cur) * ut_g).to(dlr_row0.dtype.element_ty), mask=lr_ok)
+    d_att = tl.where(cols_in[1] & (i >= ay0) & (i < ay1), ut_gp - lr * ut_g, 0.0)  # d a' inside the box
+    datt = datt_row0 + i * w + j
+    if ACCUMULATE_DATT:  # a one-channel attention summed over this program's channels
+        d_att += tl.load(datt, mask=lr_ok & (c > c_begin), other=0.0).to(ACC)
+    tl.store(datt, d_att.to(datt_row0.dtype.element_ty), mask=lr_ok)
+    if WITH_HR:
+        # d_hr = g * up(a') on output rows 2i (a' rows i - 1, i at 1/4, 3/4) and 2i + 1 (i, i + 1).
+        top = _interleave((tl.fma(ha_cur[0], 0.75, 0.25 * ha_prev[0]), tl.fma(ha_cur[1], 0.75, 0.25 * ha_prev[1])), 2)
+        bottom = _interleave((tl.fma(ha_cur[0], 0.75, 0.25 * ha_next[0]), tl.fma(ha_cur[1], 0.75, 0.25 * ha_next[1])), 2)
+        for ry in tl.static_range(2):
+            Y = 2 * i + ry
+            m = x_hr & ((Y >= ey0) & (Y < ey1) & row_ok)
+            d = g_b * top if ry == 0 else g_1 * bottom
+            tl.store(dhr_plane + (Y - oy) * wd + dhr_cols, d.to(dhr_plane.dtype.element_ty), mask=m)
+    return hg_1, hgp_1, hg_2, hgp_2, g_2, ha_cur, (ha_next[0], ha_next[1]), ha_next[2]
+
+
+@triton.jit
+def _bwd2_walk(grad_ptr, lr_ptr, att_ptr, hr_ptr, dlr_ptr, datt_ptr, dhr_ptr, b, group, c_begin, c_end, C, h, w, hd,
+               wd, i_begin, i_end, j0, ay0, ay1, ax0, ax1, ey0, ey1, ex0, ex1, oy, ox, stride_gb, stride_gc, stride_gh,
+               stride_gw, stride_lb, stride_lc, stride_lh, stride_lw, stride_ab, stride_ac, stride_ah, stride_aw,
+               stride_hb, stride_hc, stride_hh, stride_hw, num_att_planes, ACC: tl.constexpr,
+               BROADCAST_ATT: tl.constexpr, CHANNELS_PER_PROGRAM: tl.constexpr, BLOCK_J: tl.constexpr,
+               WITH_HR: tl.constexpr, VEC: tl.constexpr):  # fmt: skip
+    """The LR rows [i_begin, i_end) of a column tile, per channel, walked two rows per step: each
+    output row of g (and hr) is read once per tile (plus one row above and below the band), the
+    up^T rows and the a' taps of the rows above are kept from the previous step."""
+    H = 2 * h
+    W = 2 * w
+    j = j0 + tl.arange(0, BLOCK_J)  # LR columns
+    j_ok = j < w
+    left = tl.maximum(j - 1, 0)
+    right = tl.minimum(j + 1, w - 1)
+    cols_in = (j_ok & (left >= ax0) & (left < ax1), j_ok & (j >= ax0) & (j < ax1), j_ok & (right >= ax0) & (right < ax1))
+    X = 2 * j0 + tl.arange(0, 2 * BLOCK_J)  # the output columns the tile owns
+    x_ok = X < W
+    x_hr = x_ok & (X >= ex0) & (X < ex1)
+    XL = tl.maximum(2 * j - 1, 0)  # clamped neighbour columns
+    XR = tl.minimum(2 * j + 2, W - 1)
+    xl_hr = j_ok & (XL >= ex0) & (XL < ex1)
+    xr_hr = j_ok & (XR >= ex0) & (XR < ex1)
+    # Offsets inside one (H, W) plane are int32 (a plane under 2^31 elements: checked by the
+    # launcher); the plane bases are int64.
+    g_cols = X * stride_gw
+    gl_cols = XL * stride_gw
+    gr_cols = XR * stride_gw
+    h_cols = _hr_cols((2 * j0 - ox).to(tl.int32), 2 * BLOCK_J, stride_hw, VEC)
+    hl_cols = ((XL - ox) * stride_hw).to(tl.int32)
+    hr_cols = ((XR - ox) * stride_hw).to(tl.int32)
+    dhr_cols = (X - ox).to(tl.int32)
+    oy32 = oy.to(tl.int32)
+    for c in range(c_begin, c_end):
+        g_base = grad_ptr + b * stride_gb + c * stride_gc
+        hr_base = hr_ptr + b * stride_hb + c * stride_hc
+        lr_b = lr_ptr + b * stride_lb + c * stride_lc
+        att_b = att_ptr + b * stride_ab + c * stride_ac
+        plane = b * C + c
+        dlr_row0 = dlr_ptr + plane * h * w
+        datt_row0 = datt_ptr + (b * num_att_planes + (group if BROADCAST_ATT else c)) * h * w
+        dhr_plane = dhr_ptr + plane * hd * wd
+        hg_a, hgp_a, _ = _bwd2_out_row(g_base, hr_base, tl.maximum(2 * i_begin - 1, 0), g_cols, gl_cols, gr_cols, h_cols,
+                                       hl_cols, hr_cols, x_ok, j_ok, x_hr, xl_hr, xr_hr, ey0, ey1, oy32, stride_gh,
+                                       stride_hh, ACC, BLOCK_J, WITH_HR)  # fmt: skip
+        hg_b, hgp_b, g_b = _bwd2_out_row(g_base, hr_base, 2 * i_begin, g_cols, gl_cols, gr_cols, h_cols, hl_cols,
+                                         hr_cols, x_ok, j_ok, x_hr, xl_hr, xr_hr, ey0, ey1, oy32, stride_gh, stride_hh,
+                                         ACC, BLOCK_J, WITH_HR)  # fmt: skip
+        ha_prev = _att_hpass2(att_b, tl.maximum(i_begin - 1, 0), left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC)
+        ha_cur = _att_hpass2(att_b, i_begin, left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC)
+        carry = (hg_a, hgp_a, hg_b, hgp_b, g_b, (ha_prev[0], ha_prev[1]), (ha_cur[0], ha_cur[1]), ha_cur[2])
+        for i in range(i_begin, i_end, 2):
+            for k in tl.static_range(2):
+                # Row i + 1 is past the band only at the bottom of the plane (bands have even heights).
+                carry = _bwd2_lr_row(carry, i + k, (i + k) < h, g_base, hr_base, lr_b, att_b, dlr_row0, datt_row0,
+                                     dhr_plane, c, c_begin, h, H, j, left, right, cols_in, g_cols, gl_cols, gr_cols,
+                                     h_cols, hl_cols, hr_cols, dhr_cols, x_ok, j_ok, x_hr, xl_hr, xr_hr, ay0, ay1, ey0,
+                                     ey1, oy32, w, wd, stride_gh, stride_hh, stride_lh, stride_lw, stride_ah, stride_aw,
+                                     ACC, BLOCK_J, WITH_HR, BROADCAST_ATT and CHANNELS_PER_PROGRAM > 1)  # fmt: skip
 
 
 @triton.jit
@@ -599,17 +726,18 @@ def _scale_fusion_bwd2_kernel(
     HAS_BOX: tl.constexpr,
     BROADCAST_ATT: tl.constexpr,
     CHANNELS_PER_PROGRAM: tl.constexpr,
-    BLOCK_I: tl.constexpr,
-    BLOCK_J: tl.constexpr,
+    BLOCK_I: tl.constexpr,  # LR rows per program (even), walked two at a time
+    BLOCK_J: tl.constexpr,  # LR columns per program
     BLOCK_U: tl.constexpr,
     BLOCK_V: tl.constexpr,
+    HR_VEC: tl.constexpr,  # hr elements per 16-byte vector
 ):
     """Scale 2 only: the backward as a separable stencil with constexpr weights. Interior LR
     column j receives 1/4 g[2j - 1] + 3/4 g[2j] + 3/4 g[2j + 1] + 1/4 g[2j + 2] (rows likewise);
     at the borders PyTorch's clamped source coordinate gives the outer output pixel weight 1,
     which is the same formula with the neighbour index clamped (g[-1] -> g[0], g[W] -> g[W - 1]).
-    So every tap is one of four clamped rows by (a contiguous pair + two clamped neighbours),
-    with no per-tap weight arithmetic: the pairs are vector loads split into column phases."""
+    Each program walks a column tile's LR rows top to bottom (_bwd2_walk); tiles that do not meet
+    the box skip hr and d_hr altogether, and hr takes vector loads when the box origin is aligned."""
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     group = tl.program_id(2)
@@ -622,114 +750,26 @@ def _scale_fusion_bwd2_kernel(
     if pid < num_lr_tiles:
         ti = pid // num_tiles_j
         tj = pid % num_tiles_j
-        i = ti * BLOCK_I + tl.arange(0, BLOCK_I)  # (BLOCK_I,) LR rows
-        j = tj * BLOCK_J + tl.arange(0, BLOCK_J)  # (BLOCK_J,) LR columns
-        i_ok = i < h
-        j_ok = j < w
-        lr_mask = i_ok[:, None] & j_ok[None, :]
-        in_att_box = ((i >= ay0) & (i < ay1))[:, None] & ((j >= ax0) & (j < ax1))[None, :]
-        lr_offs = (i.to(tl.int64) * w)[:, None] + j[None, :]  # contiguous (h, w) planes
-        up = tl.maximum(i - 1, 0)
-        down = tl.minimum(i + 1, h - 1)
-        left = tl.maximum(j - 1, 0)
-        right = tl.minimum(j + 1, w - 1)
-
-        X = 2 * tj * BLOCK_J + tl.arange(0, 2 * BLOCK_J)  # the output columns the tile owns
-        x_ok = X < W
-        x_hr = x_ok & (X >= ex0) & (X < ex1)
-        XL = tl.maximum(2 * j - 1, 0)  # clamped neighbour columns
-        XR = tl.minimum(2 * j + 2, W - 1)
-        xl_hr = j_ok & (XL >= ex0) & (XL < ex1)
-        xr_hr = j_ok & (XR >= ex0) & (XR < ex1)
-        # Offsets inside one (H, W) plane are int32 (a plane under 2^31 elements: checked by the
-        # launcher); the plane bases are int64.
-        g_cols = (X * stride_gw)[None, :]
-        gl_cols = (XL * stride_gw)[None, :]
-        gr_cols = (XR * stride_gw)[None, :]
-        h_cols = ((X - ox) * stride_hw)[None, :]
-        hl_cols = ((XL - ox) * stride_hw)[None, :]
-        hr_cols = ((XR - ox) * stride_hw)[None, :]
-        rows = (tl.maximum(2 * i - 1, 0), 2 * i, 2 * i + 1, tl.minimum(2 * i + 2, H - 1))
-        blk_y_lo = 2 * ti * BLOCK_I
-        blk_x_lo = 2 * tj * BLOCK_J
+        i_begin = ti * BLOCK_I
+        i_end = tl.minimum(i_begin + BLOCK_I, h)
+        j0 = tj * BLOCK_J
+        blk_y_lo = 2 * i_begin
+        blk_x_lo = 2 * j0
         hits_box = (blk_y_lo < ey1) & (blk_y_lo + 2 * BLOCK_I > ey0) & (blk_x_lo < ex1) & (blk_x_lo + 2 * BLOCK_J > ex0)
-
-        att_b = att_ptr + b * stride_ab
-        datt_sum = tl.zeros([BLOCK_I, BLOCK_J], ACC)
-        for c in range(c_begin, c_end):
-            g_base = grad_ptr + b * stride_gb + c * stride_gc
-            hr_base = hr_ptr + b * stride_hb + c * stride_hc
-            # The tap weights are (1/4 or 3/4) x (1/4 or 3/4): sums of the taps by weight class,
-            # 9/16 (inner rows, pair columns), 3/16 (inner x neighbour, outer x pair), 1/16.
-            g9 = tl.zeros([BLOCK_I, BLOCK_J], ACC)
-            g3 = tl.zeros([BLOCK_I, BLOCK_J], ACC)
-            g1 = tl.zeros([BLOCK_I, BLOCK_J], ACC)
-            gp9 = tl.zeros([BLOCK_I, BLOCK_J], ACC)
-            gp3 = tl.zeros([BLOCK_I, BLOCK_J], ACC)
-            gp1 = tl.zeros([BLOCK_I, BLOCK_J], ACC)
-            g_own = ()  # the grad of output rows 2i and 2i + 1, kept for d_hr
-            for k in tl.static_range(4):
-                Yk = rows[k]
-                y_hr = i_ok & (Yk >= ey0) & (Yk < ey1)
-                g_row = (Yk * stride_gh)[:, None]
-                h_row = ((Yk - oy) * stride_hh)[:, None]
-                g = tl.load(g_base + g_row + g_cols, mask=i_ok[:, None] & x_ok[None, :], other=0.0).to(ACC)
-                p = tl.load(hr_base + h_row + h_cols, mask=y_hr[:, None] & x_hr[None, :], other=0.0).to(ACC)
-                if k == 1 or k == 2:
-                    g_own = g_own + (g,)
-                g_even, g_odd = tl.split(tl.reshape(g, (BLOCK_I, BLOCK_J, 2)))
-                gp_even, gp_odd = tl.split(tl.reshape(g * p, (BLOCK_I, BLOCK_J, 2)))
-                g_l = tl.load(g_base + g_row + gl_cols, mask=lr_mask, other=0.0).to(ACC)
-                g_r = tl.load(g_base + g_row + gr_cols, mask=lr_mask, other=0.0).to(ACC)
-                p_l = tl.load(hr_base + h_row + hl_cols, mask=y_hr[:, None] & xl_hr[None, :], other=0.0).to(ACC)
-                p_r = tl.load(hr_base + h_row + hr_cols, mask=y_hr[:, None] & xr_hr[None, :], other=0.0).to(ACC)
-                if k == 1 or k == 2:
-                    g9 += g_even + g_odd
-                    g3 += g_l + g_r
-                    gp9 += gp_even + gp_odd
-                    gp3 += g_l * p_l + g_r * p_r
-                else:
-                    g3 += g_even + g_odd
-                    g1 += g_l + g_r
-                    gp3 += gp_even + gp_odd
-                    gp1 += g_l * p_l + g_r * p_r
-            ut_g = 0.5625 * g9 + 0.1875 * g3 + 0.0625 * g1
-            ut_gp = 0.5625 * gp9 + 0.1875 * gp3 + 0.0625 * gp1
-
-            lr = _load2d(lr_ptr + b * stride_lb + c * stride_lc, i, j, stride_lh, stride_lw, lr_mask).to(ACC)
-            a_lr = _load2d(att_b + c * stride_ac, i, j, stride_ah, stride_aw, lr_mask & in_att_box).to(ACC)
-            plane = b * C + c
-            tl.store(dlr_ptr + plane * h * w + lr_offs, ((1.0 - a_lr) * ut_g).to(dlr_ptr.dtype.element_ty), mask=lr_mask)
-            d_att = tl.where(in_att_box, ut_gp - lr * ut_g, 0.0)
-            if BROADCAST_ATT:
-                datt_sum += d_att
+        args = (grad_ptr, lr_ptr, att_ptr, hr_ptr, dlr_ptr, datt_ptr, dhr_ptr, b, group, c_begin, c_end, C, h, w, hd, wd,
+                i_begin, i_end, j0, ay0, ay1, ax0, ax1, ey0, ey1, ex0, ex1, oy, ox, stride_gb, stride_gc, stride_gh,
+                stride_gw, stride_lb, stride_lc, stride_lh, stride_lw, stride_ab, stride_ac, stride_ah, stride_aw,
+                stride_hb, stride_hc, stride_hh, stride_hw, num_att_planes)  # fmt: skip
+        if hits_box:
+            if ((2 * j0 - ox) % HR_VEC == 0) & (stride_hw == 1):
+                _bwd2_walk(*args, ACC, BROADCAST_ATT, CHANNELS_PER_PROGRAM, BLOCK_J, True, HR_VEC)
             else:
-                datt = datt_ptr + (b * num_att_planes + c) * h * w + lr_offs
-                tl.store(datt, d_att.to(datt_ptr.dtype.element_ty), mask=lr_mask)
-
-            if hits_box:
-                top, bottom = _up2_attention(
-                    att_b + c * stride_ac, i, j, up, down, left, right, ay0, ay1, ax0, ax1, stride_ah, stride_aw, lr_mask, ACC
-                )
-                dhr_plane = dhr_ptr + plane * hd * wd + (X - ox)[None, :]  # int32 in-plane offsets
-                for ry in tl.static_range(2):
-                    Y = 2 * i + ry
-                    m = (i_ok & (Y >= ey0) & (Y < ey1))[:, None] & x_hr[None, :]
-                    d = g_own[ry] * (top if ry == 0 else bottom)
-                    tl.store(dhr_plane + ((Y - oy) * wd)[:, None], d.to(dhr_ptr.dtype.element_ty), mask=m)
-
-        if BROADCAST_ATT:
-            datt = datt_ptr + (b * num_att_planes + group) * h * w + lr_offs
-            tl.store(datt, datt_sum.to(datt_ptr.dtype.element_ty), mask=lr_mask)
+                _bwd2_walk(*args, ACC, BROADCAST_ATT, CHANNELS_PER_PROGRAM, BLOCK_J, True, 1)
+        else:
+            _bwd2_walk(*args, ACC, BROADCAST_ATT, CHANNELS_PER_PROGRAM, BLOCK_J, False, 1)
     else:
-        t = pid - num_lr_tiles
-        u = (t // num_zero_tiles_v) * BLOCK_U + tl.arange(0, BLOCK_U)
-        v = (t % num_zero_tiles_v) * BLOCK_V + tl.arange(0, BLOCK_V)
-        covered = ((oy + u >= ey0) & (oy + u < ey1))[:, None] & ((ox + v >= ex0) & (ox + v < ex1))[None, :]
-        mask = (u < hd)[:, None] & (v < wd)[None, :] & ~covered
-        offs = (u.to(tl.int64) * wd)[:, None] + v[None, :]
-        for c in range(c_begin, c_end):
-            tl.store(dhr_ptr + (b * C + c) * hd * wd + offs, tl.zeros([BLOCK_U, BLOCK_V], dhr_ptr.dtype.element_ty), mask=mask)
+        _zero_dhr_outside(dhr_ptr, pid - num_lr_tiles, b, c_begin, c_end, C, hd, wd, oy, ox, ey0, ey1, ex0, ex1,
+                          num_zero_tiles_v, BLOCK_U, BLOCK_V)  # fmt: skip
 
 
 def _acc(dtype: torch.dtype):
@@ -837,6 +877,7 @@ def scale_fusion_bwd(
     num_zero_tiles = triton.cdiv(hd, zero_u) * num_zero_tiles_v if has_box else 0
     grid = (num_lr_tiles + num_zero_tiles, B, groups)
     if scale == 2 and all(_plane_fits_int32(t) for t in (grad, hr_logits, d_hr)):
+        assert block_i % 2 == 0, "the scale-2 backward walks its LR rows two at a time"
         _scale_fusion_bwd2_kernel[grid](
             grad, lr_logits, attention, hr_logits, crop_box if has_box else lr_logits,
             d_lr, datt_planes, d_hr,
@@ -844,7 +885,8 @@ def scale_fusion_bwd(
             *grad.stride(), *lr_logits.stride(), *_attention_strides(attention), *hr_logits.stride(),
             num_att_planes, num_tiles_j, num_lr_tiles, num_zero_tiles_v,
             ACC=_acc(dtype), HAS_BOX=has_box, BROADCAST_ATT=broadcast, CHANNELS_PER_PROGRAM=cpg,
-            BLOCK_I=block_i, BLOCK_J=block_j, BLOCK_U=zero_u, BLOCK_V=zero_v, num_warps=BWD_NUM_WARPS,
+            BLOCK_I=block_i, BLOCK_J=block_j, BLOCK_U=zero_u, BLOCK_V=zero_v, HR_VEC=16 // hr_logits.element_size(),
+            num_warps=BWD2_NUM_WARPS,
         )  # fmt: skip
     else:
         _scale_fusion_bwd_kernel[grid](
