@@ -8,18 +8,20 @@ pad places hr at the box (output coordinates) and zeros elsewhere; with no box
 hr covers the whole output.
 
 Fused (forward): the two upsamplings, the mask, the product and the sum, in
-one pass. Each program owns an LR tile of one (b, c) plane and writes the
-S x S output pixels of each of its LR pixels. Output pixel (S i + ry, S j + rx)
-samples LR rows (i - 1, i) or (i, i + 1) and likewise columns, with weights
-fixed by the phase (ry, rx): so the program loads the 3 x 3 neighbourhood of
-its tile ONCE, as nine (rows, columns) tiles of lr and of the attention (the
-centre column's three are contiguous vector loads; the shifted ones are L1
-hits), interpolates horizontally per phase, then vertically per row phase,
-interleaves the S column phases into contiguous output rows (S = 2, 4) and
-reads hr and writes the output with vector accesses (hr at a runtime box
-origin only with scalar ones: its alignment is unknown at compile time). Per
-output pixel that is about 4.6 load instructions at S = 2 instead of 9 scalar
-gathers. Neither up((1 - a') lr), up(a') nor pad(hr) is ever stored.
+one pass. Each program owns a column tile of BLOCK_J LR columns of one (b, c)
+plane and walks BLOCK_I of its LR rows top to bottom, two per step. Output
+pixel (S i + ry, S j + rx) samples LR rows (i - 1, i) or (i, i + 1) and likewise
+columns, with weights fixed by the phase (ry, rx): so each step reads two new LR
+rows (own columns as a vector load, the clamped left / right neighbours as
+narrow ones), interpolates them horizontally per column phase with constexpr
+weights, and keeps the passes of the two rows above from the previous step;
+every output row phase is then one vertical lerp of two kept rows. Each LR row
+is read once (plus a row above and below the band), and a step's loads go out
+together. The S column phases are interleaved into contiguous output rows
+(S = 2, 4) for vector stores and hr loads; hr sits at a runtime box origin, so
+the kernel checks the origin's alignment itself and takes vector hr loads when
+it is aligned, scalar ones otherwise (two copies of the walk, one branch per
+program). Neither up((1 - a') lr), up(a') nor pad(hr) is ever stored.
 
 Fused (backward): d_lr, d_attention and d_hr in ONE kernel. The transpose of
 bilinear upsampling is a scatter; we compute it as a GATHER per LR pixel
@@ -35,24 +37,30 @@ LR tile; per channel, sum_k w_k g and sum_k w_k g * pad(hr) over the
     d_hr  = g * up(a')                          (on the output block the tile owns)
 
 The d_hr part reuses the grad block the gather just pulled through L1.
-At scale 2 (HRDA's) a separate kernel does the same as a stencil with constexpr weights: four
-clamped output rows per LR row, each a contiguous vector load of the tile's own column pairs
-split into phases plus two clamped neighbour columns (see _scale_fusion_bwd2_kernel): about
-a third of the instructions of the generic gather, which is instruction-issue bound. Output
+At scale 2 (HRDA's) a separate kernel does the same as a separable stencil with
+constexpr weights (1/4, 3/4 per axis; PyTorch's clamped borders are the same
+formula with the neighbour index clamped), walking a column tile's LR rows two
+per step like the forward: each step reads output rows 2i + 1 and 2i + 2 of g
+(and hr) once, as a vector load of the column pairs split into phases plus two
+clamped neighbour columns, and keeps rows 2i - 1, 2i and the a' taps of the
+rows above from the previous step. Tiles that do not meet the box skip hr and
+d_hr altogether (one branch per program). Output
 pixel Y is owned by LR row Y // S, so every in-box pixel is written once; when
 a box is given, extra programs zero the parts of d_hr that no in-range output
 pixel covers (nothing, for a validated box: their stores are fully masked).
 
 Trade-offs:
-* Gathers read each grad element (2S)^2 / S^2 = 4 times, from L1; DRAM sees
-  it about once. The alternative (a per-phase stencil on LR tiles with
-  interleaved stores) cuts load instructions but not bytes; this kernel is
-  written for memory bandwidth first.
+* The generic gather (scales 1, 3, 4) reads each grad element (2S)^2 / S^2 = 4
+  times, from L1; the scale-2 walk reads it once plus its neighbour columns.
+* Walking rows makes a program's loads a chain of dependent round trips (one
+  per step): bands of BLOCK_I = 8 rows, two rows per step, keep it at five, and
+  one warp per program with under 256 registers keeps 8-17 programs resident.
 * S is a compile-time constant and the window loops are unrolled, so the
   supported scales are 1..MAX_SCALE (HRDA uses 2).
 * One-channel (not class-wise) attention is broadcast over C with a zero
   channel stride. Its gradient is the sum over C. The kernel can add a group
-  of CHANNELS_PER_PROGRAM channels in registers; the per-group fp32 planes
+  of CHANNELS_PER_PROGRAM channels (in registers; the scale-2 walk adds each
+  channel into its own rows of the group's plane); the per-group fp32 planes
   (B, G, h, w) are then added by torch. By default G = C (see
   BROADCAST_CHANNELS_PER_PROGRAM): an fp32 workspace of LR size (B, C, h, w),
   1/S^2 of the output, written and read once: about +25% over the backward's
@@ -75,13 +83,12 @@ import triton.language as tl
 MAX_SCALE = 4
 
 # Static launch configs, checked by compiling for sm_90 (python -m fastuda.kernels.audit: ptxas
-# register counts, no spills): forward 96-112 registers at scale 2; backward 64 registers at
-# scale 2 (so 8 CTAs of 4 warps fit an SM), about 105 at 3 and 170-215 at 4 (the (2S)^2 window
-# is unrolled).
+# register counts, no spills, Triton 3.8): forward 113-184 registers at scale 2 (one warp: 11-17
+# programs per SM); scale-2 backward 188-255 (8-10 programs per SM); the generic backward about 105
+# at scale 3 and 170-215 at 4 (the (2S)^2 window is unrolled).
 FWD_BLOCK = {1: (8, 128), 2: (8, 128), 3: (8, 64), 4: (8, 64)}  # LR (rows walked, columns) per program, by scale
 FWD_NUM_WARPS = 1
-# Scale 2 runs _scale_fusion_bwd2_kernel: 4 x 128 LR pixels (128-168 registers, 3-4 CTAs per SM)
-# amortise the per-program scalar work; the modelled time falls from 4 x 32 to 4 x 128 by 1.4x.
+# Scale 2 runs _scale_fusion_bwd2_kernel: bands of 8 LR rows (even: two per step) x 128 columns.
 BWD_BLOCK = {1: (4, 32), 2: (8, 128), 3: (4, 16), 4: (4, 16)}  # LR pixels per program, by scale
 BWD_NUM_WARPS = 4
 BWD2_NUM_WARPS = 1  # the scale-2 walk: one warp per column tile of BLOCK_J LR columns
@@ -170,42 +177,15 @@ def _up_masked_attention(
 
 
 @triton.jit
-def _lr_windows(base, i, j, up, down, left, right, stride_h, stride_w, mask, ACC: tl.constexpr):
-    """The 3 x 3 neighbourhood of an LR tile as nine (BLOCK_I, BLOCK_J) loads: rows (up, i, down)
-    by columns (left, j, right), where up / down / left / right are the clamped neighbours. The
-    centre column uses the unclamped j, so those three loads stay contiguous and vectorise."""
-    r_up = (up.to(tl.int64) * stride_h)[:, None]
-    r_mid = (i.to(tl.int64) * stride_h)[:, None]
-    r_down = (down.to(tl.int64) * stride_h)[:, None]
-    c_left = (left.to(tl.int64) * stride_w)[None, :]
-    c_mid = (j.to(tl.int64) * stride_w)[None, :]
-    c_right = (right.to(tl.int64) * stride_w)[None, :]
-    return (
-        tl.load(base + r_up + c_left, mask=mask, other=0.0).to(ACC),
-        tl.load(base + r_up + c_mid, mask=mask, other=0.0).to(ACC),
-        tl.load(base + r_up + c_right, mask=mask, other=0.0).to(ACC),
-        tl.load(base + r_mid + c_left, mask=mask, other=0.0).to(ACC),
-        tl.load(base + r_mid + c_mid, mask=mask, other=0.0).to(ACC),
-        tl.load(base + r_mid + c_right, mask=mask, other=0.0).to(ACC),
-        tl.load(base + r_down + c_left, mask=mask, other=0.0).to(ACC),
-        tl.load(base + r_down + c_mid, mask=mask, other=0.0).to(ACC),
-        tl.load(base + r_down + c_right, mask=mask, other=0.0).to(ACC),
-    )
-
-
-@triton.jit
 def _interleave(phases, S: tl.constexpr):
-    """S (BLOCK_I, BLOCK_J) phase tiles -> one (BLOCK_I, S * BLOCK_J) tile whose column S * j + r
-    is phase r's column j, for S = 2 or 4. tl.join adds the phase as each thread's innermost
-    axis, so the reshape moves no data and the output stays contiguous per thread."""
+    """S (BLOCK_J,) phase tiles -> one (S * BLOCK_J,) tile whose element S * j + r is phase r's
+    element j, for S = 2 or 4. tl.join adds the phase as each thread's innermost axis, so the
+    reshape moves no data and the output stays contiguous per thread."""
     if S == 2:
         t = tl.join(phases[0], phases[1])
     else:
         t = tl.join(tl.join(phases[0], phases[2]), tl.join(phases[1], phases[3]))
-    if len(phases[0].shape) == 1:
-        return tl.reshape(t, (S * t.shape[0],))
-    else:
-        return tl.reshape(t, (t.shape[0], S * t.shape[1]))
+    return tl.reshape(t, (S * phases[0].shape[0],))
 
 
 @triton.jit
@@ -697,31 +677,10 @@ def _bwd2_walk(grad_ptr, lr_ptr, att_ptr, hr_ptr, dlr_ptr, datt_ptr, dhr_ptr, b,
 @triton.jit
 def _scale_fusion_bwd2_kernel(
     grad_ptr, lr_ptr, att_ptr, hr_ptr, box_ptr, dlr_ptr, datt_ptr, dhr_ptr,  # as _scale_fusion_bwd_kernel
-    C,
-    h,
-    w,
-    hd,
-    wd,
-    stride_gb,
-    stride_gc,
-    stride_gh,
-    stride_gw,
-    stride_lb,
-    stride_lc,
-    stride_lh,
-    stride_lw,
-    stride_ab,
-    stride_ac,
-    stride_ah,
-    stride_aw,
-    stride_hb,
-    stride_hc,
-    stride_hh,
-    stride_hw,
-    num_att_planes,
-    num_tiles_j,
-    num_lr_tiles,
-    num_zero_tiles_v,
+    C, h, w, hd, wd,
+    stride_gb, stride_gc, stride_gh, stride_gw, stride_lb, stride_lc, stride_lh, stride_lw,
+    stride_ab, stride_ac, stride_ah, stride_aw, stride_hb, stride_hc, stride_hh, stride_hw,
+    num_att_planes, num_tiles_j, num_lr_tiles, num_zero_tiles_v,
     ACC: tl.constexpr,
     HAS_BOX: tl.constexpr,
     BROADCAST_ATT: tl.constexpr,

@@ -79,9 +79,6 @@ OVER_THE_GATE = {
     "attention_bwd": 1.61,  # 7 products with the dq recompute, 2 exps per score: 1.40-1.43x at B = 8 and
     # 18 (MMA-bound); at B = 2 the split sum's tail, 1.61x at stage 1 (the old backward: 25x)
     "pseudo_label": 1.31,  # bf16, B = 2, 512 x 512, H200: 1.30x; the weight kernel is a second launch
-    "scale_fusion_fwd": 2.2,  # bf16 at the lr-256 shape: issue-bound (9 gathers per LR pixel)
-    "scale_fusion_bwd": 3.2,  # bf16 lr-256, H200: issue-bound (hr gathers at a runtime box origin, box masks);
-    # 2.71 under Triton 3.7-3.9, 3.17 under 3.6 (layout conversions around the column-phase split)
 }
 
 

@@ -345,14 +345,9 @@ def _check_kernels(lr, att, hr, box, scale, tol, **bwd_kwargs):
         torch.testing.assert_close(g, wg, **tol, msg=lambda m: f"d {name}: {m}")
 
 
-# The interpreter runs one program at a time in numpy: small shapes, few programs.
-INTERP_CASES = [
-    ((2, 4, 8, 12), 2, (4, 12, 6, 18), True),
-    ((1, 3, 13, 11), 2, (0, 26, 2, 22), False),
-    ((1, 3, 9, 7), 2, None, True),
-    ((1, 3, 1, 17), 2, (0, 2, 4, 14), True),
-    ((2, 1, 11, 1), 2, (6, 16, 0, 2), False),
-    ((1, 2, 5, 7), 3, (3, 9, 6, 21), True),
+# The interpreter runs one program at a time in numpy: CASES with at most 3 channels, plus two
+# boxes at unaligned origins.
+INTERP_CASES = [((B, min(C, 3), h, w), scale, box, cw) for (B, C, h, w), scale, box, cw in CASES] + [
     ((1, 2, 3, 4), 4, (4, 12, 0, 8), False),
     ((1, 3, 8, 12), 2, (1, 9, 3, 13), True),  # odd box: the attention mask floors box / scale
 ]
@@ -384,6 +379,19 @@ def test_triton_many_tiles_and_channel_groups(box):
     _check_kernels(lr, att, hr, box, 2, tol, fwd_block=(4, 8), block=(2, 4), channels_per_program=2)
     lr, att, hr = make_case((1, 2, 5, 6), 2, box, classwise=True, dtype=torch.float32)
     _check_kernels(lr, att, hr, box, 2, tol, fwd_block=(4, 8), block=(4, 2))
+
+
+# Boxes touching each border of a (2 * 7) x (2 * 10) output, at every origin alignment modulo the
+# 4-element hr vector, so that column tiles of 4 LR columns (8 output columns) take both the
+# vector and the scalar hr path of the walks, and tiles on and off the box.
+BORDER_BOXES = [(0, 6, 3, 11), (8, 14, 0, 9), (5, 11, 13, 20), (0, 14, 1, 19), (3, 9, 2, 6), (1, 14, 5, 20)]
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("box", BORDER_BOXES, ids=[",".join(map(str, b)) for b in BORDER_BOXES])
+def test_triton_boxes_at_borders_and_unaligned_origins(box):
+    lr, att, hr = make_case((1, 2, 7, 10), 2, box, classwise=True, dtype=torch.float32)
+    _check_kernels(lr, att, hr, box, 2, dict(rtol=1e-5, atol=1e-5), fwd_block=(2, 4), block=(2, 4))
 
 
 @pytest.mark.interpreter
