@@ -88,8 +88,10 @@ MAX_SCALE = 4
 # at scale 3 and 170-215 at 4 (the (2S)^2 window is unrolled).
 FWD_BLOCK = {1: (8, 128), 2: (8, 128), 3: (8, 64), 4: (8, 64)}  # LR (rows walked, columns) per program, by scale
 FWD_NUM_WARPS = 1
-# Scale 2 runs _scale_fusion_bwd2_kernel: bands of 8 LR rows (even: two per step) x 128 columns.
-BWD_BLOCK = {1: (4, 32), 2: (8, 128), 3: (4, 16), 4: (4, 16)}  # LR pixels per program, by scale
+BWD_BLOCK = {1: (4, 32), 2: (4, 128), 3: (4, 16), 4: (4, 16)}  # LR pixels per program, by scale
+# Scale 2 runs _scale_fusion_bwd2_kernel (BWD_BLOCK[2] only for planes over 2^31 elements): bands
+# of 8 LR rows (even: two per step) x 128 columns.
+BWD2_BLOCK = (8, 128)
 BWD_NUM_WARPS = 4
 BWD2_NUM_WARPS = 1  # the scale-2 walk: one warp per column tile of BLOCK_J LR columns
 ZERO_BLOCK = (16, 64)  # hr pixels per program of the d_hr zero fill
@@ -827,7 +829,8 @@ def scale_fusion_bwd(
         num_att_planes = groups
     else:
         cpg, groups, datt_planes, num_att_planes = 1, C, d_att, C
-    block_i, block_j = block or BWD_BLOCK[scale]
+    walk = scale == 2 and all(_plane_fits_int32(t) for t in (grad, hr_logits, d_hr))
+    block_i, block_j = block or (BWD2_BLOCK if walk else BWD_BLOCK[scale])
     num_tiles_j = triton.cdiv(w, block_j)
     num_lr_tiles = triton.cdiv(h, block_i) * num_tiles_j
     has_box = crop_box is not None
@@ -835,7 +838,7 @@ def scale_fusion_bwd(
     num_zero_tiles_v = triton.cdiv(wd, zero_v)
     num_zero_tiles = triton.cdiv(hd, zero_u) * num_zero_tiles_v if has_box else 0
     grid = (num_lr_tiles + num_zero_tiles, B, groups)
-    if scale == 2 and all(_plane_fits_int32(t) for t in (grad, hr_logits, d_hr)):
+    if walk:
         assert block_i % 2 == 0, "the scale-2 backward walks its LR rows two at a time"
         _scale_fusion_bwd2_kernel[grid](
             grad, lr_logits, attention, hr_logits, crop_box if has_box else lr_logits,
