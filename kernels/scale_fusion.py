@@ -92,6 +92,12 @@ BWD_BLOCK = {1: (4, 32), 2: (4, 128), 3: (4, 16), 4: (4, 16)}  # LR pixels per p
 # Scale 2 runs _scale_fusion_bwd2_kernel (BWD_BLOCK[2] only for planes over 2^31 elements): bands
 # of 8 LR rows (even: two per step) x 128 columns.
 BWD2_BLOCK = (8, 128)
+# A forward program is a chain of dependent round trips (BLOCK_I / 2 + 1 of them): a launch of
+# fewer than about 8 programs per SM (an H100 has 132) has them all resident at once and waits on
+# one chain, so it walks bands of 4 rows instead (HRDA's 128 x 128 training logits at B = 2). The
+# backward keeps 8: its programs are longer, and halving them adds as much issue and port time as
+# it saves in latency (modelled).
+FEW_PROGRAMS = 1024
 BWD_NUM_WARPS = 4
 BWD2_NUM_WARPS = 1  # the scale-2 walk: one warp per column tile of BLOCK_J LR columns
 ZERO_BLOCK = (16, 64)  # hr pixels per program of the d_hr zero fill
@@ -743,6 +749,14 @@ def _plane_fits_int32(t: torch.Tensor) -> bool:
     return sum((n - 1) * abs(st) for n, st in zip(t.shape[2:], t.stride()[2:])) + 1 < 2**31
 
 
+def _fwd_block(block: tuple[int, int], planes: int, h: int, w: int) -> tuple[int, int]:
+    """The forward's (rows, columns) band: ``block``, or half its rows for a small launch."""
+    rows, cols = block
+    if planes * triton.cdiv(h, rows) * triton.cdiv(w, cols) < FEW_PROGRAMS:
+        rows //= 2
+    return rows, cols
+
+
 def _attention_strides(attention: torch.Tensor) -> tuple[int, int, int, int]:
     """Strides of the attention; a one-channel attention gets channel stride 0 (broadcast over C)."""
     sb, sc, sh, sw = attention.stride()
@@ -772,7 +786,7 @@ def scale_fusion_fwd(
         out = torch.empty((B, C, H, W), dtype=lr_logits.dtype, device=lr_logits.device)
     if out.numel() == 0:
         return out
-    block_i, block_j = block or FWD_BLOCK[scale]
+    block_i, block_j = block or _fwd_block(FWD_BLOCK[scale], B * C, h, w)
     assert block_i % 2 == 0, "the forward walks its LR rows two at a time"
     num_tiles_j = triton.cdiv(w, block_j)
     grid = (triton.cdiv(h, block_i) * num_tiles_j, C, B)

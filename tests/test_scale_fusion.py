@@ -395,6 +395,22 @@ def test_triton_boxes_at_borders_and_unaligned_origins(box):
 
 
 @pytest.mark.interpreter
+@pytest.mark.parametrize("fwd_block", [(2, 4), (4, 8), (8, 4), (8, 128)], ids=str)
+def test_triton_forward_bands(fwd_block):
+    """The forward's row walk with bands of every height it uses (the launcher picks 8 or 4 rows by
+    launch size) over an odd number of rows (13: the last band ends on a half step)."""
+    lr, att, hr = make_case((1, 2, 13, 11), 2, (3, 21, 5, 17), classwise=False, dtype=torch.float32)
+    _check_kernels(lr, att, hr, (3, 21, 5, 17), 2, dict(rtol=1e-5, atol=1e-5), fwd_block=fwd_block)
+
+
+def test_forward_band_halves_for_small_launches():
+    from fastuda.kernels.scale_fusion import FWD_BLOCK, _fwd_block
+
+    assert _fwd_block(FWD_BLOCK[2], 2 * 19, 256, 256) == FWD_BLOCK[2]  # 2432 programs
+    assert _fwd_block(FWD_BLOCK[2], 2 * 19, 128, 128) == (FWD_BLOCK[2][0] // 2, FWD_BLOCK[2][1])  # 608
+
+
+@pytest.mark.interpreter
 def test_triton_strided_inputs():
     shape, scale, box = (2, 3, 6, 10), 2, (2, 10, 4, 16)
     lr, att, hr = make_case(shape, scale, box, True, dtype=torch.float32)
