@@ -547,11 +547,17 @@ def _zero_dhr_outside(dhr_ptr, t, b, c_begin, c_end, C, hd, wd, oy, ox, ey0, ey1
 
 
 @triton.jit
-def _att_hpass2(att_b, r, left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC: tl.constexpr):
+def _att_hpass2(att_b, r, left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC: tl.constexpr, TAPS: tl.constexpr):
     """a' (attention zeroed outside the LR box) of LR row ``r`` at scale 2: its two column-phase
-    taps (1/4 left + 3/4 own, 3/4 own + 1/4 right) and its own value."""
-    a0, a1, a2 = _att_taps(att_b, r, left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC)
-    return tl.fma(a1, 0.75, 0.25 * a0), tl.fma(a1, 0.75, 0.25 * a2), a1
+    taps (1/4 left + 3/4 own, 3/4 own + 1/4 right) and its own value. Without TAPS (a tile that
+    writes no d_hr) only its own value is read, and stands in for the taps."""
+    if TAPS:
+        a0, a1, a2 = _att_taps(att_b, r, left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC)
+        return tl.fma(a1, 0.75, 0.25 * a0), tl.fma(a1, 0.75, 0.25 * a2), a1
+    else:
+        row = att_b + r.to(tl.int64) * stride_ah
+        a1 = tl.load(row + j * stride_aw, mask=cols_in[1] & (r >= ay0) & (r < ay1), other=0.0).to(ACC)
+        return a1, a1, a1
 
 
 @triton.jit
@@ -596,7 +602,7 @@ def _bwd2_lr_row(carry, i, row_ok, g_base, hr_base, lr_b, att_b, dlr_row0, datt_
     hg_2, hgp_2, g_2 = _bwd2_out_row(g_base, hr_base, tl.minimum(2 * i + 2, H - 1), g_cols, gl_cols, gr_cols, h_cols,
                                      hl_cols, hr_cols, x_ok, j_ok, x_hr, xl_hr, xr_hr, ey0, ey1, oy, stride_gh,
                                      stride_hh, ACC, BLOCK_J, WITH_HR)  # fmt: skip
-    ha_next = _att_hpass2(att_b, tl.minimum(i + 1, h - 1), left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC)
+    ha_next = _att_hpass2(att_b, tl.minimum(i + 1, h - 1), left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC, WITH_HR)
     # up^T over the rows: 3/4 (rows 2i, 2i + 1) + 1/4 (rows 2i - 1, 2i + 2), clamped like the columns.
     ut_g = tl.fma(hg_b + hg_1, 0.75, 0.25 * (hg_a + hg_2))
     ut_gp = tl.fma(hgp_b + hgp_1, 0.75, 0.25 * (hgp_a + hgp_2))
@@ -669,8 +675,9 @@ def _bwd2_walk(grad_ptr, lr_ptr, att_ptr, hr_ptr, dlr_ptr, datt_ptr, dhr_ptr, b,
         hg_b, hgp_b, g_b = _bwd2_out_row(g_base, hr_base, 2 * i_begin, g_cols, gl_cols, gr_cols, h_cols, hl_cols,
                                          hr_cols, x_ok, j_ok, x_hr, xl_hr, xr_hr, ey0, ey1, oy32, stride_gh, stride_hh,
                                          ACC, BLOCK_J, WITH_HR)  # fmt: skip
-        ha_prev = _att_hpass2(att_b, tl.maximum(i_begin - 1, 0), left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC)
-        ha_cur = _att_hpass2(att_b, i_begin, left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC)
+        ha_prev = _att_hpass2(att_b, tl.maximum(i_begin - 1, 0), left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC,
+                              WITH_HR)
+        ha_cur = _att_hpass2(att_b, i_begin, left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw, ACC, WITH_HR)
         carry = (hg_a, hgp_a, hg_b, hgp_b, g_b, (ha_prev[0], ha_prev[1]), (ha_cur[0], ha_cur[1]), ha_cur[2])
         for i in range(i_begin, i_end, 2):
             for k in tl.static_range(2):
