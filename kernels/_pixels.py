@@ -22,6 +22,8 @@ torch.compile has had bugs (pytorch#164124) and these kernels are memory-
 bound; the block only has to give 16-byte loads and enough programs.
 """
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -47,6 +49,20 @@ CHANNEL_GROUP = 4
 
 def channel_group(C: int) -> int:
     return max(1, min(CHANNEL_GROUP, C))
+
+
+# SMs of an H100 SXM / H200: the target of the offline sm_90 compile (tests/_sm90_compile.py,
+# kernels/audit.py), which calls the launchers on CPU tensors without the interpreter.
+HOPPER_SMS = 132
+
+
+def sm_count(device: torch.device) -> int:
+    """SMs the launch sizes its grid for (the audit patches every *sm_count* of kernels/)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return 4  # the interpreter: a few programs, so the tests cross image and chunk boundaries
+    return HOPPER_SMS
 
 
 def plane_is_contiguous(t, h_dim: int, w_dim: int) -> bool:

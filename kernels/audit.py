@@ -670,11 +670,11 @@ def _program_costs(launch: Launch, row: dict):
     P = gx * gy * gz
     scalars = {k: v for k, v in launch.args.items() if isinstance(v, int) and not isinstance(v, bool)}
     ids = list(range(P)) if P <= EXACT_PROGRAMS else sorted({round(i * (P - 1) / 511) for i in range(512)})
-    sampled, tails = {}, []
+    sampled, sampled_tails, tails, waited = {}, {}, [], []
     for i in ids:
         pid = (i % gx, (i // gx) % gy, i // (gx * gy))
         cost, tail = ev.program(scalars, pid, launch.grid)
-        sampled[i] = cost
+        sampled[i], sampled_tails[i] = cost, tail
         if tail.bytes or tail.instr:
             tails.append(tail)
     if P <= EXACT_PROGRAMS:
@@ -685,7 +685,9 @@ def _program_costs(launch: Launch, row: dict):
         while k + 1 < len(keys) and abs(keys[k + 1] - i) <= abs(keys[k] - i):
             k += 1
         out.append(sampled[keys[k]])
-    return out, tails
+        if sampled_tails[keys[k]].after_wait:  # every waiting program runs its own tail
+            waited.append(sampled_tails[keys[k]])
+    return out, [t for t in tails if not t.after_wait] + waited
 
 
 def gate(where: str, modelled: float, ideal: float, fill: float) -> list[str]:

@@ -124,6 +124,7 @@ class Cost:
     mufu: float = 0.0  # per thread
     rounds: float = 0.0  # dependent round trips to memory: one per execution of a region that loads
     inflight: float = 0.0  # scratch: loads of the region being walked
+    after_wait: bool = False  # a tail that every program runs after a spin-wait, not one last arriver
 
     def add(self, other, times=1):
         for k, v in other.mma.items():
@@ -136,6 +137,10 @@ class Cost:
 
 
 _ATOMIC = "atomic"  # a scalar value that depends on an atomic's result
+_WAITED = "waited"  # a scalar value that a spin-wait on other programs returned
+# The pointer argument of a launch-order ticket (kernels/pseudo_label.py): an atomic add on it
+# evaluates to the program's launch index.
+LAUNCH_TICKET = "%launch_ticket_ptr"
 _LAYOUT_REF = r"(#ttg\.slice<\{[^}]*\}>|#\w+)"
 _TENSOR = re.compile(r"tensor<([0-9x]+)x([a-z!][\w.<>!]*?)(?:, " + _LAYOUT_REF + r")?>")
 _FREE = ("tt.splat", "tt.broadcast", "tt.expand_dims", "tt.reshape", "tt.trans", "ttg.memdesc", "tt.make_range",
@@ -196,7 +201,7 @@ def _parse_body(lines, i):
             while lines[i].strip().startswith("}") and lines[i].strip().endswith("{"):
                 more, i = _parse_body(lines, i + 1)
                 region += more
-            nodes.append(("region", region))
+            nodes.append(("region", region, line))
             i += 1
             continue
         nodes.append(("op", line))
@@ -265,10 +270,16 @@ class Evaluator:
             res = self.pid["xyz".index(rest.split()[0])]
         elif dialect == "tt" and op == "get_num_programs":
             res = self.grid["xyz".index(rest.split()[0])]
+        elif dialect == "tt" and op == "atomic_rmw" and LAUNCH_TICKET in ops:
+            # a ticket taken at start from a counter zero at launch: programs start in launch
+            # order (the placement below assumes it), so the ticket is the launch index
+            res = self.pid[0] + self.grid[0] * (self.pid[1] + self.grid[1] * self.pid[2])
         elif dialect == "tt" and op == "atomic_rmw":
             res = _ATOMIC
         elif _ATOMIC in vals:
             res = _ATOMIC
+        elif _WAITED in vals:
+            res = _WAITED
         elif None in vals:
             res = None
         elif dialect == "arith" and op in _BINOPS and len(vals) == 2:
@@ -305,6 +316,9 @@ class Evaluator:
         types = list(_TENSOR.finditer(line))
         if not types:
             cost.instr += 1  # a scalar op (uniform: once per thread)
+            if op == "tt.atomic_rmw" and LAUNCH_TICKET in line:
+                cost.rounds += 1  # the program's loads wait for its ticket
+                cost.bytes += 4
             return
         memory = op in ("tt.load", "tt.store", "ttg.async_copy_global_to_local", "tt.atomic_rmw")
         ptr = re.search(r"tensor<([0-9x]+)x!tt\.ptr<(\w+)>, " + _LAYOUT_REF + ">", line) if memory else None
@@ -400,7 +414,10 @@ class Evaluator:
                     tail.add(tl_, trips)
             elif kind == "if":
                 cond = self._val(env, node[1])
-                if cond == _ATOMIC:
+                if cond == _WAITED:  # every program runs it, after the programs it waited on
+                    tail.after_wait = True
+                    self._run(node[2], env, cost, tail, True, depth + 1)
+                elif cond == _ATOMIC:
                     self._run(node[2], env, cost, tail, True, depth + 1)
                 elif cond is None or cond:
                     self._run(node[2], env, cost, tail, in_tail, depth + 1)
@@ -408,6 +425,12 @@ class Evaluator:
                     self._run(node[3], env, cost, tail, in_tail, depth + 1)
             else:
                 self._run(node[1], env, cost, tail, in_tail, depth + 1)
+                # A loop that polls an atomic waits on other programs (a spin-wait): what branches
+                # on its results runs after them, in every program that waited (a tail).
+                m = re.match(r"(%[\w.]+)(?::(\d+))? = scf\.while", node[2])
+                if m and any(n[0] == "op" and "tt.atomic_rmw" in n[1] for n in node[1]):
+                    env[m.group(1)] = _WAITED
+                    env.update({f"{m.group(1)}#{k}": _WAITED for k in range(int(m.group(2) or 1))})
 
 
 def _layout_of(text: str, layouts: dict):
@@ -471,23 +494,36 @@ def sm_times(per_program: list, ctas_per_sm: int, num_warps: int, dev: Device):
 
 def launch_time(per_program: list, tails: list, ctas_per_sm: int, num_warps: int, touched_bytes: int, dev: Device) -> dict:
     """Modelled seconds of one launch: max over SMs, max with HBM, plus the serial tail and the
-    launch overhead; and its SM fill. ``tails``: the tail Cost of each program group's last
-    arriver (run after the rest, one per group, in parallel over SMs)."""
+    launch overhead; and its SM fill. ``tails``: the tail Costs of the programs that have one.
+    A last arriver's (run after the rest, one per group, in parallel over SMs) adds the longest
+    one program's time. Tails after a spin-wait (``after_wait``: every waiting program runs its
+    own, once the programs it waited on are done) start one load latency after the body (the poll
+    that sees the last arrival), are placed over the SMs like programs and held to HBM bandwidth,
+    and their bytes leave the body's."""
     if not per_program or ctas_per_sm == 0:
         return dict(time=float("inf"), busy=0.0, fill=0.0, bound="-", hbm=0.0, tail=0.0, sms_used=0)
     times = sm_times(per_program, ctas_per_sm, num_warps, dev)
     worst = max(times, key=lambda t: t["busy"])
-    hbm = touched_bytes / dev.hbm_bytes_s
+    waited = [c for c in tails if c.after_wait]
+    last = [c for c in tails if not c.after_wait]
+    waited_bytes = sum(c.bytes for c in waited)
+    hbm = max(0.0, touched_bytes - waited_bytes) / dev.hbm_bytes_s
     body = max(worst["busy"], hbm)
-    tail = 0.0
-    if tails:
-        tail = max(t["busy"] for t in sm_times([max(tails, key=lambda c: c.bytes + sum(c.mma.values()))], 1, num_warps, dev))
+    tail = tail_busy = 0.0
+    if last:
+        tail = tail_busy = max(t["busy"] for t in sm_times([max(last, key=lambda c: c.bytes + sum(c.mma.values()))], 1, num_warps, dev))
+    if waited:
+        after = sm_times(waited, ctas_per_sm, num_warps, dev)
+        # a waiting program sees the last arrival one round trip after it (its next poll)
+        span = dev.latency_s + max(max(t["busy"] for t in after), waited_bytes / dev.hbm_bytes_s)
+        tail += span
+        tail_busy += span * len(after)
     total = body + tail + dev.launch_s
     # An SM is busy while it works or while its share of the launch's bytes streams through HBM
     # (shared by the SMs that have programs): a memory-bound launch on every SM fills the GPU, a
     # launch on a few SMs does not, however long they take.
     share = dev.hbm_bytes_s / len(times)
-    busy = sum(min(body, max(t["busy"], t["bytes"] / share)) for t in times) + tail
+    busy = sum(min(body, max(t["busy"], t["bytes"] / share)) for t in times) + tail_busy
     bound = "hbm" if hbm >= worst["busy"] else max(("mma", "mem", "issue"), key=lambda k: worst[k])
     return dict(time=total, busy=busy, fill=busy / (dev.sms * total), bound=bound, hbm=hbm, tail=tail, sms_used=len(times))
 

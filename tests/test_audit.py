@@ -78,7 +78,6 @@ def _is_time_gate(failure: str) -> bool:
 OVER_THE_GATE = {
     "attention_bwd": 1.61,  # 7 products with the dq recompute, 2 exps per score: 1.40-1.43x at B = 8 and
     # 18 (MMA-bound); at B = 2 the split sum's tail, 1.61x at stage 1 (the old backward: 25x)
-    "pseudo_label": 1.31,  # bf16, B = 2, 512 x 512, H200: 1.30x; the weight kernel is a second launch
 }
 
 
