@@ -618,12 +618,13 @@ def _analyse_launch(launch: Launch, exps_needed, k_pad, iter_needed=None):
     last = programs % capacity if capacity else 0
     dots = _dots(ttgir, layouts, k_pad)
     exps = _exps(ttgir, layouts, threads)
-    exp_ratio, exp_mode = None, None
+    exp_ratio, exp_mode, exps_static = None, None, None
     if exps:
         if any(e[0] is None for e in exps):
             exp_ratio, exp_mode = float("inf"), "unmodelled layout"
         elif all(e[2] is not None for e in exps) and exps_needed:
-            exp_ratio, exp_mode = programs * sum(e[0] * e[2] for e in exps) / exps_needed, "total"
+            exps_static = programs * sum(e[0] * e[2] for e in exps)
+            exp_ratio, exp_mode = exps_static / exps_needed, "total"
         else:
             looped = [e for e in exps if e[2] is None]
             needed = iter_needed or max(e[1] for e in looped)
@@ -635,7 +636,7 @@ def _analyse_launch(launch: Launch, exps_needed, k_pad, iter_needed=None):
         programs=programs, registers=regs, spill_bytes=stack, shared_bytes=shared, ctas_per_sm=ctas,
         waves=round(waves, 2), last_wave_fill=round(last / capacity, 2) if last else 1.0,
         dots=dots, mma_ratio=max((d["ratio"] for d in dots if d["ratio"] is not None), default=None),
-        exp_ratio=None if exp_ratio is None else round(exp_ratio, 3), exp_mode=exp_mode,
+        exp_ratio=None if exp_ratio is None else round(exp_ratio, 3), exp_mode=exp_mode, exps_static=exps_static,
         ptx_ex2=ptx.count("ex2.approx"), load_widths={str(k): v for k, v in sorted(loads.items())},
         bar_sync=len(re.findall(r"\bbar\.sync\b|\bbarrier\.sync\b", ptx)),
         load_bytes=None if req is None else programs * req,
@@ -753,6 +754,13 @@ def audit(ops=None, devices=None, match=None) -> dict:
                 used = _used_pointer_args(launch.compiled.asm["ttgir"])
                 touched = _union_bytes([_span(t) for n, t in _tensor_args(launch) if n in used])
                 per_program, tails = _program_costs(launch, row)
+                # Exps and loads of the programs as they run (branches taken, real trips): a grid
+                # whose programs do different work (pseudo_label's label programs and weight
+                # writers) is not programs x one program's static count.
+                if row["exp_mode"] == "total":
+                    row = dict(row, exp_ratio=round(row["exp_ratio"] * sum(c.exps for c in per_program) / row["exps_static"], 3))
+                if row["load_bytes"] is not None:
+                    row = dict(row, load_bytes=sum(c.loads for c in per_program) + sum(c.loads for c in tails if c.after_wait))
                 timing = {}
                 for name, dev in devices.items():
                     t = T.launch_time(per_program, tails, row["ctas_per_sm"], row["num_warps"], touched, dev)

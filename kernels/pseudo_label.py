@@ -86,10 +86,10 @@ def _pseudo_label_kernel(
     # Launch order: every lower ticket belongs to a program that has started.
     ticket = tl.atomic_add(launch_ticket_ptr, 1, sem="relaxed")
     if ticket < labellers:
-        b = (ticket // tiles).to(tl.int64)
+        b = ticket // tiles  # int32 across the channel loop: one register, not two
         p = (ticket % tiles) * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
         p_mask = p < HW
-        ptr = logits_ptr + b * stride_b + pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG)
+        ptr = logits_ptr + b.to(tl.int64) * stride_b + pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG)
 
         m = tl.full([BLOCK_P], float("-inf"), ACC)  # running max logit
         s = tl.zeros([BLOCK_P], ACC)  # running sum of exp(x - m)
@@ -111,11 +111,11 @@ def _pseudo_label_kernel(
 
         conf = 1.0 / s  # max softmax probability = exp(m - m) / s
         hit = (conf >= threshold) & p_mask
-        tl.store(label_ptr + b * HW + p, label.to(tl.int64), mask=p_mask)
+        tl.store(label_ptr + b.to(tl.int64) * HW + p, label.to(tl.int64), mask=p_mask)
         tl.atomic_add(count_ptr + b * PER_IMAGE, (tl.full([], 1, tl.int64) << ARRIVED_SHIFT) + tl.sum(hit.to(tl.int32), axis=0), sem="relaxed")
     else:
         writer = ticket - labellers
-        b = (writer // writers).to(tl.int64)
+        b = writer // writers
         word = count_ptr + b * PER_IMAGE
         expected = labellers
         if PER_IMAGE:
@@ -137,9 +137,9 @@ def _pseudo_label_kernel(
                 weight = tl.where(keep, frac, 0.0)
                 if HAS_VALID:
                     col = p - row * W
-                    v_ptr = valid_ptr + b * stride_vb + row.to(tl.int64) * stride_vh + col.to(tl.int64) * stride_vw
+                    v_ptr = valid_ptr + b.to(tl.int64) * stride_vb + row.to(tl.int64) * stride_vh + col.to(tl.int64) * stride_vw
                     weight = weight * tl.load(v_ptr, mask=p_mask, other=0).to(tl.float32)
-                tl.store(weight_ptr + b * HW + p, weight, mask=p_mask)
+                tl.store(weight_ptr + b.to(tl.int64) * HW + p, weight, mask=p_mask)
             # acq_rel: every writer has read its count before the last one to finish zeroes them.
             finished = tl.atomic_add(done_ptr, 1, sem="acq_rel")
             if finished == B * writers - 1:
@@ -176,7 +176,10 @@ def pseudo_label_fwd(
     count = workspace[: 2 * B].view(torch.int64)
     ticket, done = workspace[2 * B : 2 * B + 1], workspace[2 * B + 1 : 2 * B + 2]
     acc = tl.float64 if logits.dtype == torch.float64 else tl.float32
-    block_p, num_warps = pixel_config(logits.element_size())
+    plane_contig = plane_is_contiguous(logits, 2, 3)
+    # A strided plane loads one pixel at a time, so 8 pixels per thread buy no vector width; 4
+    # keep 16-bit logits at 56 registers (8 per thread spilled 8 bytes at 96 registers).
+    block_p, num_warps = pixel_config(logits.element_size(), max_vec=8 if plane_contig else 4)
     tiles = triton.cdiv(H * W, block_p)
     writers = max(1, min(triton.cdiv(sm_count(logits.device), B), triton.cdiv(H * W, WEIGHT_BLOCK)))
     chunk = triton.cdiv(triton.cdiv(H * W, writers), WEIGHT_BLOCK) * WEIGHT_BLOCK
@@ -190,7 +193,7 @@ def pseudo_label_fwd(
         logits, label, valid, weight, count, ticket, done, B, H, W, *logits.stride(),
         *(valid.stride() if has_valid else (0, 0, 0)), float(threshold), ignore_top, ignore_bottom, inv_pixels,
         tiles, writers, chunk,
-        ACC=acc, C=C, BLOCK_P=block_p, PLANE_CONTIG=plane_is_contiguous(logits, 2, 3), G=channel_group(C),
+        ACC=acc, C=C, BLOCK_P=block_p, PLANE_CONTIG=plane_contig, G=channel_group(C),
         PER_IMAGE=per_image, HAS_VALID=has_valid, BLOCK_W=WEIGHT_BLOCK, BLOCK_B=triton.next_power_of_2(B),
         num_warps=num_warps,
     )  # fmt: skip

@@ -124,6 +124,8 @@ class Cost:
     mufu: float = 0.0  # per thread
     rounds: float = 0.0  # dependent round trips to memory: one per execution of a region that loads
     inflight: float = 0.0  # scratch: loads of the region being walked
+    exps: float = 0.0  # exp elements issued (kernels/audit.py's exp ratio)
+    loads: float = 0.0  # bytes of tt.load ops (kernels/audit.py's load / input bytes)
     after_wait: bool = False  # a tail that every program runs after a spin-wait, not one last arriver
 
     def add(self, other, times=1):
@@ -134,6 +136,8 @@ class Cost:
         self.instr += other.instr * times
         self.mufu += other.mufu * times
         self.rounds += other.rounds * times
+        self.exps += other.exps * times
+        self.loads += other.loads * times
 
 
 _ATOMIC = "atomic"  # a scalar value that depends on an atomic's result
@@ -316,6 +320,9 @@ class Evaluator:
         types = list(_TENSOR.finditer(line))
         if not types:
             cost.instr += 1  # a scalar op (uniform: once per thread)
+            scalar_load = re.search(r": !tt\.ptr<(\w+)>", line) if op == "tt.load" else None
+            if scalar_load:  # uniform: counted in the audit's load bytes, not in the traffic
+                cost.loads += _ELEM.get(scalar_load.group(1), 4)
             if op == "tt.atomic_rmw" and LAUNCH_TICKET in line:
                 cost.rounds += 1  # the program's loads wait for its ticket
                 cost.bytes += 4
@@ -337,6 +344,8 @@ class Evaluator:
         if memory:
             moved = math.prod(shape) * elem
             cost.bytes += moved
+            if op == "tt.load":
+                cost.loads += moved
             if op != "tt.store":
                 cost.inflight += moved  # the caller counts a region's loads as one round trip
                 cost.loaded += moved
@@ -346,6 +355,8 @@ class Evaluator:
         elif op == "ttg.convert_layout":
             cost.instr += per_thread  # through shared memory: a store and a load, 2-wide
         elif op in ("math.exp", "math.exp2", "math.log", "math.log2", "arith.divf", "math.rsqrt", "math.sqrt"):
+            if op in ("math.exp", "math.exp2"):
+                cost.exps += issued or math.prod(shape)
             cost.instr += per_thread
             cost.mufu += per_thread
         elif op in ("arith.truncf", "arith.extf"):

@@ -159,8 +159,10 @@ def test_loss_kernels_reduce_in_registers(result):
         if r["op"] in ("pseudo_label", "cross_entropy_fwd") and r["exp_ratio"] is not None:
             assert r["exp_ratio"] == 1.0 and r["exp_mode"] == "total", r
             # No barrier per channel (that would be C = 19 or more): the per-program reduction, the
-            # atomic's broadcast and the last program's sum, 4-7 bar.sync from Triton 3.6 to 3.9.
-            assert r["bar_sync"] <= 7, r
+            # atomic's broadcast and the last program's sum, 4-7 bar.sync from Triton 3.6 to 3.9;
+            # pseudo_label's scalar atomics (its ticket, the writers' poll and finish) broadcast
+            # their results through shared memory too: 11 under Triton 3.8.
+            assert r["bar_sync"] <= (14 if r["op"] == "pseudo_label" else 7), r
             assert set(r["load_widths"]) == {"16"}, r  # every global load is 16 bytes
 
 
@@ -266,6 +268,59 @@ def test_evaluator_runs_each_program_s_real_trips():
     assert (first.bytes, first.rounds, first.mufu) == (4 * 2048, 4, 4 * 4)
     assert (last.bytes, last.rounds) == (2 * 2048, 2)
     assert (tail.bytes, tail.rounds) == (2048, 1)
+
+
+TICKET_TTGIR = """\
+#blocked = #ttg.blocked<{sizePerThread = [4], threadsPerWarp = [32], warpsPerCTA = [4], order = [0]}>
+module {
+  tt.func public @k(%x_ptr: !tt.ptr<f32> loc("x_ptr"(#loc)), %word: !tt.ptr<i32> loc("word"(#loc)), %launch_ticket_ptr: !tt.ptr<i32> loc("launch_ticket_ptr"(#loc)), %N: i32 loc("N"(#loc))) attributes {noinline = false} {
+    %c0_i32 = arith.constant 0 : i32 loc(#loc1)
+    %c1_i32 = arith.constant 1 : i32 loc(#loc1)
+    %ticket = tt.atomic_rmw add, relaxed, gpu, %launch_ticket_ptr, %c1_i32, %true : (!tt.ptr<i32>, i32, i1) -> i32 loc(#loc2)
+    %first = arith.cmpi slt, %ticket, %N : i32 loc(#loc3)
+    scf.if %first {
+      %p = tt.splat %x_ptr : !tt.ptr<f32> -> tensor<512x!tt.ptr<f32>, #blocked> loc(#loc4)
+      %v = tt.load %p : tensor<512x!tt.ptr<f32>, #blocked> loc(#loc5)
+    } else {
+      %a = tt.atomic_rmw add, relaxed, gpu, %word, %c0_i32, %true : (!tt.ptr<i32>, i32, i1) -> i32 loc(#loc6)
+      %seen = scf.while (%s = %a) : (i32) -> i32 {
+        %more = arith.cmpi slt, %s, %N : i32 loc(#loc7)
+        scf.condition(%more) %s : i32 loc(#loc7)
+      } do {
+      ^bb0(%s: i32 loc("s"(#loc6))):
+        %s2 = tt.atomic_rmw add, relaxed, gpu, %word, %c0_i32, %true : (!tt.ptr<i32>, i32, i1) -> i32 loc(#loc6)
+        scf.yield %s2 : i32 loc(#loc8)
+      } loc(#loc9)
+      %all = arith.cmpi eq, %seen, %N : i32 loc(#loc10)
+      scf.if %all {
+        %q = tt.splat %x_ptr : !tt.ptr<f32> -> tensor<256x!tt.ptr<f32>, #blocked> loc(#loc4)
+        %z = arith.constant dense<0.0> : tensor<256xf32, #blocked> loc(#loc1)
+        tt.store %q, %z : tensor<256x!tt.ptr<f32>, #blocked> loc(#loc11)
+      } loc(#loc12)
+    } loc(#loc13)
+    tt.return loc(#loc14)
+  } loc(#loc)
+} loc(#loc)
+"""
+
+
+def test_evaluator_launch_ticket_and_spin_wait():
+    """A ticket taken from ``launch_ticket_ptr`` is the launch index (programs start in launch
+    order), so the first N programs take one branch and the rest the other; what follows a loop
+    that polls an atomic runs after the body in every waiting program (a tail after a wait), and
+    the ticket is a round trip before the program's loads."""
+    ev = A.T.Evaluator(TICKET_TTGIR, A._layouts(TICKET_TTGIR), 128, A._issued, 1)
+    grid = (6, 1, 1)
+    costs = [ev.program({"N": 4}, (i, 0, 0), grid) for i in range(6)]
+    for cost, tail in costs[:4]:
+        assert (cost.bytes, cost.rounds, tail.bytes) == (4 + 512 * 4, 2, 0)
+    for cost, tail in costs[4:]:
+        assert (cost.bytes, tail.bytes, tail.after_wait) == (4, 256 * 4, True)
+    dev = A.T.DEVICES["H100"]
+    per_program, tails = [c for c, _ in costs], [t for _, t in costs if t.bytes]
+    timed = A.T.launch_time(per_program, tails, 4, 4, 4 * 512 * 4 + 2 * 256 * 4, dev)
+    # after the body: one poll's latency, then the two writers' stores (each on its own SM)
+    assert timed["tail"] == pytest.approx(dev.latency_s + 256 * 4 / (dev.sm_port_bytes_clk * dev.clock_hz))
 
 
 def test_mma_efficiency_by_tile_width():

@@ -245,6 +245,36 @@ def test_triton_strided_and_chunked(layout):
 
 
 @pytest.mark.interpreter
+@pytest.mark.parametrize("weight_mode", ["batch", "image"])
+def test_triton_one_launch_that_leaves_its_workspace_zeroed(monkeypatch, weight_mode):
+    """One launch per call (the weight used to be a second one), bitwise the same on a repeated
+    call, and its counters (kernels/_pixels.zeroed_workspace) zero again after each call."""
+    import fastuda.kernels.pseudo_label as K
+    from fastuda.kernels._pixels import zeroed_workspace
+
+    kernels = [v for v in vars(K).values() if hasattr(v, "fn") and hasattr(type(v), "__getitem__")]
+    launched = []
+    getitem = type(kernels[0]).__getitem__
+
+    def counting(self, grid):
+        launched.append(grid)
+        return getitem(self, grid)
+
+    monkeypatch.setattr(type(kernels[0]), "__getitem__", counting)
+    logits = make_logits((3, 7, 37, 41))  # 3 images x 2 label programs, writers across chunks
+    valid = torch.rand(3, 37, 41) > 0.3
+    per_image = weight_mode == "image"
+    first = K.pseudo_label_fwd(logits, 0.5, 2, 3, per_image, valid)
+    assert len(launched) == 1
+    assert not zeroed_workspace(logits.device, 8).any()
+    second = K.pseudo_label_fwd(logits, 0.5, 2, 3, per_image, valid)
+    assert not zeroed_workspace(logits.device, 8).any()
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    want = reference.pseudo_label(logits, 0.5, 2, 3, weight_mode, valid)
+    assert_pseudo_label_close(first, want, logits, 0.5, per_image)
+
+
+@pytest.mark.interpreter
 def test_triton_ties_take_the_first_class():
     """torch.argmax's tie rule through the streaming max: a later equal logit never wins."""
     from fastuda.kernels.pseudo_label import pseudo_label_fwd
