@@ -61,7 +61,7 @@ def sm_count(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
     if os.environ.get("TRITON_INTERPRET") == "1":
-        return 4  # the interpreter: a few programs, so the tests cross image and chunk boundaries
+        return 4  # the interpreter: few programs, so the tests cross image, head and split boundaries
     return HOPPER_SMS
 
 
@@ -90,6 +90,43 @@ def online_softmax_step(x, m, s):
     e = tl.exp(-tl.abs(x - m))  # exp(m - x) when x is the new max, else exp(x - m)
     s = tl.where(x > m, s * e + 1.0, s + e)
     return tl.maximum(m, x), s
+
+
+@triton.jit
+def _track(x, m, c, target, k, ARGMAX: tl.constexpr):
+    if ARGMAX:
+        k = tl.where(x > m, c, k)  # strictly larger: the first index wins ties, like torch.argmax
+    else:
+        k = tl.where(target == c, x, k)
+    return k
+
+
+@triton.jit
+def stream_channels(ptr, stride_c, p_mask, target, ACC: tl.constexpr, C: tl.constexpr, G: tl.constexpr,
+                    BLOCK_P: tl.constexpr, ARGMAX: tl.constexpr):  # fmt: skip
+    """One pass over the C channels of the BLOCK_P pixels at ``ptr``, one exp per logit. Returns
+    (m, s, k): the max logit, the sum of exp(x - m) and, with ARGMAX, the argmax (int32, first
+    index on ties), else the logit of class ``target``. Channels go in groups of G whose loads
+    are issued together (channel_group: the bytes in flight), then the C % G left over."""
+    m = tl.full([BLOCK_P], float("-inf"), ACC)
+    s = tl.zeros([BLOCK_P], ACC)
+    if ARGMAX:
+        k = tl.zeros([BLOCK_P], tl.int32)
+    else:
+        k = tl.zeros([BLOCK_P], ACC)
+    for c0 in range(0, C - C % G, G):
+        xs = ()
+        for g in tl.static_range(G):
+            xs = xs + (tl.load(ptr + tl.cast(c0 + g, tl.int64) * stride_c, mask=p_mask, other=0.0),)
+        for g in tl.static_range(G):
+            x = xs[g].to(ACC)
+            k = _track(x, m, c0 + g, target, k, ARGMAX)
+            m, s = online_softmax_step(x, m, s)
+    for c in tl.static_range(C - C % G, C):
+        x = tl.load(ptr + c * tl.cast(stride_c, tl.int64), mask=p_mask, other=0.0).to(ACC)
+        k = _track(x, m, c, target, k, ARGMAX)
+        m, s = online_softmax_step(x, m, s)
+    return m, s, k
 
 
 # (device, stream) -> int32 buffer of zeros; see zeroed_workspace.

@@ -77,6 +77,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._pixels import sm_count as _sm_count  # the audit patches every *sm_count* of kernels/
 from ._pixels import zeroed_workspace
 
 # Scores are kept in base 2 so the kernels use exp2. constexpr: a @triton.jit function may only
@@ -744,17 +745,6 @@ def empty_bnhd(B: int, H: int, N: int, D: int, dtype: torch.dtype, device) -> to
     return torch.empty((B, N, H, D), dtype=dtype, device=device).transpose(1, 2)
 
 
-# SMs of an H100 SXM / H200: the target of the offline sm_90 compile (tests/_sm90_compile.py,
-# kernels/audit.py), which calls the launchers on CPU tensors without the interpreter.
-HOPPER_SMS = 132
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return 4  # the interpreter: a few programs, so the tests cross head and split boundaries
-    return HOPPER_SMS
 
 
 # How the backward picks its query splits. "time" (the default): the split count that the time

@@ -26,7 +26,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._pixels import channel_group, online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous, zeroed_workspace
+from ._pixels import (
+    channel_group, online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous, stream_channels, zeroed_workspace,
+)  # fmt: skip
 
 # Largest C whose logits the backward holds in registers per pixel (C x VEC fp32 values per
 # thread); above it, two passes over the channels.
@@ -82,23 +84,7 @@ def _cross_entropy_fwd_kernel(
     ptr = logits_ptr + b * stride_b + pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG)
     t = _load_pixels(target_ptr, b, p, p_mask, W, stride_tb, stride_th, stride_tw, ignore_index, TARGET_CONTIG)
 
-    m = tl.full([BLOCK_P], float("-inf"), ACC)
-    s = tl.zeros([BLOCK_P], ACC)
-    x_t = tl.zeros([BLOCK_P], ACC)  # the target's logit
-    # Channels in groups of G whose loads go out together (channel_group), then the rest.
-    for c0 in range(0, C - C % G, G):
-        xs = ()
-        for g in tl.static_range(G):
-            xs = xs + (tl.load(ptr + tl.cast(c0 + g, tl.int64) * stride_c, mask=p_mask, other=0.0),)
-        for g in tl.static_range(G):
-            x = xs[g].to(ACC)
-            x_t = tl.where(t == c0 + g, x, x_t)
-            m, s = online_softmax_step(x, m, s)
-    for c in tl.static_range(C - C % G, C):
-        x = tl.load(ptr + c * tl.cast(stride_c, tl.int64), mask=p_mask, other=0.0).to(ACC)
-        x_t = tl.where(t == c, x, x_t)
-        m, s = online_softmax_step(x, m, s)
-
+    m, s, x_t = stream_channels(ptr, stride_c, p_mask, t, ACC, C, G, BLOCK_P, ARGMAX=False)  # x_t: the target's logit
     ce = m + tl.log(s) - x_t  # (BLOCK_P,) -log softmax at the target
     if HAS_WEIGHT:
         ce = ce * _load_pixels(weight_ptr, b, p, p_mask, W, stride_wb, stride_wh, stride_ww, 0.0, WEIGHT_CONTIG).to(ACC)

@@ -34,7 +34,7 @@ import triton
 import triton.language as tl
 
 from ._pixels import (
-    channel_group, online_softmax_step, pixel_config, pixel_offset, plane_is_contiguous, sm_count, zeroed_workspace,
+    channel_group, pixel_config, pixel_offset, plane_is_contiguous, sm_count, stream_channels, zeroed_workspace,
 )  # fmt: skip
 
 # Weight pixels a writer stores per loop step, and the writers per launch (about one per SM:
@@ -90,29 +90,12 @@ def _pseudo_label_kernel(
         p = (ticket % tiles) * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
         p_mask = p < HW
         ptr = logits_ptr + b.to(tl.int64) * stride_b + pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG)
-
-        m = tl.full([BLOCK_P], float("-inf"), ACC)  # running max logit
-        s = tl.zeros([BLOCK_P], ACC)  # running sum of exp(x - m)
-        label = tl.zeros([BLOCK_P], tl.int32)
-        # Channels in groups of G whose loads go out together (channel_group: the bytes in
-        # flight), then the C % G left over.
-        for c0 in range(0, C - C % G, G):
-            xs = ()
-            for g in tl.static_range(G):
-                xs = xs + (tl.load(ptr + tl.cast(c0 + g, tl.int64) * stride_c, mask=p_mask, other=0.0),)
-            for g in tl.static_range(G):
-                x = xs[g].to(ACC)
-                label = tl.where(x > m, c0 + g, label)  # strictly larger: the first index wins ties, like torch.argmax
-                m, s = online_softmax_step(x, m, s)
-        for c in tl.static_range(C - C % G, C):
-            x = tl.load(ptr + c * tl.cast(stride_c, tl.int64), mask=p_mask, other=0.0).to(ACC)
-            label = tl.where(x > m, c, label)
-            m, s = online_softmax_step(x, m, s)
-
+        m, s, label = stream_channels(ptr, stride_c, p_mask, 0, ACC, C, G, BLOCK_P, ARGMAX=True)
         conf = 1.0 / s  # max softmax probability = exp(m - m) / s
         hit = (conf >= threshold) & p_mask
         tl.store(label_ptr + b.to(tl.int64) * HW + p, label.to(tl.int64), mask=p_mask)
-        tl.atomic_add(count_ptr + b * PER_IMAGE, (tl.full([], 1, tl.int64) << ARRIVED_SHIFT) + tl.sum(hit.to(tl.int32), axis=0), sem="relaxed")
+        one = tl.full([], 1, tl.int64) << ARRIVED_SHIFT  # this program's arrival
+        tl.atomic_add(count_ptr + b * PER_IMAGE, one + tl.sum(hit.to(tl.int32), axis=0), sem="relaxed")
     else:
         writer = ticket - labellers
         b = writer // writers

@@ -161,8 +161,8 @@ def test_loss_kernels_reduce_in_registers(result):
             # No barrier per channel (that would be C = 19 or more): the per-program reduction, the
             # atomic's broadcast and the last program's sum, 4-7 bar.sync from Triton 3.6 to 3.9;
             # pseudo_label's scalar atomics (its ticket, the writers' poll and finish) broadcast
-            # their results through shared memory too: 11 under Triton 3.8.
-            assert r["bar_sync"] <= (14 if r["op"] == "pseudo_label" else 7), r
+            # their results through shared memory too: 11-13 under Triton 3.8, under C all the same.
+            assert r["bar_sync"] <= (18 if r["op"] == "pseudo_label" else 7), r
             assert set(r["load_widths"]) == {"16"}, r  # every global load is 16 bytes
 
 
