@@ -112,8 +112,10 @@ def _pseudo_label_kernel(
             # what depends on an atomic's result as a tail, run after the other programs
             frac = (packed - (arrived << ARRIVED_SHIFT)).to(tl.float32) * inv_pixels
             start = (writer % writers) * chunk
-            for p0 in range(start, tl.minimum(start + chunk, HW), BLOCK_W):
-                p = p0 + tl.arange(0, BLOCK_W)
+            # bounds from the arguments, not from the ticket (a runtime scalar the interpreter
+            # of Triton 3.6 cannot take as a range bound); chunk is a multiple of BLOCK_W
+            for p0 in range(0, chunk, BLOCK_W):
+                p = start + p0 + tl.arange(0, BLOCK_W)
                 p_mask = p < HW
                 row = p // W
                 keep = (row >= ignore_top) & (row < H - ignore_bottom)
