@@ -53,16 +53,7 @@ def _cross_entropy_fwd_kernel(
     ticket_ptr,  # (1,) int32, zero on entry and on exit: programs that have stored their partial
     H,
     W,
-    stride_b,
-    stride_c,
-    stride_h,
-    stride_w,
-    stride_tb,
-    stride_th,
-    stride_tw,
-    stride_wb,
-    stride_wh,
-    stride_ww,
+    strides,  # ((b, c, h, w) of the logits, (b, h, w) of the target, (b, h, w) of the weight)
     ignore_index,
     num_pixels,  # B * H * W: the mean's denominator
     num_partials,  # B * programs per image; an argument, so that Triton sees it divisible by 16
@@ -77,6 +68,9 @@ def _cross_entropy_fwd_kernel(
     WEIGHT_CONTIG: tl.constexpr,
     G: tl.constexpr,  # channels loaded together
 ):
+    stride_b, stride_c, stride_h, stride_w = strides[0]
+    stride_tb, stride_th, stride_tw = strides[1]
+    stride_wb, stride_wh, stride_ww = strides[2]
     pid_p = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
@@ -113,16 +107,7 @@ def _cross_entropy_bwd_kernel(
     grad_ptr,  # (B, C, H, W) logits dtype, contiguous: d loss / d logits
     H,
     W,
-    stride_b,
-    stride_c,
-    stride_h,
-    stride_w,
-    stride_tb,
-    stride_th,
-    stride_tw,
-    stride_wb,
-    stride_wh,
-    stride_ww,
+    strides,  # ((b, c, h, w) of the logits, (b, h, w) of the target, (b, h, w) of the weight)
     ignore_index,
     inv_pixels,  # 1 / (B * H * W): the mean over all pixels
     ACC: tl.constexpr,
@@ -134,6 +119,9 @@ def _cross_entropy_bwd_kernel(
     TARGET_CONTIG: tl.constexpr,
     WEIGHT_CONTIG: tl.constexpr,
 ):
+    stride_b, stride_c, stride_h, stride_w = strides[0]
+    stride_tb, stride_th, stride_tw = strides[1]
+    stride_wb, stride_wh, stride_ww = strides[2]
     pid_p = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     HW = H * W
@@ -196,7 +184,7 @@ def _pixel_args(logits, target, weight):
     """Strides and contiguity flags shared by both kernels."""
     has_weight = weight is not None
     w = weight if has_weight else target  # dummy pointer, never read
-    args = (*logits.stride(), *target.stride(), *(w.stride() if has_weight else (0, 0, 0)))
+    args = (logits.stride(), target.stride(), w.stride() if has_weight else (0, 0, 0))
     flags = dict(
         HAS_WEIGHT=has_weight,
         PLANE_CONTIG=plane_is_contiguous(logits, 2, 3),
@@ -224,7 +212,7 @@ def cross_entropy_fwd(
     loss = torch.empty((), dtype=acc_dtype, device=logits.device)
     w, strides, flags = _pixel_args(logits, target, weight)
     _cross_entropy_fwd_kernel[grid](
-        logits, target, w, partial, loss, zeroed_workspace(logits.device, 1), H, W, *strides, ignore_index, B * H * W, B * grid[0],
+        logits, target, w, partial, loss, zeroed_workspace(logits.device, 1), H, W, strides, ignore_index, B * H * W, B * grid[0],
         ACC=_acc(logits.dtype), C=C, BLOCK_P=block_p, BLOCK_R=4096, G=channel_group(C), num_warps=num_warps, **flags,
     )  # fmt: skip
     return loss
@@ -251,7 +239,7 @@ def cross_entropy_bwd(
     grid = (triton.cdiv(H * W, block_p), B)
     w, strides, flags = _pixel_args(logits, target, weight)
     _cross_entropy_bwd_kernel[grid](
-        grad_loss, logits, target, w, grad, H, W, *strides, ignore_index, 1.0 / (B * H * W),
+        grad_loss, logits, target, w, grad, H, W, strides, ignore_index, 1.0 / (B * H * W),
         ACC=_acc(logits.dtype), C=C, BLOCK_P=block_p, IN_REGISTERS=C <= max_register_c,
         num_warps=num_warps, **flags,
     )  # fmt: skip

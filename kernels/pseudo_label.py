@@ -93,7 +93,10 @@ def _pseudo_label_kernel(
         m, s, label = stream_channels(ptr, stride_c, p_mask, 0, ACC, C, G, BLOCK_P, ARGMAX=True)
         conf = 1.0 / s  # max softmax probability = exp(m - m) / s
         hit = (conf >= threshold) & p_mask
-        tl.store(label_ptr + b.to(tl.int64) * HW + p, label.to(tl.int64), mask=p_mask)
+        # b * HW + p, from the ticket and b alone: the tile index does not live across the
+        # channel loop (ptxas 12.8, Triton 3.6, spilled it at C = 150 with a valid mask)
+        first = ticket.to(tl.int64) * BLOCK_P + b.to(tl.int64) * (HW - tiles * BLOCK_P)
+        tl.store(label_ptr + first + tl.arange(0, BLOCK_P), label.to(tl.int64), mask=p_mask)
         one = tl.full([], 1, tl.int64) << ARRIVED_SHIFT  # this program's arrival
         tl.atomic_add(count_ptr + b * PER_IMAGE, one + tl.sum(hit.to(tl.int32), axis=0), sem="relaxed")
     else:
@@ -112,6 +115,8 @@ def _pseudo_label_kernel(
             # what depends on an atomic's result as a tail, run after the other programs
             frac = (packed - (arrived << ARRIVED_SHIFT)).to(tl.float32) * inv_pixels
             start = (writer % writers) * chunk
+            valid_image = valid_ptr + b.to(tl.int64) * stride_vb
+            weight_image = weight_ptr + b.to(tl.int64) * HW
             # bounds from the arguments, not from the ticket (a runtime scalar the interpreter
             # of Triton 3.6 cannot take as a range bound); chunk is a multiple of BLOCK_W
             for p0 in range(0, chunk, BLOCK_W):
@@ -122,9 +127,9 @@ def _pseudo_label_kernel(
                 weight = tl.where(keep, frac, 0.0)
                 if HAS_VALID:
                     col = p - row * W
-                    v_ptr = valid_ptr + b.to(tl.int64) * stride_vb + row.to(tl.int64) * stride_vh + col.to(tl.int64) * stride_vw
+                    v_ptr = valid_image + row.to(tl.int64) * stride_vh + col.to(tl.int64) * stride_vw
                     weight = weight * tl.load(v_ptr, mask=p_mask, other=0).to(tl.float32)
-                tl.store(weight_ptr + b.to(tl.int64) * HW + p, weight, mask=p_mask)
+                tl.store(weight_image + p, weight, mask=p_mask)
             # acq_rel: every writer has read its count before the last one to finish zeroes them.
             finished = tl.atomic_add(done_ptr, 1, sem="acq_rel")
             if finished == B * writers - 1:
