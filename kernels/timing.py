@@ -225,6 +225,7 @@ class Evaluator:
             if m:
                 args = re.findall(r"%(\w+): ", m.group(2))
                 body, _ = _parse_body(lines, i + 1)
+                _gate_memory_ops(body, {})
                 self.funcs[m.group(1)] = (args, body, "public" in raw)
         self.entry = next(n for n, f in self.funcs.items() if f[2])
         self._prepared = {}
@@ -374,8 +375,15 @@ class Evaluator:
         key = id(nodes)
         region = self._regions.get(key)
         if region is None:
-            static, walk = Cost(), []
+            static, walk, loads = Cost(), [], False
             for node in nodes:
+                if node[0] == "gated":  # its instructions issue, its bytes move unless the gate is off
+                    c = self._prep(node[1])[2]
+                    moved = Cost(bytes=c.bytes, loaded=c.loaded)
+                    static.add(dataclasses.replace(c, bytes=0.0, loaded=0.0))
+                    walk.append(("gated", node[2], moved))
+                    loads = loads or c.inflight > 0
+                    continue
                 if node[0] != "op":
                     walk.append(node)
                     continue
@@ -384,7 +392,7 @@ class Evaluator:
                     walk.append(("scalar", scalar, call))
                 static.add(c)
                 static.inflight += c.inflight
-            region = self._regions[key] = (static, static.inflight > 0, walk, nodes)
+            region = self._regions[key] = (static, loads or static.inflight > 0, walk, nodes)
         return region
 
     def _run(self, nodes, env, cost, tail, in_tail, depth, loop=False):
@@ -395,7 +403,10 @@ class Evaluator:
             target.rounds += 1 / (self.stages if loop else 1)
         for node in walk:
             kind = node[0]
-            if kind == "scalar":
+            if kind == "gated":
+                if not any(self._val(env, g) == 0 for g in node[1]):  # 0: known false (None: unknown)
+                    target.add(node[2])
+            elif kind == "scalar":
                 _, scalar, call = node
                 if scalar:
                     self._scalar(scalar, env)
@@ -418,11 +429,21 @@ class Evaluator:
                         env[iv] = lb + t * (st or 1)
                         self._run(body, env, cost, tail, in_tail, depth + 1, loop=True)
                 else:
-                    env[iv] = lb
-                    c, tl_ = Cost(), Cost()
-                    self._run(body, env, c, tl_, in_tail, depth + 1, loop=True)
-                    target.add(c, trips)
-                    tail.add(tl_, trips)
+                    first = self._trip(body, env, iv, lb, in_tail, depth)
+                    switch = trips  # trips that cost what the first does; the rest cost the last's
+                    if trips > 1 and any(n[0] == "gated" for n in self._region(body)[2]):
+                        last = self._trip(body, env, iv, lb + (trips - 1) * st, in_tail, depth)
+                        if last[0].bytes != first[0].bytes or last[1].bytes != first[1].bytes:
+                            # a gate that turns once (the pipeliner's iv < ub - k * step): bisect
+                            lo, switch = 0, trips - 1
+                            while switch - lo > 1:
+                                mid = (lo + switch) // 2
+                                c, tl_ = self._trip(body, env, iv, lb + mid * st, in_tail, depth)
+                                lo, switch = (mid, switch) if (c.bytes, tl_.bytes) == (first[0].bytes, first[1].bytes) else (lo, mid)
+                            target.add(last[0], trips - switch)
+                            tail.add(last[1], trips - switch)
+                    target.add(first[0], switch)
+                    tail.add(first[1], switch)
             elif kind == "if":
                 cond = self._val(env, node[1])
                 if cond == _WAITED:  # every program runs it, after the programs it waited on
@@ -442,6 +463,59 @@ class Evaluator:
                 if m and any(n[0] == "op" and "tt.atomic_rmw" in n[1] for n in node[1]):
                     env[m.group(1)] = _WAITED
                     env.update({f"{m.group(1)}#{k}": _WAITED for k in range(int(m.group(2) or 1))})
+
+
+    def _trip(self, body, env, iv, value, in_tail, depth):
+        """(cost, tail cost) of one trip of a loop body at induction value ``value``."""
+        env[iv] = value
+        c, tl_ = Cost(), Cost()
+        self._run(body, env, c, tl_, in_tail, depth + 1, loop=True)
+        return c, tl_
+
+
+_MASK = {
+    "ttg.async_copy_global_to_local": re.compile(r"async_copy_global_to_local %[\w.#]+, %[\w.#]+ mask (%[\w.#]+)"),
+    "tt.load": re.compile(r"tt\.load %[\w.#]+, (%[\w.#]+)"),
+    "tt.store": re.compile(r"tt\.store %[\w.#]+, %[\w.#]+, (%[\w.#]+)"),
+}
+_SPLAT_I1 = re.compile(r"(%[\w.#]+) = tt\.splat (%[\w.#]+) : i1 ->")
+_SAME_MASK = re.compile(r"(%[\w.#]+) = (?:tt\.broadcast|tt\.expand_dims|tt\.reshape|ttg\.convert_layout) (%[\w.#]+)\b")
+_AND_MASK = re.compile(r"(%[\w.#]+) = arith\.andi (%[\w.#]+), (%[\w.#]+) : tensor<")
+
+
+def _gate_memory_ops(nodes, gates):
+    """Marks the loads and stores whose mask is a splat of a scalar condition (broadcast, or
+    and-ed with other masks): ("gated", line, scalar conditions). The pipeliner predicates its
+    copies so: the prologue's k-th with lb + k * step < ub, the loop's with iv < ub - (stages - 1)
+    * step, so a loop of T trips moves T trips' bytes. ``gates``: mask name -> its conditions, over
+    one function (SSA names are unique there)."""
+    for i, node in enumerate(nodes):
+        if node[0] == "for":
+            _gate_memory_ops(node[5], gates)
+        elif node[0] == "if":
+            _gate_memory_ops(node[2], gates)
+            _gate_memory_ops(node[3], gates)
+        elif node[0] == "region":
+            _gate_memory_ops(node[1], gates)
+        elif node[0] == "op":
+            line = node[1]
+            m = _SPLAT_I1.match(line)
+            if m:
+                gates[m.group(1)] = (m.group(2),)
+                continue
+            m = _SAME_MASK.match(line)
+            if m and m.group(2) in gates:
+                gates[m.group(1)] = gates[m.group(2)]
+                continue
+            m = _AND_MASK.match(line)
+            if m and (m.group(2) in gates or m.group(3) in gates):
+                gates[m.group(1)] = gates.get(m.group(2), ()) + gates.get(m.group(3), ())
+                continue
+            for op, pattern in _MASK.items():
+                m = pattern.search(line) if op in line else None
+                if m and m.group(1) in gates:
+                    nodes[i] = ("gated", line, gates[m.group(1)])
+                    break
 
 
 def _layout_of(text: str, layouts: dict):
