@@ -323,6 +323,72 @@ def test_evaluator_launch_ticket_and_spin_wait():
     assert timed["tail"] == pytest.approx(dev.latency_s + 256 * 4 / (dev.sm_port_bytes_clk * dev.clock_hz))
 
 
+GATED_TTGIR = """\
+#blocked = #ttg.blocked<{sizePerThread = [4], threadsPerWarp = [32], warpsPerCTA = [4], order = [0]}>
+module {
+  tt.func public @k(%x_ptr: !tt.ptr<f32> loc("x_ptr"(#loc)), %N: i32 loc("N"(#loc))) attributes {noinline = false} {
+    %c0_i32 = arith.constant 0 : i32 loc(#loc1)
+    %c512_i32 = arith.constant 512 : i32 loc(#loc1)
+    %c1024_i32 = arith.constant 1024 : i32 loc(#loc1)
+    %p = tt.splat %x_ptr : !tt.ptr<f32> -> tensor<512x!tt.ptr<f32>, #blocked> loc(#loc4)
+    %rows = tt.make_range {end = 512 : i32, start = 0 : i32} : tensor<512xi32, #blocked> loc(#loc4)
+    %lim = tt.splat %N : i32 -> tensor<512xi32, #blocked> loc(#loc4)
+    %inb = arith.cmpi slt, %rows, %lim : tensor<512xi32, #blocked> loc(#loc4)
+    %go = arith.cmpi sgt, %N, %c0_i32 : i32 loc(#loc2)
+    %go_t = tt.splat %go : i1 -> tensor<512xi1, #blocked> loc(#loc2)
+    %m0 = arith.andi %go_t, %inb : tensor<512xi1, #blocked> loc(#loc2)
+    %a = tt.load %p, %m0 : tensor<512x!tt.ptr<f32>, #blocked> loc(#loc5)
+    %two = arith.cmpi sgt, %N, %c512_i32 : i32 loc(#loc2)
+    %two_t = tt.splat %two : i1 -> tensor<512xi1, #blocked> loc(#loc2)
+    %b = tt.load %p, %two_t : tensor<512x!tt.ptr<f32>, #blocked> loc(#loc5)
+    %ub = arith.subi %N, %c1024_i32 : i32 loc(#loc2)
+    scf.for %i = %c0_i32 to %N step %c512_i32  : i32 {
+      %ahead = arith.cmpi slt, %i, %ub : i32 loc(#loc2)
+      %ahead_t = tt.splat %ahead : i1 -> tensor<512xi1, #blocked> loc(#loc2)
+      %c = tt.load %p, %ahead_t : tensor<512x!tt.ptr<f32>, #blocked> loc(#loc5)
+      %e = math.exp %c : tensor<512xf32, #blocked> loc(#loc6)
+    } loc(#loc7)
+    tt.return loc(#loc11)
+  } loc(#loc)
+} loc(#loc)
+"""
+
+
+def test_evaluator_skips_bytes_under_a_false_scalar_mask():
+    """A load whose mask is a splat of a scalar condition (or such a splat and-ed with a tensor
+    mask) moves nothing where the condition is false, as the pipeliner's prologue copies: N = 512
+    loads one prologue tile of the two, and the loop's copy for trip i + 2 (masked with
+    i < N - 1024) moves a tile in all but the last two trips (a pipelined loop of T trips
+    moves T tiles). Unknown conditions count, and so do the loads' instructions."""
+    ev = A.T.Evaluator(GATED_TTGIR, A._layouts(GATED_TTGIR), 128, A._issued, 2)
+    tile = 512 * 4
+    for n, tiles in ((512, 1 + 0), (1024, 2 + 0), (512 * 7, 2 + 5), (512 * 40, 2 + 38)):
+        cost, _ = ev.program({"N": n}, (0, 0, 0), (1, 1, 1))
+        assert cost.bytes == tiles * tile, (n, cost.bytes / tile)
+    unknown, _ = ev.program({}, (0, 0, 0), (1, 1, 1))
+    assert unknown.bytes == 3 * tile  # each load once (the loop's bounds unknown: one trip)
+    zero, _ = ev.program({"N": 0}, (0, 0, 0), (1, 1, 1))
+    assert zero.bytes == 0 and zero.instr > 0  # the two loads still issue, predicated off
+
+
+def test_pipelined_loop_moves_its_trips_bytes():
+    """A tiny kernel (tests/_pipeline_probe.py: a 64 x 64 bf16 tile per trip into a dot, 4
+    stages) compiled for sm_90 offline: Triton 3.6-3.9 pipeline it with cp.async and predicate
+    the prologue's copies with the trip count, so 1, 2, 3, 5 and 8 trips move one tile each
+    besides the w tile read and the fp32 result written; the model used to add the prologue's 3
+    tiles whatever the trips."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "_pipeline_probe.py")], capture_output=True, text=True,
+                          env=env, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout)
+    assert out["cp.async"] and out["copies"] >= 2, out  # pipelined: prologue copies and the loop's
+    tile, fixed = 64 * 64 * 2, 64 * 64 * 2 + 64 * 64 * 4
+    for trips in (1, 2, 3, 5, 8):
+        assert out[str(trips)][0] == fixed + trips * tile, (trips, out)
+
+
 def test_mma_efficiency_by_tile_width():
     """wgmma with both operands in shared memory: N = 16 / 32 / 64 reach 40 / 67 / 100% of the
     tensor peak (shared-memory bandwidth); A in registers: 100%."""
