@@ -41,8 +41,8 @@ cubin without a GPU; none of this has been timed).
   rows' are one round trip, with no pipeline prologue. Both kinds of program compute delta =
   rowsum(dO * out) from their own rows, so there is no preprocessing launch; the scale is folded
   into one fma per score. The key programs come first in the grid, the long ones start first.
-  When B * H is small the key programs split their queries (split_plan: the chunking and the
-  pipeline depth that kernels/timing.py's model, replayed in closed form, finds fastest; at
+  When B * H is small the key programs split their queries (split_plan: the chunking that
+  kernels/timing.py's model, replayed in closed form, finds fastest; at
   MiT-B5, B = 2: 10 / 4 / 2 / 1 chunks, at stage 3 of 10 and 6 query blocks, so the shorter key
   program shares its SM with a query program; 3 stages where the query loop is short and the
   GPU full); the splits' fp32 partials (32 KiB each) are summed deterministically in the
@@ -771,7 +771,6 @@ class SplitPlan(NamedTuple):
     splits: int  # query chunks per key block
     seconds: float  # modelled time of the launch (H100)
     chunk_n: int  # queries per chunk, a multiple of BLOCK_N (the last chunk takes the rest)
-    num_stages: int  # the key programs' load pipeline
 
 
 def split_plan(
@@ -781,8 +780,8 @@ def split_plan(
     chunks and chunks one or two query blocks longer than even (a shorter last chunk: its key
     program has room for a query program on its SM). The model is kernels/timing.py's (H100
     figures, the device's SM count) in closed form per program, with its placement replayed: each program costs the larger of its MMA time and
-    its memory time (bytes over one SM's port, the pipeline's prologue included, or its round
-    trips times the latency); programs go in launch order (key programs first) to the SM that
+    its memory time (bytes over one SM's port: the steps of its chunk, the pipeline's predicated
+    prologue among them, or its round trips times the latency); programs go in launch order (key programs first) to the SM that
     frees a slot first, and an SM's time is the larger of its programs' summed MMA time and
     their memory time. The launch takes the busiest SM, at least its bytes over HBM, then the
     last arriver's sum of the SPLITS fp32 partials (split > 1), then the launch overhead. More
@@ -816,38 +815,37 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
         options += [(splits, steps) for steps in ((even,) if candidates else range(even, even + 3))
                     if triton.cdiv(n_blocks, steps) == splits or (candidates and steps == even)]  # fmt: skip
     best = None
-    # The pipeline depth too: fewer stages load fewer steps ahead (short loops) and wait more.
-    for stages in [cfg.num_stages] + [st for st in (3, 2) if st < cfg.num_stages and not candidates]:
-        pipe = max(1, stages - 1)  # round trips per loop step: 1 / pipe
-        prologue = stages - 1  # steps the pipeline's prologue loads beyond the loop's
-        query = []
-        if not fused:
-            keys = triton.cdiv(M, cfg.dq_block_m) * cfg.dq_block_m
-            tiles = triton.cdiv(M, cfg.dq_block_m)
-            q_bytes = 4 * cfg.dq_block_n * block_d * elem + cfg.dq_block_n * 4 + 2 * keys * block_d * elem
-            q_rounds = 1 if _dq_key_tiles(M, cfg, dtype) else 1 + tiles / pipe
-            q_cost = (3 * 2 * cfg.dq_block_n * keys * block_d / peak, q_bytes, q_rounds)
-            query = [q_cost] * (bh * triton.cdiv(N, cfg.dq_block_n))
-        for splits, steps in options:
-            chunks = [steps] * (n_blocks // steps) + ([n_blocks % steps] if n_blocks % steps else [])
-            programs = []
-            for _ in range(bh):
-                for n in chunks:
-                    out = partial if splits > 1 else 2 * tile * elem
-                    cost = (n * step_flops / peak, (n + prologue) * step_bytes + 2 * tile * elem + out,
-                            1 + n / pipe)  # fmt: skip
-                    programs += [cost] * m_blocks
-            body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
-            tail = 0.0
-            if len(chunks) >= TWO_LEVEL_SPLITS:  # a half's partials, its sum written, the other half's read
-                half = triton.cdiv(len(chunks), 2)
-                tail = max((half / pipe + 1) * dev.latency_s, ((half + 2) * partial + 2 * tile * elem) / port)
-            elif len(chunks) > 1:
-                tail = max(len(chunks) / pipe * dev.latency_s, (len(chunks) * partial + 2 * tile * elem) / port)
-            scratch = 0 if len(chunks) == 1 else len(programs) * partial
-            t = max(body, (essential + scratch) / dev.hbm_bytes_s) + tail + dev.launch_s
-            if best is None or t < best.seconds * 0.98:  # fewer splits unless clearly faster
-                best = SplitPlan(len(chunks), t, steps * cfg.block_n, stages)
+    # Round trips per loop step: 1 / pipe. The pipeline's copies are predicated with the trip
+    # count, so a chunk of n steps loads n steps (its prologue's included).
+    pipe = max(1, cfg.num_stages - 1)
+    query = []
+    if not fused:
+        keys = triton.cdiv(M, cfg.dq_block_m) * cfg.dq_block_m
+        tiles = triton.cdiv(M, cfg.dq_block_m)
+        q_bytes = 4 * cfg.dq_block_n * block_d * elem + cfg.dq_block_n * 4 + 2 * keys * block_d * elem
+        q_rounds = 1 if _dq_key_tiles(M, cfg, dtype) else 1 + tiles / pipe
+        q_cost = (3 * 2 * cfg.dq_block_n * keys * block_d / peak, q_bytes, q_rounds)
+        query = [q_cost] * (bh * triton.cdiv(N, cfg.dq_block_n))
+    for splits, steps in options:
+        chunks = [steps] * (n_blocks // steps) + ([n_blocks % steps] if n_blocks % steps else [])
+        programs = []
+        for _ in range(bh):
+            for n in chunks:
+                out = partial if splits > 1 else 2 * tile * elem
+                cost = (n * step_flops / peak, n * step_bytes + 2 * tile * elem + out,
+                        1 + n / pipe)  # fmt: skip
+                programs += [cost] * m_blocks
+        body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
+        tail = 0.0
+        if len(chunks) >= TWO_LEVEL_SPLITS:  # a half's partials, its sum written, the other half's read
+            half = triton.cdiv(len(chunks), 2)
+            tail = max((half / pipe + 1) * dev.latency_s, ((half + 2) * partial + 2 * tile * elem) / port)
+        elif len(chunks) > 1:
+            tail = max(len(chunks) / pipe * dev.latency_s, (len(chunks) * partial + 2 * tile * elem) / port)
+        scratch = 0 if len(chunks) == 1 else len(programs) * partial
+        t = max(body, (essential + scratch) / dev.hbm_bytes_s) + tail + dev.launch_s
+        if best is None or t < best.seconds * 0.98:  # fewer splits unless clearly faster
+            best = SplitPlan(len(chunks), t, steps * cfg.block_n)
     return best
 
 
@@ -974,7 +972,7 @@ def attention_bwd(
             splits = num_splits(B, H, N, M, D, q.dtype, cfg.block_n, m_blocks, _sm_count(dev))
         else:
             plan = split_plan(B, H, N, M, D, q.dtype, cfg, _sm_count(dev))
-            chunk_n, cfg = plan.chunk_n, cfg._replace(num_stages=plan.num_stages)
+            chunk_n = plan.chunk_n
     if splits is not None:
         splits = max(1, min(splits, n_blocks))
         chunk_n = triton.cdiv(n_blocks, splits) * cfg.block_n
