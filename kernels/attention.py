@@ -372,9 +372,9 @@ def _attention_fwd_kernel(
 # ----------------------------------------------------------------------------- backward
 
 
-@triton.jit(noinline=True)
+@triton.jit
 def _sum_partials(
-    partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
+    own_dk, own_dv, me, partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
     stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
     D: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, TWO_LEVEL: tl.constexpr,
 ):  # fmt: skip
@@ -394,8 +394,16 @@ def _sum_partials(
     first = partial_ptr + (bh.to(tl.int64) * SPLITS * m_blocks + key_block % m_blocks) * (2 * BLOCK_M * BLOCK_D)
     dk = tl.zeros([BLOCK_M, BLOCK_D], ACC)
     dv = tl.zeros([BLOCK_M, BLOCK_D], ACC)
-    for i in range(lo, hi):
+    for i in range(lo, me):
         # From L2 (.cg): other SMs wrote these, and L1 is not coherent.
+        slot = first + i * m_blocks * (2 * BLOCK_M * BLOCK_D)
+        dk += tl.load(slot + tile, cache_modifier=".cg")
+        dv += tl.load(slot + BLOCK_M * BLOCK_D + tile, cache_modifier=".cg")
+    # This program's own partial from its registers (the values it stored: the same sum in the
+    # same order whichever split arrives last).
+    dk += own_dk
+    dv += own_dv
+    for i in range(me + 1, hi):
         slot = first + i * m_blocks * (2 * BLOCK_M * BLOCK_D)
         dk += tl.load(slot + tile, cache_modifier=".cg")
         dv += tl.load(slot + BLOCK_M * BLOCK_D + tile, cache_modifier=".cg")
@@ -572,7 +580,7 @@ def _bwd_keys(
             # (the workspace is zero between calls, kernels/_pixels.zeroed_workspace).
             tl.store(count_ptr + key_block * 3 + group, 0)
             _sum_partials(
-                partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
+                dk, dv, pid // m_blocks % SPLITS, partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
                 stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
                 D, ACC, BLOCK_M, BLOCK_D, TWO_LEVEL,
             )  # fmt: skip
@@ -837,11 +845,13 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
                 programs += [cost] * m_blocks
         body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
         tail = 0.0
+        # The last arriver reads the other splits' partials (its own is in its registers).
         if len(chunks) >= TWO_LEVEL_SPLITS:  # a half's partials, its sum written, the other half's read
             half = triton.cdiv(len(chunks), 2)
-            tail = max((half / pipe + 1) * dev.latency_s, ((half + 2) * partial + 2 * tile * elem) / port)
+            tail = max(((half - 1) / pipe + 1) * dev.latency_s, ((half + 1) * partial + 2 * tile * elem) / port)
         elif len(chunks) > 1:
-            tail = max(len(chunks) / pipe * dev.latency_s, (len(chunks) * partial + 2 * tile * elem) / port)
+            others = len(chunks) - 1
+            tail = max(others / pipe * dev.latency_s, (others * partial + 2 * tile * elem) / port)
         scratch = 0 if len(chunks) == 1 else len(programs) * partial
         t = max(body, (essential + scratch) / dev.hbm_bytes_s) + tail + dev.launch_s
         if best is None or t < best.seconds * 0.98:  # fewer splits unless clearly faster
