@@ -372,11 +372,27 @@ def _attention_fwd_kernel(
 # ----------------------------------------------------------------------------- backward
 
 
+@triton.jit(noinline=True)
+def _sum_partials_apart(
+    partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
+    stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+    D: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, TWO_LEVEL: tl.constexpr,
+):  # fmt: skip
+    """_sum_partials reading every partial, the last arriver's own included, not inlined: its
+    registers do not add to the main loop's (wider tiles, D = 128, spill otherwise)."""
+    _sum_partials(
+        0.0, 0.0, hi, partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
+        stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+        D, ACC, BLOCK_M, BLOCK_D, TWO_LEVEL, False,
+    )  # fmt: skip
+
+
 @triton.jit
 def _sum_partials(
     own_dk, own_dv, me, partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
     stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
     D: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, TWO_LEVEL: tl.constexpr,
+    OWN: tl.constexpr,
 ):  # fmt: skip
     """dk and dv of one key block (key_block = (b * H + h) * cdiv(M, BLOCK_M) + key tile), by the
     last of splits [lo, hi) to arrive: the sum of their fp32 partials in split order. One level:
@@ -384,7 +400,8 @@ def _sum_partials(
     summed by its last arriver into its first split's slot; the second half to finish adds the
     other half's sum to its own (a + b == b + a in floating point, so the result does not depend
     on which) and stores. Each last arriver then reads half of the partials: the serial tail
-    halves. Not inlined, so that its registers do not add to the main loop's."""
+    halves. OWN (inlined, tiles up to 64 wide): the last arriver's own partial comes from its
+    registers, one partial fewer to read; wider tiles call _sum_partials_apart."""
     m_blocks = tl.cdiv(M, BLOCK_M)
     bh = key_block // m_blocks
     offs_m = (key_block % m_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -399,17 +416,18 @@ def _sum_partials(
         slot = first + i * m_blocks * (2 * BLOCK_M * BLOCK_D)
         dk += tl.load(slot + tile, cache_modifier=".cg")
         dv += tl.load(slot + BLOCK_M * BLOCK_D + tile, cache_modifier=".cg")
-    # This program's own partial from its registers (the values it stored: the same sum in the
-    # same order whichever split arrives last).
-    dk += own_dk
-    dv += own_dv
+    # OWN: this program's own partial from its registers (the values it stored: the same sum
+    # in the same order whichever split arrives last); otherwise me == hi and all are read.
+    if OWN:
+        dk += own_dk
+        dv += own_dv
     for i in range(me + 1, hi):
         slot = first + i * m_blocks * (2 * BLOCK_M * BLOCK_D)
         dk += tl.load(slot + tile, cache_modifier=".cg")
         dv += tl.load(slot + BLOCK_M * BLOCK_D + tile, cache_modifier=".cg")
     last = True
     if TWO_LEVEL:
-        mine = first + lo * m_blocks * (2 * BLOCK_M * BLOCK_D)  # read above, by this program only
+        mine = first + lo * m_blocks * (2 * BLOCK_M * BLOCK_D)  # summed above, by this program only
         tl.store(mine + tile, dk)
         tl.store(mine + BLOCK_M * BLOCK_D + tile, dv)
         tl.debug_barrier()  # as in _bwd_keys: the stores, then the release
@@ -579,11 +597,18 @@ def _bwd_keys(
             # Every split of [lo, hi) has counted itself: reset the counter for the next launch
             # (the workspace is zero between calls, kernels/_pixels.zeroed_workspace).
             tl.store(count_ptr + key_block * 3 + group, 0)
-            _sum_partials(
-                dk, dv, pid // m_blocks % SPLITS, partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
-                stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
-                D, ACC, BLOCK_M, BLOCK_D, TWO_LEVEL,
-            )  # fmt: skip
+            if BLOCK_D <= 64:
+                _sum_partials(
+                    dk, dv, pid // m_blocks % SPLITS, partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS,
+                    H, M, stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+                    D, ACC, BLOCK_M, BLOCK_D, TWO_LEVEL, True,
+                )  # fmt: skip
+            else:
+                _sum_partials_apart(
+                    partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
+                    stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+                    D, ACC, BLOCK_M, BLOCK_D, TWO_LEVEL,
+                )  # fmt: skip
 
 
 @triton.jit
