@@ -597,7 +597,7 @@ def _bwd_keys(
             # Every split of [lo, hi) has counted itself: reset the counter for the next launch
             # (the workspace is zero between calls, kernels/_pixels.zeroed_workspace).
             tl.store(count_ptr + key_block * 3 + group, 0)
-            if BLOCK_D <= 64:
+            if BLOCK_D <= 64:  # split_plan's tail assumes the same
                 _sum_partials(
                     dk, dv, pid // m_blocks % SPLITS, partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS,
                     H, M, stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
@@ -870,12 +870,14 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
                 programs += [cost] * m_blocks
         body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
         tail = 0.0
-        # The last arriver reads the other splits' partials (its own is in its registers).
+        # The last arriver reads the other splits' partials (its own is in its registers, for
+        # tiles up to 64 wide: _sum_partials' OWN).
+        own = 1 if block_d <= 64 else 0
         if len(chunks) >= TWO_LEVEL_SPLITS:  # a half's partials, its sum written, the other half's read
-            half = triton.cdiv(len(chunks), 2)
-            tail = max(((half - 1) / pipe + 1) * dev.latency_s, ((half + 1) * partial + 2 * tile * elem) / port)
+            half = triton.cdiv(len(chunks), 2) - own
+            tail = max((half / pipe + 1) * dev.latency_s, ((half + 2) * partial + 2 * tile * elem) / port)
         elif len(chunks) > 1:
-            others = len(chunks) - 1
+            others = len(chunks) - own
             tail = max(others / pipe * dev.latency_s, (others * partial + 2 * tile * elem) / port)
         scratch = 0 if len(chunks) == 1 else len(programs) * partial
         t = max(body, (essential + scratch) / dev.hbm_bytes_s) + tail + dev.launch_s
