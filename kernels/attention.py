@@ -34,7 +34,7 @@ cubin without a GPU; none of this has been timed).
   (b, h) and a chunk of queries, one warpgroup, 64 queries per step in the transposed orientation
   (keys as rows): S^T, dP^T, dv and dk are all 64 x 64 wgmma tiles (N = 64 reaches the tensor peak
   even with both operands in shared memory, where the previous 32- and 16-wide tiles reached 67%
-  and 40%), loads go through a cp.async pipeline (2-4 stages), 241-244 registers, two programs per
+  and 40%), loads go through a cp.async pipeline (2-4 stages), 243-254 registers, two programs per
   SM. A query program owns 64 queries and computes dq over all keys (P and dP recomputed: 7
   products in all instead of 5, the price of needing no dq partial sums); with up to 4 key tiles
   (MiT's 256 keys) it loads all of K and V before its products, so those loads and its query
@@ -43,12 +43,12 @@ cubin without a GPU; none of this has been timed).
   into one fma per score. The key programs come first in the grid, the long ones start first.
   When B * H is small the key programs split their queries (split_plan: the chunking that
   kernels/timing.py's model, replayed in closed form, finds fastest; at
-  MiT-B5, B = 2: 10 / 4 / 2 / 1 chunks, at stage 3 of 10 and 6 query blocks, so the shorter key
-  program shares its SM with a query program; 3 stages where the query loop is short and the
-  GPU full); the splits' fp32 partials (32 KiB each) are summed deterministically in the
-  kernel: every split writes its partial and counts itself done with an atomic on a counter of
-  kernels/_pixels.zeroed_workspace (no zero-fill launch), the last one sums the partials in
-  split order (no float atomics) and resets the counter. From 4 splits the two halves are summed
+  MiT-B5, B = 2: 10 / 4 / 2 / 1 chunks, at stage 3 of 9 and 7 query blocks, so the shorter key
+  program shares its SM with a query program); the splits' fp32 partials (32 KiB each) are
+  summed deterministically in the kernel: every split writes its partial and counts itself done
+  with an atomic on a counter of kernels/_pixels.zeroed_workspace (no zero-fill launch), the
+  last one sums the partials in split order (no float atomics; its own from its registers where
+  the tiles are up to 64 wide) and resets the counter. From 4 splits the two halves are summed
   so by their own last arrivers and the second to finish adds the other's sum (a + b == b + a:
   still deterministic), which halves the serial tail. The earlier policy
   (all 256 keys in one program with dq written directly, splits capped by PARTIAL_BUDGET so the

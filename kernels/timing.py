@@ -13,7 +13,10 @@ module turns one into microseconds, without a GPU:
    * MMA work: 2 M N K per dot execution (times the warps' duplication), divided by the
      efficiency of the instruction (``mma_efficiency``);
    * memory bytes: the bytes every load and store moves (tensor extent x element size), scratch
-     included, so a partial sum written and read back counts twice;
+     included, so a partial sum written and read back counts twice; none where the op's mask is a
+     splat of a scalar condition (broadcast or and-ed with other masks) known false, as Triton's
+     pipeliner predicates its prologue's and its loop's copies ahead (``_gate_memory_ops``): a
+     pipelined loop of T trips moves T trips' bytes;
    * issued instructions (per thread): the elements each tensor op holds per thread (from its
      layout), loads and stores per vector (16 bytes at most), plus the exps separately (the
      MUFU unit issues 16 per clock per SM, an eighth of the ALU rate);
