@@ -467,7 +467,6 @@ class Evaluator:
                     env[m.group(1)] = _WAITED
                     env.update({f"{m.group(1)}#{k}": _WAITED for k in range(int(m.group(2) or 1))})
 
-
     def _trip(self, body, env, iv, value, in_tail, depth):
         """(cost, tail cost) of one trip of a loop body at induction value ``value``."""
         env[iv] = value
