@@ -373,7 +373,7 @@ def test_evaluator_skips_bytes_under_a_false_scalar_mask():
 
 def test_pipelined_loop_moves_its_trips_bytes():
     """A tiny kernel (tests/_pipeline_probe.py: a 64 x 64 bf16 tile per trip into a dot, 4
-    stages) compiled for sm_90 offline: Triton 3.6-3.9 pipeline it with cp.async and predicate
+    stages) compiled for sm_90 offline: Triton (3.8 checked) pipelines it with cp.async and predicates
     the prologue's copies with the trip count, so 1, 2, 3, 5 and 8 trips move one tile each
     besides the w tile read and the fp32 result written; the model used to add the prologue's 3
     tiles whatever the trips."""
