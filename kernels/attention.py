@@ -202,7 +202,9 @@ def _load_tile(base, rows, cols, stride_r, stride_c, row_mask, col_mask):
 # tiles' address arithmetic out of that loop and keeps it in registers through the inner loop,
 # where it spills. (noinline functions take scalar arguments only.) Triton before 3.8 cannot lower
 # a noinline function that returns a tensor (3.6, the GPU machines' release: "type of return
-# operand 0 ... doesn't match function result type"), so there they are inlined.
+# operand 0 ... doesn't match function result type"), so there they are inlined and _fwd_head,
+# one head's part of the forward (it returns nothing), is not: the hoisted offsets are then
+# computed per call and dead before its query loop.
 _KEYS_NOINLINE = tuple(int(part) for part in triton.__version__.split(".")[:2]) >= (3, 8)
 
 
@@ -279,6 +281,35 @@ def _next_tile(q, k_t, v, m_i, l_i, acc, qk_scale, key_mask, MASKED: tl.constexp
     return m_new, l_i * alpha + tl.sum(p, axis=1), acc
 
 
+# Inlined from Triton 3.8 (the same code as before it existed); not inlined before, see
+# _KEYS_NOINLINE: under 3.6, inlined, the key tiles' 64-bit offsets were hoisted out of the loop
+# over heads and spilled (128-136 bytes at 255 registers); not inlined, 174 registers, no spill.
+@triton.jit(noinline=not _KEYS_NOINLINE)
+def _fwd_head(
+    q_base, out_base, lse_row, k_base, v_base, blk_lo, blk_hi, qk_scale, N, M,
+    stride_qn, stride_qd, stride_km, stride_kd, stride_vm, stride_vd, stride_on, stride_od,
+    D: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    RESIDENT: tl.constexpr, EVEN_M: tl.constexpr,
+):  # fmt: skip
+    """Query blocks [blk_lo, blk_hi) of one head with its keys resident: K and V loaded once (one or
+    two tiles), then per block the exact softmax of one tile or one online rescale for two."""
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < D
+    offs_m = tl.arange(0, BLOCK_M)
+    k0, v0 = _load_key_tile(k_base, v_base, 0, stride_km, stride_kd, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D)
+    if RESIDENT == 2:
+        k1, v1 = _load_key_tile(k_base, v_base, BLOCK_M, stride_km, stride_kd, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D)
+    for blk in range(blk_lo, blk_hi):
+        offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < N
+        # Padded head-dim columns read as 0, so they add nothing to q k^T.
+        q = _load_tile(q_base, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
+        m_i, l_i, acc = _first_tile(q, k0, v0, qk_scale, offs_m < M, RESIDENT == 1 and not EVEN_M, PRECISION)
+        if RESIDENT == 2:
+            m_i, l_i, acc = _next_tile(q, k1, v1, m_i, l_i, acc, qk_scale, offs_m + BLOCK_M < M, not EVEN_M, PRECISION)
+        _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
+
+
 @triton.jit
 def _attention_fwd_kernel(
     q_ptr,  # (B, H, N, D) any strides
@@ -321,8 +352,6 @@ def _attention_fwd_kernel(
         first = (pid * TOTAL // PROGRAMS).to(tl.int32)
         last = ((pid + 1) * TOTAL // PROGRAMS).to(tl.int32)
         n_blocks = tl.cdiv(N, BLOCK_N)
-        mask0 = offs_m < M
-        mask1 = offs_m + BLOCK_M < M
         for bh in range(first // n_blocks, (last - 1) // n_blocks + 1):
             bh64 = tl.cast(bh, tl.int64)  # a plain int under the interpreter
             b = bh64 // H
@@ -332,19 +361,13 @@ def _attention_fwd_kernel(
             lse_row = lse_ptr + bh64 * N
             k_base = k_ptr + b * stride_kb + h * stride_kh
             v_base = v_ptr + b * stride_vb + h * stride_vh
-            k0, v0 = _load_key_tile(k_base, v_base, 0, stride_km, stride_kd, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D)
-            if RESIDENT == 2:
-                k1, v1 = _load_key_tile(k_base, v_base, BLOCK_M, stride_km, stride_kd, stride_vm, stride_vd, M, D, BLOCK_M, BLOCK_D)
             head_first = bh * n_blocks
-            for blk in range(tl.maximum(first, head_first) - head_first, tl.minimum(last, head_first + n_blocks) - head_first):
-                offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
-                n_mask = offs_n < N
-                # Padded head-dim columns read as 0, so they add nothing to q k^T.
-                q = _load_tile(q_base, offs_n, offs_d, stride_qn, stride_qd, n_mask, d_mask)  # (BLOCK_N, BLOCK_D)
-                m_i, l_i, acc = _first_tile(q, k0, v0, qk_scale, mask0, RESIDENT == 1 and not EVEN_M, PRECISION)
-                if RESIDENT == 2:
-                    m_i, l_i, acc = _next_tile(q, k1, v1, m_i, l_i, acc, qk_scale, mask1, not EVEN_M, PRECISION)
-                _store_out_lse(out_base, lse_row, acc, m_i, l_i, offs_n, offs_d, stride_on, stride_od, n_mask, d_mask)
+            _fwd_head(
+                q_base, out_base, lse_row, k_base, v_base,
+                tl.maximum(first, head_first) - head_first, tl.minimum(last, head_first + n_blocks) - head_first,
+                qk_scale, N, M, stride_qn, stride_qd, stride_km, stride_kd, stride_vm, stride_vd, stride_on, stride_od,
+                D, PRECISION, BLOCK_N, BLOCK_M, BLOCK_D, RESIDENT, EVEN_M,
+            )  # fmt: skip
     else:
         # Online softmax over key tiles streamed from memory, one block of queries per program.
         pid_n, bh = _split_pid(tl.cdiv(N, BLOCK_N))

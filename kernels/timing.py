@@ -224,7 +224,7 @@ class Evaluator:
         self.funcs = {}
         lines = ttgir.splitlines()
         for i, raw in enumerate(lines):
-            m = re.match(r"\s*tt\.func (?:public |private )?@([\w.$]+)\((.*)\)(?:\s*->\s*[^{]*?)?\s+attributes", raw)
+            m = re.match(r'\s*tt\.func (?:public |private )?@("[^"]+"|[\w.$]+)\((.*)\)(?:\s*->\s*[^{]*?)?\s+attributes', raw)
             if m:
                 args = re.findall(r"%(\w+): ", m.group(2))
                 body, _ = _parse_body(lines, i + 1)
@@ -261,7 +261,7 @@ class Evaluator:
             name, dialect, op, rest = m.groups()
             if not ("tensor<" in rest or "memdesc" in rest or (dialect == "arith" and op == "constant")):
                 scalar = (name.split(":")[0], dialect, op, re.findall(r"%[\w.#]+", rest.split(" : ")[0]), rest)
-        m = re.match(r"(?:%[\w.#:]+ = )?tt\.call @([\w.$]+)\((.*?)\)", line)
+        m = re.match(r'(?:%[\w.#:]+ = )?tt\.call @("[^"]+"|[\w.$]+)\((.*?)\)', line)
         cost = Cost()
         if m and m.group(1) in self.funcs:
             call = (m.group(1), [a.strip() for a in m.group(2).split(",")])
@@ -426,7 +426,9 @@ class Evaluator:
                     trips = max(0, -(-(ub - lb) // st))
                 if trips == 0:
                     continue
-                structured = any(n[0] in ("for", "if") for n in body)
+                # per trip where the trips can differ: nested control flow, or a call (its
+                # arguments may depend on the induction variable)
+                structured = any(n[0] in ("for", "if") or (n[0] == "op" and " tt.call @" in " " + n[1]) for n in body)
                 if structured and trips <= 64:
                     for t in range(trips):
                         env[iv] = lb + t * (st or 1)
