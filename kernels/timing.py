@@ -7,7 +7,8 @@ module turns one into microseconds, without a GPU:
    (a sample of 256 when there are more than 4096), evaluating the scalar integer ops (program
    ids, arguments, ``arith``) so that every ``scf.for`` runs its real trip count and every
    ``scf.if`` its real branch: persistent ranges, query splits and box tests come out per
-   program. A branch whose condition depends on an atomic's result ("the last program to
+   program. A call (a function not inlined) runs the callee's body with the call's arguments,
+   per trip of the loop around it. A branch whose condition depends on an atomic's result ("the last program to
    arrive") is run by one program per group after all the others: a serial tail. Per program it
    adds up
    * MMA work: 2 M N K per dot execution (times the warps' duplication), divided by the
