@@ -270,6 +270,43 @@ def test_evaluator_runs_each_program_s_real_trips():
     assert (tail.bytes, tail.rounds) == (2048, 1)
 
 
+# A loop over heads whose body calls a non-inlined function (Triton 3.6 quotes the name) with
+# bounds that depend on the induction variable: head 0 gets 3 blocks, head 1 gets 1.
+CALL_TTGIR = """\
+#blocked = #ttg.blocked<{sizePerThread = [4], threadsPerWarp = [32], warpsPerCTA = [4], order = [0]}>
+module {
+  tt.func public @k(%x_ptr: !tt.ptr<f32> loc("x_ptr"(#loc)), %N: i32 loc("N"(#loc))) attributes {noinline = false} {
+    %c0_i32 = arith.constant 0 : i32 loc(#loc1)
+    %c1_i32 = arith.constant 1 : i32 loc(#loc1)
+    %c2_i32 = arith.constant 2 : i32 loc(#loc1)
+    scf.for %h = %c0_i32 to %c2_i32 step %c1_i32  : i32 {
+      %d = arith.muli %h, %c2_i32 : i32 loc(#loc2)
+      %hi = arith.subi %N, %d : i32 loc(#loc2)
+      tt.call @"m.head__Pfp32_i32__(2,)cconstexpr_1_"(%x_ptr, %hi) : (!tt.ptr<f32>, i32) -> () loc(#loc3)
+    } loc(#loc4)
+    tt.return loc(#loc5)
+  } loc(#loc)
+  tt.func private @"m.head__Pfp32_i32__(2,)cconstexpr_1_"(%x_ptr: !tt.ptr<f32> loc("x_ptr"(#loc)), %hi: i32 loc("hi"(#loc))) attributes {noinline = true} {
+    %c0_i32 = arith.constant 0 : i32 loc(#loc1)
+    %c1_i32 = arith.constant 1 : i32 loc(#loc1)
+    scf.for %i = %c0_i32 to %hi step %c1_i32  : i32 {
+      %p = tt.splat %x_ptr : !tt.ptr<f32> -> tensor<512x!tt.ptr<f32>, #blocked> loc(#loc6)
+      %v = tt.load %p : tensor<512x!tt.ptr<f32>, #blocked> loc(#loc7)
+    } loc(#loc8)
+    tt.return loc(#loc9)
+  } loc(#loc)
+} loc(#loc)
+"""
+
+
+def test_evaluator_follows_calls_per_loop_trip():
+    """A call's body runs with the call's arguments, once per trip of the loop around it: 3 + 1
+    loads of 2 KiB (not the first trip's 3 twice, nor none when the name is quoted)."""
+    ev = A.T.Evaluator(CALL_TTGIR, A._layouts(CALL_TTGIR), 128, A._issued, 1)
+    cost, _ = ev.program({"N": 3}, (0, 0, 0), (1, 1, 1))
+    assert (cost.bytes, cost.rounds) == (4 * 2048, 4)
+
+
 TICKET_TTGIR = """\
 #blocked = #ttg.blocked<{sizePerThread = [4], threadsPerWarp = [32], warpsPerCTA = [4], order = [0]}>
 module {
