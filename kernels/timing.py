@@ -396,15 +396,18 @@ class Evaluator:
                     walk.append(("scalar", scalar, call))
                 static.add(c)
                 static.inflight += c.inflight
-            region = self._regions[key] = (static, loads or static.inflight > 0, walk, nodes)
+            # Only a loop whose own body issues cp.async copies (ttg.async_copy_global_to_local)
+            # was pipelined by Triton; its other loops wait for every round trip.
+            pipelined = any(n[0] in ("op", "gated") and "async_copy_global_to_local" in n[1] for n in nodes)
+            region = self._regions[key] = (static, loads or static.inflight > 0, walk, nodes, pipelined)
         return region
 
     def _run(self, nodes, env, cost, tail, in_tail, depth, loop=False):
-        static, loads, walk, _ = self._region(nodes)
+        static, loads, walk, _, pipelined = self._region(nodes)
         target = tail if in_tail else cost
         target.add(static)
         if loads:  # this region's loads go out together: one round trip (fewer when pipelined)
-            target.rounds += 1 / (self.stages if loop else 1)
+            target.rounds += 1 / (self.stages if loop and pipelined else 1)
         for node in walk:
             kind = node[0]
             if kind == "gated":
