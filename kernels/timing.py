@@ -22,9 +22,10 @@ module turns one into microseconds, without a GPU:
      layout), loads and stores per vector (16 bytes at most), plus the exps separately (the
      MUFU unit issues 16 per clock per SM, an eighth of the ALU rate);
    * round trips to memory: one per execution of a region (loop body, straight-line code) that
-     loads, divided by num_stages - 1 for loop bodies when the PTX shows cp.async (Triton
-     pipelined the loop): a program waits for each, so its loads move at most one round's
-     bytes per latency (Little's law).
+     loads, divided by num_stages - 1 for a loop whose own body issues cp.async copies
+     (``ttg.async_copy_global_to_local``: Triton pipelined that loop; when the PTX shows cp.async
+     the kernel's other loops still wait for every trip): a program waits for each, so its
+     loads move at most one round's bytes per latency (Little's law).
 2. Placement. Programs start in launch order, each on the SM that frees a slot first
    (``ctas_per_sm`` slots per SM, occupancy from registers, shared memory and warps), as the
    hardware's block scheduler does. Per SM, the time is

@@ -408,6 +408,43 @@ def test_evaluator_skips_bytes_under_a_false_scalar_mask():
     assert zero.bytes == 0 and zero.instr > 0  # the two loads still issue, predicated off
 
 
+# Two loops of 512-float tiles in one kernel: the first copies with cp.async (Triton pipelined
+# it), the second loads plainly (as _sum_partials' loop over the splits' partials).
+ROUNDS_TTGIR = """\
+#blocked = #ttg.blocked<{sizePerThread = [4], threadsPerWarp = [32], warpsPerCTA = [4], order = [0]}>
+#shared = #ttg.swizzled_shared<{vec = 1, perPhase = 1, maxPhase = 1, order = [0]}>
+#smem = #ttg.shared_memory
+module {
+  tt.func public @k(%x_ptr: !tt.ptr<f32> loc("x_ptr"(#loc)), %N: i32 loc("N"(#loc))) attributes {noinline = false} {
+    %c0_i32 = arith.constant 0 : i32 loc(#loc1)
+    %c1_i32 = arith.constant 1 : i32 loc(#loc1)
+    %buf = ttg.local_alloc : () -> !ttg.memdesc<3x512xf32, #shared, #smem, mutable> loc(#loc2)
+    scf.for %i = %c0_i32 to %N step %c1_i32  : i32 {
+      %p = tt.splat %x_ptr : !tt.ptr<f32> -> tensor<512x!tt.ptr<f32>, #blocked> loc(#loc3)
+      %s = ttg.memdesc_index %buf[%c0_i32] : !ttg.memdesc<3x512xf32, #shared, #smem, mutable> -> !ttg.memdesc<512xf32, #shared, #smem, mutable> loc(#loc3)
+      %c = ttg.async_copy_global_to_local %p, %s : tensor<512x!tt.ptr<f32>, #blocked> -> <512xf32, #shared, #smem, mutable> loc(#loc4)
+    } loc(#loc5)
+    scf.for %j = %c0_i32 to %N step %c1_i32  : i32 {
+      %q = tt.splat %x_ptr : !tt.ptr<f32> -> tensor<512x!tt.ptr<f32>, #blocked> loc(#loc3)
+      %v = tt.load %q : tensor<512x!tt.ptr<f32>, #blocked> loc(#loc6)
+    } loc(#loc7)
+    tt.return loc(#loc8)
+  } loc(#loc)
+} loc(#loc)
+"""
+
+
+def test_only_pipelined_loops_divide_their_round_trips():
+    """With 4 stages, the loop that copies with cp.async waits for one round trip per 3 trips;
+    the plain loop of loads in the same kernel waits for every trip's (the model used to divide
+    every loop's round trips by the pipeline depth once the kernel had cp.async: 12 / 3 + 12 / 3
+    = 8 round trips here instead of 16)."""
+    ev = A.T.Evaluator(ROUNDS_TTGIR, A._layouts(ROUNDS_TTGIR), 128, A._issued, 3)
+    cost, _ = ev.program({"N": 12}, (0, 0, 0), (1, 1, 1))
+    assert cost.bytes == 2 * 12 * 2048
+    assert cost.rounds == pytest.approx(12 / 3 + 12)
+
+
 def test_pipelined_loop_moves_its_trips_bytes():
     """A tiny kernel (tests/_pipeline_probe.py: a 64 x 64 bf16 tile per trip into a dot, 4
     stages) compiled for sm_90 offline: Triton (3.8 checked) pipelines it with cp.async and predicates
