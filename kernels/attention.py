@@ -894,14 +894,15 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
         body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
         tail = 0.0
         # The last arriver reads the other splits' partials (its own is in its registers, for
-        # tiles up to 64 wide: _sum_partials' OWN).
+        # tiles up to 64 wide: _sum_partials' OWN), one round trip each: its loop is not
+        # pipelined (no cp.async), each trip's loads wait for the last.
         own = 1 if block_d <= 64 else 0
         if len(chunks) >= TWO_LEVEL_SPLITS:  # a half's partials, its sum written, the other half's read
             half = triton.cdiv(len(chunks), 2) - own
-            tail = max((half / pipe + 1) * dev.latency_s, ((half + 2) * partial + 2 * tile * elem) / port)
+            tail = max((half + 1) * dev.latency_s, ((half + 2) * partial + 2 * tile * elem) / port)
         elif len(chunks) > 1:
             others = len(chunks) - own
-            tail = max(others / pipe * dev.latency_s, (others * partial + 2 * tile * elem) / port)
+            tail = max(others * dev.latency_s, (others * partial + 2 * tile * elem) / port)
         scratch = 0 if len(chunks) == 1 else len(programs) * partial
         t = max(body, (essential + scratch) / dev.hbm_bytes_s) + tail + dev.launch_s
         if best is None or t < best.seconds * 0.98:  # fewer splits unless clearly faster
