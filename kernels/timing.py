@@ -25,7 +25,9 @@ module turns one into microseconds, without a GPU:
      loads, divided by num_stages - 1 for a loop whose own body issues cp.async copies
      (``ttg.async_copy_global_to_local``: Triton pipelined that loop; when the PTX shows cp.async
      the kernel's other loops still wait for every trip): a program waits for each, so its
-     loads move at most one round's bytes per latency (Little's law).
+     loads move at most one round's bytes per latency (Little's law). The first num_stages - 1
+     trips of a pipelined loop wait on its prologue's copies, whose round trip the region around
+     the loop already counts: T trips cost max(0, T - (num_stages - 1)) / (num_stages - 1).
 2. Placement. Programs start in launch order, each on the SM that frees a slot first
    (``ctas_per_sm`` slots per SM, occupancy from registers, shared memory and warps), as the
    hardware's block scheduler does. Per SM, the time is
@@ -454,6 +456,13 @@ class Evaluator:
                             tail.add(last[1], trips - switch)
                     target.add(first[0], switch)
                     tail.add(first[1], switch)
+                _, body_loads, _, _, pipelined = self._region(body)
+                if loads and body_loads and pipelined:
+                    # The pipeliner's prologue (its copies in the region around the loop, charged
+                    # one round trip above) issued the first `stages` trips' copies: those trips
+                    # wait on that round trip, not on one of their own. T trips after a prologue:
+                    # 1 + max(0, T - stages) / stages round trips.
+                    target.rounds -= min(trips, self.stages) / self.stages
             elif kind == "if":
                 cond = self._val(env, node[1])
                 if cond == _WAITED:  # every program runs it, after the programs it waited on

@@ -5,6 +5,7 @@ time). The gate fails on the pre-issue-18 attention backward and on a starved gr
 audit's parsers and the time model's evaluator on hand-written TTGIR, so that a broken parser
 cannot pass everything."""
 
+import functools
 import hashlib
 import json
 import os
@@ -453,16 +454,32 @@ def test_pipelined_loop_moves_its_trips_bytes():
     the prologue's copies with the trip count, so 1, 2, 3, 5 and 8 trips move one tile each
     besides the w tile read and the fp32 result written; the model used to add the prologue's 3
     tiles whatever the trips."""
+    out = _pipeline_probe()
+    assert out["cp.async"] and out["copies"] >= 2, out  # pipelined: prologue copies and the loop's
+    tile, fixed = 64 * 64 * 2, 64 * 64 * 2 + 64 * 64 * 4
+    for trips in (1, 2, 3, 5, 8):
+        assert out[str(trips)][0] == fixed + trips * tile, (trips, out)
+
+
+def test_pipelined_loop_waits_on_its_prologue_round_trip():
+    """The same probe's round trips: the prologue (with the w tile's load) issues the copies of
+    the first 3 trips, which arrive together, one round trip; the loop's later copies go out 3
+    trips ahead, one round trip per 3 trips. T trips: 1 + max(0, T - 3) / 3 (Little's law: 3
+    trips' bytes in flight). The model used to charge the prologue's round trip and the first
+    3 trips' share of the loop's too: 1 + T / 3, a round trip more than the copies wait for."""
+    out = _pipeline_probe()
+    for trips in (1, 2, 3, 5, 8):
+        assert out[str(trips)][1] == pytest.approx(1 + max(0, trips - 3) / 3), (trips, out)
+
+
+@functools.cache
+def _pipeline_probe():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "_pipeline_probe.py")], capture_output=True, text=True,
                           env=env, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout)
-    assert out["cp.async"] and out["copies"] >= 2, out  # pipelined: prologue copies and the loop's
-    tile, fixed = 64 * 64 * 2, 64 * 64 * 2 + 64 * 64 * 4
-    for trips in (1, 2, 3, 5, 8):
-        assert out[str(trips)][0] == fixed + trips * tile, (trips, out)
+    return json.loads(proc.stdout)
 
 
 def test_mma_efficiency_by_tile_width():
