@@ -47,8 +47,10 @@ cubin without a GPU; none of this has been timed).
   program shares its SM with a query program); the splits' fp32 partials (32 KiB each) are
   summed deterministically in the kernel: every split writes its partial and counts itself done
   with an atomic on a counter of kernels/_pixels.zeroed_workspace (no zero-fill launch), the
-  last one sums the partials in split order (no float atomics; its own from its registers where
-  the tiles are up to 64 wide) and resets the counter. From 4 splits the two halves are summed
+  last one sums the partials in split order (no float atomics) and resets the counter. Where the
+  tiles are up to 64 wide, its loop over the partials is cp.async-pipelined (3 partials in
+  flight through shared memory: one round trip per 3 partials, not one each) and takes its own
+  from its registers. From 5 splits the two halves are summed
   so by their own last arrivers and the second to finish adds the other's sum (a + b == b + a:
   still deterministic), which halves the serial tail. The earlier policy
   (all 256 keys in one program with dq written directly, splits capped by PARTIAL_BUDGET so the
@@ -401,12 +403,12 @@ def _sum_partials_apart(
     stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
     D: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, TWO_LEVEL: tl.constexpr,
 ):  # fmt: skip
-    """_sum_partials reading every partial, the last arriver's own included, not inlined: its
-    registers do not add to the main loop's (wider tiles, D = 128, spill otherwise)."""
+    """_sum_partials not inlined and not pipelined, for tiles over 64 wide (D = 128): its registers
+    do not add to the main loop's, and a pipeline of 64 KiB partials would not fit shared memory."""
     _sum_partials(
         0.0, 0.0, hi, partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
         stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
-        D, ACC, BLOCK_M, BLOCK_D, TWO_LEVEL, False,
+        D, ACC, BLOCK_M, BLOCK_D, TWO_LEVEL, 1,
     )  # fmt: skip
 
 
@@ -415,16 +417,19 @@ def _sum_partials(
     own_dk, own_dv, me, partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
     stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
     D: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, TWO_LEVEL: tl.constexpr,
-    OWN: tl.constexpr,
+    STAGES: tl.constexpr,
 ):  # fmt: skip
     """dk and dv of one key block (key_block = (b * H + h) * cdiv(M, BLOCK_M) + key tile), by the
-    last of splits [lo, hi) to arrive: the sum of their fp32 partials in split order. One level:
-    [lo, hi) is every split, and the sum is stored. TWO_LEVEL: the splits are two halves, each
-    summed by its last arriver into its first split's slot; the second half to finish adds the
-    other half's sum to its own (a + b == b + a in floating point, so the result does not depend
-    on which) and stores. Each last arriver then reads half of the partials: the serial tail
-    halves. OWN (inlined, tiles up to 64 wide): the last arriver's own partial comes from its
-    registers, one partial fewer to read; wider tiles call _sum_partials_apart."""
+    last of splits [lo, hi) to arrive: the sum of their fp32 partials in split order, that of split
+    ``me`` (the last arriver's own) from own_dk / own_dv, the values it stored, so the same sum in
+    the same order whichever split arrives last (me == hi: every partial read). One level: [lo, hi) is
+    every split, and the sum is stored. TWO_LEVEL: the splits are two halves, each summed by its
+    last arriver into its first split's slot; the second half to finish adds the other half's sum
+    to its own (a + b == b + a in floating point, so the result does not depend on which) and
+    stores. Each last arriver then reads half of the partials: the serial tail halves. STAGES > 1:
+    the loop over the partials is cp.async-pipelined (STAGES - 1 partials in flight, through
+    shared memory rather than registers), so it waits for one round trip per STAGES - 1 partials
+    instead of one per partial."""
     m_blocks = tl.cdiv(M, BLOCK_M)
     bh = key_block // m_blocks
     offs_m = (key_block % m_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -434,20 +439,14 @@ def _sum_partials(
     first = partial_ptr + (bh.to(tl.int64) * SPLITS * m_blocks + key_block % m_blocks) * (2 * BLOCK_M * BLOCK_D)
     dk = tl.zeros([BLOCK_M, BLOCK_D], ACC)
     dv = tl.zeros([BLOCK_M, BLOCK_D], ACC)
-    for i in range(lo, me):
-        # From L2 (.cg): other SMs wrote these, and L1 is not coherent.
+    for i in tl.range(lo, hi, num_stages=STAGES):
+        # From L2 (.cg): other SMs wrote these, and L1 is not coherent. The last arriver's own
+        # partial (split me) comes from its registers, in its place; its copy is predicated off.
         slot = first + i * m_blocks * (2 * BLOCK_M * BLOCK_D)
-        dk += tl.load(slot + tile, cache_modifier=".cg")
-        dv += tl.load(slot + BLOCK_M * BLOCK_D + tile, cache_modifier=".cg")
-    # OWN: this program's own partial from its registers (the values it stored: the same sum
-    # in the same order whichever split arrives last); otherwise me == hi and all are read.
-    if OWN:
-        dk += own_dk
-        dv += own_dv
-    for i in range(me + 1, hi):
-        slot = first + i * m_blocks * (2 * BLOCK_M * BLOCK_D)
-        dk += tl.load(slot + tile, cache_modifier=".cg")
-        dv += tl.load(slot + BLOCK_M * BLOCK_D + tile, cache_modifier=".cg")
+        other_dk = tl.load(slot + tile, mask=i != me, other=0.0, cache_modifier=".cg")
+        other_dv = tl.load(slot + BLOCK_M * BLOCK_D + tile, mask=i != me, other=0.0, cache_modifier=".cg")
+        dk += tl.where(i == me, own_dk, other_dk)
+        dv += tl.where(i == me, own_dv, other_dv)
     last = True
     if TWO_LEVEL:
         mine = first + lo * m_blocks * (2 * BLOCK_M * BLOCK_D)  # summed above, by this program only
@@ -521,6 +520,7 @@ def _bwd_keys(
     D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     FUSED_DQ: tl.constexpr, DQ_T: tl.constexpr, DIRECT_DKV: tl.constexpr, EVEN: tl.constexpr, TWO_LEVEL: tl.constexpr,
+    SUM_STAGES: tl.constexpr,
 ):  # fmt: skip
     """Key program ``pid``: BLOCK_M keys x one chunk of queries of one (b, h): dk and dv (and dq
     when FUSED_DQ). Works in the transposed orientation (keys as rows) so the key block is the M
@@ -622,9 +622,9 @@ def _bwd_keys(
             tl.store(count_ptr + key_block * 3 + group, 0)
             if BLOCK_D <= 64:  # split_plan's tail assumes the same
                 _sum_partials(
-                    dk, dv, pid // m_blocks % SPLITS, partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS,
-                    H, M, stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
-                    D, ACC, BLOCK_M, BLOCK_D, TWO_LEVEL, True,
+                    dk, dv, pid // m_blocks % SPLITS, partial_ptr, count_ptr, dk_ptr, dv_ptr, key_block, lo, hi, SPLITS, H, M,
+                    stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+                    D, ACC, BLOCK_M, BLOCK_D, TWO_LEVEL, SUM_STAGES,
                 )  # fmt: skip
             else:
                 _sum_partials_apart(
@@ -745,6 +745,7 @@ def _attention_bwd_kernel(
     DQ_T: tl.constexpr,  # FUSED_DQ: compute dq^T = k^T dS^T (BLOCK_D rows) instead of dS k (BLOCK_N rows)
     DIRECT_DKV: tl.constexpr,  # SPLITS == 1: dk and dv written directly, no partials
     TWO_LEVEL: tl.constexpr,  # the partials are summed in two halves, then the halves (SPLITS >= TWO_LEVEL_SPLITS)
+    SUM_STAGES: tl.constexpr,  # the partial sum's pipeline depth (tiles up to 64 wide: the kernel's num_stages)
     EVEN: tl.constexpr,  # M % BLOCK_M == 0, N % BLOCK_N == 0 and D == BLOCK_D: no masks
     DQ_KEY_TILES: tl.constexpr,  # query programs: > 0 unrolls their loop over this many key tiles
     EVEN_DQ: tl.constexpr,  # N % DQ_BLOCK_N == 0, M % DQ_BLOCK_M == 0 and D == BLOCK_D: query programs unmasked
@@ -760,7 +761,7 @@ def _attention_bwd_kernel(
             stride_vb, stride_vh, stride_vm, stride_vd, stride_ob, stride_oh, stride_on, stride_od,
             stride_gb, stride_gh, stride_gn, stride_gd, stride_dqb, stride_dqh, stride_dqn, stride_dqd,
             stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
-            D, ACC, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, FUSED_DQ, DQ_T, DIRECT_DKV, EVEN, TWO_LEVEL,
+            D, ACC, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, FUSED_DQ, DQ_T, DIRECT_DKV, EVEN, TWO_LEVEL, SUM_STAGES,
         )  # fmt: skip
     elif not FUSED_DQ:  # FUSED_DQ: the grid is the key programs
         _bwd_queries(
@@ -871,15 +872,16 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
         options += [(splits, steps) for steps in ((even,) if candidates else range(even, even + 3))
                     if triton.cdiv(n_blocks, steps) == splits or (candidates and steps == even)]  # fmt: skip
     best = None
-    # Round trips per loop step: 1 / pipe. The pipeline's copies are predicated with the trip
-    # count, so a chunk of n steps loads n steps (its prologue's included).
+    # Round trips per loop step: 1 / pipe, the first pipe steps' in the prologue's round trip
+    # (kernels/timing.py). The pipeline's copies are predicated with the trip count, so a chunk
+    # of n steps loads n steps (its prologue's included).
     pipe = max(1, cfg.num_stages - 1)
     query = []
     if not fused:
         keys = triton.cdiv(M, cfg.dq_block_m) * cfg.dq_block_m
         tiles = triton.cdiv(M, cfg.dq_block_m)
         q_bytes = 4 * cfg.dq_block_n * block_d * elem + cfg.dq_block_n * 4 + 2 * keys * block_d * elem
-        q_rounds = 1 if _dq_key_tiles(M, cfg, dtype) else 1 + tiles / pipe
+        q_rounds = 1 if _dq_key_tiles(M, cfg, dtype) else 1 + max(0, tiles - pipe) / pipe
         q_cost = (3 * 2 * cfg.dq_block_n * keys * block_d / peak, q_bytes, q_rounds)
         query = [q_cost] * (bh * triton.cdiv(N, cfg.dq_block_n))
     for splits, steps in options:
@@ -889,20 +891,22 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
             for n in chunks:
                 out = partial if splits > 1 else 2 * tile * elem
                 cost = (n * step_flops / peak, n * step_bytes + 2 * tile * elem + out,
-                        1 + n / pipe)  # fmt: skip
+                        1 + max(0, n - pipe) / pipe)  # fmt: skip
                 programs += [cost] * m_blocks
         body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
         tail = 0.0
-        # The last arriver reads the other splits' partials (its own is in its registers, for
-        # tiles up to 64 wide: _sum_partials' OWN), one round trip each: its loop is not
-        # pipelined (no cp.async), each trip's loads wait for the last.
-        own = 1 if block_d <= 64 else 0
-        if len(chunks) >= TWO_LEVEL_SPLITS:  # a half's partials, its sum written, the other half's read
-            half = triton.cdiv(len(chunks), 2) - own
-            tail = max((half + 1) * dev.latency_s, ((half + 2) * partial + 2 * tile * elem) / port)
-        elif len(chunks) > 1:
-            others = len(chunks) - own
-            tail = max(others * dev.latency_s, (others * partial + 2 * tile * elem) / port)
+        if len(chunks) > 1:
+            # The last arriver reads the partials of its group, in one loop over the group's
+            # splits: tiles up to 64 wide through a cp.async pipeline (round trips as the model
+            # counts a pipelined loop: the first `pipe` trips wait on the prologue's), its own
+            # partial from its registers (that trip's copy predicated off); wider tiles one
+            # round trip per partial, its own read back. Two levels: a half's partials, its sum
+            # written, the other half's sum read.
+            two = len(chunks) >= TWO_LEVEL_SPLITS
+            n = triton.cdiv(len(chunks), 2) if two else len(chunks)
+            own = 1 if block_d <= 64 else 0
+            rounds = (1 + max(0, n - pipe) / pipe if own else n) + two
+            tail = max(rounds * dev.latency_s, ((n - own + 2 * two) * partial + 2 * tile * elem) / port)
         scratch = 0 if len(chunks) == 1 else len(programs) * partial
         t = max(body, (essential + scratch) / dev.hbm_bytes_s) + tail + dev.launch_s
         if best is None or t < best.seconds * 0.98:  # fewer splits unless clearly faster
@@ -928,8 +932,9 @@ def _busiest_sm(programs, slots: int, sms: int, port: float, latency: float) -> 
 
 
 # From this many splits the partials are summed in two halves (_sum_partials): two last arrivers
-# read half of them each, then one adds the other half's sum.
-TWO_LEVEL_SPLITS = 4
+# read half of them each, then one adds the other half's sum. With the pipelined sum, 4 splits
+# are quicker in one level (4 partials, one round trip and a third; two levels: two).
+TWO_LEVEL_SPLITS = 5
 
 # Query programs unroll their key loop up to this many tiles (MiT: 256 keys, 4 tiles).
 MAX_UNROLLED_KEY_TILES = 4
@@ -1053,7 +1058,7 @@ def attention_bwd(
         *dq.stride(), *dk.stride(), *dv.stride(),
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
         DQ_BLOCK_N=cfg.dq_block_n, DQ_BLOCK_M=cfg.dq_block_m,
-        TWO_LEVEL=splits >= TWO_LEVEL_SPLITS, FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
+        TWO_LEVEL=splits >= TWO_LEVEL_SPLITS, SUM_STAGES=cfg.num_stages if block_d <= 64 else 1, FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
         EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d, DQ_KEY_TILES=_dq_key_tiles(M, cfg, q.dtype), EVEN_DQ=(M % cfg.dq_block_m == 0) and (N % cfg.dq_block_n == 0) and D == block_d,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip

@@ -561,13 +561,14 @@ def test_triton_backward_split_sums(splits):
 @pytest.mark.interpreter
 @pytest.mark.parametrize("splits", [3, 6])
 def test_triton_backward_split_sum_whoever_arrives_last(splits, monkeypatch):
-    """The last arriver adds its own partial from its registers, in its split's place: the sum
-    must not depend on which split that is. The interpreter runs programs in order (the last
+    """The last arriver adds its own partial from its registers, in its split's place (its trip of
+    the pipelined loop over the partials): the sum must not depend on which split that is. The interpreter runs programs in order (the last
     split arrives last), so a second call starts with the counters one short of done: split 0
     arrives "last" (of its half, and of the halves at 6 splits) and sums the others' partials
     that the first call left in the same scratch buffer (same inputs: same values). dk and dv
     must match the first call's bit for bit."""
     from fastuda.kernels._pixels import zeroed_workspace
+    from fastuda.kernels.attention import TWO_LEVEL_SPLITS
 
     shape = (1, 1, 300, 100, 64)  # 2 key blocks (a masked one), separate query programs
     q, k, v = make_qkv(shape)  # float32: dk and dv keep the fp32 sums' last bits
@@ -584,11 +585,12 @@ def test_triton_backward_split_sum_whoever_arrives_last(splits, monkeypatch):
     first = _triton_fwd_bwd(q, k, v, grad_out, scale, splits=splits)
     assert len(scratch) == 1
     count = zeroed_workspace(torch.device("cpu"), 3 * 2)
-    half = (splits + 1) // 2 if splits >= 4 else splits
+    two_level = splits >= TWO_LEVEL_SPLITS
+    half = (splits + 1) // 2 if two_level else splits
     try:
         for key_block in range(2):
             count[3 * key_block] = half - 1  # split 0's group (one level: every split)
-            if splits >= 4:
+            if two_level:
                 count[3 * key_block + 1] = 0
                 count[3 * key_block + 2] = 1  # the halves: split 0's half finishes second
         again = _triton_fwd_bwd(q, k, v, grad_out, scale, splits=splits)

@@ -77,9 +77,9 @@ def _is_time_gate(failure: str) -> bool:
 # docs/kernels.md ("Over the gate"); a change that makes any of them worse fails here, one that
 # brings an op under the gate should delete its entry. Ops not listed pass the gate outright.
 OVER_THE_GATE = {
-    "attention_bwd": 1.80,  # 7 products with the dq recompute, 2 exps per score: 1.42-1.43x at B = 8 and
-    # 18 (MMA-bound); at B = 2 the split sum's tail, one round trip per partial read: 1.80x at
-    # stage 1 (the old backward: 25x)
+    "attention_bwd": 1.58,  # 7 products with the dq recompute, 2 exps per score: 1.39-1.43x at B = 8 and
+    # 18 (MMA-bound); at B = 2 the split sum's tail (pipelined, 3 partials per round trip): 1.58x
+    # at stage 1 (the old backward: 25x)
 }
 
 
@@ -106,11 +106,10 @@ def test_time_gate(result, op):
     assert worst <= OVER_THE_GATE[op], f"{op}: worst modelled / ideal {worst:.2f} > recorded {OVER_THE_GATE[op]}"
 
 
-def test_mit_b5_attention_backward_within_1_54x_of_ideal(result):
+def test_mit_b5_attention_backward_within_1_5x_of_ideal(result):
     """A whole MiT-B5 attention backward at B = 2 (3 / 6 / 40 / 3 layers over the stages): the
-    sum of the modelled calls against the sum of their ideals (the old policy: about 13x; 1.45x
-    on an H100, 1.54x on an H200 since the partial sum's loop waits for each partial's round
-    trip; the target is 1.5x)."""
+    sum of the modelled calls against the sum of their ideals (the old policy: about 13x; 1.41x
+    on an H100, 1.49x on an H200 with the partial sum's loop pipelined; 1.45x / 1.54x before)."""
     layers = {16384: 3, 4096: 6, 1024: 40, 256: 3}
     for device in ("H100", "H200"):
         modelled = ideal = 0.0
@@ -119,7 +118,7 @@ def test_mit_b5_attention_backward_within_1_54x_of_ideal(result):
                 n = int(o["case"].split()[2][1:])
                 modelled += layers[n] * o["model"][device]["modelled_us"]
                 ideal += layers[n] * o["model"][device]["ideal_us"]
-        assert modelled / ideal <= 1.54, (device, modelled, ideal)
+        assert modelled / ideal <= 1.5, (device, modelled, ideal)
 
 
 def test_gate_fails_on_the_old_attention_backward():
