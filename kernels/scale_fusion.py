@@ -142,10 +142,12 @@ def _box(box_ptr, H, W, hd, wd, S: tl.constexpr, HAS_BOX: tl.constexpr):
     Without a box, hr covers the whole output.
     """
     if HAS_BOX:
-        y0 = tl.load(box_ptr)
-        y1 = tl.load(box_ptr + 1)
-        x0 = tl.load(box_ptr + 2)
-        x1 = tl.load(box_ptr + 3)
+        # int32 like H and W: the box fits, and mixing int64 coordinates into int32 index math
+        # trips Triton 3.9's interpreter (an int64-typed comparison result as a load mask)
+        y0 = tl.load(box_ptr).to(tl.int32)
+        y1 = tl.load(box_ptr + 1).to(tl.int32)
+        x0 = tl.load(box_ptr + 2).to(tl.int32)
+        x1 = tl.load(box_ptr + 3).to(tl.int32)
     else:
         y0 = H * 0
         y1 = H
@@ -197,6 +199,14 @@ def _interleave(phases, S: tl.constexpr):
 
 
 @triton.jit
+def _and(mask, cond):
+    """mask & cond for a tensor mask and a scalar condition, as an int1 tensor. Written through
+    int32 because Triton 3.9's interpreter splats a scalar int1 into int32 data, which a load or
+    store then refuses ("mask has unsupported dtype"); compiled, it is the same and."""
+    return (mask.to(tl.int32) & tl.cast(cond, tl.int32)) != 0
+
+
+@triton.jit
 def _row_taps(base, i, left, j, right, j_ok, stride_h, stride_w, ACC: tl.constexpr, mask_l=None, mask_m=None, mask_r=None):
     """LR row ``i`` (a scalar, inside the plane) of a plane at columns (left, j, right): the clamped
     neighbours and the tile's own columns (contiguous, so a vector load). ``mask_*`` replace
@@ -217,7 +227,8 @@ def _att_taps(att_b, i, left, j, right, cols_in, ay0, ay1, stride_ah, stride_aw,
     """a' of LR row ``i`` at columns (left, j, right): the attention, zero outside the LR box (the
     masked loads give it; ``cols_in``: the three column sets' in-box masks)."""
     row_in = (i >= ay0) & (i < ay1)
-    return _row_taps(att_b, i, left, j, right, None, stride_ah, stride_aw, ACC, cols_in[0] & row_in, cols_in[1] & row_in, cols_in[2] & row_in)
+    return _row_taps(att_b, i, left, j, right, None, stride_ah, stride_aw, ACC, _and(cols_in[0], row_in),
+                     _and(cols_in[1], row_in), _and(cols_in[2], row_in))  # fmt: skip
 
 
 @triton.jit
@@ -292,15 +303,15 @@ def _fwd_emit(hp, ha, i, row_ok, j0, j, x_ok, x_hr, ey0, ey1, ex0, ex1, oy, ox, 
         if S == 2 or S == 4:
             # Phases interleaved into contiguous output rows: vector stores and hr loads.
             X = S * j0 + tl.arange(0, S * BLOCK_J)
-            hr = tl.load(hr_row + _hr_cols(S * j0 - ox, S * BLOCK_J, stride_hw, VEC), mask=x_hr & y_hr, other=0.0)
+            hr = tl.load(hr_row + _hr_cols(S * j0 - ox, S * BLOCK_J, stride_hw, VEC), mask=_and(x_hr, y_hr), other=0.0)
             fused = tl.fma(_interleave(up_att, S), hr.to(ACC), _interleave(up_lr, S))
-            tl.store(out_row + X, fused.to(out_b.dtype.element_ty), mask=x_ok & row_ok)
+            tl.store(out_row + X, fused.to(out_b.dtype.element_ty), mask=_and(x_ok, row_ok))
         else:
             for r in tl.static_range(S):
                 X = S * j + r  # (BLOCK_J,): contiguous for S = 1, strided by S otherwise
-                hr_mask = y_hr & (X < W) & (X >= ex0) & (X < ex1)
+                hr_mask = _and((X < W) & (X >= ex0) & (X < ex1), y_hr)
                 hr = tl.load(hr_row + (X - ox).to(tl.int64) * stride_hw, mask=hr_mask, other=0.0)
-                tl.store(out_row + X, tl.fma(up_att[r], hr.to(ACC), up_lr[r]).to(out_b.dtype.element_ty), mask=(X < W) & row_ok)
+                tl.store(out_row + X, tl.fma(up_att[r], hr.to(ACC), up_lr[r]).to(out_b.dtype.element_ty), mask=_and(X < W, row_ok))
 
 
 @triton.jit
@@ -556,7 +567,7 @@ def _att_hpass2(att_b, r, left, j, right, cols_in, ay0, ay1, stride_ah, stride_a
         return tl.fma(a1, 0.75, 0.25 * a0), tl.fma(a1, 0.75, 0.25 * a2), a1
     else:
         row = att_b + r.to(tl.int64) * stride_ah
-        a1 = tl.load(row + j * stride_aw, mask=cols_in[1] & (r >= ay0) & (r < ay1), other=0.0).to(ACC)
+        a1 = tl.load(row + j * stride_aw, mask=_and(cols_in[1], (r >= ay0) & (r < ay1)), other=0.0).to(ACC)
         return a1, a1, a1
 
 
@@ -576,9 +587,9 @@ def _bwd2_out_row(g_base, hr_base, Y, g_cols, gl_cols, gr_cols, h_cols, hl_cols,
     if WITH_HR:
         y_hr = (Y >= ey0) & (Y < ey1)
         hr_row = hr_base + (Y - oy) * stride_hh
-        p = tl.load(hr_row + h_cols, mask=x_hr & y_hr, other=0.0).to(ACC)
-        p_l = tl.load(hr_row + hl_cols, mask=xl_hr & y_hr, other=0.0).to(ACC)
-        p_r = tl.load(hr_row + hr_cols, mask=xr_hr & y_hr, other=0.0).to(ACC)
+        p = tl.load(hr_row + h_cols, mask=_and(x_hr, y_hr), other=0.0).to(ACC)
+        p_l = tl.load(hr_row + hl_cols, mask=_and(xl_hr, y_hr), other=0.0).to(ACC)
+        p_r = tl.load(hr_row + hr_cols, mask=_and(xr_hr, y_hr), other=0.0).to(ACC)
         gp_even, gp_odd = tl.split(tl.reshape(g * p, (BLOCK_J, 2)))
         hgp = tl.fma(gp_even + gp_odd, 0.75, 0.25 * tl.fma(g_l, p_l, g_r * p_r))
     else:
@@ -606,13 +617,13 @@ def _bwd2_lr_row(carry, i, row_ok, g_base, hr_base, lr_b, att_b, dlr_row0, datt_
     # up^T over the rows: 3/4 (rows 2i, 2i + 1) + 1/4 (rows 2i - 1, 2i + 2), clamped like the columns.
     ut_g = tl.fma(hg_b + hg_1, 0.75, 0.25 * (hg_a + hg_2))
     ut_gp = tl.fma(hgp_b + hgp_1, 0.75, 0.25 * (hgp_a + hgp_2))
-    lr_ok = j_ok & row_ok
+    lr_ok = _and(j_ok, row_ok)
     lr = tl.load(lr_b + i * stride_lh + j * stride_lw, mask=lr_ok, other=0.0).to(ACC)
     tl.store(dlr_row0 + i * w + j, ((1.0 - a_cur) * ut_g).to(dlr_row0.dtype.element_ty), mask=lr_ok)
-    d_att = tl.where(cols_in[1] & (i >= ay0) & (i < ay1), ut_gp - lr * ut_g, 0.0)  # d a' inside the box
+    d_att = tl.where(_and(cols_in[1], (i >= ay0) & (i < ay1)), ut_gp - lr * ut_g, 0.0)  # d a' inside the box
     datt = datt_row0 + i * w + j
     if ACCUMULATE_DATT:  # a one-channel attention summed over this program's channels
-        d_att += tl.load(datt, mask=lr_ok & (c > c_begin), other=0.0).to(ACC)
+        d_att += tl.load(datt, mask=_and(lr_ok, c > c_begin), other=0.0).to(ACC)
     tl.store(datt, d_att.to(datt_row0.dtype.element_ty), mask=lr_ok)
     if WITH_HR:
         # d_hr = g * up(a') on output rows 2i (a' rows i - 1, i at 1/4, 3/4) and 2i + 1 (i, i + 1).
@@ -620,7 +631,7 @@ def _bwd2_lr_row(carry, i, row_ok, g_base, hr_base, lr_b, att_b, dlr_row0, datt_
         bottom = _interleave((tl.fma(ha_cur[0], 0.75, 0.25 * ha_next[0]), tl.fma(ha_cur[1], 0.75, 0.25 * ha_next[1])), 2)
         for ry in tl.static_range(2):
             Y = 2 * i + ry
-            m = x_hr & ((Y >= ey0) & (Y < ey1) & row_ok)
+            m = _and(x_hr, (Y >= ey0) & (Y < ey1) & row_ok)
             d = g_b * top if ry == 0 else g_1 * bottom
             tl.store(dhr_plane + (Y - oy) * wd + dhr_cols, d.to(dhr_plane.dtype.element_ty), mask=m)
     return hg_1, hgp_1, hg_2, hgp_2, g_2, ha_cur, (ha_next[0], ha_next[1]), ha_next[2]
