@@ -75,6 +75,8 @@ Trade-offs:
   accumulation, fp64 for fp64 inputs (gradcheck through the interpreter).
 """
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -198,12 +200,20 @@ def _interleave(phases, S: tl.constexpr):
     return tl.reshape(t, (S * phases[0].shape[0],))
 
 
+# Triton 3.9's interpreter types a comparison's result as its operands' type, so a scalar
+# condition splatted into a tensor mask becomes int32 data, which loads and stores refuse ("mask
+# has unsupported dtype"). Under the interpreter _and goes through int32; compiled code (what the
+# audit reads) keeps the plain and.
+_INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
+
+
 @triton.jit
 def _and(mask, cond):
-    """mask & cond for a tensor mask and a scalar condition, as an int1 tensor. Written through
-    int32 because Triton 3.9's interpreter splats a scalar int1 into int32 data, which a load or
-    store then refuses ("mask has unsupported dtype"); compiled, it is the same and."""
-    return (mask.to(tl.int32) & tl.cast(cond, tl.int32)) != 0
+    """mask & cond for a tensor mask and a scalar condition (see _INTERPRET)."""
+    if _INTERPRET:
+        return (mask.to(tl.int32) & tl.cast(cond, tl.int32)) != 0
+    else:
+        return mask & cond
 
 
 @triton.jit
