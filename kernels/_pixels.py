@@ -73,6 +73,32 @@ def plane_is_contiguous(t, h_dim: int, w_dim: int) -> bool:
     return (W == 1 or t.stride(w_dim) == 1) and (H == 1 or t.stride(h_dim) == W)
 
 
+
+# Triton 3.9's interpreter types a comparison's result as its operands' type, so a scalar
+# condition splatted into a tensor mask becomes int32 data, which loads and stores refuse ("mask
+# has unsupported dtype"). Under the interpreter these go through int32; compiled code (what the
+# audit reads) keeps the plain forms.
+INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
+
+
+@triton.jit
+def and_scalar(mask, cond):
+    """mask & cond for a tensor mask and a scalar condition (see INTERPRET)."""
+    if INTERPRET:
+        return (mask.to(tl.int32) & tl.cast(cond, tl.int32)) != 0
+    else:
+        return mask & cond
+
+
+@triton.jit
+def scalar_mask(cond, like):
+    """A scalar condition as the mask of a load or store of ``like``'s shape (see INTERPRET)."""
+    if INTERPRET:
+        return (tl.zeros(like.shape, tl.int32) + tl.cast(cond, tl.int32)) != 0
+    else:
+        return cond
+
+
 @triton.jit
 def pixel_offset(p, W, stride_h, stride_w, PLANE_CONTIG: tl.constexpr):
     """Memory offset (int64) of flat pixel index p = h * W + w within a plane."""

@@ -80,7 +80,7 @@ import triton
 import triton.language as tl
 
 from ._pixels import sm_count as _sm_count  # the audit patches every *sm_count* of kernels/
-from ._pixels import zeroed_workspace
+from ._pixels import scalar_mask, zeroed_workspace
 
 # Scores are kept in base 2 so the kernels use exp2. constexpr: a @triton.jit function may only
 # read constexpr globals (the interpreter does not enforce this; the GPU compiler does).
@@ -443,8 +443,8 @@ def _sum_partials(
         # From L2 (.cg): other SMs wrote these, and L1 is not coherent. The last arriver's own
         # partial (split me) comes from its registers, in its place; its copy is predicated off.
         slot = first + i * m_blocks * (2 * BLOCK_M * BLOCK_D)
-        other_dk = tl.load(slot + tile, mask=i != me, other=0.0, cache_modifier=".cg")
-        other_dv = tl.load(slot + BLOCK_M * BLOCK_D + tile, mask=i != me, other=0.0, cache_modifier=".cg")
+        other_dk = tl.load(slot + tile, mask=scalar_mask(i != me, tile), other=0.0, cache_modifier=".cg")
+        other_dv = tl.load(slot + BLOCK_M * BLOCK_D + tile, mask=scalar_mask(i != me, tile), other=0.0, cache_modifier=".cg")
         dk += tl.where(i == me, own_dk, other_dk)
         dv += tl.where(i == me, own_dv, other_dv)
     last = True

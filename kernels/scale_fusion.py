@@ -75,11 +75,11 @@ Trade-offs:
   accumulation, fp64 for fp64 inputs (gradcheck through the interpreter).
 """
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from ._pixels import and_scalar as _and  # a tensor mask and a scalar condition
 
 # Largest supported upsampling factor: the backward unrolls (2S)^2 gathers.
 MAX_SCALE = 4
@@ -198,22 +198,6 @@ def _interleave(phases, S: tl.constexpr):
     else:
         t = tl.join(tl.join(phases[0], phases[2]), tl.join(phases[1], phases[3]))
     return tl.reshape(t, (S * phases[0].shape[0],))
-
-
-# Triton 3.9's interpreter types a comparison's result as its operands' type, so a scalar
-# condition splatted into a tensor mask becomes int32 data, which loads and stores refuse ("mask
-# has unsupported dtype"). Under the interpreter _and goes through int32; compiled code (what the
-# audit reads) keeps the plain and.
-_INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
-
-
-@triton.jit
-def _and(mask, cond):
-    """mask & cond for a tensor mask and a scalar condition (see _INTERPRET)."""
-    if _INTERPRET:
-        return (mask.to(tl.int32) & tl.cast(cond, tl.int32)) != 0
-    else:
-        return mask & cond
 
 
 @triton.jit

@@ -45,6 +45,19 @@ def _restore_op_state():
     fastuda.ops.set_value_checks(previous)
 
 
+@pytest.fixture(autouse=True)
+def _zeroed_kernel_workspaces():
+    """Each test starts with the kernels' counter workspaces zeroed (kernels/_pixels.py). A kernel
+    that raises midway under the interpreter leaves its counters behind, and the next launch that
+    shares them would take the wrong roles (pseudo_label's writers would wait for ever): one
+    failing test must not hang the ones after it."""
+    from fastuda.kernels import _pixels
+
+    for buf in _pixels._WORKSPACES.values():
+        buf.zero_()
+    yield
+
+
 @pytest.fixture
 def triton_cpu():
     """Runs fastuda ops through the Triton interpreter on CPU tensors."""
