@@ -171,3 +171,10 @@ def zeroed_workspace(device: torch.device, numel: int) -> torch.Tensor:
     if buf is None or buf.numel() < numel:
         buf = _WORKSPACES[key] = torch.zeros(max(numel, 64), dtype=torch.int32, device=device)
     return buf
+
+
+def reset_workspaces() -> None:
+    """Zeroes every cached workspace. For tests: a kernel that raises midway under the interpreter
+    leaves its counters behind, and the next launch sharing them would take the wrong roles."""
+    for buf in _WORKSPACES.values():
+        buf.zero_()

@@ -211,22 +211,6 @@ _KEYS_NOINLINE = tuple(int(part) for part in triton.__version__.split(".")[:2]) 
 
 
 @triton.jit(noinline=_KEYS_NOINLINE)
-def _load_keys(base, start, stride_m, stride_d, M, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Rows [start, start + BLOCK_M) of one head's (M, D) keys or values: (BLOCK_M, BLOCK_D)."""
-    offs_m = start + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    return _load_tile(base, offs_m, offs_d, stride_m, stride_d, offs_m < M, offs_d < D)
-
-
-@triton.jit(noinline=_KEYS_NOINLINE)
-def _load_keys_t(base, start, stride_m, stride_d, M, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    """The same tile transposed: (BLOCK_D, BLOCK_M)."""
-    offs_m = start + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    return _load_tile(base, offs_d, offs_m, stride_d, stride_m, offs_d < D, offs_m < M)
-
-
-@triton.jit(noinline=_KEYS_NOINLINE)
 def _load_key_tile(
     k_base, v_base, start, stride_km, stride_kd, stride_vm, stride_vd, M, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr
 ):  # fmt: skip

@@ -51,10 +51,9 @@ def _zeroed_kernel_workspaces():
     that raises midway under the interpreter leaves its counters behind, and the next launch that
     shares them would take the wrong roles (pseudo_label's writers would wait for ever): one
     failing test must not hang the ones after it."""
-    from fastuda.kernels import _pixels
+    from fastuda.kernels._pixels import reset_workspaces
 
-    for buf in _pixels._WORKSPACES.values():
-        buf.zero_()
+    reset_workspaces()
     yield
 
 
