@@ -159,12 +159,24 @@ def stream_channels(ptr, stride_c, p_mask, target, ACC: tl.constexpr, C: tl.cons
 _WORKSPACES: dict = {}
 
 
+def _capturing(device: torch.device) -> bool:
+    """True while the current stream of ``device`` is being captured into a CUDA graph."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def zeroed_workspace(device: torch.device, numel: int) -> torch.Tensor:
     """An int32 buffer of at least ``numel`` zeros for counters and arrival tickets, kept per
     (device, stream). Every kernel that uses it leaves it zeroed (its last-arriving program
     resets what the launch used), so a call needs no zero-fill launch: only the first call, or
     one that needs a larger buffer, allocates. Per stream, because two launches running at once
-    on different streams would share the counters."""
+    on different streams would share the counters.
+
+    Under CUDA graph capture (``torch.cuda.graph``, ``torch.compile(mode="reduce-overhead")``)
+    each call gets a fresh buffer that is not kept: its zero fill is only recorded there, so a
+    cached one would hold garbage for the next eager call and belong to the graph's memory pool.
+    The fill becomes part of the graph, so every replay starts from zeros."""
+    if _capturing(device):
+        return torch.zeros(max(numel, 64), dtype=torch.int32, device=device)
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (device, stream)
     buf = _WORKSPACES.get(key)

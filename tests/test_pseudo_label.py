@@ -210,6 +210,34 @@ def record_launch_guard(monkeypatch, kernel_module, *launchers):
     return events
 
 
+def test_workspace_under_graph_capture_is_fresh_and_not_kept(monkeypatch):
+    """kernels/_pixels.zeroed_workspace under CUDA graph capture (faked on CPU through its
+    _capturing check): each call returns a fresh zeroed buffer and the per-stream cache is left as
+    it was (a cached one would have had its zero fill only recorded); outside capture, the cached
+    buffer."""
+    _pixels = pytest.importorskip("fastuda.kernels._pixels")
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert _pixels._capturing(torch.device("cuda")) and not _pixels._capturing(cpu)
+    cached = _pixels.zeroed_workspace(cpu, 8)
+    assert _pixels.zeroed_workspace(cpu, 8) is cached
+    kept = dict(_pixels._WORKSPACES)
+    cached.fill_(7)  # a fresh buffer must not be this one, nor copy it
+    try:
+        monkeypatch.setattr(_pixels, "_capturing", lambda device: True)
+        first, second = _pixels.zeroed_workspace(cpu, 8), _pixels.zeroed_workspace(cpu, 100)
+    finally:
+        cached.zero_()
+    for buf, numel in [(first, 8), (second, 100)]:
+        assert buf is not cached and buf.dtype == torch.int32 and buf.numel() >= numel
+        assert not buf.any()
+    assert first.data_ptr() != second.data_ptr()
+    assert _pixels._WORKSPACES.keys() == kept.keys()
+    assert all(_pixels._WORKSPACES[key] is buf for key, buf in kept.items())
+    monkeypatch.undo()
+    assert _pixels.zeroed_workspace(cpu, 8) is cached
+
+
 # ----------------------------------------------------------------------------- tier 2: interpreter
 
 
@@ -329,3 +357,41 @@ def test_cuda_compile_and_opcheck():
     want = reference.pseudo_label(logits, THRESHOLD, 15, 0, "batch", None)
     assert_pseudo_label_close(got, want, logits.float(), THRESHOLD, False)
     torch.library.opcheck(torch.ops.fastuda.pseudo_label.default, (logits, 0.968, 15, 3, "batch", None))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("weight_mode", ["batch", "image"])
+def test_cuda_graph_capture_without_warmup(weight_mode):
+    """The first call on a stream inside torch.cuda.graph, with no warmup on that stream: the
+    captured call's counters (kernels/_pixels.zeroed_workspace) come from a buffer zeroed in the
+    graph, not cached for the stream, so an eager call on the capture stream before any replay
+    gets a really zeroed buffer (a cached one would hold whatever the graph's pool held: the
+    writers would wait for ever or take the wrong count), and each replay matches eager."""
+    from fastuda.kernels import _pixels
+
+    logits = make_logits((2, 19, 64, 80), torch.bfloat16, device="cuda")
+    valid = torch.rand(2, 64, 80, device="cuda") > 0.2
+    args = (THRESHOLD, 15, 3, weight_mode, valid)
+    # On the default stream, so the kernel compiles outside the capture; the capture stream has
+    # seen no call.
+    want = ops.pseudo_label(logits, *args)
+    stream = torch.cuda.Stream()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=stream):
+        got = ops.pseudo_label(logits, *args)
+    assert (logits.device, stream.cuda_stream) not in _pixels._WORKSPACES
+    with torch.cuda.stream(stream):
+        before_replay = ops.pseudo_label(logits, *args)
+    stream.synchronize()
+    for _ in range(2):
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    with torch.cuda.stream(stream):
+        after_replay = ops.pseudo_label(logits, *args)
+    stream.synchronize()
+    for eager in (before_replay, after_replay):
+        assert torch.equal(eager[0], want[0]) and torch.equal(eager[1], want[1])
+    assert not _pixels.zeroed_workspace(logits.device, 8).any()
+    oracle = reference.pseudo_label(logits, *args)
+    assert_pseudo_label_close(want, oracle, logits.float(), THRESHOLD, weight_mode == "image")
