@@ -4,6 +4,7 @@
     python -m fastuda.kernels.audit --summary  # one row per op, dtype and config (worst shape)
     python -m fastuda.kernels.audit --model    # modelled time against the ideal, per op call
     python -m fastuda.kernels.audit --json     # one JSON object: launches, ops, failures
+    python -m fastuda.kernels.audit --vs-pytorch   # attention per MiT-B5 stage against PyTorch's paths
     python -m fastuda.kernels.audit --ops pseudo_label,cross_entropy_bwd --match "B2 "
     python -m fastuda.kernels.audit --ops attention_bwd --bwd-policy budget   # the pre-issue-18 backward
 
@@ -88,12 +89,16 @@ H200 = dict(sms=132, regs=65536, shared=228 * 1024, shared_reserved=1024, warps=
 # ----------------------------------------------------------------------------- the cases
 
 
+# MiT-B5 at a 512 crop, per stage: queries N, heads, attention layers (the model's depths).
+MIT_B5_STAGES = ((16384, 1, 3), (4096, 2, 6), (1024, 5, 40), (256, 8, 3))
+
+
 def _attention_cases():
     """MiT-B5 at a 512 crop: stage i has N = 16384 / 4^i queries, M = 256 keys (spatial
-    reduction), heads 1, 2, 5, 8, head dim 64; batch 2 (a UDA step's half) and 18."""
+    reduction), heads 1, 2, 5, 8, head dim 64; batch 2 (a UDA step's half), 8 and 18."""
     for dtype in (torch.float16, torch.bfloat16):
         for B in (2, 8, 18):
-            for N, H in ((16384, 1), (4096, 2), (1024, 5), (256, 8)):
+            for N, H, _ in MIT_B5_STAGES:
                 yield dict(B=B, H=H, N=N, M=256, D=64, dtype=dtype)
 
 
@@ -919,11 +924,88 @@ def model_table(result: dict) -> str:
     return _table(result["ops"], cols) + f"\n\n{len(fails)} gate failure(s)" + (":\n" + "\n".join("  " + f for f in fails) if fails else "")
 
 
+def vs_pytorch(result: dict, device: str) -> list[dict]:
+    """Attention forward + backward per MiT-B5 stage in bf16 on ``device`` ("H100" / "H200"), in
+    modelled us: fastuda (the audit's attention_fwd + attention_bwd calls), their ideal, and each
+    of PyTorch's paths (timing.pytorch_attention_times: the same roofline, assumed efficiencies),
+    then the fastest of those. One row per bf16 case holding both calls, in the audit's order."""
+    dev = T.load_overrides()[device]
+    bwd = {o["case"]: o["model"][device] for o in result["ops"] if o["op"] == "attention_bwd"}
+    stages = {N: i for i, (N, _, _) in enumerate(MIT_B5_STAGES, start=1)}
+    rows = []
+    for o in result["ops"]:
+        if o["op"] != "attention_fwd" or not o["case"].endswith(" bfloat16") or o["case"] not in bwd:
+            continue
+        B, H, N, M, D = (int(part[1:]) for part in o["case"].split()[:5])  # "B2 H1 N16384 M256 D64"
+        fwd = o["model"][device]
+        row = dict(stage=stages[N], B=B, N=N, fastuda=fwd["modelled_us"] + bwd[o["case"]]["modelled_us"],
+                   ideal=fwd["ideal_us"] + bwd[o["case"]]["ideal_us"])  # fmt: skip
+        paths = T.pytorch_attention_times(B, H, N, M, D, torch.bfloat16.itemsize, dev)
+        row.update({name: (f + b) * 1e6 for name, (f, b) in paths.items()})
+        row["fastest"] = min(["fastuda", *paths], key=row.get)
+        rows.append(row)
+    return rows
+
+
+def _whole_mit_b5(rows: list[dict], B: int) -> dict | None:
+    """Each column of ``rows`` summed over MiT-B5's attention layers at batch ``B``, in ms; None
+    unless every stage is there."""
+    at_b = {r["N"]: r for r in rows if r["B"] == B}
+    if set(at_b) != {N for N, _, _ in MIT_B5_STAGES}:
+        return None
+    columns = [k for k in rows[0] if k not in ("stage", "B", "N", "fastest")]
+    return {k: sum(layers * at_b[N][k] for N, _, layers in MIT_B5_STAGES) / 1e3 for k in columns}
+
+
+def _md_row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def vs_pytorch_table(result: dict) -> str:
+    """docs/kernels.md's tables of attention against PyTorch's paths (one per device, with the
+    whole model at B = 2), then README.md's (B = 2, H100 / H200 where they differ)."""
+    devices = [d for d in ("H100", "H200") if result["ops"] and d in result["ops"][0]["model"]]
+    per_device = {d: vs_pytorch(result, d) for d in devices}
+    if not devices or not per_device[devices[0]]:
+        return "no bfloat16 attention_fwd and attention_bwd call of the same case in the audit"
+    columns = [k for k in per_device[devices[0]][0] if k not in ("stage", "B", "N", "fastest")]  # fastuda, ideal, paths
+    layers = " / ".join(str(n) for _, _, n in MIT_B5_STAGES)
+    wholes = {d: _whole_mit_b5(per_device[d], 2) for d in devices}
+    out = []
+    for d in devices:
+        out += [f"{d}:", "", _md_row(["stage, B", "fastuda fwd + bwd", *columns[1:], "fastest"])]
+        out.append("|---|" + "---:|" * len(columns) + "---|")
+        for r in per_device[d]:
+            out.append(_md_row([f"{r['stage']}, B={r['B']}", *(f"{r[k]:.1f}" for k in columns), r["fastest"]]))
+        if wholes[d]:
+            order = columns[2:] + columns[:2]  # PyTorch's paths, then fastuda and the ideal
+            figures = ", ".join(f"{k} {wholes[d][k]:.2f} ms" for k in order)
+            out += ["", f"Whole MiT-B5 ({layers} layers), B = 2, {d}: {figures}"]
+        out.append("")
+
+    def both(values):  # one figure where the devices agree to the digits shown
+        return values[0] if len(set(values)) == 1 else " / ".join(values)
+
+    out += [f"B = 2, {' / '.join(devices)} where they differ (README.md):", "", _md_row(["stage", *columns])]
+    out.append("|---|" + "---:|" * len(columns))
+    for i, r in enumerate(per_device[devices[0]]):  # the same cases, in the same order, per device
+        if r["B"] == 2:
+            cells = (both([f"{per_device[d][i][k]:.1f}" for d in devices]) for k in columns)
+            out.append(_md_row([str(r["stage"]), *cells]))
+    if all(wholes.values()):
+        cells = (both([f"{wholes[d][k]:.2f}" for d in devices]) for k in columns)
+        out.append(_md_row([f"whole MiT-B5 ({layers} layers), ms", *cells]))
+    return "\n".join(out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fastuda.kernels.audit", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     parser.add_argument("--summary", action="store_true", help="one row per op, dtype and kernel config (worst shape)")
     parser.add_argument("--model", action="store_true", help="only the modelled-time table (one row per op call)")
+    parser.add_argument("--vs-pytorch", action="store_true",
+                        help="attention forward + backward per MiT-B5 stage (bf16) against PyTorch's SDPA backends and "
+                        "the unfused path, modelled: the tables of docs/kernels.md and README.md")  # fmt: skip
     parser.add_argument("--ops", default=None, help=f"comma-separated subset of {','.join(OPS)}")
     parser.add_argument("--match", default=None, help="only the cases whose label contains this, e.g. 'B2 H1 '")
     parser.add_argument("--bwd-policy", choices=("time", "budget"), default=None,
@@ -942,6 +1024,11 @@ def main(argv=None) -> int:
         unknown = [o for o in ops if o not in OPS]
         if unknown:
             parser.error(f"--ops: unknown op(s) {unknown}; expected some of {list(OPS)}")
+    if args.vs_pytorch:
+        if ops is not None and not {"attention_fwd", "attention_bwd"} <= set(ops):
+            parser.error("--vs-pytorch needs both attention_fwd and attention_bwd (leave out --ops)")
+        ops = ops or ["attention_fwd", "attention_bwd"]
+        args.match = args.match or "bfloat16"  # the tables are bf16
     if args.bwd_policy:
         from . import attention
 
@@ -950,7 +1037,8 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(model_table(result) if args.model else summary(result) if args.summary else report(result))
+        print(vs_pytorch_table(result) if args.vs_pytorch else model_table(result) if args.model
+              else summary(result) if args.summary else report(result))  # fmt: skip
     return 1 if result["failures"] else 0
 
 

@@ -173,6 +173,45 @@ def test_loss_kernels_reduce_in_registers(result):
             assert set(r["load_widths"]) == {"16"}, r  # every global load is 16 bytes
 
 
+
+def test_vs_pytorch_rows_and_table(result):
+    """--vs-pytorch (the attention tables of README.md and docs/kernels.md) against arithmetic done
+    here, at MiT-B5 stage 1, B = 2, bf16, H100: fastuda's column is the audit's attention_fwd +
+    attention_bwd modelled us, the ideal theirs; the unfused path is 6 matmuls (q k^T and P v; dv,
+    dP, dq and dk), each reading or writing one (N, M) and two (N, D) tensors at 70% of the MMA
+    peak or at HBM bandwidth, whichever is slower, plus the softmax (2 (N, M) passes) and its
+    backward (3), one launch each. The whole-model line weights the stages by 3 / 6 / 40 / 3."""
+    dev = A.T.load_overrides()["H100"]
+    rows = A.vs_pytorch(result, "H100")
+    assert [(r["B"], r["stage"]) for r in rows] == [(B, stage) for B in (2, 8, 18) for stage in (1, 2, 3, 4)]
+    (row,) = [r for r in rows if r["B"] == 2 and r["stage"] == 1]
+    case = "B2 H1 N16384 M256 D64 bfloat16"
+    model = {o["op"]: o["model"]["H100"] for o in result["ops"] if o["case"] == case}
+    fwd, bwd = model["attention_fwd"], model["attention_bwd"]
+    assert row["fastuda"] == pytest.approx(fwd["modelled_us"] + bwd["modelled_us"])
+    assert row["ideal"] == pytest.approx(fwd["ideal_us"] + bwd["ideal_us"])
+
+    B, H, N, M, D, elem = 2, 1, 16384, 256, 64, 2
+    scores, q_size = B * H * N * M * elem, B * H * N * D * elem  # bytes of one (N, M) and one (N, D) tensor
+    matmul = max(2 * B * H * N * M * D / (0.7 * dev.mma_flops), (scores + 2 * q_size) / dev.hbm_bytes_s)
+    unfused = 6 * (matmul + dev.launch_s) + 5 * scores / dev.hbm_bytes_s + 2 * dev.launch_s
+    assert row["unfused (matmul + softmax)"] == pytest.approx(unfused * 1e6, rel=1e-9)
+    paths = ("sdpa flash (FA2)", "sdpa efficient", "unfused (matmul + softmax)")
+    assert row["fastest"] == min(("fastuda", *paths), key=row.get)
+
+    table = A.vs_pytorch_table(result)
+    h100 = table.split("H200:")[0]
+    assert f"| 1, B=2 | {row['fastuda']:.1f} | {row['ideal']:.1f} | " in h100
+    assert f" | {unfused * 1e6:.1f} | {row['fastest']} |" in h100.split("| 1, B=2 |")[1].splitlines()[0]
+    layers = {16384: 3, 4096: 6, 1024: 40, 256: 3}
+    whole = sum(
+        layers[int(o["case"].split()[2][1:])] * o["model"]["H100"]["modelled_us"]
+        for o in result["ops"]
+        if o["op"].startswith("attention_") and o["case"].startswith("B2 ") and o["case"].endswith(" bfloat16")
+    )
+    assert "B = 2, H100: " in h100 and f"fastuda {whole / 1e3:.2f} ms" in h100
+
+
 # ----------------------------------------------------------------------------- the parsers
 
 TTGIR = """\
