@@ -19,9 +19,12 @@ every output row phase is then one vertical lerp of two kept rows. Each LR row
 is read once (plus a row above and below the band), and a step's loads go out
 together. The S column phases are interleaved into contiguous output rows
 (S = 2, 4) for vector stores and hr loads; hr sits at a runtime box origin, so
-the kernel checks the origin's alignment itself and takes vector hr loads when
-it is aligned, scalar ones otherwise (two copies of the walk, one branch per
-program). Neither up((1 - a') lr), up(a') nor pad(hr) is ever stored.
+the kernel checks the origin's and the box's column edges' alignment itself and
+takes 16-byte hr loads when they are aligned, scalar ones otherwise (two copies
+of the walk, one branch per program; the compiler is shown the alignment as
+(x // VEC) * VEC, since tl.multiple_of on an inlined function's argument sets
+nothing: before this, neither copy had vector hr loads). Neither up((1 - a') lr),
+up(a') nor pad(hr) is ever stored.
 
 Fused (backward): d_lr, d_attention and d_hr in ONE kernel. The transpose of
 bilinear upsampling is a scatter; we compute it as a GATHER per LR pixel
@@ -267,12 +270,20 @@ def _vpass(lo, hi, w: tl.constexpr, S: tl.constexpr):
 
 
 @triton.jit
+def _aligned(x, VEC: tl.constexpr):
+    """x, known by the caller's run-time check to be a multiple of VEC, in a form the compiler can
+    see is one: (x // VEC) * VEC. (tl.multiple_of cannot say it here: on a function's argument it
+    sets nothing, and the inliner passes x in as one.)"""
+    return (x // VEC) * VEC
+
+
+@triton.jit
 def _hr_cols(col0, N: tl.constexpr, stride_hw, VEC: tl.constexpr):
     """Offsets of N contiguous output columns in an hr row, the first at hr column ``col0`` (output
     column minus box origin). VEC > 1: the caller has checked that col0 is VEC-aligned and the row
     contiguous (the origin lives in device memory, so only at run time), and the loads vectorise."""
     if VEC > 1:
-        return tl.multiple_of(col0, VEC) + tl.arange(0, N)
+        return _aligned(col0, VEC) + tl.arange(0, N)
     else:
         return (col0 + tl.arange(0, N)) * stride_hw
 
@@ -320,6 +331,11 @@ def _fwd_rows(lr_b, att_b, hr_b, out_b, i_begin, i_end, j0, left, j, right, j_ok
         X = S * j0 + tl.arange(0, S * BLOCK_J)  # the interleaved output columns
     else:
         X = S * j  # (unused: odd scales store phase by phase)
+    if VEC > 1:
+        # The caller checked that hr's column edges are VEC-aligned too: the hr mask is then
+        # constant over each vector, which the backend must know before it issues vector loads.
+        ex0 = _aligned(ex0, VEC)
+        ex1 = _aligned(ex1, VEC)
     x_ok = X < W
     x_hr = x_ok & (X >= ex0) & (X < ex1)  # hr's columns; its rows are tested per output row
     hp_prev, ha_prev = _fwd_hpass(lr_b, att_b, tl.maximum(i_begin - 1, 0), left, j, right, j_ok, cols_in, ay0, ay1,
@@ -393,7 +409,7 @@ def _scale_fusion_fwd_kernel(
     att_b = att_ptr + b * stride_ab + c * stride_ac
     hr_b = hr_ptr + b * stride_hb + c * stride_hc
     out_b = out_ptr + (b * C + c) * H * W
-    if ((S * j0 - ox) % HR_VEC == 0) & (stride_hw == 1) & ((S == 2) | (S == 4)):
+    if ((S * j0 - ox) % HR_VEC == 0) & (ex0 % HR_VEC == 0) & (ex1 % HR_VEC == 0) & (stride_hw == 1) & ((S == 2) | (S == 4)):
         _fwd_rows(lr_b, att_b, hr_b, out_b, i_begin, i_end, j0, left, j, right, j_ok, cols_in, ay0, ay1, ey0, ey1, ex0,
                   ex1, oy, ox, h, W, stride_lh, stride_lw, stride_ah, stride_aw, stride_hh, stride_hw, S, ACC, BLOCK_J, HR_VEC)  # fmt: skip
     else:
@@ -637,7 +653,7 @@ def _bwd2_walk(grad_ptr, lr_ptr, att_ptr, hr_ptr, dlr_ptr, datt_ptr, dhr_ptr, b,
                stride_gw, stride_lb, stride_lc, stride_lh, stride_lw, stride_ab, stride_ac, stride_ah, stride_aw,
                stride_hb, stride_hc, stride_hh, stride_hw, num_att_planes, ACC: tl.constexpr,
                BROADCAST_ATT: tl.constexpr, CHANNELS_PER_PROGRAM: tl.constexpr, BLOCK_J: tl.constexpr,
-               WITH_HR: tl.constexpr, VEC: tl.constexpr):  # fmt: skip
+               WITH_HR: tl.constexpr):  # fmt: skip
     """The LR rows [i_begin, i_end) of a column tile, per channel, walked two rows per step: each
     output row of g (and hr) is read once per tile (plus one row above and below the band), the
     up^T rows and the a' taps of the rows above are kept from the previous step."""
@@ -660,7 +676,9 @@ def _bwd2_walk(grad_ptr, lr_ptr, att_ptr, hr_ptr, dlr_ptr, datt_ptr, dhr_ptr, b,
     g_cols = X * stride_gw
     gl_cols = XL * stride_gw
     gr_cols = XR * stride_gw
-    h_cols = _hr_cols((2 * j0 - ox).to(tl.int32), 2 * BLOCK_J, stride_hw, VEC)
+    # hr's column offsets as the forward's unaligned path: no vector hr loads here (an aligned copy
+    # of the walk spilled, and a box's column edges make the hr mask vary within a vector anyway)
+    h_cols = _hr_cols((2 * j0 - ox).to(tl.int32), 2 * BLOCK_J, stride_hw, 1)
     hl_cols = ((XL - ox) * stride_hw).to(tl.int32)
     hr_cols = ((XR - ox) * stride_hw).to(tl.int32)
     dhr_cols = (X - ox).to(tl.int32)
@@ -709,14 +727,13 @@ def _scale_fusion_bwd2_kernel(
     BLOCK_J: tl.constexpr,  # LR columns per program
     BLOCK_U: tl.constexpr,
     BLOCK_V: tl.constexpr,
-    HR_VEC: tl.constexpr,  # hr elements per 16-byte vector
 ):
     """Scale 2 only: the backward as a separable stencil with constexpr weights. Interior LR
     column j receives 1/4 g[2j - 1] + 3/4 g[2j] + 3/4 g[2j + 1] + 1/4 g[2j + 2] (rows likewise);
     at the borders PyTorch's clamped source coordinate gives the outer output pixel weight 1,
     which is the same formula with the neighbour index clamped (g[-1] -> g[0], g[W] -> g[W - 1]).
     Each program walks a column tile's LR rows top to bottom (_bwd2_walk); tiles that do not meet
-    the box skip hr and d_hr altogether, and hr takes vector loads when the box origin is aligned."""
+    the box skip hr and d_hr altogether. hr and d_hr take one access per element (see _bwd2_walk)."""
     pid = tl.program_id(0)
     b = tl.program_id(1).to(tl.int64)
     group = tl.program_id(2)
@@ -740,12 +757,9 @@ def _scale_fusion_bwd2_kernel(
                 stride_gw, stride_lb, stride_lc, stride_lh, stride_lw, stride_ab, stride_ac, stride_ah, stride_aw,
                 stride_hb, stride_hc, stride_hh, stride_hw, num_att_planes)  # fmt: skip
         if hits_box:
-            if ((2 * j0 - ox) % HR_VEC == 0) & (stride_hw == 1):
-                _bwd2_walk(*args, ACC, BROADCAST_ATT, CHANNELS_PER_PROGRAM, BLOCK_J, True, HR_VEC)
-            else:
-                _bwd2_walk(*args, ACC, BROADCAST_ATT, CHANNELS_PER_PROGRAM, BLOCK_J, True, 1)
+            _bwd2_walk(*args, ACC, BROADCAST_ATT, CHANNELS_PER_PROGRAM, BLOCK_J, True)
         else:
-            _bwd2_walk(*args, ACC, BROADCAST_ATT, CHANNELS_PER_PROGRAM, BLOCK_J, False, 1)
+            _bwd2_walk(*args, ACC, BROADCAST_ATT, CHANNELS_PER_PROGRAM, BLOCK_J, False)
     else:
         _zero_dhr_outside(dhr_ptr, pid - num_lr_tiles, b, c_begin, c_end, C, hd, wd, oy, ox, ey0, ey1, ex0, ex1,
                           num_zero_tiles_v, BLOCK_U, BLOCK_V)  # fmt: skip
@@ -873,7 +887,7 @@ def scale_fusion_bwd(
             *grad.stride(), *lr_logits.stride(), *_attention_strides(attention), *hr_logits.stride(),
             num_att_planes, num_tiles_j, num_lr_tiles, num_zero_tiles_v,
             ACC=_acc(dtype), HAS_BOX=has_box, BROADCAST_ATT=broadcast, CHANNELS_PER_PROGRAM=cpg,
-            BLOCK_I=block_i, BLOCK_J=block_j, BLOCK_U=zero_u, BLOCK_V=zero_v, HR_VEC=16 // hr_logits.element_size(),
+            BLOCK_I=block_i, BLOCK_J=block_j, BLOCK_U=zero_u, BLOCK_V=zero_v,
             num_warps=BWD2_NUM_WARPS,
         )  # fmt: skip
     else:

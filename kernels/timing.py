@@ -52,6 +52,7 @@ import operator
 import os
 import re
 from collections import Counter
+from typing import NamedTuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +148,13 @@ class Cost:
         self.loads += other.loads * times
 
 
+class _Pointer(NamedTuple):
+    """A scalar pointer into an argument whose contents are known (Evaluator.program's memory)."""
+
+    arg: str
+    offset: int
+
+
 _ATOMIC = "atomic"  # a scalar value that depends on an atomic's result
 _WAITED = "waited"  # a scalar value that a spin-wait on other programs returned
 # The pointer argument of a launch-order ticket (kernels/pseudo_label.py): an atomic add on it
@@ -223,8 +231,11 @@ def _parse_body(lines, i):
 class Evaluator:
     """Per-program work of a compiled kernel (see the module docstring)."""
 
-    def __init__(self, ttgir: str, layouts: dict, threads: int, issued, pipelined_stages: int):
+    def __init__(self, ttgir: str, layouts: dict, threads: int, issued, pipelined_stages: int, widths: dict | None = None):
         self.layouts, self.threads, self.issued, self.stages = layouts, threads, issued, pipelined_stages
+        # TTGIR location alias -> bytes per access as compiled (access_widths); without it (or
+        # for an op it does not name) the layout's vector width, at most 16 bytes
+        self.widths = widths or {}
         self.funcs = {}
         lines = ttgir.splitlines()
         for i, raw in enumerate(lines):
@@ -240,10 +251,14 @@ class Evaluator:
         self.consts = {m.group(1): int(m.group(2)) for m in re.finditer(r"(%[\w.]+) = arith\.constant (-?\d+) : i(?:1|32|64)\b", ttgir)}
         self.consts.update({m.group(1): int(m.group(2) == "true") for m in re.finditer(r"(%[\w.]+) = arith\.constant (true|false)", ttgir)})
 
-    def program(self, args: dict, pid: tuple, grid: tuple):
-        """(cost, tail cost) of program ``pid`` with the launch's scalar ``args``."""
+    def program(self, args: dict, pid: tuple, grid: tuple, memory: dict | None = None):
+        """(cost, tail cost) of program ``pid`` with the launch's scalar ``args``. ``memory``: the
+        contents of small pointer arguments the caller knows (argument name -> list of ints, such
+        as scale_fusion's box): scalar loads from them evaluate, so the branches on them are known."""
         names, body, _ = self.funcs[self.entry]
         env = {"%" + n: (args.get(n) if isinstance(args.get(n), int) and not isinstance(args.get(n), bool) else None) for n in names}
+        self.memory = memory or {}
+        env.update({"%" + n: _Pointer(n, 0) for n in names if n in self.memory})
         self.pid, self.grid = pid, grid
         cost, tail = Cost(), Cost()
         self._run(body, env, cost, tail, in_tail=False, depth=0)
@@ -288,6 +303,13 @@ class Evaluator:
             res = self.pid[0] + self.grid[0] * (self.pid[1] + self.grid[1] * self.pid[2])
         elif dialect == "tt" and op == "atomic_rmw":
             res = _ATOMIC
+        elif any(isinstance(v, _Pointer) for v in vals):  # a pointer into known memory
+            base = vals[0]
+            if dialect == "tt" and op == "addptr" and isinstance(base, _Pointer) and isinstance(vals[1], int):
+                res = _Pointer(base.arg, base.offset + vals[1])
+            elif dialect == "tt" and op == "load" and isinstance(base, _Pointer) and len(vals) == 1:
+                known = self.memory[base.arg]
+                res = known[base.offset] if 0 <= base.offset < len(known) else None
         elif _ATOMIC in vals:
             res = _ATOMIC
         elif _WAITED in vals:
@@ -357,7 +379,11 @@ class Evaluator:
             if op != "tt.store":
                 cost.inflight += moved  # the caller counts a region's loads as one round trip
                 cost.loaded += moved
-            cost.instr += per_thread / max(1, min(run, 16 // elem))
+            vector = min(run, 16 // elem)
+            loc = _OP_LOC.search(line) if op in _MEMORY_OPS else None
+            if loc and loc.group(1) in self.widths:
+                vector = min(vector, self.widths[loc.group(1)] // elem)
+            cost.instr += per_thread / max(1, vector)
         elif op in ("ttg.local_alloc", "ttg.local_load", "ttg.local_store"):
             cost.instr += per_thread / max(1, min(run, 16 // elem))
         elif op == "ttg.convert_layout":
@@ -470,7 +496,9 @@ class Evaluator:
                     self._run(node[2], env, cost, tail, True, depth + 1)
                 elif cond == _ATOMIC:
                     self._run(node[2], env, cost, tail, True, depth + 1)
-                elif cond is None or cond:
+                elif cond is None:
+                    self._run_worse(node[2], node[3], env, cost, tail, in_tail, depth + 1)
+                elif cond:
                     self._run(node[2], env, cost, tail, in_tail, depth + 1)
                 else:
                     self._run(node[3], env, cost, tail, in_tail, depth + 1)
@@ -483,12 +511,139 @@ class Evaluator:
                     env[m.group(1)] = _WAITED
                     env.update({f"{m.group(1)}#{k}": _WAITED for k in range(int(m.group(2) or 1))})
 
+    def _run_worse(self, then, other, env, cost, tail, in_tail, depth):
+        """A branch on a value the evaluator cannot know (data in device memory): both sides are
+        walked and the one that takes longer (H100 parameters, this program alone; on a tie, the one
+        that moves more bytes, then issues more) is charged."""
+        runs = []
+        for nodes in (then, other):
+            scope, c, t = dict(env), Cost(), Cost()
+            self._run(nodes, scope, c, t, in_tail, depth)
+            c_time = _alone(c, self.threads // 32) + _alone(t, self.threads // 32)
+            runs.append(((c_time, c.bytes + t.bytes, c.instr + t.instr), scope, c, t))
+        _, scope, c, t = max(runs, key=lambda r: r[0])  # ties (both latency-bound): more bytes, then more instructions
+        env.update(scope)
+        cost.add(c)
+        tail.add(t)
+        tail.after_wait = tail.after_wait or t.after_wait
+
     def _trip(self, body, env, iv, value, in_tail, depth):
         """(cost, tail cost) of one trip of a loop body at induction value ``value``."""
         env[iv] = value
         c, tl_ = Cost(), Cost()
         self._run(body, env, c, tl_, in_tail, depth + 1, loop=True)
         return c, tl_
+
+
+# ----------------------------------------------------------------------------- compiled memory ops
+
+# A source location chain, innermost first: ((line, column), (line, column) of the call it was
+# inlined at, ...). The TTGIR and the LLVM IR both carry it, so it ties each TTGIR memory op to
+# the global-memory instructions the backend emitted for it.
+_TTGIR_LOC = re.compile(r"^(#loc\d*) = loc\((.*)\)\s*$")
+_OP_LOC = re.compile(r"loc\((#loc\d*)\)\s*$")
+_DILOC = re.compile(r"^!(\d+) = !DILocation\(line: (\d+)(?:, column: (\d+))?(?:, scope: ![0-9]+)?(?:, inlinedAt: !(\d+))?")
+_LLVM_DBG = re.compile(r"!dbg !(\d+)")
+# a global-memory access in the NVIDIA backend's inline asm (after a "\09" tab escape: no \b), and
+# the bytes it moves per thread
+_GLOBAL_ACCESS = re.compile(r"(?<![A-Za-z.])(?:ld|st)\.global((?:\.[\w:]+)*)|(?<![A-Za-z.])cp\.async\.c[ag]\.shared\.global \[[^]]*\], \[[^]]*\], (0x[0-9a-f]+|\d+)")
+
+
+def _access_bytes(m) -> int:
+    if m.group(2):  # cp.async: the copy size operand
+        return int(m.group(2), 0)
+    parts = m.group(1).split(".")
+    vec = next((int(p[1:]) for p in parts if re.fullmatch(r"v\d", p)), 1)
+    bits = next((int(p[1:]) for p in parts if re.fullmatch(r"[bufs]\d+", p)), 32)
+    return vec * bits // 8
+
+
+_MEMORY_OPS = ("tt.load", "tt.store", "ttg.async_copy_global_to_local")
+
+
+def _ttgir_chains(ttgir: str) -> dict:
+    """TTGIR location alias -> its chain (innermost first)."""
+    exprs = {m.group(1): m.group(2) for m in map(_TTGIR_LOC.match, ttgir.splitlines()) if m}
+    chains = {}
+
+    def chain(expr, depth=0):
+        expr = expr.strip()
+        if depth > 64:
+            return ()
+        if expr.startswith("#loc"):
+            if expr not in chains:
+                chains[expr] = chain(exprs.get(expr, "unknown"), depth + 1)
+            return chains[expr]
+        m = re.fullmatch(r'"[^"]*":(\d+):(\d+)', expr)
+        if m:
+            return ((int(m.group(1)), int(m.group(2))),)
+        m = re.fullmatch(r"callsite\((#loc\d*) at (#loc\d*)\)", expr)
+        if m:
+            return chain(m.group(1), depth + 1) + chain(m.group(2), depth + 1)
+        m = re.fullmatch(r'"[^"]*"\((#loc\d*)\)', expr)  # a name on a location
+        if m:
+            return chain(m.group(1), depth + 1)
+        m = re.fullmatch(r"fused\[(#loc\d*).*\]", expr)
+        if m:
+            return chain(m.group(1), depth + 1)
+        return ()
+
+    for alias in exprs:
+        chain(alias)
+    return chains
+
+
+def access_widths(ttgir: str, llir: str) -> dict:
+    """Bytes per thread that each TTGIR global-memory op moves per instruction as compiled, from
+    the LLVM IR: TTGIR location alias -> the narrowest access the backend emitted for it.
+
+    The layout alone promises vector accesses (up to 16 bytes per thread) wherever a thread holds
+    contiguous elements; the backend emits them only where it can prove the addresses aligned and
+    the mask constant over the vector. A pointer offset or a mask bound that lives in device
+    memory (scale_fusion's box) gives one access per element. Where LLVM merged code of several
+    inlined calls (a line-0 call site), its accesses count for every op they may belong to, so the
+    narrowest one wins. Locations the LLVM IR does not carry are left out (the evaluator then
+    takes the layout's width)."""
+    if not llir:
+        return {}
+    dilocs = {}
+    for line in llir.splitlines():
+        m = _DILOC.match(line)
+        if m:
+            dilocs[m.group(1)] = (int(m.group(2)), int(m.group(3) or 0), m.group(4))
+
+    def llvm_chain(ref, depth=0):
+        # LLVM gives code it merged or hoisted out of several inlined calls a line-0 call site:
+        # the chain stops there, and matches every TTGIR chain it is a prefix of
+        if ref not in dilocs or depth > 64 or dilocs[ref][0] == 0:
+            return ()
+        line, col, parent = dilocs[ref]
+        return ((line, col),) + (llvm_chain(parent, depth + 1) if parent else ())
+
+    emitted = {}  # LLVM chain -> narrowest access there (bytes)
+    for line in llir.splitlines():
+        if "asm" not in line:
+            continue
+        widths = [_access_bytes(m) for m in _GLOBAL_ACCESS.finditer(line)]
+        dbg = _LLVM_DBG.search(line) if widths else None
+        if dbg:
+            key = llvm_chain(dbg.group(1))
+            emitted[key] = min(widths + ([emitted[key]] if key in emitted else []))
+    chains = _ttgir_chains(ttgir)
+    aliases = {}  # TTGIR chain -> the location aliases of its memory ops
+    for line in ttgir.splitlines():
+        text = line.strip()
+        m = re.match(r"(?:%[\w.#:]+ = )?\"?([\w.]+)\"?", text)
+        loc = _OP_LOC.search(text) if m and m.group(1) in _MEMORY_OPS and "tensor<" in text else None
+        if loc and chains.get(loc.group(1)):
+            aliases.setdefault(chains[loc.group(1)], set()).add(loc.group(1))
+    out = {}
+    for key, width in emitted.items():
+        for chain in aliases if key else ():
+            if chain[: len(key)] == key:
+                for alias in aliases[chain]:
+                    out[alias] = min(width, out.get(alias, width))
+    return out
 
 
 _MASK = {
@@ -551,6 +706,13 @@ def _program_parts(c: Cost, ctas_per_sm: int, num_warps: int, dev: Device):
     issue = c.instr * num_warps / (dev.issue_per_clk * dev.clock_hz)
     mufu = c.mufu * 32 * num_warps / (dev.mufu_per_clk * dev.clock_hz)
     return mma, max(issue, mufu)
+
+
+def _alone(c: Cost, num_warps: int, dev: Device | None = None) -> float:
+    """Seconds of one program's Cost on an SM of its own (H100 parameters by default)."""
+    dev = dev or DEVICES["H100"]
+    mma, issue = _program_parts(c, 1, num_warps, dev)
+    return max(mma, issue, c.rounds * dev.latency_s, c.bytes / (dev.sm_port_bytes_clk * dev.clock_hz))
 
 
 def sm_times(per_program: list, ctas_per_sm: int, num_warps: int, dev: Device):

@@ -160,6 +160,17 @@ def test_gate_fails_on_a_starved_grid():
     assert A.gate("spread", spread["time"], ideal, spread["fill"]) == [], spread
 
 
+def test_scale_fusion_forward_takes_16_byte_hr_loads_when_aligned(result):
+    """In bf16 the forward's only 16-byte loads can be hr's (its LR rows are 4 elements, 8 bytes,
+    per thread): the aligned copy of the walk has them. Before, neither copy did (tl.multiple_of
+    on an inlined function's argument set nothing, and the box's column edges made the mask vary
+    within a vector)."""
+    rows = [r for r in result["launches"] if r["op"] == "scale_fusion_fwd" and r["case"].endswith("bfloat16")]
+    assert rows
+    for r in rows:
+        assert r["load_widths"].get("16", 0) >= 1, (r["case"], r["load_widths"])
+
+
 def test_loss_kernels_reduce_in_registers(result):
     """The layout the issue asked for: no exp on padding, no barrier per channel, 16-byte loads."""
     for r in result["launches"]:
@@ -457,6 +468,91 @@ def test_evaluator_skips_bytes_under_a_false_scalar_mask():
     assert unknown.bytes == 3 * tile  # each load once (the loop's bounds unknown: one trip)
     zero, _ = ev.program({"N": 0}, (0, 0, 0), (1, 1, 1))
     assert zero.bytes == 0 and zero.instr > 0  # the two loads still issue, predicated off
+
+
+# Two bf16 loads whose layout gives each thread 8 contiguous elements (16 bytes): the first at
+# source line 20 (inlined from line 40), the second at line 21 (inlined from line 41); a box
+# origin read from device memory decides a branch: the expensive side (8 loads) when it is 0.
+WIDTH_TTGIR = """\
+#blocked = #ttg.blocked<{sizePerThread = [8], threadsPerWarp = [32], warpsPerCTA = [4], order = [0]}>
+module {
+  tt.func public @k(%x_ptr: !tt.ptr<bf16> loc("x_ptr"(#loc)), %box_ptr: !tt.ptr<i64> loc("box_ptr"(#loc))) attributes {noinline = false} {
+    %c0_i64 = arith.constant 0 : i64 loc(#loc1)
+    %c1_i32 = arith.constant 1 : i32 loc(#loc1)
+    %p = tt.splat %x_ptr : !tt.ptr<bf16> -> tensor<1024x!tt.ptr<bf16>, #blocked> loc(#loc1)
+    %a = tt.load %p : tensor<1024x!tt.ptr<bf16>, #blocked> loc(#loc7)
+    %b = tt.load %p : tensor<1024x!tt.ptr<bf16>, #blocked> loc(#loc8)
+    %o_ptr = tt.addptr %box_ptr, %c1_i32 : !tt.ptr<i64>, i32 loc(#loc1)
+    %o = tt.load %o_ptr : !tt.ptr<i64> loc(#loc1)
+    %z = arith.cmpi eq, %o, %c0_i64 : i64 loc(#loc1)
+    scf.if %z {
+      %c = tt.load %p : tensor<1024x!tt.ptr<bf16>, #blocked> loc(#loc7)
+      %d = tt.load %p : tensor<1024x!tt.ptr<bf16>, #blocked> loc(#loc7)
+      %e = tt.load %p : tensor<1024x!tt.ptr<bf16>, #blocked> loc(#loc7)
+      %f = tt.load %p : tensor<1024x!tt.ptr<bf16>, #blocked> loc(#loc7)
+    } else {
+      %g = tt.load %p : tensor<1024x!tt.ptr<bf16>, #blocked> loc(#loc8)
+    } loc(#loc1)
+    tt.return loc(#loc1)
+  } loc(#loc)
+} loc(#loc)
+#loc = loc("k.py":1:0)
+#loc1 = loc("k.py":2:3)
+#loc3 = loc("k.py":20:9)
+#loc4 = loc("k.py":40:5)
+#loc5 = loc("k.py":21:9)
+#loc6 = loc("k.py":41:5)
+#loc7 = loc(callsite(#loc3 at #loc4))
+#loc8 = loc("b"(#loc9))
+#loc9 = loc(callsite(#loc5 at #loc6))
+"""
+
+# What the backend emitted for it: line 20 as eight 2-byte loads, line 21 as one 16-byte load,
+# plus a 4-byte load whose inlined-at chain LLVM cut (line 0: code merged from several calls).
+WIDTH_LLIR = """\
+  %1 = tail call i16 asm sideeffect "mov.u16 $0, 0x0;\\0A\\09ld.global.b16 { $0 }, [ $1 + 0 ];", "=c,l"(ptr addrspace(1) %0) #4, !dbg !10
+  %2 = tail call { i32, i32, i32, i32 } asm sideeffect "mov.u32 $0, 0x0;\\0A\\09ld.global.v4.b32 { $0, $1, $2, $3 }, [ $4 + 0 ];", "=r,=r,=r,=r,l"(ptr addrspace(1) %0) #4, !dbg !12
+  %3 = tail call i32 asm sideeffect "@$2 ld.global.b32 { $0 }, [ $1 + 0 ];", "=r,l,b"(ptr addrspace(1) %0, i1 true) #4, !dbg !14
+!10 = !DILocation(line: 20, column: 9, scope: !5, inlinedAt: !11)
+!11 = !DILocation(line: 40, column: 5, scope: !5)
+!12 = !DILocation(line: 21, column: 9, scope: !5, inlinedAt: !13)
+!13 = !DILocation(line: 41, column: 5, scope: !5)
+!14 = !DILocation(line: 21, column: 9, scope: !5, inlinedAt: !15)
+!15 = !DILocation(line: 0, scope: !5)
+"""
+
+
+def test_access_widths_from_the_compiled_code():
+    """Each TTGIR load gets the narrowest access the LLVM IR shows for its location chain: line
+    20 (from 40) compiled to 2-byte loads, line 21 (from 41) to a 16-byte one, but a 4-byte load
+    of line 21 whose call site LLVM cut to line 0 may belong to it, so 4 bytes. The evaluator then
+    charges 8 / 2 / 1 instructions per thread for such a load; from the layout alone (the model
+    before) 1 each."""
+    widths = A.T.access_widths(WIDTH_TTGIR, WIDTH_LLIR)
+    assert widths == {"#loc7": 2, "#loc8": 4}
+    ev = A.T.Evaluator(WIDTH_TTGIR, A._layouts(WIDTH_TTGIR), 128, A._issued, 1, widths)
+    plain = _evaluator(WIDTH_TTGIR, 1)
+    box = {"box_ptr": [7, 1, 0, 0]}  # origin 1: the cheap side, one load of line 21
+    cost, _ = ev.program({}, (0, 0, 0), (1, 1, 1), box)
+    before, _ = plain.program({}, (0, 0, 0), (1, 1, 1), box)
+    assert cost.instr - before.instr == pytest.approx((8 - 1) + (4 - 1) + (4 - 1))
+    assert cost.bytes == before.bytes == 3 * 1024 * 2
+
+
+def test_evaluator_reads_known_memory_and_charges_unknown_branches_their_worse_side():
+    """A branch on a value in device memory: with the memory known (the audit's box) the taken
+    side is charged (origin 0: four loads; origin 1: one); unknown, the side that takes longer,
+    whichever it is (the model used to take the first side)."""
+    ev = _evaluator(WIDTH_TTGIR, 1)
+    tile = 1024 * 2
+    zero, _ = ev.program({}, (0, 0, 0), (1, 1, 1), {"box_ptr": [5, 0]})
+    one, _ = ev.program({}, (0, 0, 0), (1, 1, 1), {"box_ptr": [5, 1]})
+    unknown, _ = ev.program({}, (0, 0, 0), (1, 1, 1))
+    assert (zero.bytes, one.bytes, unknown.bytes) == (6 * tile, 3 * tile, 6 * tile)
+    flipped = WIDTH_TTGIR.replace("arith.cmpi eq, %o", "arith.cmpi ne, %o")
+    flipped = flipped.replace("    } else {\n      %g", "    } else {\n      %g0 = tt.load %p : tensor<1024x!tt.ptr<bf16>, #blocked> loc(#loc8)\n      %g1 = tt.load %p : tensor<1024x!tt.ptr<bf16>, #blocked> loc(#loc8)\n      %g2 = tt.load %p : tensor<1024x!tt.ptr<bf16>, #blocked> loc(#loc8)\n      %g2b = tt.load %p : tensor<1024x!tt.ptr<bf16>, #blocked> loc(#loc8)\n      %g")
+    worse, _ = _evaluator(flipped, 1).program({}, (0, 0, 0), (1, 1, 1))
+    assert worse.bytes == 7 * tile  # the else side: 5 loads against the then side's 4
 
 
 # Two loops of 512-float tiles in one kernel: the first copies with cp.async (Triton pipelined

@@ -363,10 +363,12 @@ def test_triton_matches_reference(shape, scale, box, classwise):
 
 @pytest.mark.interpreter
 @pytest.mark.parametrize("classwise", [True, False])
-def test_triton_float16(classwise):
-    """fp16 storage, fp32 math in both: they differ only by the final rounding."""
-    lr, att, hr = make_case((1, 3, 6, 10), 2, (2, 10, 4, 16), classwise, dtype=torch.float16)
-    _check_kernels(lr, att, hr, (2, 10, 4, 16), 2, dict(rtol=2e-3, atol=2e-3))
+@pytest.mark.parametrize("box", [(2, 10, 4, 16), (2, 10, 8, 16)], ids=["scalar-hr", "vector-hr"])
+def test_triton_float16(classwise, box):
+    """fp16 storage, fp32 math in both: they differ only by the final rounding. The second box is
+    aligned to the 8-element hr vector (origin and both column edges): the forward's vector path."""
+    lr, att, hr = make_case((1, 3, 6, 10), 2, box, classwise, dtype=torch.float16)
+    _check_kernels(lr, att, hr, box, 2, dict(rtol=2e-3, atol=2e-3))
 
 
 @pytest.mark.interpreter
@@ -383,8 +385,10 @@ def test_triton_many_tiles_and_channel_groups(box):
 
 # Boxes touching each border of a (2 * 7) x (2 * 10) output, at every origin alignment modulo the
 # 4-element hr vector, so that column tiles of 4 LR columns (8 output columns) take both the
-# vector and the scalar hr path of the walks, and tiles on and off the box.
-BORDER_BOXES = [(0, 6, 3, 11), (8, 14, 0, 9), (5, 11, 13, 20), (0, 14, 1, 19), (3, 9, 2, 6), (1, 14, 5, 20)]
+# vector hr path of the forward (origin and both column edges aligned: the last two boxes) and
+# the scalar one, and tiles on and off the box.
+BORDER_BOXES = [(0, 6, 3, 11), (8, 14, 0, 9), (5, 11, 13, 20), (0, 14, 1, 19), (3, 9, 2, 6), (1, 14, 5, 20),
+                (2, 9, 4, 16), (0, 14, 8, 20)]
 
 
 @pytest.mark.interpreter
