@@ -4,10 +4,12 @@ kernels/audit.py captures every launch (kernel, grid, arguments, TTGIR, PTX, reg
 module turns one into microseconds, without a GPU:
 
 1. Work per program. ``Evaluator`` walks the kernel's TTGIR for every program id of the grid
-   (a sample of 256 when there are more than 4096), evaluating the scalar integer ops (program
+   (a sample of 512 when there are more than 1024), evaluating the scalar integer ops (program
    ids, arguments, ``arith``) so that every ``scf.for`` runs its real trip count and every
    ``scf.if`` its real branch: persistent ranges, query splits and box tests come out per
-   program. A call (a function not inlined) runs the callee's body with the call's arguments,
+   program. Scalar loads from small tensors whose contents the caller passes (``memory``: the
+   audit's box) evaluate; a branch on any other value in device memory is charged its costlier
+   side. A call (a function not inlined) runs the callee's body with the call's arguments,
    per trip of the loop around it. A branch whose condition depends on an atomic's result ("the last program to
    arrive") is run by one program per group after all the others: a serial tail. Per program it
    adds up
@@ -19,7 +21,9 @@ module turns one into microseconds, without a GPU:
      pipeliner predicates its prologue's and its loop's copies ahead (``_gate_memory_ops``): a
      pipelined loop of T trips moves T trips' bytes;
    * issued instructions (per thread): the elements each tensor op holds per thread (from its
-     layout), loads and stores per vector (16 bytes at most), plus the exps separately (the
+     layout), global loads and stores per access as compiled (``access_widths``: the LLVM IR's
+     inline-asm accesses, tied to each TTGIR op by source location; the layout's vector, 16
+     bytes at most, only where the LLVM IR does not name the op), plus the exps separately (the
      MUFU unit issues 16 per clock per SM, an eighth of the ALU rate);
    * round trips to memory: one per execution of a region (loop body, straight-line code) that
      loads, divided by num_stages - 1 for a loop whose own body issues cp.async copies
