@@ -642,6 +642,10 @@ def _analyse_launch(launch: Launch, exps_needed, k_pad, iter_needed=None):
             exp_ratio, exp_mode = sum(e[0] for e in looped) / needed, "per iteration"
     req = _load_bytes(ttgir, layouts, threads)
     loads = _ptx_loads(ptx)
+    # the time model prices each global load and store by its compiled accesses: how many of the
+    # kernel's memory ops it could tie to them (the rest take their layout's vector)
+    widths = T.access_widths(ttgir, c.asm.get("llir", ""))
+    mem_ops = T.memory_op_aliases(ttgir)
     return dict(
         kernel=launch.kernel, config=_fmt_cx(launch.constexprs), num_warps=warps, grid=list(launch.grid),
         programs=programs, registers=regs, spill_bytes=stack, shared_bytes=shared, ctas_per_sm=ctas,
@@ -650,6 +654,7 @@ def _analyse_launch(launch: Launch, exps_needed, k_pad, iter_needed=None):
         exp_ratio=None if exp_ratio is None else round(exp_ratio, 3), exp_mode=exp_mode, exps_static=exps_static,
         ptx_ex2=ptx.count("ex2.approx"), load_widths={str(k): v for k, v in sorted(loads.items())},
         bar_sync=len(re.findall(r"\bbar\.sync\b|\bbarrier\.sync\b", ptx)),
+        memory_ops_compiled=[sum(a in widths for a in mem_ops), len(mem_ops)],
         load_bytes=None if req is None else programs * req,
     )  # fmt: skip
 

@@ -643,10 +643,22 @@ def access_widths(ttgir: str, llir: str) -> dict:
             aliases.setdefault(chains[loc.group(1)], set()).add(loc.group(1))
     out = {}
     for key, width in emitted.items():
-        for chain in aliases if key else ():
+        for chain in aliases if key else ():  # (a key cut at its innermost location matches nothing)
             if chain[: len(key)] == key:
                 for alias in aliases[chain]:
                     out[alias] = min(width, out.get(alias, width))
+    return out
+
+
+def memory_op_aliases(ttgir: str) -> list:
+    """The location alias of every global-memory op (tensor load, store or cp.async) of a TTGIR."""
+    out = []
+    for line in ttgir.splitlines():
+        text = line.strip()
+        m = re.match(r"(?:%[\w.#:]+ = )?\"?([\w.]+)\"?", text)
+        loc = _OP_LOC.search(text) if m and m.group(1) in _MEMORY_OPS and "tensor<" in text else None
+        if loc:
+            out.append(loc.group(1))
     return out
 
 

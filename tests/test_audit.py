@@ -160,6 +160,15 @@ def test_gate_fails_on_a_starved_grid():
     assert A.gate("spread", spread["time"], ideal, spread["fill"]) == [], spread
 
 
+def test_every_memory_op_is_priced_as_compiled(result):
+    """The time model ties every global load, store and cp.async of every audited launch to the
+    accesses the backend emitted for it (timing.access_widths), so none falls back to the vector
+    its layout promises."""
+    for r in result["launches"]:
+        mapped, total = r["memory_ops_compiled"]
+        assert total and mapped == total, (r["op"], r["case"], r["kernel"], mapped, total)
+
+
 def test_scale_fusion_forward_takes_16_byte_hr_loads_when_aligned(result):
     """In bf16 the forward's only 16-byte loads can be hr's (its LR rows are 4 elements, 8 bytes,
     per thread): the aligned copy of the walk has them. Before, neither copy did (tl.multiple_of
