@@ -152,7 +152,11 @@ def bwd_config(
     block_d = _pow2(D)
     policy = policy or BWD_POLICY
     if dtype in (torch.float16, torch.bfloat16):
-        if policy == "budget" and block_d <= 64 and _pow2(M) <= MAX_SINGLE_PASS_M:
+        if policy == "pair" and block_d <= 64 and 128 < M <= MAX_SINGLE_PASS_M:
+            # Two key programs of 128 keys (one warpgroup per 64 key rows) share each query chunk
+            # and sum their dq partials as a pair (_bwd_keys, PAIR): 5 products, no query programs.
+            cfg = BwdConfig(128, PAIR_BLOCK_N, 8, PAIR_STAGES, 64, 64)
+        elif policy == "budget" and block_d <= 64 and _pow2(M) <= MAX_SINGLE_PASS_M:
             # All keys in one program (dq complete, written directly), 32 queries per step: the
             # 256 x 64 fp32 dk and dv accumulators take 255 registers at 8 warps.
             bm = _pow2(M)
@@ -492,7 +496,7 @@ def _probs(s, qk_scale, neg_lse2):
 @triton.jit
 def _bwd_keys(
     pid, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, partial_ptr, count_ptr,
-    qk_scale, scale, H, N, M, CHUNK_N, SPLITS,
+    scratch_ptr, flag_ptr, qk_scale, scale, H, N, M, CHUNK_N, SPLITS,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_km, stride_kd,
     stride_vb, stride_vh, stride_vm, stride_vd,
@@ -501,14 +505,23 @@ def _bwd_keys(
     stride_dqb, stride_dqh, stride_dqn, stride_dqd,
     stride_dkb, stride_dkh, stride_dkm, stride_dkd,
     stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+    stride_sb, stride_sh, stride_sn, stride_sd,
     D: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     FUSED_DQ: tl.constexpr, DQ_T: tl.constexpr, DIRECT_DKV: tl.constexpr, EVEN: tl.constexpr, TWO_LEVEL: tl.constexpr,
-    SUM_STAGES: tl.constexpr,
+    SUM_STAGES: tl.constexpr, PAIR: tl.constexpr,
 ):  # fmt: skip
     """Key program ``pid``: BLOCK_M keys x one chunk of queries of one (b, h): dk and dv (and dq
     when FUSED_DQ). Works in the transposed orientation (keys as rows) so the key block is the M
-    side of every product. delta = rowsum(dO * out) is computed on the fly from the same rows."""
+    side of every product. delta = rowsum(dO * out) is computed on the fly from the same rows.
+
+    PAIR (the "pair" policy, two key blocks): per step, each of the two key programs of a (b, h,
+    query chunk) also takes its dq partial over its keys, and the pair sums them with static roles:
+    key block 0 ("A") stores its partial (scaled, in the scratch's dtype) and sets the step's flag
+    with release semantics; key block 1 ("B") waits for the flag (acquire), adds A's partial to
+    its own in fp32, writes dq and resets the flag (the workspace is zero between launches). B
+    waits only on A, and A, the lower launch ticket of the pair, has always started: no deadlock
+    whatever the occupancy."""
     m_blocks = tl.cdiv(M, BLOCK_M)
     pid_m = pid % m_blocks
     rest = pid // m_blocks
@@ -533,6 +546,7 @@ def _bwd_keys(
     do_base = do_ptr + b * stride_gb + h * stride_gh
     dq_base = dq_ptr + b * stride_dqb + h * stride_dqh
     lse_row = lse_ptr + bh.to(tl.int64) * N
+    scratch_base = scratch_ptr + b * stride_sb + h * stride_sh
 
     dk = tl.zeros([BLOCK_M, BLOCK_D], ACC)
     dv = tl.zeros([BLOCK_M, BLOCK_D], ACC)
@@ -564,6 +578,26 @@ def _bwd_keys(
             else:
                 dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PRECISION) * scale  # (BLOCK_N, BLOCK_D)
                 _store_tile(dq_base, dq, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
+        if PAIR:
+            # This program's share of dq for these queries, over its BLOCK_M keys, transposed
+            # (head dim as rows, as DQ_T above).
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            n_mask = tl.full([BLOCK_N], 1, tl.int1) if EVEN else offs_n < N
+            dq_t = tl.dot(tl.trans(k), ds_t.to(k.dtype), input_precision=PRECISION) * scale  # (BLOCK_D, BLOCK_N)
+            flag = flag_ptr + bh * tl.cdiv(N, BLOCK_N) + start_n // BLOCK_N
+            if pid_m == 0:
+                _store_tile(scratch_base, dq_t, offs_d, offs_n, stride_sd, stride_sn, d_mask, n_mask)
+                tl.debug_barrier()  # every thread's stores, then the release (as the partials' below)
+                tl.atomic_xchg(flag, 1, sem="release", scope="gpu")
+            else:
+                # A took the lower ticket: it has started, and it never waits.
+                ready = tl.atomic_add(flag, 0, sem="acquire", scope="gpu")
+                while ready == 0:
+                    ready = tl.atomic_add(flag, 0, sem="acquire", scope="gpu")
+                ptrs = scratch_base + offs_d[:, None] * stride_sd + offs_n[None, :] * stride_sn
+                other = tl.load(ptrs, mask=d_mask[:, None] & n_mask[None, :], other=0.0, cache_modifier=".cg")
+                _store_tile(dq_base, other.to(ACC) + dq_t, offs_d, offs_n, stride_dqd, stride_dqn, d_mask, n_mask)
+                tl.store(flag, 0)  # for the next launch; nothing else reads it in this one
 
     dk = dk * scale
     if DIRECT_DKV:
@@ -701,6 +735,9 @@ def _attention_bwd_kernel(
     dv_ptr,  # (B, H, M, D) any strides, v's dtype
     partial_ptr,  # (key programs, 2, BLOCK_M, BLOCK_D) ACC: each key program's dk, dv (SPLITS > 1 only)
     count_ptr,  # (>= B * H * cdiv(M, BLOCK_M),) int32, zero on entry and on exit: splits done per key block
+    scratch_ptr,  # PAIR: (B, H, N, D) key block 0's dq partials (dq itself for bf16, fp32 for fp16)
+    flag_ptr,  # PAIR: (B * H * cdiv(N, BLOCK_N),) int32, zero on entry and exit: partial ready per query block
+    launch_ticket_ptr,  # PAIR: (2,) int32, zero on entry and exit: programs started, programs done
     qk_scale,  # scale * log2(e)
     scale,
     H,
@@ -718,6 +755,7 @@ def _attention_bwd_kernel(
     stride_dqb, stride_dqh, stride_dqn, stride_dqd,
     stride_dkb, stride_dkh, stride_dkm, stride_dkd,
     stride_dvb, stride_dvh, stride_dvm, stride_dvd,
+    stride_sb, stride_sh, stride_sn, stride_sd,
     ACC: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr,
@@ -733,21 +771,32 @@ def _attention_bwd_kernel(
     EVEN: tl.constexpr,  # M % BLOCK_M == 0, N % BLOCK_N == 0 and D == BLOCK_D: no masks
     DQ_KEY_TILES: tl.constexpr,  # query programs: > 0 unrolls their loop over this many key tiles
     EVEN_DQ: tl.constexpr,  # N % DQ_BLOCK_N == 0, M % DQ_BLOCK_M == 0 and D == BLOCK_D: query programs unmasked
+    PAIR: tl.constexpr,  # two key blocks, dq summed by the pair (_bwd_keys): no query programs
 ):  # fmt: skip
     """One launch for the whole backward: the key programs first (the long ones, so the hardware
     starts them first), then the query programs, which need nothing from the key programs."""
     pid = tl.program_id(0)
+    if PAIR:
+        # Work by launch order: a program takes the next ticket as it starts, so the A of a
+        # waiting B (ticket - 1) has started, whatever order the hardware starts programs in.
+        pid = tl.atomic_add(launch_ticket_ptr, 1, sem="relaxed")
     if pid < KEY_PROGRAMS:
         _bwd_keys(
             pid, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, dk_ptr, dv_ptr, partial_ptr, count_ptr,
-            qk_scale, scale, H, N, M, CHUNK_N, SPLITS,
+            scratch_ptr, flag_ptr, qk_scale, scale, H, N, M, CHUNK_N, SPLITS,
             stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_km, stride_kd,
             stride_vb, stride_vh, stride_vm, stride_vd, stride_ob, stride_oh, stride_on, stride_od,
             stride_gb, stride_gh, stride_gn, stride_gd, stride_dqb, stride_dqh, stride_dqn, stride_dqd,
             stride_dkb, stride_dkh, stride_dkm, stride_dkd, stride_dvb, stride_dvh, stride_dvm, stride_dvd,
-            D, ACC, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, FUSED_DQ, DQ_T, DIRECT_DKV, EVEN, TWO_LEVEL, SUM_STAGES,
+            stride_sb, stride_sh, stride_sn, stride_sd,
+            D, ACC, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, FUSED_DQ, DQ_T, DIRECT_DKV, EVEN, TWO_LEVEL, SUM_STAGES, PAIR,
         )  # fmt: skip
-    elif not FUSED_DQ:  # FUSED_DQ: the grid is the key programs
+        if PAIR:
+            # The last program to finish resets the tickets for the next launch.
+            if tl.atomic_add(launch_ticket_ptr + 1, 1, sem="acq_rel", scope="gpu") == KEY_PROGRAMS - 1:
+                tl.store(launch_ticket_ptr, 0)
+                tl.store(launch_ticket_ptr + 1, 0)
+    elif not FUSED_DQ and not PAIR:  # FUSED_DQ / PAIR: the grid is the key programs
         _bwd_queries(
             pid - KEY_PROGRAMS, q_ptr, k_ptr, v_ptr, out_ptr, do_ptr, lse_ptr, dq_ptr, qk_scale, scale, H, N, M,
             stride_qb, stride_qh, stride_qn, stride_qd, stride_kb, stride_kh, stride_km, stride_kd,
@@ -796,6 +845,16 @@ def empty_bnhd(B: int, H: int, N: int, D: int, dtype: torch.dtype, device) -> to
 # at MiT-B5's stages at B = 2, 3-12% of an H100.
 BWD_POLICY = os.environ.get("FASTUDA_ATTENTION_BWD_POLICY", "time")
 PARTIAL_BUDGET = 0.05
+# "pair" (a prototype, docs/kernels.md "A 5-product backward"): at 128 < M <= 256 keys, 16-bit
+# inputs and D <= 64, two 128-key programs per query chunk, each with its dq partial, summed by
+# the pair (_bwd_keys, PAIR); otherwise as "time". Its queries per step and pipeline depth:
+PAIR_BLOCK_N = int(os.environ.get("FASTUDA_ATTENTION_PAIR_BLOCK_N", "64"))
+PAIR_STAGES = int(os.environ.get("FASTUDA_ATTENTION_PAIR_STAGES", "2"))
+
+
+def _pair(M: int, D: int, dtype: torch.dtype, cfg: BwdConfig) -> bool:
+    """Whether the backward takes the pair path (BWD_POLICY "pair" and its shapes)."""
+    return BWD_POLICY == "pair" and dtype in (torch.float16, torch.bfloat16) and _pow2(D) <= 64 and 128 < M <= MAX_SINGLE_PASS_M and cfg.block_m == 128
 
 
 def num_splits(B: int, H: int, N: int, M: int, D: int, dtype: torch.dtype, block_n: int, m_blocks: int, sms: int) -> int:
@@ -828,11 +887,11 @@ def split_plan(
     last arriver's sum of the SPLITS fp32 partials (split > 1), then the launch overhead. More
     splits shorten the key programs, and cost partials and a longer tail. ``candidates``
     restricts the split counts tried (tests)."""
-    return _split_plan(B, H, N, M, D, dtype, cfg, sms, None if candidates is None else tuple(candidates))
+    return _split_plan(B, H, N, M, D, dtype, cfg, sms, None if candidates is None else tuple(candidates), _pair(M, D, dtype, cfg))
 
 
 @functools.lru_cache(maxsize=256)
-def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
+def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates, pair=False):
     from .timing import DEVICES, mma_efficiency
 
     dev = DEVICES["H100"]
@@ -841,7 +900,7 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates):
     peak = dev.mma_per_sm * eff
     port = dev.sm_port_bytes_clk * dev.clock_hz
     block_d = _pow2(D)
-    fused = cfg.block_m >= M
+    fused = cfg.block_m >= M or pair  # pair: 5 products per step and no query programs
     m_blocks = triton.cdiv(M, cfg.block_m)
     n_blocks = triton.cdiv(N, cfg.block_n)
     bh = B * H
@@ -1029,21 +1088,31 @@ def attention_bwd(
     splits = triton.cdiv(N, chunk_n)  # no empty split
 
     direct = splits == 1
+    pair = _pair(M, D, q.dtype, cfg)
     partial = count = dk  # placeholder pointers, never read when direct
+    counts = 0 if direct else 3 * B * H * m_blocks
+    flags = B * H * n_blocks if pair else 0
+    workspace = zeroed_workspace(dev, counts + 2 + flags) if counts or pair else None  # no zero-fill launch
     if not direct:
         partial = torch.empty((m_blocks * splits * B * H, 2, cfg.block_m, block_d), dtype=acc_torch, device=dev)
-        count = zeroed_workspace(dev, 3 * B * H * m_blocks)  # reset by the last arrivers: no zero-fill launch
+        count = workspace[:counts]  # reset by the last arrivers
+    ticket = flag = scratch = dk  # placeholders, never read without PAIR
+    if pair:
+        ticket, flag = workspace[counts : counts + 2], workspace[counts + 2 : counts + 2 + flags]
+        # bf16: key block 0's partials go through dq itself (bf16, as the brief of the design
+        # asks); fp16: an fp32 scratch (fp16's range would overflow where bf16's does not).
+        scratch = dq if q.dtype == torch.bfloat16 else torch.empty((B, H, N, D), dtype=torch.float32, device=dev)
     key_programs = m_blocks * splits * B * H
-    query_programs = 0 if fused_dq else triton.cdiv(N, cfg.dq_block_n) * B * H
+    query_programs = 0 if fused_dq or pair else triton.cdiv(N, cfg.dq_block_n) * B * H
     _attention_bwd_kernel[(key_programs + query_programs,)](
-        q, k, v, out, grad_out, lse, dq, dk, dv, partial, count, scale * LOG2E.value, scale, H, N, M, D,
-        chunk_n, splits, key_programs,
+        q, k, v, out, grad_out, lse, dq, dk, dv, partial, count, scratch, flag, ticket,
+        scale * LOG2E.value, scale, H, N, M, D, chunk_n, splits, key_programs,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(), *grad_out.stride(),
-        *dq.stride(), *dk.stride(), *dv.stride(),
+        *dq.stride(), *dk.stride(), *dv.stride(), *(scratch.stride() if pair else (0, 0, 0, 0)),
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
         DQ_BLOCK_N=cfg.dq_block_n, DQ_BLOCK_M=cfg.dq_block_m,
         TWO_LEVEL=splits >= TWO_LEVEL_SPLITS, SUM_STAGES=cfg.num_stages if block_d <= 64 else 1, FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
         EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d, DQ_KEY_TILES=_dq_key_tiles(M, cfg, q.dtype), EVEN_DQ=(M % cfg.dq_block_m == 0) and (N % cfg.dq_block_n == 0) and D == block_d,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        PAIR=pair, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return dq, dk, dv
