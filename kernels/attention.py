@@ -579,14 +579,22 @@ def _bwd_keys(
                 dq = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PRECISION) * scale  # (BLOCK_N, BLOCK_D)
                 _store_tile(dq_base, dq, offs_n, offs_d, stride_dqn, stride_dqd, n_mask, d_mask)
         if PAIR:
-            # This program's share of dq for these queries, over its BLOCK_M keys, transposed
-            # (head dim as rows, as DQ_T above).
+            # This program's share of dq for these queries, over its BLOCK_M keys. wgmma needs 64
+            # rows per warpgroup: at D >= 64 transposed (head dim as rows, as DQ_T above), else
+            # with the queries as rows.
             offs_n = start_n + tl.arange(0, BLOCK_N)
             n_mask = tl.full([BLOCK_N], 1, tl.int1) if EVEN else offs_n < N
-            dq_t = tl.dot(tl.trans(k), ds_t.to(k.dtype), input_precision=PRECISION) * scale  # (BLOCK_D, BLOCK_N)
+            if DQ_T:
+                part = tl.dot(tl.trans(k), ds_t.to(k.dtype), input_precision=PRECISION) * scale  # (BLOCK_D, BLOCK_N)
+                rows, cols, row_mask, col_mask = offs_d, offs_n, d_mask, n_mask
+                s_r, s_c, dq_r, dq_c = stride_sd, stride_sn, stride_dqd, stride_dqn
+            else:
+                part = tl.dot(tl.trans(ds_t.to(k.dtype)), k, input_precision=PRECISION) * scale  # (BLOCK_N, BLOCK_D)
+                rows, cols, row_mask, col_mask = offs_n, offs_d, n_mask, d_mask
+                s_r, s_c, dq_r, dq_c = stride_sn, stride_sd, stride_dqn, stride_dqd
             flag = flag_ptr + bh * tl.cdiv(N, BLOCK_N) + start_n // BLOCK_N
             if pid_m == 0:
-                _store_tile(scratch_base, dq_t, offs_d, offs_n, stride_sd, stride_sn, d_mask, n_mask)
+                _store_tile(scratch_base, part, rows, cols, s_r, s_c, row_mask, col_mask)
                 tl.debug_barrier()  # every thread's stores, then the release (as the partials' below)
                 tl.atomic_xchg(flag, 1, sem="release", scope="gpu")
             else:
@@ -594,9 +602,9 @@ def _bwd_keys(
                 ready = tl.atomic_add(flag, 0, sem="acquire", scope="gpu")
                 while ready == 0:
                     ready = tl.atomic_add(flag, 0, sem="acquire", scope="gpu")
-                ptrs = scratch_base + offs_d[:, None] * stride_sd + offs_n[None, :] * stride_sn
-                other = tl.load(ptrs, mask=d_mask[:, None] & n_mask[None, :], other=0.0, cache_modifier=".cg")
-                _store_tile(dq_base, other.to(ACC) + dq_t, offs_d, offs_n, stride_dqd, stride_dqn, d_mask, n_mask)
+                ptrs = scratch_base + rows[:, None] * s_r + cols[None, :] * s_c
+                other = tl.load(ptrs, mask=row_mask[:, None] & col_mask[None, :], other=0.0, cache_modifier=".cg")
+                _store_tile(dq_base, other.to(ACC) + part, rows, cols, dq_r, dq_c, row_mask, col_mask)
                 tl.store(flag, 0)  # for the next launch; nothing else reads it in this one
 
     dk = dk * scale
@@ -764,7 +772,7 @@ def _attention_bwd_kernel(
     DQ_BLOCK_N: tl.constexpr,  # query programs: queries per program
     DQ_BLOCK_M: tl.constexpr,  # query programs: keys per step
     FUSED_DQ: tl.constexpr,  # BLOCK_M >= M: the key programs write dq too, no query programs
-    DQ_T: tl.constexpr,  # FUSED_DQ: compute dq^T = k^T dS^T (BLOCK_D rows) instead of dS k (BLOCK_N rows)
+    DQ_T: tl.constexpr,  # FUSED_DQ / PAIR: compute dq^T = k^T dS^T (BLOCK_D rows) instead of dS k (BLOCK_N rows)
     DIRECT_DKV: tl.constexpr,  # SPLITS == 1: dk and dv written directly, no partials
     TWO_LEVEL: tl.constexpr,  # the partials are summed in two halves, then the halves (SPLITS >= TWO_LEVEL_SPLITS)
     SUM_STAGES: tl.constexpr,  # the partial sum's pipeline depth (tiles up to 64 wide: the kernel's num_stages)
@@ -1111,7 +1119,7 @@ def attention_bwd(
         *dq.stride(), *dk.stride(), *dv.stride(), *(scratch.stride() if pair else (0, 0, 0, 0)),
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
         DQ_BLOCK_N=cfg.dq_block_n, DQ_BLOCK_M=cfg.dq_block_m,
-        TWO_LEVEL=splits >= TWO_LEVEL_SPLITS, SUM_STAGES=cfg.num_stages if block_d <= 64 else 1, FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and cfg.block_n < 64 <= block_d, DIRECT_DKV=direct,
+        TWO_LEVEL=splits >= TWO_LEVEL_SPLITS, SUM_STAGES=cfg.num_stages if block_d <= 64 else 1, FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and (block_d >= 64 if pair else cfg.block_n < 64 <= block_d), DIRECT_DKV=direct,
         EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d, DQ_KEY_TILES=_dq_key_tiles(M, cfg, q.dtype), EVEN_DQ=(M % cfg.dq_block_m == 0) and (N % cfg.dq_block_n == 0) and D == block_d,
         PAIR=pair, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip

@@ -1023,8 +1023,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the unfused path, modelled: the tables of docs/kernels.md and README.md")  # fmt: skip
     parser.add_argument("--ops", default=None, help=f"comma-separated subset of {','.join(OPS)}")
     parser.add_argument("--match", default=None, help="only the cases whose label contains this, e.g. 'B2 H1 '")
-    parser.add_argument("--bwd-policy", choices=("time", "budget"), default=None,
-                        help="attention backward split policy to model (budget: the pre-issue-18 one)")  # fmt: skip
+    parser.add_argument("--bwd-policy", choices=("time", "budget", "pair"), default=None,
+                        help="attention backward split policy to model (budget: the pre-issue-18 one; pair: the "
+                        "5-product prototype of docs/kernels.md)")  # fmt: skip
     return parser
 
 
