@@ -11,7 +11,8 @@ module turns one into microseconds, without a GPU:
    audit's box) evaluate; a branch on any other value in device memory is charged its costlier
    side. A call (a function not inlined) runs the callee's body with the call's arguments,
    per trip of the loop around it. A branch whose condition depends on an atomic's result ("the last program to
-   arrive") is run by one program per group after all the others: a serial tail. Per program it
+   arrive") is run by one program per group after all the others: a serial tail. A spin-wait (a
+   loop polling an atomic) costs a round trip per execution, before the loads that follow it. Per program it
    adds up
    * MMA work: 2 M N K per dot execution (times the warps' duplication), divided by the
      efficiency of the instruction (``mma_efficiency``);
@@ -512,6 +513,11 @@ class Evaluator:
                 # on its results runs after them, in every program that waited (a tail).
                 m = re.match(r"(%[\w.]+)(?::(\d+))? = scf\.while", node[2])
                 if m and any(n[0] == "op" and "tt.atomic_rmw" in n[1] for n in node[1]):
+                    # The poll that sees the flag is a round trip of its own: what the program
+                    # loads after it waits for it (acquire), so those loads are a second round
+                    # trip, not in flight with the poll. (Per execution: a wait in a loop body
+                    # costs a latency per trip.)
+                    (tail if in_tail else cost).rounds += 1
                     env[m.group(1)] = _WAITED
                     env.update({f"{m.group(1)}#{k}": _WAITED for k in range(int(m.group(2) or 1))})
 

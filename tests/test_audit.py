@@ -431,6 +431,42 @@ def test_evaluator_launch_ticket_and_spin_wait():
     assert timed["tail"] == pytest.approx(dev.latency_s + 256 * 4 / (dev.sm_port_bytes_clk * dev.clock_hz))
 
 
+# A loop whose every trip waits for a flag (a spin-wait on an atomic) and then loads what the
+# flag guards (the attention backward's "pair" policy: B waits for A's dq partial per step).
+WAIT_PER_TRIP_TTGIR = """\
+#blocked = #ttg.blocked<{sizePerThread = [4], threadsPerWarp = [32], warpsPerCTA = [4], order = [0]}>
+module {
+  tt.func public @k(%x_ptr: !tt.ptr<f32> loc("x_ptr"(#loc)), %flag: !tt.ptr<i32> loc("flag"(#loc)), %N: i32 loc("N"(#loc))) attributes {noinline = false} {
+    %c0_i32 = arith.constant 0 : i32 loc(#loc1)
+    %c1_i32 = arith.constant 1 : i32 loc(#loc1)
+    scf.for %i = %c0_i32 to %N step %c1_i32  : i32 {
+      %a = tt.atomic_rmw add, acquire, gpu, %flag, %c0_i32, %true : (!tt.ptr<i32>, i32, i1) -> i32 loc(#loc6)
+      %seen = scf.while (%s = %a) : (i32) -> i32 {
+        %more = arith.cmpi eq, %s, %c0_i32 : i32 loc(#loc7)
+        scf.condition(%more) %s : i32 loc(#loc7)
+      } do {
+      ^bb0(%s: i32 loc("s"(#loc6))):
+        %s2 = tt.atomic_rmw add, acquire, gpu, %flag, %c0_i32, %true : (!tt.ptr<i32>, i32, i1) -> i32 loc(#loc6)
+        scf.yield %s2 : i32 loc(#loc8)
+      } loc(#loc9)
+      %p = tt.splat %x_ptr : !tt.ptr<f32> -> tensor<512x!tt.ptr<f32>, #blocked> loc(#loc4)
+      %v = tt.load %p : tensor<512x!tt.ptr<f32>, #blocked> loc(#loc5)
+    } loc(#loc10)
+    tt.return loc(#loc14)
+  } loc(#loc)
+} loc(#loc)
+"""
+
+
+def test_evaluator_charges_a_wait_per_trip_before_its_loads():
+    """A wait in a loop body is a round trip per trip before the loads it guards (acquire: they
+    cannot be in flight with the poll): 3 trips of poll + 2 KiB load are 6 round trips, not 3."""
+    ev = _evaluator(WAIT_PER_TRIP_TTGIR, 1)
+    cost, tail = ev.program({"N": 3}, (0, 0, 0), (1, 1, 1))
+    assert (cost.bytes, cost.rounds) == (3 * 2048, 6)
+    assert tail.bytes == 0 and not tail.after_wait  # nothing branches on the flag: no tail
+
+
 GATED_TTGIR = """\
 #blocked = #ttg.blocked<{sizePerThread = [4], threadsPerWarp = [32], warpsPerCTA = [4], order = [0]}>
 module {
