@@ -511,15 +511,16 @@ class Evaluator:
                 self._run(node[1], env, cost, tail, in_tail, depth + 1)
                 # A loop that polls an atomic waits on other programs (a spin-wait): what branches
                 # on its results runs after them, in every program that waited (a tail).
-                m = re.match(r"(%[\w.]+)(?::(\d+))? = scf\.while", node[2])
+                m = re.match(r"(?:(%[\w.]+)(?::(\d+))? = )?scf\.while", node[2])  # no result: nothing uses it
                 if m and any(n[0] == "op" and "tt.atomic_rmw" in n[1] for n in node[1]):
                     # The poll that sees the flag is a round trip of its own: what the program
                     # loads after it waits for it (acquire), so those loads are a second round
                     # trip, not in flight with the poll. (Per execution: a wait in a loop body
                     # costs a latency per trip.)
                     (tail if in_tail else cost).rounds += 1
-                    env[m.group(1)] = _WAITED
-                    env.update({f"{m.group(1)}#{k}": _WAITED for k in range(int(m.group(2) or 1))})
+                    if m.group(1):
+                        env[m.group(1)] = _WAITED
+                        env.update({f"{m.group(1)}#{k}": _WAITED for k in range(int(m.group(2) or 1))})
 
     def _run_worse(self, then, other, env, cost, tail, in_tail, depth):
         """A branch on a value the evaluator cannot know (data in device memory): both sides are

@@ -432,7 +432,8 @@ def test_evaluator_launch_ticket_and_spin_wait():
 
 
 # A loop whose every trip waits for a flag (a spin-wait on an atomic) and then loads what the
-# flag guards (the attention backward's "pair" policy: B waits for A's dq partial per step).
+# flag guards (the attention backward's "pair" policy: B waits for A's dq partial per step). As
+# Triton emits it when nothing uses the loop's value: an scf.while without a result.
 WAIT_PER_TRIP_TTGIR = """\
 #blocked = #ttg.blocked<{sizePerThread = [4], threadsPerWarp = [32], warpsPerCTA = [4], order = [0]}>
 module {
@@ -441,11 +442,10 @@ module {
     %c1_i32 = arith.constant 1 : i32 loc(#loc1)
     scf.for %i = %c0_i32 to %N step %c1_i32  : i32 {
       %a = tt.atomic_rmw add, acquire, gpu, %flag, %c0_i32, %true : (!tt.ptr<i32>, i32, i1) -> i32 loc(#loc6)
-      %seen = scf.while (%s = %a) : (i32) -> i32 {
+      scf.while (%s = %a) : (i32) -> () {
         %more = arith.cmpi eq, %s, %c0_i32 : i32 loc(#loc7)
-        scf.condition(%more) %s : i32 loc(#loc7)
+        scf.condition(%more) loc(#loc7)
       } do {
-      ^bb0(%s: i32 loc("s"(#loc6))):
         %s2 = tt.atomic_rmw add, acquire, gpu, %flag, %c0_i32, %true : (!tt.ptr<i32>, i32, i1) -> i32 loc(#loc6)
         scf.yield %s2 : i32 loc(#loc8)
       } loc(#loc9)
