@@ -858,6 +858,7 @@ PARTIAL_BUDGET = 0.05
 # the pair (_bwd_keys, PAIR); otherwise as "time". Its queries per step and pipeline depth:
 PAIR_BLOCK_N = int(os.environ.get("FASTUDA_ATTENTION_PAIR_BLOCK_N", "64"))
 PAIR_STAGES = int(os.environ.get("FASTUDA_ATTENTION_PAIR_STAGES", "2"))
+PAIR_SCRATCH_IN_DQ = (torch.bfloat16,)  # dtypes whose partials go through dq itself (tests add float16)
 
 
 def _pair(M: int, D: int, dtype: torch.dtype, cfg: BwdConfig) -> bool:
@@ -1107,9 +1108,10 @@ def attention_bwd(
     ticket = flag = scratch = dk  # placeholders, never read without PAIR
     if pair:
         ticket, flag = workspace[counts : counts + 2], workspace[counts + 2 : counts + 2 + flags]
-        # bf16: key block 0's partials go through dq itself (bf16, as the brief of the design
-        # asks); fp16: an fp32 scratch (fp16's range would overflow where bf16's does not).
-        scratch = dq if q.dtype == torch.bfloat16 else torch.empty((B, H, N, D), dtype=torch.float32, device=dev)
+        # bf16: key block 0's partials go through dq itself (no scratch allocation, the same
+        # rounding as a bf16 scratch); fp16: an fp32 scratch (a partial can exceed the sum,
+        # the two halves cancelling, and fp16 stops at 65504).
+        scratch = dq if q.dtype in PAIR_SCRATCH_IN_DQ else torch.empty((B, H, N, D), dtype=torch.float32, device=dev)
     key_programs = m_blocks * splits * B * H
     query_programs = 0 if fused_dq or pair else triton.cdiv(N, cfg.dq_block_n) * B * H
     _attention_bwd_kernel[(key_programs + query_programs,)](

@@ -601,6 +601,50 @@ def test_triton_backward_split_sum_whoever_arrives_last(splits, monkeypatch):
 
 
 @pytest.mark.interpreter
+@pytest.mark.parametrize("scratch", ["fp32", "in_dq"])
+def test_triton_backward_pair_policy(scratch, monkeypatch):
+    """BWD_POLICY "pair" (a prototype): two 128-key programs per query chunk, key block 1 adding
+    key block 0's dq partial to its own. Within PyTorch's float16 error of the float64 oracle at
+    odd N, a masked second key block (M = 200), D = 32 (the partial with queries as rows), one
+    chunk (dk, dv direct) and several (one level, two levels); bitwise the same over two runs;
+    the flags and tickets zero again afterwards. ``in_dq``: the partials go through dq itself
+    (float16 standing in for bfloat16, which the interpreter cannot compute in)."""
+    from fastuda.kernels import attention as A
+    from fastuda.kernels._pixels import zeroed_workspace
+
+    monkeypatch.setattr(A, "BWD_POLICY", "pair")
+    if scratch == "in_dq":
+        monkeypatch.setattr(A, "PAIR_SCRATCH_IN_DQ", (torch.bfloat16, torch.float16))
+    taken = []
+    pair = A._pair
+    monkeypatch.setattr(A, "_pair", lambda *args: taken.append(pair(*args)) or taken[-1])
+    for shape, splits in [((1, 2, 300, 200, 64), 1), ((1, 2, 300, 200, 64), 3), ((2, 1, 130, 256, 32), None), ((1, 1, 400, 256, 64), 6)]:
+        inputs, exact, eager = _float16_case(shape)
+        got = _triton_fwd_bwd(*inputs, splits=splits)
+        _assert_within_torch_error(got, exact, eager, atol=2e-3)
+        again = _triton_fwd_bwd(*inputs, splits=splits)
+        for name, a, b in zip(("dq", "dk", "dv"), got[2:], again[2:]):
+            assert torch.equal(a, b), f"{shape} splits={splits}: {name} differs between two runs"
+        assert not zeroed_workspace(torch.device("cpu"), 1).any(), "a flag, ticket or counter was left non-zero"
+    assert taken and all(taken), "the pair path was not taken"
+
+
+@pytest.mark.interpreter
+def test_triton_backward_pair_policy_leaves_other_shapes_alone(monkeypatch):
+    """Outside its shapes (float32; M <= 128) the "pair" policy is the default path."""
+    from fastuda.kernels import attention as A
+
+    monkeypatch.setattr(A, "BWD_POLICY", "pair")
+    for shape, dtype in [((1, 2, 100, 200, 64), torch.float32), ((1, 2, 100, 100, 64), torch.float16)]:
+        assert not A._pair(shape[3], shape[4], dtype, A.bwd_config(shape[3], shape[4], dtype))
+    q, k, v = make_qkv((1, 2, 70, 200, 64))
+    grad_out = torch.randn(q.shape)
+    got = _triton_fwd_bwd(q, k, v, grad_out, 64**-0.5)
+    for name, g, w in zip(("out", "lse", "dq", "dk", "dv"), got, _exact(q, k, v, grad_out, 64**-0.5)):
+        torch.testing.assert_close(g.double(), w, rtol=1e-5, atol=2e-5, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.interpreter
 @pytest.mark.parametrize("D", [1, 8, 20, 48, 80, 128])
 def test_triton_any_head_dim(D):
     """Head dims that are not 32 / 64 (padded to a power of two >= 16 inside the kernels)."""
