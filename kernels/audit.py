@@ -718,6 +718,24 @@ def _program_costs(launch: Launch, row: dict):
     return out, [t for t in tails if not t.after_wait] + waited
 
 
+def _program_kinds(per_program, row: dict, dev) -> list[dict]:
+    """The launch's distinct program costs (H100), in order of first appearance, at most 4: how
+    many programs cost that, and each part of a program alone, in us (mma, issue, round trips x
+    latency, bytes over one SM's port). For a grid whose programs differ (the attention
+    backward's pair roles, pseudo_label's writers)."""
+    kinds = {}
+    for c in per_program:
+        mma, issue = T._program_parts(c, row["ctas_per_sm"] or 1, row["num_warps"], dev)
+        key = (round(mma * 1e6, 2), round(issue * 1e6, 2), round(c.rounds, 1), round(c.bytes))
+        if key not in kinds and len(kinds) == 4:
+            continue
+        k = kinds.setdefault(key, dict(count=0, mma_us=key[0], issue_us=key[1], rounds=key[2],
+                                       latency_us=round(c.rounds * dev.latency_s * 1e6, 2),
+                                       port_us=round(c.bytes / (dev.sm_port_bytes_clk * dev.clock_hz) * 1e6, 2)))  # fmt: skip
+        k["count"] += 1
+    return list(kinds.values())
+
+
 def gate(where: str, modelled: float, ideal: float, fill: float) -> list[str]:
     """The gate on one op call (seconds): within TIME_LIMIT of its ideal and the SMs busy for at
     least FILL_LIMIT of the modelled time, wherever the ideal exceeds IDEAL_GATED_S (below it the
@@ -796,7 +814,8 @@ def audit(ops=None, devices=None, match=None) -> dict:
                     timing[name]["fill"] = round(t["fill"], 3)
                     op_time[name] += t["time"]
                     op_busy[name] += t["busy"]
-                row = dict(row, op=op, case=label, touched_bytes=touched, timing=timing)
+                row = dict(row, op=op, case=label, touched_bytes=touched, timing=timing,
+                           program_kinds=_program_kinds(per_program, row, devices["H100"]))
                 moved += touched
                 launches_out.append(row)
                 where = f"{op} [{label}] {row['kernel']} {row['config']}"
