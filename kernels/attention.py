@@ -944,7 +944,12 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates, pair=False):
                 out = partial if splits > 1 else 2 * tile * elem
                 cost = (n * step_flops / peak, n * step_bytes + 2 * tile * elem + out,
                         1 + max(0, n - pipe) / pipe)  # fmt: skip
-                programs += [cost] * m_blocks
+                if pair:
+                    # key block 1 waits for key block 0's partial each step: the poll, then the
+                    # partial's load, two round trips more per step (kernels/timing.py)
+                    programs += [cost, (cost[0], cost[1] + n * cfg.block_n * block_d * elem, cost[2] + 2 * n)]
+                else:
+                    programs += [cost] * m_blocks
         body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
         tail = 0.0
         if len(chunks) > 1:
