@@ -58,6 +58,22 @@ cubin without a GPU; none of this has been timed).
   at stage 1) stays selectable as BWD_POLICY = "budget" so the audit can model it. Keys beyond
   256 take the same path. fp32 / fp64 keep the fused path (dq in the key program) when the keys
   fit one block.
+* Backward, "pair" policy (BWD_POLICY / FASTUDA_ATTENTION_BWD_POLICY = "pair", a prototype, not
+  the default; docs/kernels.md "A 5-product backward"): at 128 < M <= 256 keys, 16-bit inputs and
+  D <= 64, two key programs of 128 keys (8 warps, one warpgroup per 64 key rows) cover each
+  (b, h, query chunk), and each also takes its dq partial over its keys per 64-query step: 5
+  products, no query programs. Roles are static, so dq is deterministic: key block 0 ("A") stores
+  its partial and releases a per-query-block flag; key block 1 ("B") acquires it, adds A's partial
+  to its own in fp32 and writes dq. Roles come from a launch-order ticket (A the even one), so a
+  waiting B's A has started. Precision: dq = bf16(float(bf16(p_A)) + p_B) for bf16 (A's partial
+  goes through dq itself), fp32 scratch for fp16. The extra rounding of p_A is at most 2^-8 |p_A|
+  per element, and |p_A| <= sum over A's keys of |dS_ij| |k_j|: within the bound that rounding
+  dS to bf16 before dS k (every flash-style backward does) already puts on dq, 2^-8 sum over all
+  keys of |dS_ij| |k_j|; the error bound at most doubles, and the tests hold it to the same
+  tolerance as the default path. Compiled for sm_90: 240-255 registers (one program per SM),
+  no spill but 8 bytes at fp16 with one chunk; modelled, B's wait per step (a poll, then the
+  partial's load: two round trips no other program on its SM hides) makes it 2.6-2.7x the ideal
+  at B = 18, stages 1-2, against 1.40-1.43x for the default.
 * fp32 inputs use IEEE fp32 dot products (not tf32), matching PyTorch's SDPA accuracy in fp32;
   fp16 / bf16 are the fast path (16-bit tensor-core operands, fp32 accumulators, and P and dS
   rounded to the input dtype before their products, as flash attention does).
