@@ -225,7 +225,7 @@ def check_attention_records(records, limit=1.05):
             continue  # fp32 / fp64 run on FMA units: not the fast path
         if r["kernel"] == "_attention_fwd_kernel" and c["RESIDENT"]:
             scores = c["BLOCK_N"] * c["BLOCK_M"] * c["RESIDENT"]
-        elif r["kernel"] == "_attention_bwd_kernel" and c["FUSED_DQ"]:
+        elif r["kernel"] == "_attention_bwd_kernel" and (c["FUSED_DQ"] or c.get("PAIR")):
             scores = c["BLOCK_M"] * c["BLOCK_N"]
         else:
             continue  # the streaming paths (M > 256) are not work-checked
@@ -237,6 +237,18 @@ def check_attention_records(records, limit=1.05):
         registers = -(-r["registers"] // 8) * 8 * threads
         assert registers * ctas <= HOPPER_REGISTERS, f"{where}: {ctas} programs per SM need {registers * ctas} registers"
         assert (r["shared"] + 1024) * ctas <= HOPPER_SHARED_MEMORY, f"{where}: {ctas} programs per SM overflow shared memory"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA tier compiles and runs the kernels for real")
+def test_pair_policy_compiles_for_sm90_without_gpu(monkeypatch):
+    """The "pair" backward (a prototype) at the MiT configs: each piece of work once (five
+    products per step, its dq partial included), no spills, one 8-warp program per SM."""
+    monkeypatch.setenv("FASTUDA_ATTENTION_BWD_POLICY", "pair")
+    records = [r for r in compile_for_sm90("mit") if r["kernel"] == "_attention_bwd_kernel"]
+    check_attention_records(records)
+    pair = [r for r in records if r["config"]["PAIR"]]
+    assert {r["config"]["BLOCK_D"] for r in pair} == {32, 64}
+    assert all(r["config"]["BLOCK_M"] == 128 and r["num_warps"] == 8 for r in pair)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CUDA tier compiles and runs the kernels for real")
