@@ -879,7 +879,8 @@ PAIR_SCRATCH_IN_DQ = (torch.bfloat16,)  # dtypes whose partials go through dq it
 
 def _pair(M: int, D: int, dtype: torch.dtype, cfg: BwdConfig) -> bool:
     """Whether the backward takes the pair path (BWD_POLICY "pair" and its shapes)."""
-    return BWD_POLICY == "pair" and dtype in (torch.float16, torch.bfloat16) and _pow2(D) <= 64 and 128 < M <= MAX_SINGLE_PASS_M and cfg.block_m == 128
+    sixteen_bit = dtype in (torch.float16, torch.bfloat16)
+    return BWD_POLICY == "pair" and sixteen_bit and _pow2(D) <= 64 and 128 < M <= MAX_SINGLE_PASS_M and cfg.block_m == 128
 
 
 def num_splits(B: int, H: int, N: int, M: int, D: int, dtype: torch.dtype, block_n: int, m_blocks: int, sms: int) -> int:
@@ -1133,6 +1134,9 @@ def attention_bwd(
         # rounding as a bf16 scratch); fp16: an fp32 scratch (a partial can exceed the sum,
         # the two halves cancelling, and fp16 stops at 65504).
         scratch = dq if q.dtype in PAIR_SCRATCH_IN_DQ else torch.empty((B, H, N, D), dtype=torch.float32, device=dev)
+    # the dq product with the head dim as its rows (wgmma's 64 per warpgroup): the fused path's
+    # below 64 queries per step, the pair's from D = 64
+    dq_t = q.dtype in (torch.float16, torch.bfloat16) and (block_d >= 64 if pair else cfg.block_n < 64 <= block_d)
     key_programs = m_blocks * splits * B * H
     query_programs = 0 if fused_dq or pair else triton.cdiv(N, cfg.dq_block_n) * B * H
     _attention_bwd_kernel[(key_programs + query_programs,)](
@@ -1142,7 +1146,7 @@ def attention_bwd(
         *dq.stride(), *dk.stride(), *dv.stride(), *(scratch.stride() if pair else (0, 0, 0, 0)),
         ACC=acc, PRECISION="ieee", BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=block_d,
         DQ_BLOCK_N=cfg.dq_block_n, DQ_BLOCK_M=cfg.dq_block_m,
-        TWO_LEVEL=splits >= TWO_LEVEL_SPLITS, SUM_STAGES=cfg.num_stages if block_d <= 64 else 1, FUSED_DQ=fused_dq, DQ_T=q.dtype in (torch.float16, torch.bfloat16) and (block_d >= 64 if pair else cfg.block_n < 64 <= block_d), DIRECT_DKV=direct,
+        TWO_LEVEL=splits >= TWO_LEVEL_SPLITS, SUM_STAGES=cfg.num_stages if block_d <= 64 else 1, FUSED_DQ=fused_dq, DQ_T=dq_t, DIRECT_DKV=direct,
         EVEN=(M % cfg.block_m == 0) and (N % cfg.block_n == 0) and D == block_d, DQ_KEY_TILES=_dq_key_tiles(M, cfg, q.dtype), EVEN_DQ=(M % cfg.dq_block_m == 0) and (N % cfg.dq_block_n == 0) and D == block_d,
         PAIR=pair, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
