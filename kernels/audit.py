@@ -644,7 +644,7 @@ def _analyse_launch(launch: Launch, exps_needed, k_pad, iter_needed=None):
     loads = _ptx_loads(ptx)
     # the time model prices each global load and store by its compiled accesses: how many of the
     # kernel's memory ops it could tie to them (the rest take their layout's vector)
-    widths = T.access_widths(ttgir, c.asm.get("llir", ""))
+    widths = _evaluator(c).widths
     mem_ops = T.memory_op_aliases(ttgir)
     return dict(
         kernel=launch.kernel, config=_fmt_cx(launch.constexprs), num_warps=warps, grid=list(launch.grid),
@@ -672,21 +672,26 @@ EXACT_PROGRAMS = 1024
 EXACT_TAIL = 512
 
 
+def _evaluator(c) -> T.Evaluator:
+    """The time model's evaluator of a compiled kernel (built once per kernel): its TTGIR, the
+    pipeline depth of its cp.async loops, and the widths of its memory accesses as compiled."""
+    key = c.hash if hasattr(c, "hash") else id(c)
+    if key not in _EVALUATORS:
+        stages = getattr(c.metadata, "num_stages", 1) or 1
+        pipelined = "cp.async" in c.asm["ptx"]
+        ttgir = c.asm["ttgir"]
+        _EVALUATORS[key] = T.Evaluator(ttgir, _layouts(ttgir), 32 * c.metadata.num_warps, _issued,
+                                       max(1, stages - 1) if pipelined else 1,
+                                       T.access_widths(ttgir, c.asm.get("llir", "")))  # fmt: skip
+    return _EVALUATORS[key]
+
+
 def _program_costs(launch: Launch, row: dict):
     """Per-program Cost (and the tails of last-arriver branches) of a launch, in launch order; more
     than EXACT_PROGRAMS programs are sampled (512 evenly spaced, the last included) and each
     takes its nearest sample's cost."""
     c = launch.compiled
-    key = c.hash if hasattr(c, "hash") else id(c)
-    if key not in _EVALUATORS:
-        ptx = c.asm["ptx"]
-        stages = getattr(c.metadata, "num_stages", 1) or 1
-        pipelined = "cp.async" in ptx
-        ttgir = c.asm["ttgir"]
-        _EVALUATORS[key] = T.Evaluator(ttgir, _layouts(ttgir), 32 * c.metadata.num_warps, _issued,
-                                       max(1, stages - 1) if pipelined else 1,
-                                       T.access_widths(ttgir, c.asm.get("llir", "")))  # fmt: skip
-    ev = _EVALUATORS[key]
+    ev = _evaluator(c)
     gx, gy, gz = launch.grid
     P = gx * gy * gz
     scalars = {k: v for k, v in launch.args.items() if isinstance(v, int) and not isinstance(v, bool)}

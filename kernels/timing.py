@@ -642,12 +642,9 @@ def access_widths(ttgir: str, llir: str) -> dict:
             emitted[key] = min(widths + ([emitted[key]] if key in emitted else []))
     chains = _ttgir_chains(ttgir)
     aliases = {}  # TTGIR chain -> the location aliases of its memory ops
-    for line in ttgir.splitlines():
-        text = line.strip()
-        m = re.match(r"(?:%[\w.#:]+ = )?\"?([\w.]+)\"?", text)
-        loc = _OP_LOC.search(text) if m and m.group(1) in _MEMORY_OPS and "tensor<" in text else None
-        if loc and chains.get(loc.group(1)):
-            aliases.setdefault(chains[loc.group(1)], set()).add(loc.group(1))
+    for alias in memory_op_aliases(ttgir):
+        if chains.get(alias):
+            aliases.setdefault(chains[alias], set()).add(alias)
     out = {}
     for key, width in emitted.items():
         for chain in aliases if key else ():  # (a key cut at its innermost location matches nothing)
@@ -731,11 +728,18 @@ def _program_parts(c: Cost, ctas_per_sm: int, num_warps: int, dev: Device):
     return mma, max(issue, mufu)
 
 
+def _program_time(c: Cost, num_warps: int, dev: Device) -> tuple:
+    """(MMA, issue, busy) seconds of one program on an SM of its own: busy is the largest of its
+    MMA time, its issue time and its memory time (round trips x latency, or bytes over the SM's
+    port)."""
+    mma, issue = _program_parts(c, 1, num_warps, dev)
+    mem = max(c.rounds * dev.latency_s, c.bytes / (dev.sm_port_bytes_clk * dev.clock_hz))
+    return mma, issue, max(mma, issue, mem)
+
+
 def _alone(c: Cost, num_warps: int, dev: Device | None = None) -> float:
     """Seconds of one program's Cost on an SM of its own (H100 parameters by default)."""
-    dev = dev or DEVICES["H100"]
-    mma, issue = _program_parts(c, 1, num_warps, dev)
-    return max(mma, issue, c.rounds * dev.latency_s, c.bytes / (dev.sm_port_bytes_clk * dev.clock_hz))
+    return _program_time(c, num_warps, dev or DEVICES["H100"])[2]
 
 
 def sm_times(per_program: list, ctas_per_sm: int, num_warps: int, dev: Device):
@@ -756,9 +760,7 @@ def sm_times(per_program: list, ctas_per_sm: int, num_warps: int, dev: Device):
     for c in per_program:
         key = id(c)
         if key not in parts:
-            mma, issue = _program_parts(c, ctas_per_sm, num_warps, dev)
-            mem = max(c.rounds * dev.latency_s, c.bytes / port)
-            parts[key] = (mma, issue, max(mma, issue, mem))
+            parts[key] = _program_time(c, num_warps, dev)
         load, j = heapq.heappop(heap)
         mine[j].append(c)
         heapq.heappush(heap, (load + parts[key][2] / ctas_per_sm, j))
