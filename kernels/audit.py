@@ -7,6 +7,7 @@
     python -m fastuda.kernels.audit --vs-pytorch   # attention per MiT-B5 stage against PyTorch's paths
     python -m fastuda.kernels.audit --ops pseudo_label,cross_entropy_bwd --match "B2 "
     python -m fastuda.kernels.audit --ops attention_bwd --bwd-policy budget   # the pre-issue-18 backward
+    python -m fastuda.kernels.audit --model --param latency_s=3.5e-7   # what-if: a model parameter changed
 
 How. A stand-in Triton driver reports an sm_90 target; the public launchers (``*_fwd`` /
 ``*_bwd`` in kernels/) run on CPU tensors at the real shapes (``torch.empty``: untouched pages
@@ -1050,6 +1051,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bwd-policy", choices=("time", "budget", "pair"), default=None,
                         help="attention backward split policy to model (budget: the pre-issue-18 one; pair: the "
                         "5-product prototype of docs/kernels.md)")  # fmt: skip
+    parser.add_argument("--param", action="append", default=[], metavar="[DEVICE.]FIELD=VALUE",
+                        help="what-if: set a model parameter (kernels/timing.py Device) for this run, on every device "
+                        "or on one, over the measured figures of bench/RESULTS.md; the kernels' own launch plans see "
+                        "the H100's. E.g. --param latency_s=3.5e-7 (repeatable)")  # fmt: skip
     return parser
 
 
@@ -1069,14 +1074,25 @@ def main(argv=None) -> int:
             parser.error("--vs-pytorch needs both attention_fwd and attention_bwd (leave out --ops)")
         ops = ops or ["attention_fwd", "attention_bwd"]
         args.match = args.match or "bfloat16"  # the tables are bf16
-    if args.bwd_policy:
-        from . import attention
+    from . import attention
 
+    if args.bwd_policy:
         attention.BWD_POLICY = args.bwd_policy
+    try:
+        params = [T.parse_param(p) for p in args.param]
+    except ValueError as e:
+        parser.error(f"--param {e}")
+    if params:
+        T.WHAT_IF[:] = params  # the audit's devices (load_overrides)
+        T.DEVICES.update(T.with_params(T.DEVICES, params))  # the launchers' plans (split_plan)
+        attention._split_plan.cache_clear()
     result = audit(ops, match=args.match)
+    result["what_if"] = [f"{d or 'every device'} {f} = {v:g}" for d, f, v in params]
     if args.json:
         print(json.dumps(result))
     else:
+        if params:
+            print("what-if (not the model's parameters): " + "; ".join(result["what_if"]) + "\n")
         print(vs_pytorch_table(result) if args.vs_pytorch else model_table(result) if args.model
               else summary(result) if args.summary else report(result))  # fmt: skip
     return 1 if result["failures"] else 0

@@ -48,7 +48,8 @@ The ideal of an op: max(essential FLOPs / peak, essential bytes / HBM bandwidth)
 Parameters (``DEVICES``, each figure's source next to it): H100 SXM and H200 share the SM (132
 SMs at the 1.83 GHz that NVIDIA's dense-bf16 figure implies) and differ in HBM. Figures labelled
 "assumed" are not from a datasheet; ``bench/gpu_check.py`` measures the bandwidths and writes
-``model-param`` lines to bench/RESULTS.md, which ``load_overrides`` applies.
+``model-param`` lines to bench/RESULTS.md, which ``load_overrides`` applies. ``WHAT_IF`` (the
+audit's ``--param``) goes on top of both, for questions such as "what if the latency were half".
 """
 
 import dataclasses
@@ -94,19 +95,58 @@ DEVICES = {
 _OVERRIDE = re.compile(r"^\s*model-param\s+(\w+)\s+(\w+)\s*=\s*([0-9.eE+-]+)")
 
 
+# What-if parameters, (device or None for every device, field, value), applied after the measured
+# ones by load_overrides (the audit's --param sets them; nothing else does).
+WHAT_IF: list = []
+
+
 def load_overrides(path: str | None = None, devices: dict | None = None) -> dict:
     """DEVICES with the measured figures of ``path`` (default: bench/RESULTS.md next to kernels/,
-    if present) applied: lines ``model-param H100 hbm_bytes_s = 3.1e12`` (the last one wins)."""
+    if present) applied: lines ``model-param H100 hbm_bytes_s = 3.1e12`` (the last one wins);
+    then WHAT_IF."""
     devices = dict(devices or DEVICES)
     if path is None:
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench", "RESULTS.md")
-    if not os.path.exists(path):
-        return devices
-    with open(path) as f:
-        for line in f:
-            m = _OVERRIDE.match(line)
-            if m and m.group(1) in devices and m.group(2) in Device.__dataclass_fields__:
-                devices[m.group(1)] = dataclasses.replace(devices[m.group(1)], **{m.group(2): float(m.group(3))})
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                m = _OVERRIDE.match(line)
+                if m and m.group(1) in devices and m.group(2) in Device.__dataclass_fields__:
+                    devices[m.group(1)] = dataclasses.replace(devices[m.group(1)], **{m.group(2): float(m.group(3))})
+    return with_params(devices, WHAT_IF)
+
+
+# Device fields a what-if may set: not the name, nor the SM count (the audit launches its grids
+# for 132 SMs whatever the model's figure).
+_NUMERIC = tuple(f for f in Device.__dataclass_fields__ if f not in ("name", "sms"))
+
+
+def parse_param(text: str) -> tuple:
+    """``FIELD=VALUE`` (every device) or ``DEVICE.FIELD=VALUE`` -> (device or None, field, value).
+    ValueError with a one-line reason for anything else."""
+    name, sep, value = text.partition("=")
+    device, dot, field = name.strip().rpartition(".")
+    if not sep or not field:
+        raise ValueError(f"{text!r}: expected FIELD=VALUE or DEVICE.FIELD=VALUE, e.g. latency_s=3.5e-7")
+    if dot and device not in DEVICES:
+        raise ValueError(f"{text!r}: unknown device {device!r}; expected one of {list(DEVICES)}")
+    if field not in _NUMERIC:
+        raise ValueError(f"{text!r}: unknown parameter {field!r}; expected one of {list(_NUMERIC)}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{text!r}: {value.strip()!r} is not a number") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"{text!r}: expected a positive number")
+    return (device or None, field, number)
+
+
+def with_params(devices: dict, params) -> dict:
+    """``devices`` with each (device or None, field, value) of ``params`` set, in order."""
+    devices = dict(devices)
+    for device, field, value in params:
+        for name in [device] if device else list(devices):
+            devices[name] = dataclasses.replace(devices[name], **{field: value})
     return devices
 
 

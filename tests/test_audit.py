@@ -687,6 +687,46 @@ def test_device_parameters_take_measured_overrides(tmp_path):
     assert devices["H100"].hbm_bytes_s == 3.0e12 and devices["H200"] == A.T.DEVICES["H200"]
 
 
+def test_what_if_parameters(tmp_path, monkeypatch):
+    """--param FIELD=VALUE / DEVICE.FIELD=VALUE: parsed with one-line errors, applied after the
+    measured figures of bench/RESULTS.md."""
+    assert A.T.parse_param("latency_s=3.5e-7") == (None, "latency_s", 3.5e-7)
+    assert A.T.parse_param("H200.hbm_bytes_s = 4.5e12") == ("H200", "hbm_bytes_s", 4.5e12)
+    for bad, why in [("latency_s", "expected FIELD=VALUE"), ("latncy_s=1", "unknown parameter 'latncy_s'"),
+                     ("H300.latency_s=1", "unknown device 'H300'"), ("latency_s=fast", "'fast' is not a number"),
+                     ("latency_s=-1", "positive"), ("sms=114", "unknown parameter 'sms'"), ("name=x", "unknown parameter")]:  # fmt: skip
+        with pytest.raises(ValueError, match=why):
+            A.T.parse_param(bad)
+    results = tmp_path / "RESULTS.md"
+    results.write_text("model-param H100 hbm_bytes_s = 3.0e12\nmodel-param H100 latency_s = 5e-7\n")
+    monkeypatch.setattr(A.T, "WHAT_IF", [A.T.parse_param("H100.hbm_bytes_s=2.5e12"), A.T.parse_param("launch_s=1e-6")])
+    devices = A.T.load_overrides(str(results))
+    assert devices["H100"].hbm_bytes_s == 2.5e12 and devices["H100"].latency_s == 5e-7  # what-if over measured
+    assert devices["H200"].hbm_bytes_s == A.T.DEVICES["H200"].hbm_bytes_s
+    assert devices["H100"].launch_s == devices["H200"].launch_s == 1e-6
+    monkeypatch.setattr(A.T, "WHAT_IF", [])
+    assert A.T.load_overrides(str(tmp_path / "absent.md")) == A.T.DEVICES
+
+
+def test_what_if_reaches_the_model_and_the_launch_plans(result):
+    """The pair backward (5 products, B waits on A's partial every step) is latency-bound, the
+    default (7 products) MMA-bound: at half the assumed load latency the pair's modelled time
+    drops and the default's does not move. The pair stays over the gate even so
+    (docs/kernels.md, "Over the gate")."""
+    case = "B18 H1 N16384 M256 D64 bfloat16"
+    args = ("--ops", "attention_bwd", "--match", case)
+    half = ("--param", f"latency_s={A.T.DEVICES['H100'].latency_s / 2!r}")
+    default = next(o for o in result["ops"] if o["op"] == "attention_bwd" and o["case"] == case)["model"]
+    default_half = _run_audit(*args, *half)
+    assert default_half["what_if"] == [f"every device latency_s = {A.T.DEVICES['H100'].latency_s / 2:g}"]
+    pair, pair_half = _run_audit(*args, "--bwd-policy", "pair"), _run_audit(*args, "--bwd-policy", "pair", *half)
+    for device in ("H100", "H200"):
+        assert default_half["ops"][0]["model"][device]["modelled_us"] == pytest.approx(default[device]["modelled_us"], rel=0.01)
+        p, p_half = pair["ops"][0]["model"][device], pair_half["ops"][0]["model"][device]
+        assert p_half["modelled_us"] < 0.8 * p["modelled_us"], (device, p, p_half)
+        assert p_half["ratio"] > 1.3, (device, p_half)
+
+
 def test_occupancy():
     assert A._occupancy(regs=255, shared=0, warps=8) == 1
     assert A._occupancy(regs=32, shared=0, warps=4) == 16  # the 64-warp limit
