@@ -20,6 +20,12 @@ Sections, each against a baseline measured in the same run:
    far the model is off (1.0: exact; above 1: the kernel beats the model). The section also
    appends ``model-param`` lines (the measured copy bandwidth as the HBM figure) that the
    audit reads back from bench/RESULTS.md.
+   The 5-product "pair" attention backward (a prototype, docs/kernels.md) is measured too, in
+   a child process under a time limit (its programs wait on each other through flags, which
+   have never run on a GPU): against the default backward, timed in the same child, its
+   agreement with it, bitwise repeatability, and its own modelled time. These are the figures
+   that decide issue 18's last gate calls (docs/kernels.md, "Why the attention backward stops
+   here").
 5. one DAFormer (512 crop) and one HRDA (1024 crop) training iteration, MiT-B5, batch 2 + 2,
    bf16 autocast: fused vs reference ops and fused + torch.compile, time and peak memory,
    each in its own process (a clean allocator); target for HRDA: >= 2x faster in <= 0.6x the
@@ -194,13 +200,14 @@ def _model_device() -> str:
     return "H200" if "H200" in name else "H100"
 
 
-def audit_model(ops: str | None = None, match: str | None = None) -> dict:
+def audit_model(ops: str | None = None, match: str | None = None, *extra: str) -> dict:
     """The static audit's JSON (a child process: it compiles for sm_90 with Triton's compiler,
-    not the interpreter)."""
+    not the interpreter); ``extra``: more audit arguments."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     cmd = [sys.executable, "-m", "fastuda.kernels.audit", "--json"]
     cmd += ["--ops", ops] if ops else []
     cmd += ["--match", match] if match else []
+    cmd += list(extra)
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if out.returncode not in (0, 1):
         raise RuntimeError(f"the audit failed: {out.stderr.strip()[-300:]}")
@@ -238,6 +245,68 @@ def model_rows(copy_gbs: float, audit: dict | None = None) -> list[Row]:
 def model_params(rows: list[Row]) -> str:
     """``model-param`` lines for bench/RESULTS.md (kernels/timing.py, load_overrides)."""
     return "".join(f"model-param {r.fastuda}\n" for r in rows if r.section == "model" and r.case == "model-param")
+
+
+def pair_child() -> dict:
+    """In a child process: the audited bf16 attention backward calls under the default and the
+    "pair" policy. Per case: both times (us), the pair's largest difference from the default
+    relative to the default's largest magnitude, and whether two pair runs agree bitwise."""
+    from fastuda.kernels import attention
+    from fastuda.kernels import audit as A
+
+    out = {}
+    for _, case, _, call in A.calls(["attention_bwd"], match="bfloat16", device="cuda" if CUDA else "cpu"):
+        attention.BWD_POLICY = "time"
+        ref = [t.float() for t in call()]
+        default_us = time_ms(call) * 1e3
+        attention.BWD_POLICY = "pair"
+        got, again = [t.float() for t in call()], [t.float() for t in call()]
+        diff = max(((g - r).abs().max() / r.abs().max().clamp_min(1e-30)).item() for g, r in zip(got, ref))
+        same = all(torch.equal(a, b) for a, b in zip(got, again))
+        out[case] = dict(default_us=default_us, pair_us=time_ms(call) * 1e3, rel_diff=diff, bitwise_repeat=same)
+        print(json.dumps({case: out[case]}), file=sys.stderr, flush=True)  # progress, should the limit cut it
+    return out
+
+
+def pair_rows(timeout: float, audit: dict | None = None, measured: dict | None = None) -> list[Row]:
+    """The pair backward against the default, measured (pair_child, in a child process cut at
+    ``timeout`` seconds: a flag that never arrives is a hang, not a lost run) and modelled. Without
+    a GPU (the dry run) the modelled figures only, for one call. ``audit`` / ``measured`` stand
+    in for the audit's JSON and the child's answer (tests)."""
+    if audit is None:
+        match = "bfloat16" if CUDA else "B18 H1 N16384 M256 D64 bfloat16"
+        audit = audit_model("attention_bwd", match, "--bwd-policy", "pair")
+    device = _model_device()
+    modelled = {o["case"]: o["model"][device] for o in audit["ops"] if o["op"] == "attention_bwd"}
+    if measured is None and CUDA:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--pair-child"]
+        try:
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+            done = sum(line.startswith("{") for line in err.splitlines())
+            return [Row("pair backward", "-", note=f"cut at {timeout:.0f} s after {done} of {len(modelled)} calls: "
+                        "a pair that never completes (flags) or a slow compile")]  # fmt: skip
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        if out.returncode or not lines:
+            err = (out.stderr.strip().splitlines() or ["?"])[-1][:150]
+            return [Row("pair backward", "-", note=f"failed: {err}")]
+        measured = json.loads(lines[-1])
+    rows = []
+    for case, m in modelled.items():
+        if not measured:
+            rows.append(Row("pair backward", case, "- (dry run)", f"pair modelled {m['modelled_us']:.1f} us ({device})",
+                            None, None, "not measured without a GPU"))  # fmt: skip
+            continue
+        r = measured.get(case)
+        if r is None:
+            continue
+        rows.append(Row("pair backward", case, f"{r['pair_us']:.1f} us",
+                        f"default {r['default_us']:.1f} us; pair modelled {m['modelled_us']:.1f} us ({device})",
+                        r["default_us"] / r["pair_us"], None,
+                        f"pair modelled / measured {m['modelled_us'] / r['pair_us']:.2f}; differs from the default by "
+                        f"{r['rel_diff']:.1e} of its largest; {'bitwise repeatable' if r['bitwise_repeat'] else 'NOT bitwise repeatable'}"))  # fmt: skip
+    return rows
 
 
 def one_step(preset: str, provider: str, compile_backend: str) -> dict:
@@ -336,12 +405,18 @@ def render(rows: list[Row], env: dict, seconds: float) -> str:
         "| section | case | fastuda | baseline (same run) | ratio | target | met | note |",
         "| --- | --- | --- | --- | ---: | ---: | --- | --- |",
     ]
+    return "\n".join(lines + row_lines(rows)) + "\n"
+
+
+def row_lines(rows: list[Row]) -> list[str]:
+    """The table's body: one markdown row per Row."""
+    lines = []
     for r in rows:
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
         target = "-" if r.target is None else f">= {r.target:g}"
         cells = (r.section, r.case, r.fastuda, r.baseline, ratio, target, r.met, r.note)
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main(argv=None) -> int:
@@ -353,10 +428,17 @@ def main(argv=None) -> int:
     parser.add_argument("--compile-backend", default=None, help="torch.compile backend of the compiled step "
                         "(default: inductor; aot_eager in the dry run)")  # fmt: skip
     parser.add_argument("--one-step", nargs=2, metavar=("PRESET", "PROVIDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--pair-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     backend = args.compile_backend or ("inductor" if CUDA else "aot_eager")
     if args.one_step:
         print(json.dumps(one_step(*args.one_step, backend)))
+        return 0
+    if args.pair_child:
+        import fastuda.ops
+
+        fastuda.ops.set_value_checks("off")
+        print(json.dumps(pair_child()))
         return 0
     if not CUDA and not args.dry_run:
         print("gpu-check: no CUDA GPU visible (torch.cuda.is_available() is False): skipped. "
@@ -372,10 +454,13 @@ def main(argv=None) -> int:
 
     def section(name, fn, *a):
         print(f"gpu-check: {name} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        start = len(rows)
         try:
             rows.extend(fn(*a))
         except Exception as e:  # one broken section must not hide the others' figures
             rows.append(Row(name, "-", note=f"error: {type(e).__name__}: {str(e)[:150]}"))
+        # each section's rows as it ends: a run killed later (a hang, the machine's limit) keeps them
+        print("\n".join(row_lines(rows[start:])), flush=True)
 
     # the CUDA tier gets at most 35% of the budget; the benchmarks need the rest
     section("cuda tier", cuda_tier, max(30.0, 0.35 * args.budget))
@@ -386,6 +471,7 @@ def main(argv=None) -> int:
     torch.cuda.empty_cache() if CUDA else None
     section("model", model_rows, copy_gbs)
     torch.cuda.empty_cache() if CUDA else None
+    section("pair backward", pair_rows, 150.0)
     section("training step", step_rows, deadline, backend)
 
     seconds = time.perf_counter() - t0

@@ -750,3 +750,28 @@ def test_gpu_check_model_section_dry_run():
     assert rows[0].baseline.startswith("modelled 3.4 us (H100)") and rows[0].ratio is None
     assert gpu_check.model_params(rows) == "model-param H100 hbm_bytes_s = 3e+12\n"
     assert A.T._OVERRIDE.match(gpu_check.model_params(rows)).groups() == ("H100", "hbm_bytes_s", "3e+12")
+
+
+def test_gpu_check_pair_section():
+    """bench/gpu_check.py's pair backward rows: the pair measured against the default measured in
+    the same child (ratio: default / pair, above 1 when the pair wins), its modelled time, its
+    agreement with the default and its repeatability; without a GPU, the modelled time only."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    case = "B18 H1 N16384 M256 D64 bfloat16"
+    audit = {"ops": [{"op": "attention_bwd", "case": case, "model": {
+        d: {"modelled_us": 133.6, "ideal_us": 50.8, "ratio": 2.63, "fill": 0.9} for d in ("H100", "H200")}}]}  # fmt: skip
+    measured = {case: dict(default_us=90.0, pair_us=60.0, rel_diff=3e-3, bitwise_repeat=False)}
+    (row,) = gpu_check.pair_rows(1.0, audit, measured)
+    assert row.case == case and row.fastuda == "60.0 us" and row.ratio == pytest.approx(1.5)
+    assert "default 90.0 us" in row.baseline and "pair modelled 133.6 us" in row.baseline
+    assert "modelled / measured 2.23" in row.note and "3.0e-03" in row.note and "NOT bitwise" in row.note
+    line = gpu_check.row_lines([row])[0]
+    assert line.startswith("| pair backward | " + case + " | 60.0 us |") and "| 1.50 |" in line
+    if not gpu_check.CUDA:
+        (dry,) = gpu_check.pair_rows(1.0, audit)
+        assert dry.fastuda == "- (dry run)" and dry.ratio is None and "133.6" in dry.baseline
+
