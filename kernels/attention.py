@@ -967,7 +967,7 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates, pair=False):
                     programs += [cost, (cost[0], cost[1] + n * cfg.block_n * block_d * elem, cost[2] + 2 * n)]
                 else:
                     programs += [cost] * m_blocks
-        body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s)
+        body = _busiest_sm(programs + query, cfg.ctas_per_sm, min(sms, len(programs) + len(query)), port, dev.latency_s, dev.overlap)
         tail = 0.0
         if len(chunks) > 1:
             # The last arriver reads the partials of its group, in one loop over the group's
@@ -988,21 +988,25 @@ def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates, pair=False):
     return best
 
 
-def _busiest_sm(programs, slots: int, sms: int, port: float, latency: float) -> float:
+def _busiest_sm(programs, slots: int, sms: int, port: float, latency: float, overlap: float = 1.0) -> float:
     """kernels/timing.sm_times in brief: programs (mma seconds, bytes, round trips) in launch
     order, each on the SM whose slots free first; the busiest SM's seconds."""
+    from .timing import exposed
+
     heap = [(0.0, j) for j in range(sms)]
-    mine = [[0.0, 0.0, 0.0, 0.0, 0] for _ in range(sms)]  # mma, bytes, rounds, max rounds, count
+    mine = [[0.0, 0.0, 0.0, 0.0, 0, 0.0] for _ in range(sms)]  # mma, bytes, rounds, max rounds, count, own times
     for mma, nbytes, rounds in programs:
         load, j = heapq.heappop(heap)
         acc = mine[j]
+        own = exposed((mma, max(nbytes / port, rounds * latency)), overlap)
         acc[0] += mma
         acc[1] += nbytes
         acc[2] += rounds
         acc[3] = max(acc[3], rounds)
         acc[4] += 1
-        heapq.heappush(heap, (load + max(mma, nbytes / port, rounds * latency) / slots, j))
-    return max(max(m, max(r / min(slots, c), top) * latency, b / port) for m, b, r, top, c in mine if c)
+        acc[5] += own
+        heapq.heappush(heap, (load + own / slots, j))
+    return max(max(m, max(r / min(slots, c), top) * latency, b / port, t / min(slots, c)) for m, b, r, top, c, t in mine if c)
 
 
 # From this many splits the partials are summed in two halves (_sum_partials): two last arrivers

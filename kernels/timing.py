@@ -38,7 +38,10 @@ module turns one into microseconds, without a GPU:
    hardware's block scheduler does. Per SM, the time is
    the largest of its MMA time (work / per-SM peak), its memory time (the larger of bytes / per-SM
    port and round trips / resident programs x latency) and its issue time (instructions / issue
-   rate).
+   rate), summed over its programs, or of its programs' own times over its slots (programs that
+   cannot be resident together do not overlap). A program's own time is its three run side by
+   side: the largest, plus the share ``1 - overlap`` of the other two (``overlap`` = 1, the
+   default: all of it hides; an assumption that `make gpu-check` can test).
 3. Launch time = max over SMs, then max with (bytes the launch touches / HBM bandwidth), plus
    the serial tail, plus ``launch_s``. SM fill = sum of SM busy times / (SMs x launch time), an
    SM being busy while it works or while its bytes stream at its share of HBM bandwidth.
@@ -77,6 +80,11 @@ class Device:
     # in flight per SM that an H100 needs to run at full HBM bandwidth.
     latency_s: float = 0.7e-6
     launch_s: float = 2e-6  # assumed: launch overhead and ramp per kernel or torch op
+    # Assumed: how much of a program's non-dominant time (MMA, issue, memory: all but the largest)
+    # hides under the largest. 1: all of it (a program's time is the largest); 0: none (their
+    # sum). Programs sharing an SM overlap each other whatever this is. `make gpu-check`'s
+    # modelled / measured column is what can set it.
+    overlap: float = 1.0
     issue_per_clk: float = 4.0  # warp instructions per clock per SM (4 schedulers)
     mufu_per_clk: float = 16.0  # exp2 / rcp lanes per clock per SM (CUDA guide, throughput table)
     smem_bytes_clk: float = 128.0  # shared-memory bandwidth per SM per clock (CUDA guide)
@@ -136,7 +144,9 @@ def parse_param(text: str) -> tuple:
         number = float(value)
     except ValueError:
         raise ValueError(f"{text!r}: {value.strip()!r} is not a number") from None
-    if not (number > 0 and math.isfinite(number)):
+    if field == "overlap" and not 0 <= number <= 1:
+        raise ValueError(f"{text!r}: expected a share from 0 to 1")
+    if field != "overlap" and not (number > 0 and math.isfinite(number)):
         raise ValueError(f"{text!r}: expected a positive number")
     return (device or None, field, number)
 
@@ -768,13 +778,20 @@ def _program_parts(c: Cost, ctas_per_sm: int, num_warps: int, dev: Device):
     return mma, max(issue, mufu)
 
 
+def exposed(parts, overlap: float) -> float:
+    """Seconds of work whose ``parts`` (MMA, issue, memory) run side by side: the largest, plus
+    the share ``1 - overlap`` of the others that does not hide under it."""
+    top = max(parts)
+    return top + (1.0 - overlap) * (sum(parts) - top)
+
+
 def _program_time(c: Cost, num_warps: int, dev: Device) -> tuple:
-    """(MMA, issue, busy) seconds of one program on an SM of its own: busy is the largest of its
-    MMA time, its issue time and its memory time (round trips x latency, or bytes over the SM's
-    port)."""
+    """(MMA, issue, busy) seconds of one program on an SM of its own: busy is its MMA time, its
+    issue time and its memory time (round trips x latency, or bytes over the SM's port) run side
+    by side (``exposed``: the largest at ``dev.overlap`` = 1)."""
     mma, issue = _program_parts(c, 1, num_warps, dev)
     mem = max(c.rounds * dev.latency_s, c.bytes / (dev.sm_port_bytes_clk * dev.clock_hz))
-    return mma, issue, max(mma, issue, mem)
+    return mma, issue, exposed((mma, issue, mem), dev.overlap)
 
 
 def _alone(c: Cost, num_warps: int, dev: Device | None = None) -> float:
@@ -788,7 +805,8 @@ def sm_times(per_program: list, ctas_per_sm: int, num_warps: int, dev: Device):
     Placement follows the hardware's: programs start in launch order, each on the SM that frees
     a slot first (ctas_per_sm slots per SM), so an SM that drew long programs gets fewer. Per SM,
     its programs' MMA, issue and memory times add up (they share the SM), and the SM's time is
-    the largest of the three."""
+    the largest of the three, or of its programs' own times over the slots they can share at
+    once (programs that cannot be resident together cannot overlap each other)."""
     import heapq
 
     port = dev.sm_port_bytes_clk * dev.clock_hz
@@ -818,7 +836,8 @@ def sm_times(per_program: list, ctas_per_sm: int, num_warps: int, dev: Device):
         latency = max(sum(c.rounds for c in progs) / resident, max(c.rounds for c in progs)) * dev.latency_s
         nbytes = sum(c.bytes for c in progs)
         mem = max(latency, nbytes / port)
-        times.append(dict(mma=mma, mem=mem, issue=issue, busy=max(mma, mem, issue), bytes=nbytes))
+        alone = sum(parts[id(c)][2] for c in progs) / resident
+        times.append(dict(mma=mma, mem=mem, issue=issue, busy=max(mma, mem, issue, alone), bytes=nbytes))
     return times
 
 

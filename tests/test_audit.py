@@ -5,6 +5,7 @@ time). The gate fails on the pre-issue-18 attention backward and on a starved gr
 audit's parsers and the time model's evaluator on hand-written TTGIR, so that a broken parser
 cannot pass everything."""
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -18,6 +19,7 @@ import torch
 import triton
 
 from fastuda._versions import _major_minor
+from fastuda.kernels import attention as attention_kernels
 from fastuda.kernels import audit as A
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -692,9 +694,11 @@ def test_what_if_parameters(tmp_path, monkeypatch):
     measured figures of bench/RESULTS.md."""
     assert A.T.parse_param("latency_s=3.5e-7") == (None, "latency_s", 3.5e-7)
     assert A.T.parse_param("H200.hbm_bytes_s = 4.5e12") == ("H200", "hbm_bytes_s", 4.5e12)
+    assert A.T.parse_param("overlap=0") == (None, "overlap", 0.0)
     for bad, why in [("latency_s", "expected FIELD=VALUE"), ("latncy_s=1", "unknown parameter 'latncy_s'"),
                      ("H300.latency_s=1", "unknown device 'H300'"), ("latency_s=fast", "'fast' is not a number"),
-                     ("latency_s=-1", "positive"), ("sms=114", "unknown parameter 'sms'"), ("name=x", "unknown parameter")]:  # fmt: skip
+                     ("latency_s=-1", "positive"), ("sms=114", "unknown parameter 'sms'"), ("name=x", "unknown parameter"),
+                     ("overlap=1.5", "from 0 to 1")]:  # fmt: skip
         with pytest.raises(ValueError, match=why):
             A.T.parse_param(bad)
     results = tmp_path / "RESULTS.md"
@@ -706,6 +710,32 @@ def test_what_if_parameters(tmp_path, monkeypatch):
     assert devices["H100"].launch_s == devices["H200"].launch_s == 1e-6
     monkeypatch.setattr(A.T, "WHAT_IF", [])
     assert A.T.load_overrides(str(tmp_path / "absent.md")) == A.T.DEVICES
+
+
+def test_programs_overlap_only_when_they_share_an_sm_at_once():
+    """Per SM, programs' MMA and issue times overlap only if the SM holds them at the same time:
+    an MMA-bound and an issue-bound program of 10 us each take 10 us side by side (2 slots) and
+    20 us one after the other (1 slot; the model used to say 10). Within one program, ``overlap``
+    (a Device parameter, 1 by default) says how much of the smaller parts hides under the largest."""
+    h100 = A.T.DEVICES["H100"]
+    dev = dataclasses.replace(h100, sms=1, mma_flops=h100.mma_per_sm)  # one H100 SM
+    mma = A.T.Cost()
+    mma.mma[("wgmma", 64, True, "bf16")] = 10e-6 * dev.mma_per_sm  # 10 us of MMA
+    issue = A.T.Cost()
+    issue.instr = 10e-6 * dev.issue_per_clk * dev.clock_hz / 4  # 10 us of issue at 4 warps
+    both = A.T.Cost()
+    both.add(mma)
+    both.instr = issue.instr / 2  # 10 us of MMA beside 5 us of issue
+    assert A.T.launch_time([mma, issue], [], 2, 4, 0, dev)["time"] == pytest.approx(10e-6 + dev.launch_s)
+    assert A.T.launch_time([mma, issue], [], 1, 4, 0, dev)["time"] == pytest.approx(20e-6 + dev.launch_s)
+    for overlap, us in ((1.0, 10), (0.5, 12.5), (0.0, 15)):
+        d = dataclasses.replace(dev, overlap=overlap)
+        assert A.T.launch_time([both], [], 1, 4, 0, d)["time"] == pytest.approx(us * 1e-6 + d.launch_s), overlap
+    # split_plan's closed form agrees: (mma seconds, bytes, round trips)
+    port = dev.sm_port_bytes_clk * dev.clock_hz
+    assert attention_kernels._busiest_sm([(10e-6, 0, 0), (0, 10e-6 * port, 0)], 1, 1, port, dev.latency_s) == pytest.approx(20e-6)
+    assert attention_kernels._busiest_sm([(10e-6, 0, 0), (0, 10e-6 * port, 0)], 2, 1, port, dev.latency_s) == pytest.approx(10e-6)
+    assert attention_kernels._busiest_sm([(10e-6, 5e-6 * port, 0)], 1, 1, port, dev.latency_s, 0.0) == pytest.approx(15e-6)
 
 
 def test_what_if_reaches_the_model_and_the_launch_plans(result):
