@@ -6,7 +6,7 @@
 #   make test-oldest  the test suite against the oldest supported set (.venv-oldest,
 #                constraints-oldest.txt: torch 2.11, triton 3.6, transformers 5.17, on python3.12)
 #   make bench   the kernel benchmarks (CPU-sized shapes without a GPU)
-#   make gpu-check  CUDA tier + benchmarks at the real shapes (~8 min on one H200), table
+#   make gpu-check  CUDA tier + benchmarks at the real shapes (not yet timed on a GPU), table
 #                appended to bench/RESULTS.md; skips without a GPU
 #
 # Variables: PYTHON (interpreter that creates .venv), VENV, PYTEST_ARGS, CONSTRAINTS (the pip

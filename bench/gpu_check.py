@@ -1,5 +1,6 @@
 """``make gpu-check``: the CUDA test tier and the benchmarks at the real shapes on one GPU,
-in about 8 minutes (H200), with one table printed last and appended to bench/RESULTS.md.
+its CUDA tier and training iterations within ``--budget`` seconds (480 by default; the whole
+run is not yet timed on a GPU), with one table printed last and appended to bench/RESULTS.md.
 
     python bench/gpu_check.py                 # on a GPU machine (make gpu-check)
     python bench/gpu_check.py --dry-run       # anywhere: every section at CPU sizes, nothing appended
