@@ -295,7 +295,7 @@ def pair_rows(timeout: float, audit: dict | None = None, measured: dict | None =
         measured = json.loads(lines[-1])
     rows = []
     for case, m in modelled.items():
-        if not measured:
+        if measured is None:
             rows.append(Row("pair backward", case, "- (dry run)", f"pair modelled {m['modelled_us']:.1f} us ({device})",
                             None, None, "not measured without a GPU"))  # fmt: skip
             continue

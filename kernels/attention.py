@@ -918,9 +918,9 @@ def split_plan(
 
 @functools.lru_cache(maxsize=256)
 def _split_plan(B, H, N, M, D, dtype, cfg, sms, candidates, pair=False):
-    from .timing import DEVICES, mma_efficiency
+    from .timing import mma_efficiency, plan_device
 
-    dev = DEVICES["H100"]
+    dev = plan_device()
     elem = torch.finfo(dtype).bits // 8
     eff = mma_efficiency("wgmma", 64, False, {2: "bf16", 4: "f32", 8: "f64"}[elem], dev)
     peak = dev.mma_per_sm * eff

@@ -1083,8 +1083,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         parser.error(f"--param {e}")
     if params:
-        T.WHAT_IF[:] = params  # the audit's devices (load_overrides)
-        T.DEVICES.update(T.with_params(T.DEVICES, params))  # the launchers' plans (split_plan)
+        T.WHAT_IF[:] = params  # the audit's devices (load_overrides) and the launchers' plans (plan_device)
         attention._split_plan.cache_clear()
     result = audit(ops, match=args.match)
     result["what_if"] = [f"{d or 'every device'} {f} = {v:g}" for d, f, v in params]

@@ -151,6 +151,12 @@ def parse_param(text: str) -> tuple:
     return (device or None, field, number)
 
 
+def plan_device() -> Device:
+    """The parameters the launchers plan with (attention's split_plan) and the costlier-branch
+    rule prices with: the H100's, with WHAT_IF (not bench/RESULTS.md's measured figures)."""
+    return with_params(DEVICES, WHAT_IF)["H100"]
+
+
 def with_params(devices: dict, params) -> dict:
     """``devices`` with each (device or None, field, value) of ``params`` set, in order."""
     devices = dict(devices)
@@ -795,8 +801,8 @@ def _program_time(c: Cost, num_warps: int, dev: Device) -> tuple:
 
 
 def _alone(c: Cost, num_warps: int, dev: Device | None = None) -> float:
-    """Seconds of one program's Cost on an SM of its own (H100 parameters by default)."""
-    return _program_time(c, num_warps, dev or DEVICES["H100"])[2]
+    """Seconds of one program's Cost on an SM of its own (plan_device() by default)."""
+    return _program_time(c, num_warps, dev or plan_device())[2]
 
 
 def sm_times(per_program: list, ctas_per_sm: int, num_warps: int, dev: Device):

@@ -740,9 +740,9 @@ def test_programs_overlap_only_when_they_share_an_sm_at_once():
 
 def test_what_if_reaches_the_model_and_the_launch_plans(result):
     """The pair backward (5 products, B waits on A's partial every step) is latency-bound, the
-    default (7 products) MMA-bound: at half the assumed load latency the pair's modelled time
-    drops and the default's does not move. The pair stays over the gate even so
-    (docs/kernels.md, "Over the gate")."""
+    default (7 products) MMA-bound: at half the assumed load latency the pair's launcher plans
+    fewer chunks, its modelled time drops, and the default's does not move. The pair stays over
+    the gate even so (docs/kernels.md, "Why the attention backward stops here")."""
     case = "B18 H1 N16384 M256 D64 bfloat16"
     args = ("--ops", "attention_bwd", "--match", case)
     half = ("--param", f"latency_s={A.T.DEVICES['H100'].latency_s / 2!r}")
@@ -750,6 +750,9 @@ def test_what_if_reaches_the_model_and_the_launch_plans(result):
     default_half = _run_audit(*args, *half)
     assert default_half["what_if"] == [f"every device latency_s = {A.T.DEVICES['H100'].latency_s / 2:g}"]
     pair, pair_half = _run_audit(*args, "--bwd-policy", "pair"), _run_audit(*args, "--bwd-policy", "pair", *half)
+    # the launcher plans with the what-if too: split_plan picks 10 chunks at half the latency, not 11
+    assert [la["grid"] for la in pair["launches"]] == [[396, 1, 1]]
+    assert [la["grid"] for la in pair_half["launches"]] == [[360, 1, 1]]
     for device in ("H100", "H200"):
         assert default_half["ops"][0]["model"][device]["modelled_us"] == pytest.approx(default[device]["modelled_us"], rel=0.01)
         p, p_half = pair["ops"][0]["model"][device], pair_half["ops"][0]["model"][device]
